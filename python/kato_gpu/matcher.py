@@ -1,0 +1,284 @@
+"""``HybridGPUMatcher``: the drop-in for KATO's ``kato/gpu/matcher.py``.
+
+Patterns live in two tiers of one columnar store kept in Rust: newly learned patterns enter the
+*recent* tier at once; a sync promotes them to the *bulk* tier. A query scans both, on all CPU
+cores (the bulk tier moves to the GPU where one is available), and merges by one rule:
+similarity descending, then pattern name ascending. Every pattern is in exactly one tier, so no
+deduplication is needed and the result is the same whichever tier holds a pattern.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+import threading
+import time
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+
+from . import _native
+from .config import GPUConfig
+from .encoder import SymbolVocabularyEncoder
+
+logger = logging.getLogger("kato_gpu.matcher")
+
+#: Why the bulk tier runs on the CPU in this build.
+NO_GPU_REASON = "this build of kato_gpu has no CUDA tier yet; the bulk tier runs on all CPU cores"
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"pattern name must be a str, got {type(name).__name__}")
+    if not name:
+        raise ValueError("pattern name must be a non-empty string")
+    return name
+
+
+def _flatten(events: object, what: str = "pattern") -> List[str]:
+    """Concatenates a pattern's events; rejects anything but a sequence of sequences of str."""
+    if isinstance(events, (str, bytes)) or not isinstance(events, Sequence):
+        raise TypeError(f"{what} must be a list of events (lists of str), got {type(events).__name__}")
+    flat: List[str] = []
+    for k, event in enumerate(events):
+        if isinstance(event, (str, bytes)) or not isinstance(event, Sequence):
+            raise TypeError(f"{what} event {k} must be a list of str, got {type(event).__name__}")
+        flat.extend(event)
+    return flat
+
+
+def _check_state(state: object) -> Sequence[str]:
+    if isinstance(state, (str, bytes)) or not isinstance(state, Sequence):
+        raise TypeError(f"state must be a list of str symbols, got {type(state).__name__}")
+    return state
+
+
+def _check_threshold(threshold: object) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise TypeError(f"threshold must be a real number, got {type(threshold).__name__}")
+    value = float(threshold)
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"threshold must be a number in [0.0, 1.0], got {threshold!r}")
+    return value
+
+
+def _check_limit(max_predictions: object) -> Optional[int]:
+    if max_predictions is None:
+        return None
+    if isinstance(max_predictions, bool) or not isinstance(max_predictions, numbers.Integral):
+        raise TypeError(f"max_predictions must be an int or None, got {type(max_predictions).__name__}")
+    if max_predictions < 0:
+        raise ValueError(f"max_predictions must be >= 0 or None, got {max_predictions}")
+    return int(max_predictions)
+
+
+class HybridGPUMatcher:
+    """Exact matcher of a state against every learned pattern, over a bulk and a recent tier.
+
+    Args:
+        encoder: the vocabulary shared with KATO's learning path. Queries only look symbols up;
+            they never add to it.
+        config: ``GPUConfig``; ``metric`` ("difflib" or "lcs") and ``autojunk`` choose the
+            similarity. Defaults to ``GPUConfig()``.
+        patterns_cache: accepted for compatibility with KATO's signature; unused.
+    """
+
+    def __init__(
+        self,
+        encoder: SymbolVocabularyEncoder,
+        config: Optional[GPUConfig] = None,
+        patterns_cache: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        if not isinstance(encoder, SymbolVocabularyEncoder):
+            raise TypeError(f"encoder must be a SymbolVocabularyEncoder, got {type(encoder).__name__}")
+        config = GPUConfig() if config is None else config
+        if not isinstance(config, GPUConfig):
+            raise TypeError(f"config must be a GPUConfig, got {type(config).__name__}")
+        config.validate()
+        self.encoder = encoder
+        self.config = config
+        self._core = _native.Matcher(config.metric, config.autojunk)
+        self.use_gpu = False
+        self.gpu_unavailable_reason = NO_GPU_REASON if config.enabled else "disabled by configuration (enabled=False)"
+        self._stats_lock = threading.Lock()
+        self.stats: Dict[str, int] = {"gpu_queries": 0, "cpu_queries": 0, "patterns_learned": 0, "syncs_triggered": 0}
+        self.last_sync_time = time.time()
+        self.patterns_since_sync = 0
+        logger.info("HybridGPUMatcher ready: metric=%s autojunk=%s, bulk tier on CPU (%s)",
+                    config.metric, config.autojunk, self.gpu_unavailable_reason)
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._stats_lock:
+            self.stats[key] += n
+
+    # ------------------------------------------------------------------ queries
+    def match_patterns_arrays(self, state: Sequence[str], threshold: float,
+                              max_predictions: Optional[int] = None) -> "_native.MatchResult":
+        """Like :meth:`match_patterns`, but returns a ``MatchResult`` (``.names``,
+        ``.similarities`` as a float64 array) without building a dict per match."""
+        threshold = _check_threshold(threshold)
+        limit = _check_limit(max_predictions)
+        ids = self.encoder.lookup_ids(_check_state(state))
+        result = self._core.query(ids, threshold, limit)
+        self._count("cpu_queries")
+        return result
+
+    def match_patterns(self, state: Sequence[str], threshold: float,
+                       max_predictions: Optional[int] = 100) -> List[Dict[str, Any]]:
+        """Every pattern whose similarity to ``state`` is ``>= threshold``, as
+        ``{'pattern_name', 'similarity'}`` dicts ordered by similarity descending then name
+        ascending; at most ``max_predictions`` (``None``: all)."""
+        return self.match_patterns_arrays(state, threshold, max_predictions).to_dicts()
+
+    def match_patterns_batch(self, states: Iterable[Sequence[str]], threshold: float,
+                             max_predictions: Optional[int] = 100) -> List[List[Dict[str, Any]]]:
+        """:meth:`match_patterns` for many states in one call (states spread over the cores)."""
+        threshold = _check_threshold(threshold)
+        limit = _check_limit(max_predictions)
+        if isinstance(states, (str, bytes)):
+            raise TypeError("states must be a list of states (lists of str)")
+        lookups = [self.encoder.lookup_ids(_check_state(s)) for s in states]
+        results = self._core.query_batch(lookups, threshold, limit)
+        self._count("cpu_queries", len(lookups))
+        return [r.to_dicts() for r in results]
+
+    # ------------------------------------------------------------------ learning
+    def add_new_pattern(self, pattern_name: str, pattern_sequence: Sequence[Sequence[str]]) -> bool:
+        """Learns one pattern into the recent tier. False when the name is already stored."""
+        _check_name(pattern_name)
+        flat = _flatten(pattern_sequence)
+        if pattern_name in self._core:
+            return False
+        added = self._core.add(pattern_name, self.encoder.encode_ids(flat))
+        if added:
+            with self._stats_lock:
+                self.stats["patterns_learned"] += 1
+                self.patterns_since_sync += 1
+        return added
+
+    def add_patterns(self, names: Sequence[str], events_list: Sequence[Sequence[Sequence[str]]],
+                     promote: bool = True) -> int:
+        """Learns many patterns at once, all or none (one vocabulary write). Raises ValueError on
+        a duplicate or already stored name. With ``promote`` they go straight to the bulk tier."""
+        names = list(names)
+        events_list = list(events_list)
+        if len(names) != len(events_list):
+            raise ValueError(f"got {len(names)} names but {len(events_list)} patterns")
+        flats = [_flatten(events, f"pattern {k}") for k, events in enumerate(events_list)]
+        self._check_new_names(names)
+        offsets = np.zeros(len(flats) + 1, dtype=np.int64)
+        np.cumsum([len(f) for f in flats], out=offsets[1:])
+        ids = self.encoder.encode_ids([s for f in flats for s in f])
+        return self._add_csr(names, np.asarray(ids, dtype=np.uint32), offsets, promote)
+
+    def add_patterns_csr(self, names: Sequence[str], tokens: np.ndarray, offsets: np.ndarray,
+                         promote: bool = True) -> int:
+        """Bulk load from arrays: pattern k is ``tokens[offsets[k]:offsets[k+1]]``, tokens being
+        symbol ids of this matcher's encoder. All or none (names are checked in Rust)."""
+        if isinstance(names, (str, bytes)):
+            raise TypeError("names must be a list of str")
+        names = list(names)
+        tokens = np.asarray(tokens)
+        offsets = np.asarray(offsets)
+        if tokens.ndim != 1 or offsets.ndim != 1:
+            raise ValueError(f"tokens and offsets must be 1-D arrays, got shapes {tokens.shape} and {offsets.shape}")
+        if tokens.dtype.kind not in "iu" or offsets.dtype.kind not in "iu":
+            raise TypeError(f"tokens and offsets must be integer arrays, got {tokens.dtype} and {offsets.dtype}")
+        if tokens.size:
+            low, high = int(tokens.min()), int(tokens.max())
+            if low < 0 or high >= self.encoder.next_id:
+                raise ValueError(f"token ids must lie in [0, {self.encoder.next_id}) (the encoder's ids), "
+                                 f"got values in [{low}, {high}]")
+        if offsets.size and (int(offsets.min()) < 0 or int(offsets.max()) > np.iinfo(np.int64).max):
+            raise ValueError("offsets must be non-negative")
+        return self._add_csr(names, np.ascontiguousarray(tokens, dtype=np.uint32),
+                             np.ascontiguousarray(offsets, dtype=np.int64), promote)
+
+    def _check_new_names(self, names: List[str]) -> None:
+        seen = set()
+        for name in names:
+            _check_name(name)
+            if name in seen:
+                raise ValueError(f"pattern name {name!r} appears more than once in the batch")
+            seen.add(name)
+            if name in self._core:
+                raise ValueError(f"pattern {name!r} is already stored")
+
+    def _add_csr(self, names: List[str], tokens: np.ndarray, offsets: np.ndarray, promote: bool) -> int:
+        added = self._core.add_csr(names, tokens, offsets)
+        with self._stats_lock:
+            self.stats["patterns_learned"] += added
+            self.patterns_since_sync += added
+        if promote:
+            self.sync_cpu_to_gpu()
+        return added
+
+    def remove_pattern(self, pattern_name: str) -> bool:
+        """Forgets a pattern, whichever tier holds it. False when no such pattern is stored."""
+        return self._core.remove(_check_name(pattern_name))
+
+    # ------------------------------------------------------------------ tiers
+    def check_sync_needed(self) -> bool:
+        """True when the recent tier has reached ``sync_threshold`` patterns, or background sync
+        is on, ``sync_interval_seconds`` have passed and the recent tier is not empty."""
+        _, recent = self._core.tiers()
+        if recent >= self.config.sync_threshold:
+            return True
+        elapsed = time.time() - self.last_sync_time
+        return self.config.enable_background_sync and recent > 0 and elapsed >= self.config.sync_interval_seconds
+
+    def sync_cpu_to_gpu(self) -> int:
+        """Promotes every recent pattern into the bulk tier; returns how many moved."""
+        started = time.perf_counter()
+        moved = self._core.promote()
+        with self._stats_lock:
+            self.stats["syncs_triggered"] += 1
+            self.last_sync_time = time.time()
+            self.patterns_since_sync = 0
+        bulk, _ = self._core.tiers()
+        logger.info("promoted %d patterns to the bulk tier in %.1f ms (bulk: %d)",
+                    moved, (time.perf_counter() - started) * 1e3, bulk)
+        return moved
+
+    def get_stats(self) -> Dict[str, Any]:
+        bulk, recent = self._core.tiers()
+        with self._stats_lock:
+            counters = dict(self.stats)
+        return {
+            "use_gpu": self.use_gpu,
+            "gpu_unavailable_reason": None if self.use_gpu else self.gpu_unavailable_reason,
+            "metric": self.config.metric,
+            "autojunk": self.config.autojunk,
+            # KATO's names: the GPU tier is the bulk tier when it is on a GPU; the CPU tier is the
+            # recent tier.
+            "gpu_tier_patterns": bulk if self.use_gpu else 0,
+            "cpu_tier_patterns": recent,
+            "bulk_tier_patterns": bulk,
+            "bulk_tier_device": "gpu" if self.use_gpu else "cpu",
+            "recent_tier_patterns": recent,
+            "total_patterns": bulk + recent,
+            "vocab_size": self.encoder.vocab_size,
+            "stored_symbols": self._core.token_count(),
+            "memory_bytes": self._core.memory_bytes(),
+            **counters,
+        }
+
+    def clear_all(self) -> None:
+        """Forgets every pattern in both tiers (the vocabulary is kept)."""
+        self._core.clear()
+        with self._stats_lock:
+            self.last_sync_time = time.time()
+            self.patterns_since_sync = 0
+        logger.info("cleared all patterns")
+
+    def __len__(self) -> int:
+        return len(self._core)
+
+    def __contains__(self, pattern_name: object) -> bool:
+        return isinstance(pattern_name, str) and pattern_name in self._core
+
+    def __repr__(self) -> str:
+        bulk, recent = self._core.tiers()
+        device = "gpu" if self.use_gpu else "cpu"
+        return f"HybridGPUMatcher(bulk={bulk:,} on {device}, recent={recent:,}, metric={self.config.metric})"
