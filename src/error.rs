@@ -1,0 +1,33 @@
+//! Errors of the pure-Rust core. The Python bindings map every variant to a Python exception
+//! (see `python/error.rs`); nothing here knows about Python.
+
+use thiserror::Error;
+
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum KatoError {
+    #[error("threshold must be a number in [0.0, 1.0], got {0}")]
+    InvalidThreshold(f64),
+
+    #[error("unknown metric {0:?}: expected \"difflib\" or \"lcs\"")]
+    UnknownMetric(String),
+
+    #[error("pattern name must be a non-empty string")]
+    EmptyName,
+
+    #[error("pattern name {0:?} appears more than once in the batch")]
+    DuplicateInBatch(String),
+
+    #[error("pattern {0:?} is already stored")]
+    AlreadyStored(String),
+
+    #[error("invalid pattern layout: {0}")]
+    InvalidLayout(String),
+
+    #[error("symbol id {0} is out of range: pattern symbol ids must lie in [0, {max}]", max = crate::store::MAX_SYMBOL_ID)]
+    SymbolIdOutOfRange(i64),
+
+    #[error("the store is full: at most {0} patterns and {1} symbols in all")]
+    CapacityExceeded(u64, u64),
+}
+
+pub type Result<T> = std::result::Result<T, KatoError>;

@@ -1,0 +1,23 @@
+//! kato_gpu: exact similarity matching of one state against millions of learned patterns.
+//!
+//! The core (everything outside `python`) is plain Rust and knows nothing of Python:
+//! - [`metrics`]: the `difflib` and `lcs` metrics and the similarity formula;
+//! - [`ordering`]: the result order;
+//! - [`store`]: the columnar pattern store;
+//! - [`matcher`]: the tiered matcher that scans the store on all cores.
+
+pub mod error;
+pub mod matcher;
+pub mod metrics;
+pub mod ordering;
+pub mod store;
+
+#[cfg(test)]
+mod testing;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use error::{KatoError, Result};
+pub use matcher::{Matcher, TierCounts};
+pub use metrics::Metric;

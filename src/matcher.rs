@@ -1,0 +1,361 @@
+//! The tiered matcher core: one columnar store whose first `bulk_end` slots are the bulk tier and
+//! whose tail is the recent tier (newly learned patterns). Promotion moves the boundary. Without a
+//! GPU both tiers are scanned by one parallel loop over all cores; results are identical whichever
+//! tier holds a pattern because both use the same metric code, formula and ordering.
+
+use std::collections::{HashMap, HashSet};
+
+use rayon::prelude::*;
+
+use crate::error::{KatoError, Result};
+use crate::metrics::{self, length_bound, passes, ratio, Metric, PreparedQuery, Scorer};
+use crate::ordering::{sort_and_truncate, Hit};
+use crate::store::{PatternStore, MAX_SYMBOL_ID};
+
+/// Patterns per parallel work item.
+const CHUNK: usize = 8192;
+
+/// Removed slots are reclaimed once they outnumber both this and the live patterns.
+const COMPACT_MIN_DEAD: usize = 4096;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TierCounts {
+    pub bulk: usize,
+    pub recent: usize,
+}
+
+pub struct Matcher {
+    metric: Metric,
+    store: PatternStore,
+    bulk_end: usize,
+    bulk_live: usize,
+    index: HashMap<Box<str>, u32>,
+}
+
+/// Converts a vocabulary lookup (negative = symbol unknown to the vocabulary) into query symbol
+/// ids. Each distinct unknown position gets its own id above [`MAX_SYMBOL_ID`]: it counts in the
+/// state's length but matches no stored symbol.
+pub fn query_from_lookup(ids: &[i64]) -> Vec<u32> {
+    let mut next_unknown = u32::MAX;
+    ids.iter()
+        .map(|&id| {
+            if (0..=MAX_SYMBOL_ID as i64).contains(&id) {
+                id as u32
+            } else {
+                next_unknown -= 1;
+                next_unknown + 1
+            }
+        })
+        .collect()
+}
+
+fn check_symbols(tokens: &[u32]) -> Result<()> {
+    match tokens.iter().find(|&&t| t > MAX_SYMBOL_ID) {
+        Some(&t) => Err(KatoError::SymbolIdOutOfRange(t as i64)),
+        None => Ok(()),
+    }
+}
+
+impl Matcher {
+    pub fn new(metric: Metric) -> Matcher {
+        Matcher { metric, store: PatternStore::new(), bulk_end: 0, bulk_live: 0, index: HashMap::new() }
+    }
+
+    pub fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    pub fn len(&self) -> usize {
+        self.store.live_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    pub fn tiers(&self) -> TierCounts {
+        TierCounts { bulk: self.bulk_live, recent: self.store.live_count() - self.bulk_live }
+    }
+
+    /// The stored symbols of a pattern.
+    pub fn pattern(&self, name: &str) -> Option<&[u32]> {
+        self.index.get(name).map(|&slot| self.store.tokens(slot))
+    }
+
+    pub fn name(&self, slot: u32) -> &str {
+        self.store.name(slot)
+    }
+
+    /// Adds one pattern to the recent tier. `Ok(false)` when the name is already stored.
+    pub fn insert(&mut self, name: &str, tokens: &[u32]) -> Result<bool> {
+        if name.is_empty() {
+            return Err(KatoError::EmptyName);
+        }
+        check_symbols(tokens)?;
+        if self.index.contains_key(name) {
+            return Ok(false);
+        }
+        self.check_capacity(1, tokens.len())?;
+        let slot = self.store.push(name, tokens);
+        self.index.insert(name.into(), slot);
+        Ok(true)
+    }
+
+    /// Adds many patterns to the recent tier, all or none: pattern `k` is
+    /// `tokens[offsets[k]..offsets[k + 1]]`. Every name must be new and appear once.
+    pub fn insert_batch(&mut self, names: &[&str], tokens: &[u32], offsets: &[u64]) -> Result<usize> {
+        if offsets.len() != names.len() + 1 {
+            return Err(KatoError::InvalidLayout(format!(
+                "offsets must have len(names) + 1 = {} entries, got {}",
+                names.len() + 1,
+                offsets.len()
+            )));
+        }
+        if offsets[0] != 0 || offsets[offsets.len() - 1] != tokens.len() as u64 {
+            return Err(KatoError::InvalidLayout(format!(
+                "offsets must start at 0 and end at len(tokens) = {}, got {} .. {}",
+                tokens.len(),
+                offsets[0],
+                offsets[offsets.len() - 1]
+            )));
+        }
+        if let Some(k) = offsets.windows(2).position(|w| w[0] > w[1]) {
+            return Err(KatoError::InvalidLayout(format!("offsets decrease at index {}", k + 1)));
+        }
+        check_symbols(tokens)?;
+        let mut seen = HashSet::with_capacity(names.len());
+        for &name in names {
+            if name.is_empty() {
+                return Err(KatoError::EmptyName);
+            }
+            if !seen.insert(name) {
+                return Err(KatoError::DuplicateInBatch(name.to_string()));
+            }
+            if self.index.contains_key(name) {
+                return Err(KatoError::AlreadyStored(name.to_string()));
+            }
+        }
+        self.check_capacity(names.len(), tokens.len())?;
+        let name_bytes = names.iter().map(|n| n.len()).sum();
+        self.store.reserve(names.len(), tokens.len(), name_bytes);
+        self.index.reserve(names.len());
+        for (k, &name) in names.iter().enumerate() {
+            let slot = self.store.push(name, &tokens[offsets[k] as usize..offsets[k + 1] as usize]);
+            self.index.insert(name.into(), slot);
+        }
+        Ok(names.len())
+    }
+
+    fn check_capacity(&self, patterns: usize, tokens: usize) -> Result<()> {
+        // Slots are u32 with u32::MAX reserved; offsets are u64 so only the slot count is bounded.
+        let max_slots = (u32::MAX - 1) as u64;
+        if (self.store.slots() + patterns) as u64 > max_slots {
+            return Err(KatoError::CapacityExceeded(max_slots, u64::MAX));
+        }
+        let _ = tokens;
+        Ok(())
+    }
+
+    /// Removes a pattern from whichever tier holds it. `false` when no such pattern is stored.
+    pub fn remove(&mut self, name: &str) -> bool {
+        let Some(slot) = self.index.remove(name) else { return false };
+        self.store.kill(slot);
+        if (slot as usize) < self.bulk_end {
+            self.bulk_live -= 1;
+        }
+        let dead = self.store.slots() - self.store.live_count();
+        if dead >= COMPACT_MIN_DEAD && dead > self.store.live_count() {
+            self.compact();
+        }
+        true
+    }
+
+    fn compact(&mut self) {
+        let old_bulk_end = self.bulk_end;
+        let remap = self.store.compact();
+        self.bulk_end = remap[..old_bulk_end].iter().filter(|&&s| s != u32::MAX).count();
+        for slot in self.index.values_mut() {
+            *slot = remap[*slot as usize];
+        }
+    }
+
+    /// Moves every recent pattern into the bulk tier; returns how many moved.
+    pub fn promote(&mut self) -> usize {
+        let moved = self.tiers().recent;
+        self.bulk_end = self.store.slots();
+        self.bulk_live = self.store.live_count();
+        moved
+    }
+
+    pub fn clear(&mut self) {
+        *self = Matcher::new(self.metric);
+    }
+
+    /// Every stored pattern whose similarity to `state` is `>= threshold`, in result order,
+    /// at most `limit` of them.
+    pub fn query(&self, state: &[u32], threshold: f64, limit: Option<usize>) -> Result<Vec<Hit>> {
+        metrics::validate_threshold(threshold)?;
+        let mut hits = match self.metric.prepare(state) {
+            PreparedQuery::Difflib(q) => self.scan(&q, threshold, limit),
+            PreparedQuery::Lcs(q) => self.scan(&q, threshold, limit),
+        };
+        sort_and_truncate(&mut hits, limit, &|slot| self.store.name(slot));
+        Ok(hits)
+    }
+
+    /// [`Matcher::query`] for many states; states are spread over the cores.
+    pub fn query_batch(&self, states: &[Vec<u32>], threshold: f64, limit: Option<usize>) -> Result<Vec<Vec<Hit>>> {
+        metrics::validate_threshold(threshold)?;
+        states.par_iter().map(|state| self.query(state, threshold, limit)).collect()
+    }
+
+    fn scan<S: Scorer>(&self, query: &S, threshold: f64, limit: Option<usize>) -> Vec<Hit> {
+        let slots = self.store.slots();
+        let state_len = query.state_len();
+        let name_of = |slot: u32| self.store.name(slot);
+        let chunks: Vec<Vec<Hit>> = (0..slots.div_ceil(CHUNK))
+            .into_par_iter()
+            .map_init(
+                || query.new_scratch(),
+                |scratch, chunk| {
+                    let mut hits = Vec::new();
+                    let end = ((chunk + 1) * CHUNK).min(slots);
+                    for slot in (chunk * CHUNK) as u32..end as u32 {
+                        if !self.store.is_live(slot) {
+                            continue;
+                        }
+                        let pattern = self.store.tokens(slot);
+                        if length_bound(pattern.len(), state_len) < threshold {
+                            continue;
+                        }
+                        let similarity = ratio(query.matches(pattern, scratch), pattern.len() + state_len);
+                        if passes(similarity, threshold) {
+                            hits.push(Hit { similarity, name_key: self.store.name_key(slot), slot });
+                        }
+                    }
+                    if let Some(k) = limit {
+                        if hits.len() > k {
+                            sort_and_truncate(&mut hits, Some(k), &name_of);
+                        }
+                    }
+                    hits
+                },
+            )
+            .collect();
+        let mut all = Vec::with_capacity(chunks.iter().map(Vec::len).sum());
+        for chunk in chunks {
+            all.extend(chunk);
+        }
+        all
+    }
+
+    /// Bytes held by the store and the name index (an estimate for the index).
+    pub fn memory_bytes(&self) -> usize {
+        let index = self.index.capacity() * (std::mem::size_of::<(Box<str>, u32)>() + 1)
+            + self.index.keys().map(|k| k.len()).sum::<usize>();
+        self.store.memory_bytes() + index
+    }
+
+    pub fn token_count(&self) -> usize {
+        self.store.token_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::Rng;
+
+    fn oracle(patterns: &[(String, Vec<u32>)], metric: Metric, state: &[u32], threshold: f64, limit: Option<usize>) -> Vec<(String, f64)> {
+        let mut all: Vec<(String, f64)> = patterns
+            .iter()
+            .map(|(n, p)| (n.clone(), metric.similarity(p, state)))
+            .filter(|(_, s)| *s >= threshold)
+            .collect();
+        all.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap().then(a.0.cmp(&b.0)));
+        if let Some(k) = limit {
+            all.truncate(k);
+        }
+        all
+    }
+
+    #[test]
+    fn matches_oracle_across_tiers_removals_and_compaction() {
+        let mut rng = Rng::new(3);
+        for metric in [Metric::Lcs, Metric::Difflib { autojunk: false }, Metric::Difflib { autojunk: true }] {
+            let mut m = Matcher::new(metric);
+            let mut kept: Vec<(String, Vec<u32>)> = Vec::new();
+            for i in 0..12_000 {
+                let p = rng.sequence(if i % 97 == 0 { 260 } else { 20 }, 12);
+                let name = format!("P{:05}", rng.below(100_000));
+                if m.insert(&name, &p).unwrap() {
+                    kept.push((name, p));
+                }
+                if i == 5000 {
+                    m.promote();
+                }
+            }
+            // Remove enough to force a compaction.
+            let inserted = kept.len();
+            kept.retain(|(n, _)| {
+                if n.as_bytes()[5] % 3 != 0 {
+                    assert!(m.remove(n));
+                    assert!(!m.remove(n));
+                    false
+                } else {
+                    true
+                }
+            });
+            assert_eq!(m.len(), kept.len());
+            assert!(m.store.slots() < inserted, "removing two thirds must have compacted the store");
+            for q in 0..6 {
+                let state = rng.sequence(if q == 5 { 240 } else { 25 }, 12);
+                for (threshold, limit) in [(0.0, None), (0.3, Some(7)), (0.5, None), (0.9, Some(100))] {
+                    let got: Vec<(String, f64)> = m
+                        .query(&state, threshold, limit)
+                        .unwrap()
+                        .iter()
+                        .map(|h| (m.name(h.slot).to_string(), h.similarity))
+                        .collect();
+                    assert_eq!(got, oracle(&kept, metric, &state, threshold, limit), "{metric:?} t={threshold}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn batch_insert_is_all_or_nothing() {
+        let mut m = Matcher::new(Metric::Lcs);
+        assert!(m.insert("a", &[1, 2]).unwrap());
+        let before = m.len();
+        assert!(matches!(m.insert_batch(&["b", "b"], &[1, 2], &[0, 1, 2]), Err(KatoError::DuplicateInBatch(_))));
+        assert!(matches!(m.insert_batch(&["b", "a"], &[1, 2], &[0, 1, 2]), Err(KatoError::AlreadyStored(_))));
+        assert!(matches!(m.insert_batch(&["b"], &[1, 2], &[0, 3]), Err(KatoError::InvalidLayout(_))));
+        assert!(matches!(m.insert_batch(&["b", "c"], &[1, 2], &[0, 2, 1]), Err(KatoError::InvalidLayout(_))));
+        assert!(matches!(m.insert_batch(&["b"], &[u32::MAX], &[0, 1]), Err(KatoError::SymbolIdOutOfRange(_))));
+        assert_eq!(m.len(), before);
+        assert_eq!(m.insert_batch(&["b", "c"], &[1, 2], &[0, 1, 2]).unwrap(), 2);
+        assert_eq!(m.tiers(), TierCounts { bulk: 0, recent: 3 });
+        assert_eq!(m.promote(), 3);
+        assert_eq!(m.tiers(), TierCounts { bulk: 3, recent: 0 });
+    }
+
+    #[test]
+    fn thresholds_are_validated_and_zero_includes_everything() {
+        let mut m = Matcher::new(Metric::Difflib { autojunk: false });
+        m.insert("x", &[5, 6]).unwrap();
+        m.insert("y", &[]).unwrap();
+        for bad in [f64::NAN, -0.1, 1.5, f64::INFINITY] {
+            assert!(m.query(&[1], bad, None).is_err());
+        }
+        assert_eq!(m.query(&[1], 0.0, None).unwrap().len(), 2);
+        // Unknown symbols count in the length and match nothing.
+        let state = query_from_lookup(&[-1, 5, -1]);
+        let hits = m.query(&state, 0.0, None).unwrap();
+        assert_eq!(hits[0].similarity, 2.0 * 1.0 / 5.0);
+    }
+}

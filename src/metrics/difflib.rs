@@ -1,0 +1,212 @@
+//! Exact `difflib` metric: M = the total size of `difflib.SequenceMatcher(None, pattern, state,
+//! autojunk=...)`'s matching blocks, with the pattern as `a` and the state as `b`.
+//!
+//! Ratcliff/Obershelp as CPython implements it: the longest common contiguous block (ties: the
+//! smallest `i` in `a`, then the smallest `j` in `b`), then recursion on the left and right
+//! remainders. With autojunk and `len(b) >= 200`, symbols occurring more than `len(b) / 100 + 1`
+//! times in `b` are "popular": left out of the index, but a found block is still extended across
+//! equal neighbours, popular ones included, exactly as `find_longest_match` does. There is no
+//! `isjunk`, so nothing is junk. M does not depend on the order in which blocks are found.
+
+use super::{QuerySymbols, Scorer};
+
+/// A state (`b`) prepared for difflib matching against many patterns (`a`).
+pub struct DifflibQuery {
+    b: Vec<u32>,
+    symbols: QuerySymbols,
+    /// `positions[starts[slot]..starts[slot + 1]]`: ascending indices of that symbol in `b`,
+    /// empty for popular symbols.
+    starts: Vec<u32>,
+    positions: Vec<u32>,
+}
+
+/// Working memory for one thread: the `j2len` rows of `find_longest_match` as dense arrays
+/// (index `j + 1`) with the list of entries each row set, so a row is cleared in O(entries).
+pub struct DifflibScratch {
+    prev: Vec<u32>,
+    cur: Vec<u32>,
+    prev_set: Vec<u32>,
+    cur_set: Vec<u32>,
+    pending: Vec<(usize, usize, usize, usize)>,
+}
+
+impl DifflibQuery {
+    pub fn new(state: &[u32], autojunk: bool) -> DifflibQuery {
+        let symbols = QuerySymbols::new(state);
+        let distinct = symbols.distinct();
+        let mut counts = vec![0u32; distinct];
+        for &s in state {
+            counts[symbols.slot(s) as usize] += 1;
+        }
+        let n = state.len();
+        if autojunk && n >= 200 {
+            let popular_above = (n / 100 + 1) as u32;
+            for c in counts.iter_mut() {
+                if *c > popular_above {
+                    *c = 0;
+                }
+            }
+        }
+        let mut starts = Vec::with_capacity(distinct + 1);
+        let mut total = 0u32;
+        starts.push(0);
+        for &c in &counts {
+            total += c;
+            starts.push(total);
+        }
+        let mut fill: Vec<u32> = starts[..distinct].to_vec();
+        let mut positions = vec![0u32; total as usize];
+        for (j, &s) in state.iter().enumerate() {
+            let slot = symbols.slot(s) as usize;
+            if counts[slot] != 0 {
+                positions[fill[slot] as usize] = j as u32;
+                fill[slot] += 1;
+            }
+        }
+        DifflibQuery { b: state.to_vec(), symbols, starts, positions }
+    }
+
+    #[inline(always)]
+    fn positions_of(&self, symbol: u32) -> &[u32] {
+        let slot = self.symbols.slot(symbol);
+        if slot == QuerySymbols::NONE {
+            return &[];
+        }
+        let slot = slot as usize;
+        &self.positions[self.starts[slot] as usize..self.starts[slot + 1] as usize]
+    }
+
+    /// CPython's `find_longest_match(alo, ahi, blo, bhi)`; returns `(i, j, size)`.
+    fn find_longest_match(
+        &self,
+        a: &[u32],
+        (alo, ahi, blo, bhi): (usize, usize, usize, usize),
+        scratch: &mut DifflibScratch,
+    ) -> (usize, usize, usize) {
+        let b = &self.b[..];
+        let (mut best_i, mut best_j, mut best_size) = (alo, blo, 0usize);
+        let DifflibScratch { prev, cur, prev_set, cur_set, .. } = scratch;
+        for i in alo..ahi {
+            let positions = self.positions_of(a[i]);
+            let start = positions.partition_point(|&j| (j as usize) < blo);
+            for &j in &positions[start..] {
+                let j = j as usize;
+                if j >= bhi {
+                    break;
+                }
+                // prev[j] holds j2len[j - 1] of the previous row (0 when unset).
+                let k = prev[j] + 1;
+                cur[j + 1] = k;
+                cur_set.push(j as u32 + 1);
+                if k as usize > best_size {
+                    best_i = i + 1 - k as usize;
+                    best_j = j + 1 - k as usize;
+                    best_size = k as usize;
+                }
+            }
+            for &idx in prev_set.iter() {
+                prev[idx as usize] = 0;
+            }
+            prev_set.clear();
+            std::mem::swap(prev, cur);
+            std::mem::swap(prev_set, cur_set);
+        }
+        for &idx in prev_set.iter() {
+            prev[idx as usize] = 0;
+        }
+        prev_set.clear();
+
+        // Nothing is junk, so only the "extend by non-junk elements" loops can move; they pick up
+        // popular elements left out of the index.
+        while best_i > alo && best_j > blo && a[best_i - 1] == b[best_j - 1] {
+            best_i -= 1;
+            best_j -= 1;
+            best_size += 1;
+        }
+        while best_i + best_size < ahi && best_j + best_size < bhi && a[best_i + best_size] == b[best_j + best_size] {
+            best_size += 1;
+        }
+        (best_i, best_j, best_size)
+    }
+}
+
+impl Scorer for DifflibQuery {
+    type Scratch = DifflibScratch;
+
+    fn new_scratch(&self) -> DifflibScratch {
+        let n = self.b.len() + 1;
+        DifflibScratch {
+            prev: vec![0; n],
+            cur: vec![0; n],
+            prev_set: Vec::new(),
+            cur_set: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    fn state_len(&self) -> usize {
+        self.b.len()
+    }
+
+    fn matches(&self, a: &[u32], scratch: &mut DifflibScratch) -> usize {
+        let mut total = 0;
+        let mut pending = std::mem::take(&mut scratch.pending);
+        pending.clear();
+        pending.push((0, a.len(), 0, self.b.len()));
+        while let Some(range @ (alo, ahi, blo, bhi)) = pending.pop() {
+            let (i, j, k) = self.find_longest_match(a, range, scratch);
+            if k > 0 {
+                total += k;
+                if alo < i && blo < j {
+                    pending.push((alo, i, blo, j));
+                }
+                if i + k < ahi && j + k < bhi {
+                    pending.push((i + k, ahi, j + k, bhi));
+                }
+            }
+        }
+        scratch.pending = pending;
+        total
+    }
+}
+
+/// Total matching-block size of one pair (`a` = pattern, `b` = state).
+pub fn matches(pattern: &[u32], state: &[u32], autojunk: bool) -> usize {
+    let query = DifflibQuery::new(state, autojunk);
+    let mut scratch = query.new_scratch();
+    query.matches(pattern, &mut scratch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::ratio;
+    use crate::testing::{naive_difflib, Rng};
+
+    #[test]
+    fn known_cases() {
+        // difflib.SequenceMatcher(None, [0, 2, 1, 0], [2, 0]).ratio() == 1/3 (LCS would give 2/3).
+        assert_eq!(matches(&[0, 2, 1, 0], &[2, 0], false), 1);
+        assert_eq!(ratio(1, 6), 1.0 / 3.0);
+        assert_eq!(matches(&[], &[], false), 0);
+        assert_eq!(matches(&[1, 2, 3], &[1, 2, 3], false), 3);
+        // "abxcd" vs "abcd": blocks "ab" and "cd".
+        assert_eq!(matches(&[0, 1, 9, 2, 3], &[0, 1, 2, 3], false), 4);
+    }
+
+    #[test]
+    fn agrees_with_naive_port() {
+        let mut rng = Rng::new(11);
+        for case in 0..3000 {
+            let alphabet = 1 + rng.below(if case % 3 == 0 { 3 } else { 30 });
+            let long = case % 5 == 0;
+            let len_b = if long { 195 + rng.below(120) } else { rng.below(40) };
+            let len_a = if long { rng.below(300) } else { rng.below(40) };
+            let b: Vec<u32> = (0..len_b).map(|_| rng.below(alphabet) as u32).collect();
+            let a: Vec<u32> = (0..len_a).map(|_| rng.below(alphabet) as u32).collect();
+            for autojunk in [false, true] {
+                assert_eq!(matches(&a, &b, autojunk), naive_difflib(&a, &b, autojunk), "a={a:?} b={b:?} aj={autojunk}");
+            }
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! Exact `lcs` metric: M = length of the longest common subsequence.
+//!
+//! Bit-parallel (Allison–Dix / Hyyrö): the state is the bit-vector side, one bit per state
+//! position, `ceil(len/64)` words; each pattern symbol costs one mask lookup and a few word
+//! operations per word. `2.0 * M / T` equals `2.0 * rapidfuzz.distance.LCSseq.similarity(p, s) / T`.
+
+use super::{QuerySymbols, Scorer};
+
+/// A state prepared for LCS against many patterns.
+pub struct LcsQuery {
+    len: usize,
+    words: usize,
+    symbols: QuerySymbols,
+    /// `masks[slot * words + w]`: bit k of word w set iff `state[64 * w + k]` has that slot's symbol.
+    masks: Vec<u64>,
+}
+
+impl LcsQuery {
+    pub fn new(state: &[u32]) -> LcsQuery {
+        let symbols = QuerySymbols::new(state);
+        let words = state.len().div_ceil(64);
+        let mut masks = vec![0u64; symbols.distinct() * words];
+        for (pos, &s) in state.iter().enumerate() {
+            let slot = symbols.slot(s) as usize;
+            masks[slot * words + pos / 64] |= 1u64 << (pos % 64);
+        }
+        LcsQuery { len: state.len(), words, symbols, masks }
+    }
+
+    fn matches_one_word(&self, pattern: &[u32]) -> usize {
+        let mut v = !0u64;
+        for &c in pattern {
+            let slot = self.symbols.slot(c);
+            if slot != QuerySymbols::NONE {
+                let u = v & self.masks[slot as usize];
+                v = v.wrapping_add(u) | (v - u);
+            }
+        }
+        let valid = if self.len == 64 { !0u64 } else { (1u64 << self.len) - 1 };
+        (!v & valid).count_ones() as usize
+    }
+
+    fn matches_multi_word(&self, pattern: &[u32], v: &mut Vec<u64>) -> usize {
+        v.clear();
+        v.resize(self.words, !0u64);
+        for &c in pattern {
+            let slot = self.symbols.slot(c);
+            if slot == QuerySymbols::NONE {
+                continue;
+            }
+            let masks = &self.masks[slot as usize * self.words..][..self.words];
+            let mut carry = 0u64;
+            for (vw, &m) in v.iter_mut().zip(masks) {
+                let u = *vw & m;
+                let (sum, c1) = vw.overflowing_add(u);
+                let (sum, c2) = sum.overflowing_add(carry);
+                carry = (c1 | c2) as u64;
+                // u is a subset of vw's bits, so vw - u never borrows.
+                *vw = sum | (*vw - u);
+            }
+        }
+        let tail_bits = self.len % 64;
+        v.iter()
+            .enumerate()
+            .map(|(w, &vw)| {
+                let valid = if w + 1 == self.words && tail_bits != 0 { (1u64 << tail_bits) - 1 } else { !0u64 };
+                (!vw & valid).count_ones() as usize
+            })
+            .sum()
+    }
+}
+
+impl Scorer for LcsQuery {
+    type Scratch = Vec<u64>;
+
+    fn new_scratch(&self) -> Vec<u64> {
+        Vec::with_capacity(self.words)
+    }
+
+    fn state_len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    fn matches(&self, pattern: &[u32], scratch: &mut Vec<u64>) -> usize {
+        match self.words {
+            0 => 0,
+            1 => self.matches_one_word(pattern),
+            _ => self.matches_multi_word(pattern, scratch),
+        }
+    }
+}
+
+/// LCS length of one pair.
+pub fn matches(pattern: &[u32], state: &[u32]) -> usize {
+    let query = LcsQuery::new(state);
+    let mut scratch = query.new_scratch();
+    query.matches(pattern, &mut scratch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{naive_lcs, Rng};
+
+    #[test]
+    fn known_cases() {
+        assert_eq!(matches(&[], &[]), 0);
+        assert_eq!(matches(&[1, 2, 3], &[]), 0);
+        assert_eq!(matches(&[0, 2, 1, 0], &[2, 0]), 2);
+        assert_eq!(matches(&[1, 2, 3, 4], &[1, 3, 4, 2]), 3);
+    }
+
+    #[test]
+    fn agrees_with_naive_dp_across_word_boundaries() {
+        let mut rng = Rng::new(7);
+        for case in 0..4000 {
+            let alphabet = 1 + rng.below(if case % 2 == 0 { 4 } else { 40 }) as u32;
+            let len_s = match case % 4 {
+                0 => rng.below(70),
+                1 => 60 + rng.below(10),
+                2 => 120 + rng.below(140),
+                _ => rng.below(10),
+            };
+            let len_p = rng.below(150);
+            let s: Vec<u32> = (0..len_s).map(|_| rng.below(alphabet as usize) as u32).collect();
+            let p: Vec<u32> = (0..len_p).map(|_| rng.below(alphabet as usize) as u32).collect();
+            assert_eq!(matches(&p, &s), naive_lcs(&p, &s), "p={p:?} s={s:?}");
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The two exact similarity metrics and the one place that turns a match count into a similarity.
+//!
+//! Both metrics count an integer M (matching symbols) between a pattern `p` and a state `s` and
+//! return `2.0 * M / T` in float64 with `T = len(p) + len(s)` (1.0 when T == 0), exactly as
+//! Python computes it. Every tier (CPU now, GPU later) counts M and calls [`ratio`], so results
+//! agree bit for bit wherever a pattern lives.
+//!
+//! Each metric module has the same shape: a pair function (`matches(pattern, state)`) and a
+//! prepared one-state-vs-many-patterns form (`*Query::new(state)` then `.matches(pattern, scratch)`).
+
+pub mod difflib;
+pub mod lcs;
+mod symbols;
+
+pub use symbols::QuerySymbols;
+
+use crate::error::{KatoError, Result};
+
+/// Which similarity a matcher computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Metric {
+    /// `difflib.SequenceMatcher(None, pattern, state, autojunk=autojunk).ratio()`.
+    Difflib { autojunk: bool },
+    /// `2.0 * LCS(pattern, state) / T`, LCS the longest common subsequence.
+    Lcs,
+}
+
+impl Metric {
+    /// Parses the configuration's metric name (`"difflib"` or `"lcs"`).
+    pub fn from_name(name: &str, autojunk: bool) -> Result<Metric> {
+        match name {
+            "difflib" => Ok(Metric::Difflib { autojunk }),
+            "lcs" => Ok(Metric::Lcs),
+            other => Err(KatoError::UnknownMetric(other.to_string())),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Metric::Difflib { .. } => "difflib",
+            Metric::Lcs => "lcs",
+        }
+    }
+
+    /// Prepares `state` for matching against many patterns.
+    pub fn prepare(&self, state: &[u32]) -> PreparedQuery {
+        match *self {
+            Metric::Difflib { autojunk } => PreparedQuery::Difflib(difflib::DifflibQuery::new(state, autojunk)),
+            Metric::Lcs => PreparedQuery::Lcs(lcs::LcsQuery::new(state)),
+        }
+    }
+
+    /// The similarity of one pair.
+    pub fn similarity(&self, pattern: &[u32], state: &[u32]) -> f64 {
+        let matches = match *self {
+            Metric::Difflib { autojunk } => difflib::matches(pattern, state, autojunk),
+            Metric::Lcs => lcs::matches(pattern, state),
+        };
+        ratio(matches, pattern.len() + state.len())
+    }
+}
+
+/// The similarity formula shared by every metric and every tier: `2.0 * M / T` in float64,
+/// 1.0 when both sequences are empty (as difflib's `_calculate_ratio`).
+#[inline]
+pub fn ratio(matches: usize, total_len: usize) -> f64 {
+    if total_len == 0 {
+        1.0
+    } else {
+        2.0 * matches as f64 / total_len as f64
+    }
+}
+
+/// The inclusion rule: a pattern is a match iff `similarity >= threshold`, in float64, as Python
+/// decides it.
+#[inline]
+pub fn passes(similarity: f64, threshold: f64) -> bool {
+    similarity >= threshold
+}
+
+/// Rejects NaN and thresholds outside [0, 1].
+pub fn validate_threshold(threshold: f64) -> Result<f64> {
+    if (0.0..=1.0).contains(&threshold) {
+        Ok(threshold)
+    } else {
+        Err(KatoError::InvalidThreshold(threshold))
+    }
+}
+
+/// An exact upper bound on the similarity of any pattern of `pattern_len` symbols: M can never
+/// exceed the shorter length, and float division is monotone, so a pattern whose bound is below
+/// the threshold cannot match and need not be scored.
+#[inline]
+pub fn length_bound(pattern_len: usize, state_len: usize) -> f64 {
+    ratio(pattern_len.min(state_len), pattern_len + state_len)
+}
+
+/// A state prepared for one metric: counts M against any number of patterns.
+pub trait Scorer: Sync {
+    /// Per-thread working memory, reused across patterns.
+    type Scratch: Send;
+    fn new_scratch(&self) -> Self::Scratch;
+    fn state_len(&self) -> usize;
+    fn matches(&self, pattern: &[u32], scratch: &mut Self::Scratch) -> usize;
+}
+
+/// A prepared state of either metric.
+pub enum PreparedQuery {
+    Difflib(difflib::DifflibQuery),
+    Lcs(lcs::LcsQuery),
+}
+
+impl PreparedQuery {
+    pub fn state_len(&self) -> usize {
+        match self {
+            PreparedQuery::Difflib(q) => q.state_len(),
+            PreparedQuery::Lcs(q) => q.state_len(),
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! `kato_gpu._native.Matcher` (the tiered store and its queries) and `MatchResult`.
+
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use numpy::{PyArray1, PyReadonlyArray1};
+use pyo3::exceptions::PyValueError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use super::error::guard;
+use crate::matcher::{query_from_lookup, Matcher};
+use crate::metrics::Metric;
+use crate::ordering::Hit;
+
+#[pyclass(module = "kato_gpu._native", name = "Matcher", frozen)]
+pub struct PyMatcher {
+    inner: RwLock<Matcher>,
+}
+
+impl PyMatcher {
+    // A panic while a guard was held (caught by `guard`) leaves the data usable: every mutation
+    // validates before it changes anything, so the poison flag is ignored.
+    fn read(&self) -> RwLockReadGuard<'_, Matcher> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Matcher> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Copies the hits' names out of the store while the read lock is held.
+fn collect(matcher: &Matcher, hits: Vec<Hit>) -> MatchResult {
+    let mut result = MatchResult {
+        similarities: Vec::with_capacity(hits.len()),
+        name_bytes: Vec::new(),
+        name_offsets: Vec::with_capacity(hits.len() + 1),
+    };
+    result.name_offsets.push(0);
+    for hit in hits {
+        result.similarities.push(hit.similarity);
+        result.name_bytes.extend_from_slice(matcher.name(hit.slot).as_bytes());
+        result.name_offsets.push(result.name_bytes.len());
+    }
+    result
+}
+
+fn check_limit(limit: Option<i64>) -> PyResult<Option<usize>> {
+    match limit {
+        Some(k) if k < 0 => Err(PyValueError::new_err(format!("max_predictions must be >= 0 or None, got {k}"))),
+        other => Ok(other.map(|k| k as usize)),
+    }
+}
+
+#[pymethods]
+impl PyMatcher {
+    #[new]
+    #[pyo3(signature = (metric = "difflib", autojunk = false))]
+    fn new(metric: &str, autojunk: bool) -> PyResult<Self> {
+        Ok(PyMatcher { inner: RwLock::new(Matcher::new(Metric::from_name(metric, autojunk)?)) })
+    }
+
+    #[getter]
+    fn metric(&self, py: Python<'_>) -> &'static str {
+        py.allow_threads(|| self.read().metric().name())
+    }
+
+    /// Adds one pattern (vocabulary ids) to the recent tier; False when the name is stored.
+    fn add(&self, py: Python<'_>, name: &str, ids: Vec<i64>) -> PyResult<bool> {
+        let tokens = ids_to_tokens(&ids)?;
+        Ok(py.allow_threads(|| guard(|| self.write().insert(name, &tokens)))??)
+    }
+
+    /// Adds many patterns, all or none: pattern k is `tokens[offsets[k]:offsets[k+1]]`.
+    fn add_csr(
+        &self,
+        py: Python<'_>,
+        names: Vec<String>,
+        tokens: PyReadonlyArray1<'_, u32>,
+        offsets: PyReadonlyArray1<'_, i64>,
+    ) -> PyResult<usize> {
+        let tokens = tokens.as_slice()?;
+        let offsets = offsets.as_slice()?;
+        if let Some(bad) = offsets.iter().find(|&&o| o < 0) {
+            return Err(PyValueError::new_err(format!("invalid pattern layout: negative offset {bad}")));
+        }
+        // i64 -> u64 is a same-size reinterpretation of non-negative values.
+        let offsets: Vec<u64> = offsets.iter().map(|&o| o as u64).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let added = py.allow_threads(|| guard(|| self.write().insert_batch(&names, tokens, &offsets)))??;
+        log::debug!("bulk-loaded {added} patterns");
+        Ok(added)
+    }
+
+    fn remove(&self, py: Python<'_>, name: &str) -> PyResult<bool> {
+        py.allow_threads(|| guard(|| self.write().remove(name)))
+    }
+
+    /// Moves the recent tier into the bulk tier; returns how many patterns moved.
+    fn promote(&self, py: Python<'_>) -> PyResult<usize> {
+        py.allow_threads(|| guard(|| self.write().promote()))
+    }
+
+    fn clear(&self, py: Python<'_>) -> PyResult<()> {
+        py.allow_threads(|| guard(|| self.write().clear()))
+    }
+
+    /// `(bulk, recent)` live pattern counts.
+    fn tiers(&self, py: Python<'_>) -> (usize, usize) {
+        py.allow_threads(|| {
+            let t = self.read().tiers();
+            (t.bulk, t.recent)
+        })
+    }
+
+    fn memory_bytes(&self, py: Python<'_>) -> usize {
+        py.allow_threads(|| self.read().memory_bytes())
+    }
+
+    fn token_count(&self, py: Python<'_>) -> usize {
+        py.allow_threads(|| self.read().token_count())
+    }
+
+    /// The stored symbol ids of a pattern, or None.
+    fn pattern(&self, py: Python<'_>, name: &str) -> Option<Vec<u32>> {
+        py.allow_threads(|| self.read().pattern(name).map(<[u32]>::to_vec))
+    }
+
+    fn __len__(&self, py: Python<'_>) -> usize {
+        py.allow_threads(|| self.read().len())
+    }
+
+    fn __contains__(&self, py: Python<'_>, name: &str) -> bool {
+        py.allow_threads(|| self.read().contains(name))
+    }
+
+    /// Every pattern with similarity >= threshold, in result order, at most `limit`.
+    /// `ids` is a vocabulary lookup: negative entries are symbols the vocabulary does not know.
+    #[pyo3(signature = (ids, threshold, limit = None))]
+    fn query(&self, py: Python<'_>, ids: Vec<i64>, threshold: f64, limit: Option<i64>) -> PyResult<MatchResult> {
+        let limit = check_limit(limit)?;
+        let state = query_from_lookup(&ids);
+        py.allow_threads(|| {
+            guard(|| {
+                let matcher = self.read();
+                let hits = matcher.query(&state, threshold, limit)?;
+                Ok(collect(&matcher, hits))
+            })
+        })?
+    }
+
+    #[pyo3(signature = (states, threshold, limit = None))]
+    fn query_batch(&self, py: Python<'_>, states: Vec<Vec<i64>>, threshold: f64, limit: Option<i64>) -> PyResult<Vec<MatchResult>> {
+        let limit = check_limit(limit)?;
+        let states: Vec<Vec<u32>> = states.iter().map(|ids| query_from_lookup(ids)).collect();
+        py.allow_threads(|| {
+            guard(|| {
+                let matcher = self.read();
+                let hits = matcher.query_batch(&states, threshold, limit)?;
+                Ok(hits.into_iter().map(|h| collect(&matcher, h)).collect())
+            })
+        })?
+    }
+}
+
+fn ids_to_tokens(ids: &[i64]) -> PyResult<Vec<u32>> {
+    ids.iter()
+        .map(|&id| {
+            if (0..=crate::store::MAX_SYMBOL_ID as i64).contains(&id) {
+                Ok(id as u32)
+            } else {
+                Err(crate::error::KatoError::SymbolIdOutOfRange(id).into())
+            }
+        })
+        .collect()
+}
+
+/// The matches of one query, in result order, detached from the matcher.
+#[pyclass(module = "kato_gpu._native", name = "MatchResult", frozen)]
+pub struct MatchResult {
+    similarities: Vec<f64>,
+    name_bytes: Vec<u8>,
+    name_offsets: Vec<usize>,
+}
+
+impl MatchResult {
+    fn name(&self, k: usize) -> &str {
+        std::str::from_utf8(&self.name_bytes[self.name_offsets[k]..self.name_offsets[k + 1]])
+            .expect("names are copied whole from the store")
+    }
+}
+
+#[pymethods]
+impl MatchResult {
+    fn __len__(&self) -> usize {
+        self.similarities.len()
+    }
+
+    /// Similarities as a float64 array, in result order.
+    #[getter]
+    fn similarities<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
+        PyArray1::from_slice(py, &self.similarities)
+    }
+
+    /// Pattern names, in result order.
+    #[getter]
+    fn names<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(py, (0..self.similarities.len()).map(|k| self.name(k)))
+    }
+
+    /// `[{'pattern_name': ..., 'similarity': ...}, ...]`, KATO's result shape.
+    fn to_dicts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let (key_name, key_sim) = (intern!(py, "pattern_name"), intern!(py, "similarity"));
+        let list = PyList::empty(py);
+        for (k, &sim) in self.similarities.iter().enumerate() {
+            let d = PyDict::new(py);
+            d.set_item(key_name, self.name(k))?;
+            d.set_item(key_sim, sim)?;
+            list.append(d)?;
+        }
+        Ok(list)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("MatchResult(matches={})", self.similarities.len())
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyMatcher>()?;
+    m.add_class::<MatchResult>()?;
+    Ok(())
+}

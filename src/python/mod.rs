@@ -1,0 +1,26 @@
+//! Python bindings (`kato_gpu._native`): thin wrappers over the core, one file per class family.
+//!
+//! Rules every binding follows:
+//! - heavy work and every wait for the matcher's lock run with the GIL released, so a thread
+//!   holding the lock never waits on the GIL (no lock-order deadlock with Python threads);
+//! - every call into the core goes through [`error::guard`], so a Rust panic surfaces as a
+//!   Python exception, never as an abort.
+
+mod error;
+mod matcher;
+mod metrics;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+#[pyo3(name = "_native")]
+fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Rust `log` records go to Python's `logging`, under loggers named after the Rust modules
+    // (`kato_gpu.*`).
+    let _ = pyo3_log::try_init();
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("MAX_SYMBOL_ID", crate::store::MAX_SYMBOL_ID)?;
+    metrics::register(m)?;
+    matcher::register(m)?;
+    Ok(())
+}

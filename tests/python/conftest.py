@@ -1,0 +1,44 @@
+"""Shared oracles: Python's own references, never kato_gpu code."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import pytest
+from rapidfuzz.distance import LCSseq
+
+
+def ref_difflib(pattern: Sequence, state: Sequence, autojunk: bool = False) -> float:
+    """KATO's `_process_with_original`: the pattern is `a`, the state is `b`."""
+    return difflib.SequenceMatcher(None, pattern, state, autojunk=autojunk).ratio()
+
+
+def ref_lcs(pattern: Sequence, state: Sequence) -> float:
+    total = len(pattern) + len(state)
+    return 2.0 * LCSseq.similarity(pattern, state) / total if total else 1.0
+
+
+def reference(metric: str, autojunk: bool = False):
+    if metric == "lcs":
+        return ref_lcs
+    return lambda p, s: ref_difflib(p, s, autojunk)
+
+
+def brute_force(patterns: Dict[str, List[str]], state: List[str], metric: str, autojunk: bool,
+                threshold: float, limit: Optional[int]) -> List[Dict[str, object]]:
+    """The matcher's contract, computed naively: every pattern with sim >= threshold, ordered by
+    similarity descending then name ascending, the first `limit`."""
+    sim = reference(metric, autojunk)
+    scored: List[Tuple[str, float]] = [(name, sim(flat, state)) for name, flat in patterns.items()]
+    kept = sorted(((n, s) for n, s in scored if s >= threshold), key=lambda ns: (-ns[1], ns[0]))
+    if limit is not None:
+        kept = kept[:limit]
+    return [{"pattern_name": n, "similarity": s} for n, s in kept]
+
+
+@pytest.fixture
+def encoder():
+    from kato_gpu import SymbolVocabularyEncoder
+
+    return SymbolVocabularyEncoder(None)
