@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use crate::error::{KatoError, Result};
 use crate::metrics::{self, length_bound, passes, ratio, Metric, PreparedQuery, Scorer};
-use crate::ordering::{sort_and_truncate, Hit};
+use crate::ordering::{sort_and_truncate, Hit, NameOrder};
 use crate::store::{PatternStore, MAX_SYMBOL_ID};
 
 /// Patterns per parallel work item.
@@ -27,6 +27,7 @@ pub struct TierCounts {
 pub struct Matcher {
     metric: Metric,
     store: PatternStore,
+    order: NameOrder,
     bulk_end: usize,
     bulk_live: usize,
     index: HashMap<Box<str>, u32>,
@@ -58,7 +59,7 @@ fn check_symbols(tokens: &[u32]) -> Result<()> {
 
 impl Matcher {
     pub fn new(metric: Metric) -> Matcher {
-        Matcher { metric, store: PatternStore::new(), bulk_end: 0, bulk_live: 0, index: HashMap::new() }
+        Matcher { metric, store: PatternStore::new(), order: NameOrder::default(), bulk_end: 0, bulk_live: 0, index: HashMap::new() }
     }
 
     pub fn metric(&self) -> Metric {
@@ -101,6 +102,7 @@ impl Matcher {
         }
         self.check_capacity(1, tokens.len())?;
         let slot = self.store.push(name, tokens);
+        self.order.push(&self.store, name);
         self.index.insert(name.into(), slot);
         Ok(true)
     }
@@ -143,8 +145,10 @@ impl Matcher {
         let name_bytes = names.iter().map(|n| n.len()).sum();
         self.store.reserve(names.len(), tokens.len(), name_bytes);
         self.index.reserve(names.len());
+        self.order.reserve(names.len());
         for (k, &name) in names.iter().enumerate() {
             let slot = self.store.push(name, &tokens[offsets[k] as usize..offsets[k + 1] as usize]);
+            self.order.push(&self.store, name);
             self.index.insert(name.into(), slot);
         }
         Ok(names.len())
@@ -181,6 +185,8 @@ impl Matcher {
         for slot in self.index.values_mut() {
             *slot = remap[*slot as usize];
         }
+        self.order.remap(&remap);
+        self.order.rebuild(&self.store);
     }
 
     /// Moves every recent pattern into the bulk tier; returns how many moved.
@@ -188,6 +194,7 @@ impl Matcher {
         let moved = self.tiers().recent;
         self.bulk_end = self.store.slots();
         self.bulk_live = self.store.live_count();
+        self.order.rebuild(&self.store);
         moved
     }
 
@@ -203,7 +210,7 @@ impl Matcher {
             PreparedQuery::Difflib(q) => self.scan(&q, threshold, limit),
             PreparedQuery::Lcs(q) => self.scan(&q, threshold, limit),
         };
-        sort_and_truncate(&mut hits, limit, &|slot| self.store.name(slot));
+        sort_and_truncate(&mut hits, limit, &self.store);
         Ok(hits)
     }
 
@@ -216,7 +223,6 @@ impl Matcher {
     fn scan<S: Scorer>(&self, query: &S, threshold: f64, limit: Option<usize>) -> Vec<Hit> {
         let slots = self.store.slots();
         let state_len = query.state_len();
-        let name_of = |slot: u32| self.store.name(slot);
         let chunks: Vec<Vec<Hit>> = (0..slots.div_ceil(CHUNK))
             .into_par_iter()
             .map_init(
@@ -234,12 +240,12 @@ impl Matcher {
                         }
                         let similarity = ratio(query.matches(pattern, scratch), pattern.len() + state_len);
                         if passes(similarity, threshold) {
-                            hits.push(Hit { similarity, name_key: self.store.name_key(slot), slot });
+                            hits.push(Hit { similarity, order_key: self.order.key(slot), slot });
                         }
                     }
                     if let Some(k) = limit {
                         if hits.len() > k {
-                            sort_and_truncate(&mut hits, Some(k), &name_of);
+                            sort_and_truncate(&mut hits, Some(k), &self.store);
                         }
                     }
                     hits
@@ -257,7 +263,7 @@ impl Matcher {
     pub fn memory_bytes(&self) -> usize {
         let index = self.index.capacity() * (std::mem::size_of::<(Box<str>, u32)>() + 1)
             + self.index.keys().map(|k| k.len()).sum::<usize>();
-        self.store.memory_bytes() + index
+        self.store.memory_bytes() + self.order.memory_bytes() + index
     }
 
     pub fn token_count(&self) -> usize {

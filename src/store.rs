@@ -1,8 +1,6 @@
 //! The columnar pattern store shared by every tier: all patterns' symbol ids concatenated with an
 //! offsets array, names in one byte arena. The same layout is mirrored on the GPU.
 
-use crate::ordering::name_key;
-
 /// Largest symbol id a stored pattern may hold. Query symbols unknown to the vocabulary are given
 /// ids above it, so they can never match a stored symbol.
 pub const MAX_SYMBOL_ID: u32 = i32::MAX as u32;
@@ -13,7 +11,6 @@ pub struct PatternStore {
     offsets: Vec<u64>,
     name_bytes: Vec<u8>,
     name_offsets: Vec<u64>,
-    name_keys: Vec<u128>,
     live: Vec<bool>,
     live_count: usize,
 }
@@ -41,7 +38,6 @@ impl PatternStore {
         self.offsets.reserve(patterns);
         self.name_bytes.reserve(name_bytes);
         self.name_offsets.reserve(patterns);
-        self.name_keys.reserve(patterns);
         self.live.reserve(patterns);
     }
 
@@ -52,7 +48,6 @@ impl PatternStore {
         self.offsets.push(self.tokens.len() as u64);
         self.name_bytes.extend_from_slice(name.as_bytes());
         self.name_offsets.push(self.name_bytes.len() as u64);
-        self.name_keys.push(name_key(name));
         self.live.push(true);
         self.live_count += 1;
         slot
@@ -70,11 +65,6 @@ impl PatternStore {
         let bytes = &self.name_bytes[self.name_offsets[s] as usize..self.name_offsets[s + 1] as usize];
         // Only whole `&str`s are ever pushed, so every name range is valid UTF-8.
         std::str::from_utf8(bytes).expect("name arena holds whole UTF-8 names")
-    }
-
-    #[inline]
-    pub fn name_key(&self, slot: u32) -> u128 {
-        self.name_keys[slot as usize]
     }
 
     #[inline]
@@ -110,7 +100,6 @@ impl PatternStore {
             + self.offsets.capacity() * 8
             + self.name_bytes.capacity()
             + self.name_offsets.capacity() * 8
-            + self.name_keys.capacity() * 16
             + self.live.capacity()
     }
 }

@@ -195,6 +195,19 @@ mod tests {
     }
 
     #[test]
+    fn ids_beyond_the_dense_table_agree_with_naive_port() {
+        let mut rng = Rng::new(12);
+        let big = |x: u32| if x % 2 == 0 { x } else { u32::MAX - x };
+        for _ in 0..1000 {
+            let b: Vec<u32> = rng.sequence(250, 6).into_iter().map(big).collect();
+            let a: Vec<u32> = rng.sequence(250, 6).into_iter().map(big).collect();
+            for autojunk in [false, true] {
+                assert_eq!(matches(&a, &b, autojunk), naive_difflib(&a, &b, autojunk));
+            }
+        }
+    }
+
+    #[test]
     fn agrees_with_naive_port() {
         let mut rng = Rng::new(11);
         for case in 0..3000 {

@@ -52,4 +52,14 @@ impl QuerySymbols {
     pub fn distinct(&self) -> usize {
         self.distinct
     }
+
+    /// Size of the dense table: every id below it is looked up there.
+    pub fn dense_len(&self) -> usize {
+        self.dense.len()
+    }
+
+    /// Whether some state symbol lives outside the dense table.
+    pub fn has_sparse(&self) -> bool {
+        !self.sparse.is_empty()
+    }
 }

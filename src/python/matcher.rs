@@ -7,6 +7,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
+use rayon::prelude::*;
 
 use super::error::guard;
 use crate::matcher::{query_from_lookup, Matcher};
@@ -30,20 +31,36 @@ impl PyMatcher {
     }
 }
 
-/// Copies the hits' names out of the store while the read lock is held.
+/// Copies the hits' names out of the store while the read lock is held, in parallel: each chunk
+/// of hits fills its own byte range of the result's name arena.
 fn collect(matcher: &Matcher, hits: Vec<Hit>) -> MatchResult {
-    let mut result = MatchResult {
-        similarities: Vec::with_capacity(hits.len()),
-        name_bytes: Vec::new(),
-        name_offsets: Vec::with_capacity(hits.len() + 1),
-    };
-    result.name_offsets.push(0);
-    for hit in hits {
-        result.similarities.push(hit.similarity);
-        result.name_bytes.extend_from_slice(matcher.name(hit.slot).as_bytes());
-        result.name_offsets.push(result.name_bytes.len());
+    const CHUNK: usize = 16384;
+    let mut name_offsets = Vec::with_capacity(hits.len() + 1);
+    name_offsets.push(0);
+    let lengths: Vec<usize> = hits.par_iter().map(|h| matcher.name(h.slot).len()).collect();
+    let mut total = 0;
+    for len in lengths {
+        total += len;
+        name_offsets.push(total);
     }
-    result
+    let mut name_bytes = vec![0u8; total];
+    let mut ranges = Vec::with_capacity(hits.len().div_ceil(CHUNK));
+    let mut rest = name_bytes.as_mut_slice();
+    for start in (0..hits.len()).step_by(CHUNK) {
+        let end = (start + CHUNK).min(hits.len());
+        let (head, tail) = rest.split_at_mut(name_offsets[end] - name_offsets[start]);
+        ranges.push(head);
+        rest = tail;
+    }
+    hits.par_chunks(CHUNK).zip(ranges).for_each(|(chunk, out)| {
+        let mut at = 0;
+        for hit in chunk {
+            let name = matcher.name(hit.slot).as_bytes();
+            out[at..at + name.len()].copy_from_slice(name);
+            at += name.len();
+        }
+    });
+    MatchResult { similarities: hits.iter().map(|h| h.similarity).collect(), name_bytes, name_offsets }
 }
 
 fn check_limit(limit: Option<i64>) -> PyResult<Option<usize>> {
