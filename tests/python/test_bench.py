@@ -1,0 +1,258 @@
+"""``kato-gpu bench`` at tiny sizes: exit codes, JSON contents, independent recounts, and that a
+wrong result is caught. Also the workload generator and the progress bar on their own."""
+
+import difflib
+import io
+import json
+import sys
+
+import numpy as np
+import pytest
+
+rapidfuzz = pytest.importorskip("rapidfuzz")
+from rapidfuzz.distance import LCSseq  # noqa: E402
+
+import kato_gpu  # noqa: E402
+from kato_gpu import cli  # noqa: E402
+from kato_gpu._progress import Progress  # noqa: E402
+from kato_gpu.bench import generate_workload, pattern_index, pattern_name, pattern_names  # noqa: E402
+
+N = 2000
+Q = 3
+SEED = 7
+THRESHOLD = 0.1
+
+
+def _bench(tmp_path, *extra, name="bench.json"):
+    path = tmp_path / name
+    argv = ["bench", "--patterns", str(N), "--queries", str(Q), "--seed", str(SEED),
+            "--threshold", str(THRESHOLD), "--no-progress", "--json", str(path), *extra]
+    code = cli.main(argv)
+    report = json.loads(path.read_text()) if path.exists() else None
+    return code, report
+
+
+def _recount(shape, query, metric):
+    """Matches of one query over all N patterns, computed here from the symbols."""
+    wl = generate_workload(N, Q, shape, SEED)
+    state = [s for event in wl.query_events[query] for s in event]
+    count = 0
+    for i in range(N):
+        pattern = [s for event in wl.pattern_events(i) for s in event]
+        if metric == "difflib":
+            sim = difflib.SequenceMatcher(None, pattern, state, autojunk=False).ratio()
+        else:
+            sim = 2.0 * LCSseq.similarity(pattern, state) / (len(pattern) + len(state))
+        count += sim >= THRESHOLD
+    return count
+
+
+# ---------------------------------------------------------------------------- the command
+@pytest.mark.parametrize("shape,metric,limit", [
+    ("kato", "both", "all"),
+    ("chunks", "both", "10"),
+    ("kato", "difflib", "10"),
+    ("chunks", "lcs", "all"),
+])
+def test_bench_runs_and_reports(tmp_path, capsys, shape, metric, limit):
+    code, report = _bench(tmp_path, "--shape", shape, "--metric", metric, "--max-predictions", limit,
+                          "--difflib-sample", "400")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    metrics = ["lcs", "difflib"] if metric == "both" else [metric]
+    assert report["ok"] is True
+    assert set(report) >= {"ok", "options", "environment", "workload", "results"}
+    assert set(report["environment"]) >= {"python", "numpy", "rapidfuzz", "kato_gpu", "cpu_count"}
+    assert report["workload"]["n_patterns"] == N and report["workload"]["n_queries"] == Q
+    assert report["options"]["max_predictions"] == (None if limit == "all" else int(limit))
+    assert sorted(report["results"]) == sorted(metrics)
+    for m in metrics:
+        r = report["results"][m]
+        assert set(r) >= {"load", "engines", "verification"}
+        assert set(r["load"]) >= {"seconds", "patterns_per_s", "memory_bytes", "rss_growth_bytes"}
+        assert r["load"]["memory_bytes"] > 0
+        assert set(r["engines"]) == {"kato_gpu", "rapidfuzz", "difflib"}
+        for e in r["engines"].values():
+            assert set(e) >= {"median_ms", "p95_ms", "speedup", "mean_matches", "times_ms"}
+            assert len(e["times_ms"]) == Q
+        assert r["engines"]["difflib"]["extrapolated"] is True
+        assert r["engines"]["difflib"]["sample"] == 400
+        v = r["verification"]
+        assert v["ok"] and v["queries_with_differences"] == 0
+        assert v["sampled_pairs_checked"] == Q * 400
+        assert v["queries_checked_whole_result"] == (Q if m == "lcs" else 0)
+        assert f"metric {m}" in out
+
+    # kato_gpu's count for query 0, recomputed here from the regenerated symbols.
+    m = metrics[-1]
+    expected = _recount(shape, 0, m)
+    if limit != "all":
+        expected = min(expected, int(limit))
+    assert report["results"][m]["engines"]["kato_gpu"]["matches_per_query"][0] == expected
+    if m == "lcs":
+        assert report["results"][m]["engines"]["rapidfuzz"]["above_threshold_per_query"][0] == _recount(shape, 0, "lcs")
+
+
+def test_help_and_bad_arguments(capsys):
+    assert cli.main(["--help"]) == 0
+    assert cli.main(["bench", "--help"]) == 0
+    assert "--max-predictions" in capsys.readouterr().out
+    assert cli.main(["--version"]) == 0
+    assert kato_gpu.__version__ in capsys.readouterr().out
+    for bad in (["bench", "--patterns", "0"], ["bench", "--max-predictions", "some"],
+                ["bench", "--threshold", "1.5"], ["bench", "--metric", "cosine"],
+                ["bench", "--shape", "round"], ["bench", "--difflib-sample", "-1"], ["frobnicate"]):
+        assert cli.main(bad) == 2, bad
+    assert cli.main([]) == 2
+
+
+def test_missing_rapidfuzz_exits_2(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "rapidfuzz", None)  # makes `import rapidfuzz` fail
+    assert cli.main(["bench", "--patterns", "10", "--queries", "1", "--no-progress"]) == 2
+    assert "pip install 'kato-gpu[bench]'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- wrong results are caught
+class _Altered:
+    """Stands in for a MatchResult: the real one with one match dropped or one value changed."""
+
+    def __init__(self, result, drop=None, bump=None):
+        sims = np.array(result.similarities, dtype=np.float64)
+        names = list(result.names)
+        if drop is not None and names:
+            k = min(drop, len(names) - 1)
+            sims = np.delete(sims, k)
+            del names[k]
+        if bump is not None and names:
+            k = min(bump, len(names) - 1)
+            sims[k] = np.nextafter(sims[k], -np.inf)  # one ulp lower
+        self.similarities = sims
+        self.names = names
+
+    def __len__(self):
+        return len(self.names)
+
+
+def _patch(monkeypatch, **how):
+    real = kato_gpu.HybridGPUMatcher.match_patterns_arrays
+
+    def altered(self, state, threshold, max_predictions=None):
+        return _Altered(real(self, state, threshold, max_predictions), **how)
+
+    monkeypatch.setattr(kato_gpu.HybridGPUMatcher, "match_patterns_arrays", altered)
+
+
+@pytest.mark.parametrize("metric", ["lcs", "difflib"])
+def test_dropped_match_is_detected(tmp_path, monkeypatch, capsys, metric):
+    _patch(monkeypatch, drop=N // 20)
+    # difflib checks a sample; sampling every pattern makes the dropped one certain to be seen.
+    code, report = _bench(tmp_path, "--metric", metric, "--difflib-sample", str(N))
+    assert code == 1
+    assert report["ok"] is False
+    assert report["results"][metric]["verification"]["queries_with_differences"] == Q
+    err = capsys.readouterr().err
+    assert "differ" in err and "missing" in err
+
+
+def test_one_ulp_is_detected(tmp_path, monkeypatch, capsys):
+    _patch(monkeypatch, bump=3)
+    code, report = _bench(tmp_path, "--metric", "lcs", "--difflib-sample", "0")
+    assert code == 1
+    assert not report["results"]["lcs"]["verification"]["ok"]
+    assert "position 3" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- the workload
+@pytest.mark.parametrize("shape", ["kato", "chunks"])
+def test_workload_is_seeded(shape):
+    a = generate_workload(500, 4, shape, seed=3)
+    b = generate_workload(500, 4, shape, seed=3)
+    c = generate_workload(500, 4, shape, seed=4)
+    assert np.array_equal(a.tokens, b.tokens) and np.array_equal(a.offsets, b.offsets)
+    assert a.query_events == b.query_events
+    assert not np.array_equal(a.tokens, c.tokens)
+    assert a.tokens.dtype == np.int32 and a.offsets.dtype == np.int64
+    assert a.vocab == sorted(a.vocab) and len(set(a.vocab)) == len(a.vocab)
+
+
+def test_kato_shape():
+    wl = generate_workload(3000, 30, "kato", seed=1)
+    assert len(wl.vocab) == 200
+    assert sum(s.startswith("VCTR|") for s in wl.vocab) == 50
+    for i in range(0, 3000, 7):
+        events = wl.pattern_events(i)
+        assert 2 <= len(events) <= 5
+        for event in events:
+            assert 3 <= len(event) <= 15
+            assert event == sorted(event) and len(set(event)) == len(event)
+        assert [s for e in events for s in e] == wl.pattern_symbols(i)
+    # Zipf: the most frequent symbol is tok_0, and the commonest symbols are far ahead of the rarest.
+    counts = np.bincount(wl.tokens, minlength=200)
+    assert wl.vocab[int(np.argmax(counts))] == "tok_0"
+    assert counts.max() > 20 * counts.min()
+    for q in range(30):
+        source = wl.pattern_events(int(wl.query_sources[q]))
+        query = wl.query_events[q]
+        assert 1 <= len(query) <= len(source)
+        for kept, event in zip(query, source):
+            assert kept == sorted(kept) and len(set(kept)) == len(kept)
+            shared = len(set(kept) & set(event))
+            assert 1 <= shared and len(kept) - shared <= 3
+            assert shared >= int(len(event) * 0.3) and shared <= max(1, int(len(event) * 0.7)) + 3
+        assert wl.state_symbols(q) == [s for e in query for s in e]
+
+
+def test_chunks_shape():
+    wl = generate_workload(2000, 30, "chunks", seed=1)
+    assert len(wl.vocab) == 50_000
+    assert np.all(wl.lengths == 5)
+    for q in range(30):
+        source = wl.pattern_symbols(int(wl.query_sources[q]))
+        state = wl.state_symbols(q)
+        assert len(state) == 5
+        assert 1 <= sum(a != b for a, b in zip(source, state)) <= 3
+
+
+def test_names_sort_like_indices_and_parse_back():
+    names = pattern_names(0, 5000)
+    assert names == sorted(names)
+    assert all(len(n) == 45 and n.startswith("PTRN|") for n in names[:10])
+    assert pattern_name(255) == "PTRN|" + "0" * 38 + "ff"
+    assert np.array_equal(pattern_index(names, 5000), np.arange(5000))
+    bad = ["PTRN|x", pattern_name(5000), "PTRN|" + "0" * 39 + "G", "XXXX|" + "0" * 40, pattern_name(9)]
+    assert pattern_index(bad, 5000).tolist() == [-1, -1, -1, -1, 9]
+
+
+def test_encoder_assigns_sorted_ids():
+    wl = generate_workload(100, 1, "kato", seed=0)
+    enc = kato_gpu.SymbolVocabularyEncoder(None)
+    assert np.array_equal(wl.encoder_ids(enc), np.arange(len(wl.vocab)))
+
+
+# ---------------------------------------------------------------------------- the progress bar
+def test_progress_without_tty_prints_tenths():
+    stream = io.StringIO()
+    with Progress(1000, label="loading", unit="patterns", stream=stream) as bar:
+        for _ in range(100):
+            bar.update(10)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 10
+    assert lines[-1].startswith("loading: 100% 1,000/1,000 patterns")
+
+
+def test_progress_tty_and_disabled():
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Tty()
+    bar = Progress(50, stream=stream, min_interval=0.0)
+    for _ in range(50):
+        bar.update()
+    bar.close()
+    text = stream.getvalue()
+    assert text.count("\r") >= 2 and text.endswith("\n") and "100.0%" in text
+    quiet = io.StringIO()
+    with Progress(10, stream=quiet, enabled=False) as bar:
+        bar.update(10)
+    assert quiet.getvalue() == ""
