@@ -91,6 +91,11 @@ impl Matcher {
         self.store.name(slot)
     }
 
+    /// The names of every current slot, kept alive independently of later changes.
+    pub fn names(&self) -> crate::store::NameSnapshot {
+        self.store.names()
+    }
+
     /// Adds one pattern to the recent tier. `Ok(false)` when the name is already stored.
     pub fn insert(&mut self, name: &str, tokens: &[u32]) -> Result<bool> {
         if name.is_empty() {
@@ -142,8 +147,7 @@ impl Matcher {
             }
         }
         self.check_capacity(names.len(), tokens.len())?;
-        let name_bytes = names.iter().map(|n| n.len()).sum();
-        self.store.reserve(names.len(), tokens.len(), name_bytes);
+        self.store.reserve(names.len(), tokens.len());
         self.index.reserve(names.len());
         self.order.reserve(names.len());
         for (k, &name) in names.iter().enumerate() {

@@ -1,23 +1,71 @@
 //! The columnar pattern store shared by every tier: all patterns' symbol ids concatenated with an
-//! offsets array, names in one byte arena. The same layout is mirrored on the GPU.
+//! offsets array, names in an arena. The same layout is mirrored on the GPU.
+//!
+//! The name arena is a list of fixed-size, reference-counted chunks, so a query result can keep
+//! the names of its matches alive ([`NameSnapshot`]) without copying them: a later append copies
+//! at most the last chunk (and only while a result still holds it); a compaction builds new chunks.
+
+use std::sync::Arc;
 
 /// Largest symbol id a stored pattern may hold. Query symbols unknown to the vocabulary are given
 /// ids above it, so they can never match a stored symbol.
 pub const MAX_SYMBOL_ID: u32 = i32::MAX as u32;
 
+/// Names per arena chunk.
+const NAME_CHUNK: usize = 4096;
+
+#[derive(Clone, Default)]
+pub struct NameChunk {
+    bytes: Vec<u8>,
+    /// `ends[k]`: end of the k-th name of the chunk in `bytes`.
+    ends: Vec<u32>,
+}
+
+/// The names of a store at one moment, valid for the slots that existed then.
+#[derive(Clone, Default)]
+pub struct NameSnapshot(Vec<Arc<NameChunk>>);
+
+impl NameSnapshot {
+    #[inline]
+    pub fn name(&self, slot: u32) -> &str {
+        let chunk = &self.0[slot as usize / NAME_CHUNK];
+        let k = slot as usize % NAME_CHUNK;
+        let start = if k == 0 { 0 } else { chunk.ends[k - 1] as usize };
+        // Only whole `&str`s are ever pushed, so every name range is valid UTF-8.
+        std::str::from_utf8(&chunk.bytes[start..chunk.ends[k] as usize]).expect("name arena holds whole UTF-8 names")
+    }
+
+    fn push(&mut self, name: &str) {
+        if self.0.last().is_none_or(|c| c.ends.len() == NAME_CHUNK) {
+            self.0.push(Arc::new(NameChunk { bytes: Vec::new(), ends: Vec::with_capacity(NAME_CHUNK) }));
+        }
+        let chunk = Arc::make_mut(self.0.last_mut().expect("a chunk was just ensured"));
+        chunk.bytes.extend_from_slice(name.as_bytes());
+        chunk.ends.push(chunk.bytes.len() as u32);
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.0.iter().map(|c| c.bytes.capacity() + c.ends.capacity() * 4).sum()
+    }
+}
+
 #[derive(Default)]
 pub struct PatternStore {
     tokens: Vec<u32>,
     offsets: Vec<u64>,
-    name_bytes: Vec<u8>,
-    name_offsets: Vec<u64>,
+    names: NameSnapshot,
     live: Vec<bool>,
     live_count: usize,
 }
 
 impl PatternStore {
     pub fn new() -> PatternStore {
-        PatternStore { offsets: vec![0], name_offsets: vec![0], ..Default::default() }
+        PatternStore { offsets: vec![0], ..Default::default() }
+    }
+
+    /// The names as they are now; cheap (one reference count per chunk).
+    pub fn names(&self) -> NameSnapshot {
+        self.names.clone()
     }
 
     /// Slots ever used (live or removed) since the last compaction.
@@ -33,11 +81,9 @@ impl PatternStore {
         self.tokens.len()
     }
 
-    pub fn reserve(&mut self, patterns: usize, tokens: usize, name_bytes: usize) {
+    pub fn reserve(&mut self, patterns: usize, tokens: usize) {
         self.tokens.reserve(tokens);
         self.offsets.reserve(patterns);
-        self.name_bytes.reserve(name_bytes);
-        self.name_offsets.reserve(patterns);
         self.live.reserve(patterns);
     }
 
@@ -46,8 +92,7 @@ impl PatternStore {
         let slot = self.live.len() as u32;
         self.tokens.extend_from_slice(tokens);
         self.offsets.push(self.tokens.len() as u64);
-        self.name_bytes.extend_from_slice(name.as_bytes());
-        self.name_offsets.push(self.name_bytes.len() as u64);
+        self.names.push(name);
         self.live.push(true);
         self.live_count += 1;
         slot
@@ -61,10 +106,7 @@ impl PatternStore {
 
     #[inline]
     pub fn name(&self, slot: u32) -> &str {
-        let s = slot as usize;
-        let bytes = &self.name_bytes[self.name_offsets[s] as usize..self.name_offsets[s + 1] as usize];
-        // Only whole `&str`s are ever pushed, so every name range is valid UTF-8.
-        std::str::from_utf8(bytes).expect("name arena holds whole UTF-8 names")
+        self.names.name(slot)
     }
 
     #[inline]
@@ -83,7 +125,7 @@ impl PatternStore {
     /// (`u32::MAX` for removed ones).
     pub fn compact(&mut self) -> Vec<u32> {
         let mut fresh = PatternStore::new();
-        fresh.reserve(self.live_count, self.tokens.len(), self.name_bytes.len());
+        fresh.reserve(self.live_count, self.tokens.len());
         let mut remap = vec![u32::MAX; self.slots()];
         for slot in 0..self.slots() as u32 {
             if self.is_live(slot) {
@@ -98,8 +140,7 @@ impl PatternStore {
     pub fn memory_bytes(&self) -> usize {
         self.tokens.capacity() * 4
             + self.offsets.capacity() * 8
-            + self.name_bytes.capacity()
-            + self.name_offsets.capacity() * 8
+            + self.names.memory_bytes()
             + self.live.capacity()
     }
 }

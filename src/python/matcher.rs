@@ -7,12 +7,12 @@ use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use rayon::prelude::*;
 
 use super::error::guard;
 use crate::matcher::{query_from_lookup, Matcher};
 use crate::metrics::Metric;
 use crate::ordering::Hit;
+use crate::store::NameSnapshot;
 
 #[pyclass(module = "kato_gpu._native", name = "Matcher", frozen)]
 pub struct PyMatcher {
@@ -31,36 +31,14 @@ impl PyMatcher {
     }
 }
 
-/// Copies the hits' names out of the store while the read lock is held, in parallel: each chunk
-/// of hits fills its own byte range of the result's name arena.
+/// Detaches a query's hits from the matcher: similarities, slots, and a snapshot of the name
+/// arena that keeps the matched names alive without copying them.
 fn collect(matcher: &Matcher, hits: Vec<Hit>) -> MatchResult {
-    const CHUNK: usize = 16384;
-    let mut name_offsets = Vec::with_capacity(hits.len() + 1);
-    name_offsets.push(0);
-    let lengths: Vec<usize> = hits.par_iter().map(|h| matcher.name(h.slot).len()).collect();
-    let mut total = 0;
-    for len in lengths {
-        total += len;
-        name_offsets.push(total);
+    MatchResult {
+        similarities: hits.iter().map(|h| h.similarity).collect(),
+        slots: hits.iter().map(|h| h.slot).collect(),
+        names: matcher.names(),
     }
-    let mut name_bytes = vec![0u8; total];
-    let mut ranges = Vec::with_capacity(hits.len().div_ceil(CHUNK));
-    let mut rest = name_bytes.as_mut_slice();
-    for start in (0..hits.len()).step_by(CHUNK) {
-        let end = (start + CHUNK).min(hits.len());
-        let (head, tail) = rest.split_at_mut(name_offsets[end] - name_offsets[start]);
-        ranges.push(head);
-        rest = tail;
-    }
-    hits.par_chunks(CHUNK).zip(ranges).for_each(|(chunk, out)| {
-        let mut at = 0;
-        for hit in chunk {
-            let name = matcher.name(hit.slot).as_bytes();
-            out[at..at + name.len()].copy_from_slice(name);
-            at += name.len();
-        }
-    });
-    MatchResult { similarities: hits.iter().map(|h| h.similarity).collect(), name_bytes, name_offsets }
 }
 
 fn check_limit(limit: Option<i64>) -> PyResult<Option<usize>> {
@@ -197,14 +175,13 @@ fn ids_to_tokens(ids: &[i64]) -> PyResult<Vec<u32>> {
 #[pyclass(module = "kato_gpu._native", name = "MatchResult", frozen)]
 pub struct MatchResult {
     similarities: Vec<f64>,
-    name_bytes: Vec<u8>,
-    name_offsets: Vec<usize>,
+    slots: Vec<u32>,
+    names: NameSnapshot,
 }
 
 impl MatchResult {
     fn name(&self, k: usize) -> &str {
-        std::str::from_utf8(&self.name_bytes[self.name_offsets[k]..self.name_offsets[k + 1]])
-            .expect("names are copied whole from the store")
+        self.names.name(self.slots[k])
     }
 }
 

@@ -42,3 +42,10 @@ def encoder():
     from kato_gpu import SymbolVocabularyEncoder
 
     return SymbolVocabularyEncoder(None)
+
+
+def pytest_report_header(config):
+    import kato_gpu
+
+    # CI runs the suite against the installed wheel, not the source tree; show which one this is.
+    return f"kato_gpu {kato_gpu.__version__} from {kato_gpu.__file__}"

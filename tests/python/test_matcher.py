@@ -238,3 +238,29 @@ def test_concurrent_queries_and_learning_agree_with_oracle():
     flats = {n: flat(e) for n, e in patterns.items()}
     state = rng.sample(vocab, 5)
     assert m.match_patterns(state, 0.0, None) == brute_force(flats, state, "lcs", False, 0.0, None)
+
+
+def test_readme_usage_example():
+    """The README's example prints what it says it prints (checked against difflib here)."""
+    encoder = SymbolVocabularyEncoder(None)
+    matcher = HybridGPUMatcher(encoder, GPUConfig(metric="difflib"))
+    matcher.add_new_pattern("PTRN|a1", [["hello", "world"], ["VCTR|3f2a"]])
+    matcher.add_new_pattern("PTRN|b2", [["hello"], ["there"]])
+    got = matcher.match_patterns(["hello", "world"], threshold=0.1)
+    assert got == [{"pattern_name": "PTRN|a1", "similarity": 0.8}, {"pattern_name": "PTRN|b2", "similarity": 0.5}]
+    assert got[0]["similarity"] == ref_difflib(["hello", "world", "VCTR|3f2a"], ["hello", "world"])
+
+
+def test_match_result_outlives_compaction_learning_and_clear():
+    m = make_matcher("lcs", False)
+    names = [f"P{k:05d}" for k in range(10_000)]
+    m.add_patterns(names, [[["a", str(k % 13)]] for k in range(10_000)])
+    res = m.match_patterns_arrays(["a", "3"], 0.0, None)
+    expected_names, expected_sims = list(res.names), res.similarities.copy()
+    for n in names[:8000]:            # enough removals to compact the store
+        m.remove_pattern(n)
+    m.add_new_pattern("NEW", [["a", "3"]])
+    assert res.names == expected_names and np.array_equal(res.similarities, expected_sims)
+    m.clear_all()
+    assert res.names == expected_names and len(res) == 10_000
+    assert [d["pattern_name"] for d in res.to_dicts()] == expected_names
