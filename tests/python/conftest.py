@@ -15,8 +15,14 @@ def ref_difflib(pattern: Sequence, state: Sequence, autojunk: bool = False) -> f
 
 
 def ref_lcs(pattern: Sequence, state: Sequence) -> float:
-    total = len(pattern) + len(state)
-    return 2.0 * LCSseq.similarity(pattern, state) / total if total else 1.0
+    """2.0 * LCS / T with LCS from RapidFuzz on integer-encoded symbols. RapidFuzz hashes string
+    elements itself and then treats "" and "\x00" as equal (hash("") == 0 == ord("\x00")), so
+    the symbols are numbered first: equal symbols get equal numbers, distinct ones distinct."""
+    ids: dict = {}
+    p = [ids.setdefault(x, len(ids)) for x in pattern]
+    s = [ids.setdefault(x, len(ids)) for x in state]
+    total = len(p) + len(s)
+    return 2.0 * LCSseq.similarity(p, s) / total if total else 1.0
 
 
 def reference(metric: str, autojunk: bool = False):

@@ -25,6 +25,13 @@ def test_smallest_example_where_the_metrics_differ():
     assert kato_gpu.similarity(p, s, "lcs") == ref_lcs(p, s) == 2 / 3
 
 
+def test_regression_empty_string_and_nul_are_distinct_symbols():
+    # Found by hypothesis: RapidFuzz on raw strings counts "" and "\x00" as equal; they are not.
+    assert kato_gpu.similarity([""], ["\x00"], "lcs") == 0.0
+    assert kato_gpu.similarity([""], ["\x00"], "difflib") == ref_difflib([""], ["\x00"]) == 0.0
+    assert kato_gpu.similarity(["", "\x00"], ["\x00", ""], "lcs") == ref_lcs(["", "\x00"], ["\x00", ""]) == 0.5
+
+
 def test_empty_sequences():
     for metric in ("difflib", "lcs"):
         assert kato_gpu.similarity([], [], metric) == 1.0
