@@ -13,8 +13,7 @@ from __future__ import annotations
 from typing import Hashable, Sequence
 
 from . import _native
-
-METRICS = ("difflib", "lcs")
+from .config import METRICS
 
 
 def check_metric(metric: object) -> str:
