@@ -27,6 +27,7 @@ test-rust:
 # Builds the wheel, installs it into the venv (not the source tree) and runs the Python tests.
 test-python: wheel
 	$(PY) -m pip install -q --force-reinstall --no-deps dist/kato_gpu-*.whl
+	cd tests && ../$(PY) -c "import kato_gpu; print('testing the installed kato_gpu', kato_gpu.__version__, 'at', kato_gpu.__file__)"
 	cd tests && ../$(PY) -m pytest -q -p no:cacheprovider python
 
 test: test-rust test-python
