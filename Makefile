@@ -22,7 +22,7 @@ wheel: $(PY)
 	$(VENV)/bin/maturin build --release --out dist -q
 
 test-rust:
-	cargo test --release
+	cargo test --release --features kernel-emulation
 
 # Builds the wheel, installs it into the venv (not the source tree) and runs the Python tests.
 test-python: wheel

@@ -6,6 +6,7 @@
 //! - [`store`]: the columnar pattern store;
 //! - [`matcher`]: the tiered matcher that scans the store on all cores.
 
+pub mod cuda;
 pub mod error;
 pub mod matcher;
 pub mod metrics;

@@ -10,35 +10,25 @@
 
 use super::{QuerySymbols, Scorer};
 
-/// A state (`b`) prepared for difflib matching against many patterns (`a`).
-pub struct DifflibQuery {
-    b: Vec<u32>,
-    symbols: QuerySymbols,
-    /// `positions[starts[slot]..starts[slot + 1]]`: ascending indices of that symbol in `b`,
-    /// empty for popular symbols.
-    starts: Vec<u32>,
-    positions: Vec<u32>,
+/// difflib's `b2j` for a state: where each symbol of `b` occurs, popular symbols left out.
+/// Shared by the CPU scorer and the GPU launch tables, so both index `b` the same way.
+pub struct BIndex {
+    pub symbols: QuerySymbols,
+    /// `positions[starts[slot]..starts[slot + 1]]`: ascending indices of that slot's symbol in
+    /// `b`; empty for popular symbols.
+    pub starts: Vec<u32>,
+    pub positions: Vec<u32>,
 }
 
-/// Working memory for one thread: the `j2len` rows of `find_longest_match` as dense arrays
-/// (index `j + 1`) with the list of entries each row set, so a row is cleared in O(entries).
-pub struct DifflibScratch {
-    prev: Vec<u32>,
-    cur: Vec<u32>,
-    prev_set: Vec<u32>,
-    cur_set: Vec<u32>,
-    pending: Vec<(usize, usize, usize, usize)>,
-}
-
-impl DifflibQuery {
-    pub fn new(state: &[u32], autojunk: bool) -> DifflibQuery {
-        let symbols = QuerySymbols::new(state);
+impl BIndex {
+    pub fn new(b: &[u32], autojunk: bool) -> BIndex {
+        let symbols = QuerySymbols::new(b);
         let distinct = symbols.distinct();
         let mut counts = vec![0u32; distinct];
-        for &s in state {
+        for &s in b {
             counts[symbols.slot(s) as usize] += 1;
         }
-        let n = state.len();
+        let n = b.len();
         if autojunk && n >= 200 {
             let popular_above = (n / 100 + 1) as u32;
             for c in counts.iter_mut() {
@@ -56,24 +46,47 @@ impl DifflibQuery {
         }
         let mut fill: Vec<u32> = starts[..distinct].to_vec();
         let mut positions = vec![0u32; total as usize];
-        for (j, &s) in state.iter().enumerate() {
+        for (j, &s) in b.iter().enumerate() {
             let slot = symbols.slot(s) as usize;
             if counts[slot] != 0 {
                 positions[fill[slot] as usize] = j as u32;
                 fill[slot] += 1;
             }
         }
-        DifflibQuery { b: state.to_vec(), symbols, starts, positions }
+        BIndex { symbols, starts, positions }
+    }
+}
+
+/// A state (`b`) prepared for difflib matching against many patterns (`a`).
+pub struct DifflibQuery {
+    b: Vec<u32>,
+    index: BIndex,
+}
+
+/// Working memory for one thread: the `j2len` rows of `find_longest_match` as dense arrays
+/// (index `j + 1`) with the list of entries each row set, so a row is cleared in O(entries).
+pub struct DifflibScratch {
+    prev: Vec<u32>,
+    cur: Vec<u32>,
+    prev_set: Vec<u32>,
+    cur_set: Vec<u32>,
+    pending: Vec<(usize, usize, usize, usize)>,
+}
+
+impl DifflibQuery {
+    pub fn new(state: &[u32], autojunk: bool) -> DifflibQuery {
+        DifflibQuery { b: state.to_vec(), index: BIndex::new(state, autojunk) }
     }
 
     #[inline(always)]
     fn positions_of(&self, symbol: u32) -> &[u32] {
-        let slot = self.symbols.slot(symbol);
+        let index = &self.index;
+        let slot = index.symbols.slot(symbol);
         if slot == QuerySymbols::NONE {
             return &[];
         }
         let slot = slot as usize;
-        &self.positions[self.starts[slot] as usize..self.starts[slot + 1] as usize]
+        &index.positions[index.starts[slot] as usize..index.starts[slot + 1] as usize]
     }
 
     /// CPython's `find_longest_match(alo, ahi, blo, bhi)`; returns `(i, j, size)`.

@@ -1,0 +1,185 @@
+//! The shipped kernel source run on the host (feature `kernel-emulation`: build.rs compiles
+//! kernels/match.cu as C++ with kernels/host_emulation.h) with the launch tables of
+//! [`super::plan`], compared with the CPU metrics — themselves checked against naive oracles
+//! here and against Python's difflib and RapidFuzz in the Python suite.
+
+use super::plan::{DifflibPlan, LcsPlan};
+use super::NOT_SCORED;
+use crate::metrics::{difflib, lcs, length_bound, ratio};
+use crate::testing::Rng;
+
+extern "C" {
+    fn emulate_lcs_count(
+        tokens: *const u32, offsets: *const u64, live: *const u8, slot_begin: u32, slot_end: u32,
+        masks: *const u64, table_len: u32, words: u32, state_len: u32, threshold: f64, counts: *mut u32, block_dim: u32,
+    );
+    fn emulate_difflib_count(
+        tokens: *const u32, offsets: *const u64, live: *const u8, slot_begin: u32, slot_end: u32,
+        b: *const u32, lb: u32, slot_of_id: *const i32, table_len: u32, pos_starts: *const u32,
+        positions: *const u16, threshold: f64, counts: *mut u32, block_dim: u32,
+    );
+    fn emulate_select_matches(
+        counts: *const u32, offsets: *const u64, slot_begin: u32, slot_end: u32, state_len: u32, threshold: f64,
+        out_slots: *mut u32, out_counts: *mut u32, out_len: *mut u32, block_dim: u32,
+    );
+}
+
+/// A device-layout store: concatenated tokens, offsets, live flags.
+struct Store {
+    tokens: Vec<u32>,
+    offsets: Vec<u64>,
+    live: Vec<u8>,
+}
+
+impl Store {
+    fn random(rng: &mut Rng, patterns: usize, max_len: usize, alphabet: usize) -> Store {
+        let mut store = Store { tokens: Vec::new(), offsets: vec![0], live: Vec::new() };
+        for k in 0..patterns {
+            // Some long patterns: nothing is truncated on the device either.
+            let len = if k % 97 == 0 { 300 + rng.below(400) } else { rng.below(max_len + 1) };
+            store.tokens.extend((0..len).map(|_| rng.below(alphabet) as u32));
+            store.offsets.push(store.tokens.len() as u64);
+            store.live.push(u8::from(rng.below(20) != 0));
+        }
+        store
+    }
+
+    fn pattern(&self, slot: usize) -> &[u32] {
+        &self.tokens[self.offsets[slot] as usize..self.offsets[slot + 1] as usize]
+    }
+}
+
+/// What the kernels must produce for one slot: the CPU count, or NOT_SCORED for removed slots
+/// and slots the length bound excludes.
+fn expected(store: &Store, slot: usize, state: &[u32], threshold: f64, count: impl Fn(&[u32]) -> usize) -> u32 {
+    let p = store.pattern(slot);
+    if store.live[slot] == 0 || length_bound(p.len(), state.len()) < threshold {
+        NOT_SCORED
+    } else {
+        count(p) as u32
+    }
+}
+
+fn random_state(rng: &mut Rng, alphabet: usize, long: bool) -> Vec<u32> {
+    let len = if long { 180 + rng.below(77) } else { rng.below(70) };
+    let mut state: Vec<u32> = (0..len).map(|_| rng.below(alphabet) as u32).collect();
+    if rng.below(4) == 0 && !state.is_empty() {
+        // A symbol unknown to the vocabulary (sentinel id above MAX_SYMBOL_ID).
+        let at = rng.below(state.len());
+        state[at] = u32::MAX - 3;
+    }
+    state
+}
+
+const THRESHOLDS: [f64; 4] = [0.0, 0.1, 0.4, 0.75];
+
+#[test]
+fn lcs_kernel_equals_cpu_metric() {
+    let mut rng = Rng::new(21);
+    let mut compared = 0usize;
+    for round in 0..40 {
+        let alphabet = [3, 12, 200, 5000][round % 4];
+        let store = Store::random(&mut rng, 1500, 60, alphabet);
+        let n = store.live.len() as u32;
+        for q in 0..3 {
+            let state = random_state(&mut rng, alphabet, q == 2);
+            let plan = LcsPlan::new(&state).expect("states under 1024 symbols fit the kernel");
+            let threshold = THRESHOLDS[(round + q) % 4];
+            let (begin, end) = (rng.below(50) as u32, n);
+            let mut counts = vec![0u32; (end - begin) as usize];
+            // SAFETY: every pointer covers the lengths the kernel reads for slots [begin, end).
+            unsafe {
+                emulate_lcs_count(
+                    store.tokens.as_ptr(), store.offsets.as_ptr(), store.live.as_ptr(), begin, end,
+                    plan.masks.as_ptr(), plan.table_len, plan.words, plan.state_len, threshold,
+                    counts.as_mut_ptr(), 128,
+                );
+            }
+            for (k, &got) in counts.iter().enumerate() {
+                let slot = begin as usize + k;
+                let want = expected(&store, slot, &state, threshold, |p| lcs::matches(p, &state));
+                assert_eq!(got, want, "slot {slot} state {state:?}");
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared >= 100_000, "only {compared} cases");
+}
+
+#[test]
+fn difflib_kernel_equals_cpu_metric() {
+    let mut rng = Rng::new(22);
+    let mut compared = 0usize;
+    for round in 0..40 {
+        let alphabet = [2, 6, 40, 3000][round % 4];
+        let store = Store::random(&mut rng, 1400, 50, alphabet);
+        let n = store.live.len() as u32;
+        for q in 0..3 {
+            let long = q == 2; // >= 200 symbols: autojunk's popular symbols matter
+            let state = random_state(&mut rng, alphabet, long);
+            for autojunk in [false, true] {
+                if !autojunk && !long && q == 1 {
+                    continue;
+                }
+                let plan = DifflibPlan::new(&state, autojunk).expect("states under 256 symbols fit the kernel");
+                let threshold = THRESHOLDS[(round + q) % 4];
+                let mut counts = vec![0u32; n as usize];
+                // SAFETY: as above.
+                unsafe {
+                    emulate_difflib_count(
+                        store.tokens.as_ptr(), store.offsets.as_ptr(), store.live.as_ptr(), 0, n,
+                        plan.b.as_ptr(), plan.b.len() as u32, plan.slot_of_id.as_ptr(), plan.slot_of_id.len() as u32,
+                        plan.pos_starts.as_ptr(), plan.positions.as_ptr(), threshold, counts.as_mut_ptr(), 256,
+                    );
+                }
+                for (slot, &got) in counts.iter().enumerate() {
+                    let want = expected(&store, slot, &state, threshold, |p| difflib::matches(p, &state, autojunk));
+                    assert_eq!(got, want, "slot {slot} autojunk {autojunk} state {state:?}");
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert!(compared >= 100_000, "only {compared} cases");
+}
+
+#[test]
+fn select_matches_keeps_exactly_the_matches() {
+    let mut rng = Rng::new(23);
+    for round in 0..30 {
+        let store = Store::random(&mut rng, 3000, 40, 10);
+        let n = store.live.len() as u32;
+        let state = random_state(&mut rng, 10, false);
+        let plan = LcsPlan::new(&state).unwrap();
+        let threshold = [0.0, 0.2, 0.5, 1.0][round % 4];
+        let mut counts = vec![0u32; n as usize];
+        let (mut out_slots, mut out_counts, mut out_len) = (vec![0u32; n as usize], vec![0u32; n as usize], 0u32);
+        // SAFETY: as above; outputs have room for every slot.
+        unsafe {
+            emulate_lcs_count(
+                store.tokens.as_ptr(), store.offsets.as_ptr(), store.live.as_ptr(), 0, n, plan.masks.as_ptr(),
+                plan.table_len, plan.words, plan.state_len, threshold, counts.as_mut_ptr(), 64,
+            );
+            emulate_select_matches(
+                counts.as_ptr(), store.offsets.as_ptr(), 0, n, state.len() as u32, threshold,
+                out_slots.as_mut_ptr(), out_counts.as_mut_ptr(), &mut out_len, 64,
+            );
+        }
+        let mut got: Vec<(u32, u32)> = (0..out_len as usize).map(|k| (out_slots[k], out_counts[k])).collect();
+        got.sort_unstable();
+        let want: Vec<(u32, u32)> = (0..n as usize)
+            .filter(|&slot| store.live[slot] == 1)
+            .map(|slot| (slot as u32, lcs::matches(store.pattern(slot), &state) as u32))
+            .filter(|&(slot, m)| ratio(m as usize, store.pattern(slot as usize).len() + state.len()) >= threshold)
+            .collect();
+        assert_eq!(got, want, "threshold {threshold}");
+    }
+}
+
+#[test]
+fn plans_send_overlong_states_to_the_cpu() {
+    assert!(LcsPlan::new(&vec![1; 64 * super::MAX_LCS_WORDS]).is_some());
+    assert!(LcsPlan::new(&vec![1; 64 * super::MAX_LCS_WORDS + 1]).is_none());
+    assert!(DifflibPlan::new(&vec![1; super::MAX_DIFFLIB_STATE], false).is_some());
+    assert!(DifflibPlan::new(&vec![1; super::MAX_DIFFLIB_STATE + 1], false).is_none());
+}
