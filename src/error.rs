@@ -26,6 +26,9 @@ pub enum KatoError {
     #[error("symbol id {0} is out of range: pattern symbol ids must lie in [0, {max}]", max = crate::store::MAX_SYMBOL_ID)]
     SymbolIdOutOfRange(i64),
 
+    #[error("the GPU tier failed and fallback_to_cpu is off: {0}")]
+    DeviceLost(String),
+
     #[error("the store is full: at most {0} patterns and {1} symbols in all")]
     CapacityExceeded(u64, u64),
 }

@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use rayon::prelude::*;
 
+use crate::cuda::link::{DeviceLink, DeviceMirror, DeviceStatus};
 use crate::error::{KatoError, Result};
 use crate::metrics::{self, length_bound, passes, ratio, Metric, PreparedQuery, Scorer};
 use crate::ordering::{sort_and_truncate, Hit, NameOrder};
@@ -31,6 +32,8 @@ pub struct Matcher {
     bulk_end: usize,
     bulk_live: usize,
     index: HashMap<Box<str>, u32>,
+    /// The GPU mirror of the bulk tier, when one is attached.
+    device: DeviceLink,
 }
 
 /// Converts a vocabulary lookup (negative = symbol unknown to the vocabulary) into query symbol
@@ -59,7 +62,15 @@ fn check_symbols(tokens: &[u32]) -> Result<()> {
 
 impl Matcher {
     pub fn new(metric: Metric) -> Matcher {
-        Matcher { metric, store: PatternStore::new(), order: NameOrder::default(), bulk_end: 0, bulk_live: 0, index: HashMap::new() }
+        Matcher {
+            metric,
+            store: PatternStore::new(),
+            order: NameOrder::default(),
+            bulk_end: 0,
+            bulk_live: 0,
+            index: HashMap::new(),
+            device: DeviceLink::default(),
+        }
     }
 
     pub fn metric(&self) -> Metric {
@@ -174,6 +185,7 @@ impl Matcher {
         self.store.kill(slot);
         if (slot as usize) < self.bulk_end {
             self.bulk_live -= 1;
+            self.device.kill(slot as usize);
         }
         let dead = self.store.slots() - self.store.live_count();
         if dead >= COMPACT_MIN_DEAD && dead > self.store.live_count() {
@@ -191,6 +203,7 @@ impl Matcher {
         }
         self.order.remap(&remap);
         self.order.rebuild(&self.store);
+        self.device.rebuild(&self.store, self.bulk_end);
     }
 
     /// Moves every recent pattern into the bulk tier; returns how many moved.
@@ -199,21 +212,41 @@ impl Matcher {
         self.bulk_end = self.store.slots();
         self.bulk_live = self.store.live_count();
         self.order.rebuild(&self.store);
+        self.device.sync(&self.store, self.bulk_end);
         moved
     }
 
+    /// Forgets every pattern; an attached device stays attached, empty.
     pub fn clear(&mut self) {
+        let device = std::mem::take(&mut self.device);
         *self = Matcher::new(self.metric);
+        self.device = device;
+        self.device.rebuild(&self.store, 0);
+    }
+
+    /// Mirrors the bulk tier onto `tier` and scores it there from now on.
+    pub fn attach_device(&mut self, tier: Box<dyn DeviceMirror>, fallback_to_cpu: bool) {
+        self.device.attach(tier, fallback_to_cpu, &self.store, self.bulk_end);
+    }
+
+    pub fn device_status(&self) -> DeviceStatus {
+        self.device.status()
     }
 
     /// Every stored pattern whose similarity to `state` is `>= threshold`, in result order,
     /// at most `limit` of them.
     pub fn query(&self, state: &[u32], threshold: f64, limit: Option<usize>) -> Result<Vec<Hit>> {
         metrics::validate_threshold(threshold)?;
+        let device = self.device.query(self.metric, state, threshold).map_err(KatoError::DeviceLost)?;
         let mut hits = match self.metric.prepare(state) {
-            PreparedQuery::Difflib(q) => self.scan(&q, threshold, limit),
-            PreparedQuery::Lcs(q) => self.scan(&q, threshold, limit),
+            PreparedQuery::Difflib(q) => self.scan(&q, threshold, limit, device.cpu_from),
+            PreparedQuery::Lcs(q) => self.scan(&q, threshold, limit, device.cpu_from),
         };
+        hits.extend(device.pairs.iter().map(|&(slot, matches)| Hit {
+            similarity: ratio(matches as usize, self.store.tokens(slot).len() + state.len()),
+            order_key: self.order.key(slot),
+            slot,
+        }));
         sort_and_truncate(&mut hits, limit, &self.store);
         Ok(hits)
     }
@@ -224,17 +257,18 @@ impl Matcher {
         states.par_iter().map(|state| self.query(state, threshold, limit)).collect()
     }
 
-    fn scan<S: Scorer>(&self, query: &S, threshold: f64, limit: Option<usize>) -> Vec<Hit> {
+    /// Scores slots `from..` on the CPU.
+    fn scan<S: Scorer>(&self, query: &S, threshold: f64, limit: Option<usize>, from: usize) -> Vec<Hit> {
         let slots = self.store.slots();
         let state_len = query.state_len();
-        let chunks: Vec<Vec<Hit>> = (0..slots.div_ceil(CHUNK))
+        let chunks: Vec<Vec<Hit>> = (from / CHUNK..slots.div_ceil(CHUNK))
             .into_par_iter()
             .map_init(
                 || query.new_scratch(),
                 |scratch, chunk| {
                     let mut hits = Vec::new();
                     let end = ((chunk + 1) * CHUNK).min(slots);
-                    for slot in (chunk * CHUNK) as u32..end as u32 {
+                    for slot in (chunk * CHUNK).max(from) as u32..end as u32 {
                         if !self.store.is_live(slot) {
                             continue;
                         }

@@ -8,6 +8,7 @@ Drop-in replacements for KATO's ``kato.gpu`` classes::
 import logging
 
 from . import _native
+from . import cuda
 from .config import DEFAULT_GPU_CONFIG, GPUConfig
 from .encoder import SymbolVocabularyEncoder
 from .errors import GPUUnavailableError, KatoGpuError

@@ -18,14 +18,12 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from . import _native
+from . import _native, cuda
 from .config import GPUConfig
 from .encoder import SymbolVocabularyEncoder
+from .errors import GPUUnavailableError
 
 logger = logging.getLogger("kato_gpu.matcher")
-
-#: Why the bulk tier runs on the CPU in this build.
-NO_GPU_REASON = "this build of kato_gpu has no CUDA tier yet; the bulk tier runs on all CPU cores"
 
 
 def _check_name(name: object) -> str:
@@ -99,14 +97,35 @@ class HybridGPUMatcher:
         self.encoder = encoder
         self.config = config
         self._core = _native.Matcher(config.metric, config.autojunk)
-        self.use_gpu = False
-        self.gpu_unavailable_reason = NO_GPU_REASON if config.enabled else "disabled by configuration (enabled=False)"
+        self.gpu_unavailable_reason = self._enable_gpu(config)
         self._stats_lock = threading.Lock()
-        self.stats: Dict[str, int] = {"gpu_queries": 0, "cpu_queries": 0, "patterns_learned": 0, "syncs_triggered": 0}
+        self.stats: Dict[str, int] = {"queries": 0, "patterns_learned": 0, "syncs_triggered": 0}
         self.last_sync_time = time.time()
         self.patterns_since_sync = 0
-        logger.info("HybridGPUMatcher ready: metric=%s autojunk=%s, bulk tier on CPU (%s)",
-                    config.metric, config.autojunk, self.gpu_unavailable_reason)
+        logger.info("HybridGPUMatcher ready: metric=%s autojunk=%s, bulk tier on %s",
+                    config.metric, config.autojunk,
+                    "the GPU" if self.use_gpu else f"all CPU cores ({self.gpu_unavailable_reason})")
+
+    def _enable_gpu(self, config: GPUConfig) -> Optional[str]:
+        """Attaches the GPU tier when the configuration asks for it and a device can be used;
+        returns why not otherwise. Without a usable GPU and with ``fallback_to_cpu=False``,
+        raises ``GPUUnavailableError`` (as KATO's matcher raises without CuPy)."""
+        if not config.enabled:
+            return "disabled by configuration (enabled=False)"
+        cuda._preload_nvrtc()
+        reason = self._core.enable_gpu(
+            config.min_compute_capability, config.memory_usage_fraction, config.growth_buffer_fraction,
+            config.force_max_patterns, config.threads_per_block, config.fallback_to_cpu)
+        if reason is not None:
+            if not config.fallback_to_cpu:
+                raise GPUUnavailableError(f"no usable GPU and fallback_to_cpu is off: {reason}")
+            logger.warning("GPU tier unavailable, serving from all CPU cores: %s", reason)
+        return reason
+
+    @property
+    def use_gpu(self) -> bool:
+        """Whether the bulk tier is scored on a GPU right now (False after a device failure)."""
+        return bool(self._core.device_status()["active"])
 
     def _count(self, key: str, n: int = 1) -> None:
         with self._stats_lock:
@@ -121,7 +140,7 @@ class HybridGPUMatcher:
         limit = _check_limit(max_predictions)
         ids = self.encoder.lookup_ids(_check_state(state))
         result = self._core.query(ids, threshold, limit)
-        self._count("cpu_queries")
+        self._count("queries")
         return result
 
     def match_patterns(self, state: Sequence[str], threshold: float,
@@ -140,7 +159,7 @@ class HybridGPUMatcher:
             raise TypeError("states must be a list of states (lists of str)")
         lookups = [self.encoder.lookup_ids(_check_state(s)) for s in states]
         results = self._core.query_batch(lookups, threshold, limit)
-        self._count("cpu_queries", len(lookups))
+        self._count("queries", len(lookups))
         return [r.to_dicts() for r in results]
 
     # ------------------------------------------------------------------ learning
@@ -242,26 +261,65 @@ class HybridGPUMatcher:
         return moved
 
     def get_stats(self) -> Dict[str, Any]:
+        """Tier sizes, counters and the device's state. KATO's keys are kept: ``gpu_queries`` and
+        ``cpu_queries`` count queries whose bulk tier was scored on the GPU / on the CPU."""
         bulk, recent = self._core.tiers()
+        device = self._core.device_status()
         with self._stats_lock:
             counters = dict(self.stats)
-        return {
-            "use_gpu": self.use_gpu,
-            "gpu_unavailable_reason": None if self.use_gpu else self.gpu_unavailable_reason,
+        use_gpu = bool(device["active"])
+        stats: Dict[str, Any] = {
+            "use_gpu": use_gpu,
+            "gpu_unavailable_reason": None if use_gpu else (device["last_error"] or self.gpu_unavailable_reason),
             "metric": self.config.metric,
             "autojunk": self.config.autojunk,
             # KATO's names: the GPU tier is the bulk tier when it is on a GPU; the CPU tier is the
             # recent tier.
-            "gpu_tier_patterns": bulk if self.use_gpu else 0,
+            "gpu_tier_patterns": device.get("mirrored_patterns", 0) if use_gpu else 0,
             "cpu_tier_patterns": recent,
             "bulk_tier_patterns": bulk,
-            "bulk_tier_device": "gpu" if self.use_gpu else "cpu",
+            "bulk_tier_device": "gpu" if use_gpu else "cpu",
             "recent_tier_patterns": recent,
             "total_patterns": bulk + recent,
             "vocab_size": self.encoder.vocab_size,
             "stored_symbols": self._core.token_count(),
             "memory_bytes": self._core.memory_bytes(),
-            **counters,
+            "gpu_queries": device["gpu_queries"],
+            "cpu_queries": counters["queries"] - device["gpu_queries"],
+            "gpu_long_state_cpu_queries": device["long_state_cpu_queries"],
+            "gpu_fallbacks": device["fallbacks"],
+            "patterns_learned": counters["patterns_learned"],
+            "syncs_triggered": counters["syncs_triggered"],
+        }
+        if use_gpu:
+            capacity = self.get_capacity_info()
+            stats.update({
+                "gpu_capacity": capacity["max_capacity"],
+                "gpu_utilization": capacity["utilization"],
+                "gpu_memory_gb": capacity["memory_used_gb"],
+                "gpu_overflow_patterns": device["overflow_patterns"],
+            })
+        return stats
+
+    def get_memory_usage_gb(self) -> float:
+        """Device memory held by the GPU tier, in GB (0.0 without one): KATO's
+        ``GPUMemoryManager.get_memory_usage_gb``."""
+        return self._core.device_status().get("used_bytes", 0) / 1e9
+
+    def get_capacity_info(self) -> Dict[str, Any]:
+        """KATO's ``GPUMemoryManager.get_capacity_info`` keys, for the device mirror."""
+        device = self._core.device_status()
+        capacity = device.get("capacity_patterns", 0)
+        mirrored = device.get("mirrored_patterns", 0)
+        info = cuda.device_info(self.config.min_compute_capability) if device["active"] else {}
+        return {
+            "pattern_count": mirrored,
+            "max_capacity": capacity,
+            "utilization": mirrored / capacity if capacity else 0.0,
+            "memory_used_gb": device.get("used_bytes", 0) / 1e9,
+            "memory_budget_gb": device.get("budget_bytes", 0) / 1e9,
+            "vram_free_gb": (info.get("free_memory_bytes") or 0) / 1e9,
+            "vram_total_gb": (info.get("total_memory_bytes") or 0) / 1e9,
         }
 
     def clear_all(self) -> None:

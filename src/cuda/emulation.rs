@@ -3,26 +3,11 @@
 //! [`super::plan`], compared with the CPU metrics — themselves checked against naive oracles
 //! here and against Python's difflib and RapidFuzz in the Python suite.
 
+use super::emulated::{emulate_difflib_count, emulate_lcs_count, emulate_select_matches};
 use super::plan::{DifflibPlan, LcsPlan};
 use super::NOT_SCORED;
 use crate::metrics::{difflib, lcs, length_bound, ratio};
 use crate::testing::Rng;
-
-extern "C" {
-    fn emulate_lcs_count(
-        tokens: *const u32, offsets: *const u64, live: *const u8, slot_begin: u32, slot_end: u32,
-        masks: *const u64, table_len: u32, words: u32, state_len: u32, threshold: f64, counts: *mut u32, block_dim: u32,
-    );
-    fn emulate_difflib_count(
-        tokens: *const u32, offsets: *const u64, live: *const u8, slot_begin: u32, slot_end: u32,
-        b: *const u32, lb: u32, slot_of_id: *const i32, table_len: u32, pos_starts: *const u32,
-        positions: *const u16, threshold: f64, counts: *mut u32, block_dim: u32,
-    );
-    fn emulate_select_matches(
-        counts: *const u32, offsets: *const u64, slot_begin: u32, slot_end: u32, state_len: u32, threshold: f64,
-        out_slots: *mut u32, out_counts: *mut u32, out_len: *mut u32, block_dim: u32,
-    );
-}
 
 /// A device-layout store: concatenated tokens, offsets, live flags.
 struct Store {
@@ -182,4 +167,147 @@ fn plans_send_overlong_states_to_the_cpu() {
     assert!(LcsPlan::new(&vec![1; 64 * super::MAX_LCS_WORDS + 1]).is_none());
     assert!(DifflibPlan::new(&vec![1; super::MAX_DIFFLIB_STATE], false).is_some());
     assert!(DifflibPlan::new(&vec![1; super::MAX_DIFFLIB_STATE + 1], false).is_none());
+}
+
+mod device_tier {
+    //! The whole device tier (mirroring, capacity, removals, compaction, failures) on the
+    //! emulated backend, against a CPU-only matcher fed the same operations.
+
+    use crate::cuda::emulated::EmulatedBackend;
+    use crate::cuda::tier::{DeviceTier, TierLimits};
+    use crate::testing::Rng;
+    use crate::{KatoError, Matcher, Metric};
+
+    const LIMITS: TierLimits = TierLimits { memory_usage_fraction: 0.6, growth_buffer_fraction: 0.2, force_max_patterns: None };
+
+    fn with_device(metric: Metric, backend: EmulatedBackend, limits: TierLimits, fallback: bool) -> Matcher {
+        let mut m = Matcher::new(metric);
+        m.attach_device(Box::new(DeviceTier::new(backend, limits).unwrap()), fallback);
+        m
+    }
+
+    fn results(m: &Matcher, state: &[u32], threshold: f64, limit: Option<usize>) -> Vec<(String, f64)> {
+        m.query(state, threshold, limit).unwrap().iter().map(|h| (m.name(h.slot).to_string(), h.similarity)).collect()
+    }
+
+    fn assert_same(gpu: &Matcher, cpu: &Matcher, rng: &mut Rng, alphabet: usize, long_states: bool) {
+        for q in 0..4 {
+            let len = if long_states && q == 3 { 1100 + rng.below(200) } else if q == 2 { 65 + rng.below(150) } else { rng.below(40) };
+            let state: Vec<u32> = (0..len).map(|_| rng.below(alphabet) as u32).collect();
+            for (threshold, limit) in [(0.0, None), (0.3, Some(10)), (0.6, None)] {
+                assert_eq!(results(gpu, &state, threshold, limit), results(cpu, &state, threshold, limit));
+            }
+        }
+    }
+
+    fn batch(rng: &mut Rng, first: usize, count: usize, alphabet: usize) -> (Vec<String>, Vec<u32>, Vec<u64>) {
+        let names: Vec<String> = (first..first + count).map(|k| format!("PTRN|{:08x}", k.wrapping_mul(2654435761) % (1 << 32))).collect();
+        let (mut tokens, mut offsets) = (Vec::new(), vec![0u64]);
+        for _ in 0..count {
+            let len = rng.below(30);
+            tokens.extend((0..len).map(|_| rng.below(alphabet) as u32));
+            offsets.push(tokens.len() as u64);
+        }
+        (names, tokens, offsets)
+    }
+
+    fn load(ms: &mut [&mut Matcher], rng: &mut Rng, first: usize, count: usize, alphabet: usize) -> Vec<String> {
+        let (names, tokens, offsets) = batch(rng, first, count, alphabet);
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        for m in ms.iter_mut() {
+            m.insert_batch(&refs, &tokens, &offsets).unwrap();
+        }
+        names
+    }
+
+    #[test]
+    fn device_matcher_equals_cpu_matcher_through_every_operation() {
+        for metric in [Metric::Lcs, Metric::Difflib { autojunk: false }, Metric::Difflib { autojunk: true }] {
+            let mut rng = Rng::new(31);
+            let alphabet = 12;
+            let mut gpu = with_device(metric, EmulatedBackend::new(1 << 30), LIMITS, true);
+            let mut cpu = Matcher::new(metric);
+            let first = load(&mut [&mut gpu, &mut cpu], &mut rng, 0, 6000, alphabet);
+            assert_same(&gpu, &cpu, &mut rng, alphabet, false); // all recent: CPU only
+            gpu.promote();
+            cpu.promote();
+            assert_eq!(gpu.device_status().capacity.unwrap().mirrored_patterns, 6000);
+            assert_same(&gpu, &cpu, &mut rng, alphabet, true);
+            let recent = load(&mut [&mut gpu, &mut cpu], &mut rng, 6000, 700, alphabet);
+            for name in first.iter().step_by(3).chain(recent.iter().step_by(5)) {
+                assert!(gpu.remove(name) && cpu.remove(name));
+            }
+            assert_same(&gpu, &cpu, &mut rng, alphabet, false);
+            // Enough removals to compact: slots move and the device is mirrored again.
+            for name in first.iter().filter(|n| n.as_bytes()[12] % 4 != 0) {
+                gpu.remove(name);
+                cpu.remove(name);
+            }
+            gpu.promote();
+            cpu.promote();
+            assert_same(&gpu, &cpu, &mut rng, alphabet, true);
+            let status = gpu.device_status();
+            assert!(status.active && status.gpu_queries > 0 && status.long_state_cpu_queries > 0, "{status:?}");
+            let info = status.capacity.unwrap();
+            assert!(info.mirrored_patterns >= gpu.tiers().bulk && info.overflow_patterns == 0, "{info:?}");
+            gpu.clear();
+            cpu.clear();
+            load(&mut [&mut gpu, &mut cpu], &mut rng, 9000, 500, alphabet);
+            gpu.promote();
+            cpu.promote();
+            assert_same(&gpu, &cpu, &mut rng, alphabet, false);
+            assert!(gpu.device_status().active);
+        }
+    }
+
+    #[test]
+    fn patterns_beyond_device_capacity_are_scored_on_the_cpu() {
+        let mut rng = Rng::new(32);
+        for (backend, limits) in [
+            (EmulatedBackend::new(1 << 30), TierLimits { force_max_patterns: Some(2500), ..LIMITS }),
+            (EmulatedBackend::new(120_000), LIMITS), // a budget far below the data
+        ] {
+            let mut gpu = with_device(Metric::Lcs, backend, limits, true);
+            let mut cpu = Matcher::new(Metric::Lcs);
+            load(&mut [&mut gpu, &mut cpu], &mut rng, 0, 4000, 9);
+            gpu.promote();
+            cpu.promote();
+            let info = gpu.device_status().capacity.unwrap();
+            assert!(info.mirrored_patterns < 4000 && info.overflow_patterns == 4000 - info.mirrored_patterns, "{info:?}");
+            assert!(info.used_bytes <= info.budget_bytes.max(1 << 30));
+            assert_same(&gpu, &cpu, &mut rng, 9, false);
+        }
+    }
+
+    #[test]
+    fn a_failed_launch_falls_back_to_the_cpu_or_reports() {
+        let mut rng = Rng::new(33);
+        for fallback in [true, false] {
+            let mut backend = EmulatedBackend::new(1 << 30);
+            backend.launches_before_failure = Some(4); // two queries succeed, the third fails
+            let mut gpu = with_device(Metric::Difflib { autojunk: false }, backend, LIMITS, fallback);
+            let mut cpu = Matcher::new(Metric::Difflib { autojunk: false });
+            load(&mut [&mut gpu, &mut cpu], &mut rng, 0, 3000, 7);
+            gpu.promote();
+            cpu.promote();
+            let state: Vec<u32> = (0..12).map(|_| rng.below(7) as u32).collect();
+            for _ in 0..2 {
+                assert_eq!(results(&gpu, &state, 0.2, None), results(&cpu, &state, 0.2, None));
+            }
+            if fallback {
+                for _ in 0..3 {
+                    assert_eq!(results(&gpu, &state, 0.2, None), results(&cpu, &state, 0.2, None));
+                }
+            } else {
+                for _ in 0..2 {
+                    assert!(matches!(gpu.query(&state, 0.2, None), Err(KatoError::DeviceLost(_))));
+                }
+            }
+            let status = gpu.device_status();
+            assert!(!status.active && status.fallbacks == 1 && status.gpu_queries == 2, "{status:?}");
+            assert!(status.last_error.unwrap().contains("simulated launch failure"));
+            // Nothing learned is lost: the patterns are all still there and still answer (CPU).
+            assert_eq!(gpu.len(), 3000);
+        }
+    }
 }

@@ -10,6 +10,12 @@ pub mod error;
 pub mod nvrtc;
 pub mod plan;
 
+pub mod driver;
+pub mod link;
+pub mod tier;
+
+#[cfg(all(test, feature = "kernel-emulation"))]
+pub mod emulated;
 #[cfg(all(test, feature = "kernel-emulation"))]
 mod emulation;
 

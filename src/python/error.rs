@@ -9,8 +9,11 @@ use crate::error::KatoError;
 
 impl From<KatoError> for PyErr {
     fn from(err: KatoError) -> PyErr {
-        // Every core error is a caller's mistake with the values passed.
-        PyValueError::new_err(err.to_string())
+        match err {
+            KatoError::DeviceLost(_) => PyRuntimeError::new_err(err.to_string()),
+            // Every other core error is a caller's mistake with the values passed.
+            _ => PyValueError::new_err(err.to_string()),
+        }
     }
 }
 

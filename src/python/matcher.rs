@@ -10,6 +10,8 @@ use pyo3::types::{PyDict, PyList};
 use rayon::prelude::*;
 
 use super::error::guard;
+use crate::cuda::driver::CudaBackend;
+use crate::cuda::tier::{DeviceTier, TierLimits};
 use crate::matcher::{query_from_lookup, Matcher};
 use crate::metrics::Metric;
 use crate::ordering::Hit;
@@ -129,6 +131,57 @@ impl PyMatcher {
 
     fn __contains__(&self, py: Python<'_>, name: &str) -> bool {
         py.allow_threads(|| self.read().contains(name))
+    }
+
+    /// Attaches device 0 as the bulk tier's mirror. Returns `None` on success, else why the GPU
+    /// tier cannot be used (no driver, no device, below `min_compute_capability`, NVRTC missing,
+    /// compilation or allocation failure); the matcher then keeps serving from the CPU.
+    #[pyo3(signature = (min_compute_capability, memory_usage_fraction, growth_buffer_fraction, force_max_patterns, threads_per_block, fallback_to_cpu))]
+    #[allow(clippy::too_many_arguments)]
+    fn enable_gpu(
+        &self,
+        py: Python<'_>,
+        min_compute_capability: f64,
+        memory_usage_fraction: f64,
+        growth_buffer_fraction: f64,
+        force_max_patterns: Option<usize>,
+        threads_per_block: u32,
+        fallback_to_cpu: bool,
+    ) -> PyResult<Option<String>> {
+        let limits = TierLimits { memory_usage_fraction, growth_buffer_fraction, force_max_patterns };
+        py.allow_threads(|| {
+            guard(|| {
+                let tier = CudaBackend::open(min_compute_capability, threads_per_block).and_then(|b| DeviceTier::new(b, limits));
+                match tier {
+                    Ok(tier) => {
+                        self.write().attach_device(Box::new(tier), fallback_to_cpu);
+                        None
+                    }
+                    Err(e) => Some(e.to_string()),
+                }
+            })
+        })
+    }
+
+    /// The device tier's state and counters (see `HybridGPUMatcher.get_stats`).
+    fn device_status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let status = py.allow_threads(|| self.read().device_status());
+        let d = PyDict::new(py);
+        d.set_item("active", status.active)?;
+        d.set_item("gpu_queries", status.gpu_queries)?;
+        d.set_item("long_state_cpu_queries", status.long_state_cpu_queries)?;
+        d.set_item("fallbacks", status.fallbacks)?;
+        d.set_item("last_error", status.last_error)?;
+        if let Some(c) = status.capacity {
+            d.set_item("mirrored_patterns", c.mirrored_patterns)?;
+            d.set_item("mirrored_symbols", c.mirrored_symbols)?;
+            d.set_item("capacity_patterns", c.capacity_patterns)?;
+            d.set_item("capacity_symbols", c.capacity_symbols)?;
+            d.set_item("budget_bytes", c.budget_bytes)?;
+            d.set_item("used_bytes", c.used_bytes)?;
+            d.set_item("overflow_patterns", c.overflow_patterns)?;
+        }
+        Ok(d)
     }
 
     /// Every pattern with similarity >= threshold, in result order, at most `limit`.

@@ -6,6 +6,7 @@
 //! - every call into the core goes through [`error::guard`], so a Rust panic surfaces as a
 //!   Python exception, never as an abort.
 
+mod cuda;
 mod error;
 mod matcher;
 mod metrics;
@@ -22,5 +23,6 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_SYMBOL_ID", crate::store::MAX_SYMBOL_ID)?;
     metrics::register(m)?;
     matcher::register(m)?;
+    cuda::register(m)?;
     Ok(())
 }

@@ -1,0 +1,175 @@
+//! How the matcher holds its device tier: behind a mutex (queries share the device's buffers),
+//! with the failure policy in one place. A device error never loses a pattern: the device is
+//! dropped, the CPU scans everything, the failure is logged once and counted, and — when the
+//! configuration forbids falling back — later queries report it instead of answering.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+use super::error::CudaError;
+use super::tier::{Backend, CapacityInfo, DeviceTier};
+use crate::metrics::Metric;
+use crate::store::PatternStore;
+
+/// The operations the matcher needs from a device tier, whatever its backend.
+pub trait DeviceMirror: Send {
+    fn sync(&mut self, store: &PatternStore, bulk_end: usize) -> Result<usize, CudaError>;
+    fn kill(&mut self, slot: usize) -> Result<(), CudaError>;
+    fn reset(&mut self);
+    fn mirrored(&self) -> usize;
+    fn query(&mut self, metric: Metric, state: &[u32], threshold: f64) -> Result<Option<Vec<(u32, u32)>>, CudaError>;
+    fn capacity_info(&self) -> CapacityInfo;
+}
+
+impl<B: Backend> DeviceMirror for DeviceTier<B> {
+    fn sync(&mut self, store: &PatternStore, bulk_end: usize) -> Result<usize, CudaError> {
+        DeviceTier::sync(self, store, bulk_end)
+    }
+    fn kill(&mut self, slot: usize) -> Result<(), CudaError> {
+        DeviceTier::kill(self, slot)
+    }
+    fn reset(&mut self) {
+        DeviceTier::reset(self)
+    }
+    fn mirrored(&self) -> usize {
+        DeviceTier::mirrored(self)
+    }
+    fn query(&mut self, metric: Metric, state: &[u32], threshold: f64) -> Result<Option<Vec<(u32, u32)>>, CudaError> {
+        DeviceTier::query(self, metric, state, threshold)
+    }
+    fn capacity_info(&self) -> CapacityInfo {
+        DeviceTier::capacity_info(self)
+    }
+}
+
+/// Counters and state of the device tier, for `get_stats()`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DeviceStatus {
+    pub active: bool,
+    pub capacity: Option<CapacityInfo>,
+    /// Queries whose bulk tier was scored on the device.
+    pub gpu_queries: u64,
+    /// Queries whose state did not fit the kernels and were scored on the CPU.
+    pub long_state_cpu_queries: u64,
+    /// Device failures that moved all work back to the CPU.
+    pub fallbacks: u64,
+    pub last_error: Option<String>,
+}
+
+/// The device part of one query: `(slot, M)` pairs from the device, and the first slot the
+/// CPU must scan.
+pub struct DevicePart {
+    pub pairs: Vec<(u32, u32)>,
+    pub cpu_from: usize,
+}
+
+#[derive(Default)]
+pub struct DeviceLink {
+    tier: Mutex<Option<Box<dyn DeviceMirror>>>,
+    fallback_to_cpu: bool,
+    lost: AtomicBool,
+    last_error: Mutex<Option<String>>,
+    gpu_queries: AtomicU64,
+    long_state_cpu_queries: AtomicU64,
+    fallbacks: AtomicU64,
+}
+
+impl DeviceLink {
+    fn tier_mut(&mut self) -> &mut Option<Box<dyn DeviceMirror>> {
+        self.tier.get_mut().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes a device tier into use and mirrors the bulk tier onto it.
+    pub fn attach(&mut self, tier: Box<dyn DeviceMirror>, fallback_to_cpu: bool, store: &PatternStore, bulk_end: usize) {
+        self.fallback_to_cpu = fallback_to_cpu;
+        self.lost.store(false, Relaxed);
+        *self.tier_mut() = Some(tier);
+        self.sync(store, bulk_end);
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.tier.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    fn fail(&self, tier: &mut Option<Box<dyn DeviceMirror>>, error: CudaError) {
+        log::warn!("GPU tier failed, every pattern is now scored on the CPU: {error}");
+        *tier = None;
+        self.lost.store(true, Relaxed);
+        self.fallbacks.fetch_add(1, Relaxed);
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
+    }
+
+    /// Mirrors bulk slots not yet on the device.
+    pub fn sync(&mut self, store: &PatternStore, bulk_end: usize) {
+        let mut tier = self.tier_mut().take();
+        if let Some(t) = tier.as_mut() {
+            if let Err(e) = t.sync(store, bulk_end) {
+                self.fail(&mut tier, e);
+            }
+        }
+        *self.tier_mut() = tier;
+    }
+
+    pub fn kill(&mut self, slot: usize) {
+        let mut tier = self.tier_mut().take();
+        if let Some(t) = tier.as_mut() {
+            if let Err(e) = t.kill(slot) {
+                self.fail(&mut tier, e);
+            }
+        }
+        *self.tier_mut() = tier;
+    }
+
+    /// After the store's slots changed (compaction, clear): mirror it again from slot 0.
+    pub fn rebuild(&mut self, store: &PatternStore, bulk_end: usize) {
+        if let Some(t) = self.tier_mut().as_mut() {
+            t.reset();
+        }
+        self.sync(store, bulk_end);
+    }
+
+    /// Scores the mirrored slots on the device. `Err` only when the device was lost and the
+    /// configuration forbids serving from the CPU.
+    pub fn query(&self, metric: Metric, state: &[u32], threshold: f64) -> Result<DevicePart, String> {
+        let cpu_only = DevicePart { pairs: Vec::new(), cpu_from: 0 };
+        let mut tier = self.tier.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(t) = tier.as_mut() else {
+            if self.lost.load(Relaxed) && !self.fallback_to_cpu {
+                let last = self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                return Err(last.unwrap_or_else(|| "the GPU tier was lost".to_string()));
+            }
+            return Ok(cpu_only);
+        };
+        match t.query(metric, state, threshold) {
+            Ok(Some(pairs)) => {
+                self.gpu_queries.fetch_add(1, Relaxed);
+                Ok(DevicePart { pairs, cpu_from: t.mirrored() })
+            }
+            Ok(None) => {
+                self.long_state_cpu_queries.fetch_add(1, Relaxed);
+                Ok(cpu_only)
+            }
+            Err(e) => {
+                let message = e.to_string();
+                self.fail(&mut tier, e);
+                if self.fallback_to_cpu {
+                    Ok(cpu_only)
+                } else {
+                    Err(message)
+                }
+            }
+        }
+    }
+
+    pub fn status(&self) -> DeviceStatus {
+        let tier = self.tier.lock().unwrap_or_else(|e| e.into_inner());
+        DeviceStatus {
+            active: tier.is_some(),
+            capacity: tier.as_ref().map(|t| t.capacity_info()),
+            gpu_queries: self.gpu_queries.load(Relaxed),
+            long_state_cpu_queries: self.long_state_cpu_queries.load(Relaxed),
+            fallbacks: self.fallbacks.load(Relaxed),
+            last_error: self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
+    }
+}

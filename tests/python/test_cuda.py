@@ -1,0 +1,325 @@
+"""kato_gpu.cuda: the kernel source, its PTX by NVRTC (and the disk cache), ptxas reports, and
+device discovery. NVRTC and ptxas come from the nvidia-cuda-nvrtc-cu12 / nvidia-cuda-nvcc-cu12
+wheels (installed by the Makefile), so these run without a GPU; tests marked `gpu` need one."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import kato_gpu
+import kato_gpu.cuda as kc
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+NVRTC_WHEEL = _importable("nvidia.cuda_nvrtc")
+HAS_NVRTC = NVRTC_WHEEL or kc.device_info()["nvrtc_found"]
+HAS_PTXAS = kc._find_ptxas() is not None
+
+needs_nvrtc = pytest.mark.skipif(
+    not HAS_NVRTC,
+    reason="NVRTC not found: the nvidia-cuda-nvrtc-cu12 wheel is not installed (pip install nvidia-cuda-nvrtc-cu12)",
+)
+needs_ptxas = pytest.mark.skipif(
+    not (HAS_NVRTC and HAS_PTXAS),
+    reason="NVRTC or ptxas not found: install the nvidia-cuda-nvrtc-cu12 and nvidia-cuda-nvcc-cu12 wheels",
+)
+needs_gpu = pytest.mark.skipif(not kc.available(), reason="no usable CUDA GPU here")
+
+ARCHES = ["sm_70", "sm_80", "sm_90"]
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path, monkeypatch):
+    """Every test gets its own empty PTX cache (never the user's ~/.cache)."""
+    path = tmp_path / "ptx-cache"
+    monkeypatch.setenv("KATO_GPU_CACHE_DIR", str(path))
+    return path
+
+
+def entries(ptx: str) -> list:
+    return re.findall(r"^\s*\.visible\s+\.entry\s+(\w+)\(", ptx, flags=re.MULTILINE)
+
+
+# --- without NVRTC or a GPU ------------------------------------------------------------------
+
+
+def test_exported_from_the_package():
+    assert kato_gpu.cuda is kc
+
+
+def test_entry_points_are_the_kernels_of_the_source():
+    names = kc.entry_points()
+    assert names == ["lcs_count", "difflib_count", "select_matches"]
+    src = kc.kernel_source()
+    for name in names:
+        assert re.search(r'extern "C" __global__ void ' + name + r"\(", src), name
+
+
+@pytest.mark.parametrize("arch", ["sm_5", "sm_49", "gfx90a", "", "sm_xx", "sm_90a", "compute_", "90", "sm_1000"])
+def test_bad_arch_is_a_value_error(arch):
+    with pytest.raises(ValueError, match="architecture"):
+        kc.compile_ptx(arch)
+
+
+@pytest.mark.parametrize("arch", [90, None, 9.0, b"sm_90", ["sm_90"]])
+def test_non_string_arch_is_a_type_error(arch):
+    with pytest.raises(TypeError):
+        kc.compile_ptx(arch)
+    with pytest.raises(TypeError):
+        kc._native.cuda_compile_ptx(arch)
+
+
+def test_device_info_keys_and_consistency():
+    info = kc.device_info()
+    assert set(info) == {
+        "available", "reason", "driver_found", "nvrtc_found", "nvrtc_version", "device_count", "name",
+        "compute_capability", "total_memory_bytes", "free_memory_bytes",
+    }
+    assert isinstance(info["available"], bool)
+    assert info["available"] == (info["reason"] is None)
+    assert kc.available() == info["available"]
+    assert (info["nvrtc_version"] is not None) == info["nvrtc_found"]
+    if not info["available"]:
+        assert isinstance(info["reason"], str) and info["reason"]
+
+
+def test_without_a_driver_nothing_is_available():
+    info = kc.device_info()
+    if info["driver_found"]:
+        pytest.skip("a CUDA driver is installed here")
+    assert kc.available() is False
+    assert "driver" in info["reason"]
+    assert info["device_count"] == 0
+    assert info["name"] is None and info["compute_capability"] is None
+
+
+def test_min_compute_capability_is_checked():
+    for bad in ("7.0", None, True):
+        with pytest.raises(TypeError):
+            kc.device_info(bad)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError):
+            kc.device_info(bad)
+
+
+def test_import_needs_no_cuda():
+    """A fresh interpreter that cannot see the NVIDIA wheels still imports kato_gpu, fast, and
+    gets a reason instead of an exception."""
+    code = textwrap.dedent(
+        """
+        import sys, time
+        sys.modules["nvidia"] = None  # the NVIDIA wheels are not importable
+        t = time.perf_counter()
+        import kato_gpu
+        elapsed = time.perf_counter() - t
+        info = kato_gpu.cuda.device_info()
+        assert info["available"] == (info["reason"] is None), info
+        assert kato_gpu.cuda.entry_points()
+        print(elapsed)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout.strip().splitlines()[-1]) < 5.0
+
+
+def test_missing_nvrtc_is_a_clear_error():
+    """Without the wheel (and no system NVRTC) compiling raises CudaToolError naming the wheel."""
+    code = textwrap.dedent(
+        """
+        import kato_gpu.cuda as kc
+        kc._nvrtc_wheel_library = lambda: None  # as if nvidia-cuda-nvrtc-cu12 were not installed
+        info = kc.device_info()
+        if info["nvrtc_found"]:
+            print("system-nvrtc")
+            raise SystemExit(0)
+        assert info["available"] is False and info["nvrtc_version"] is None, info
+        try:
+            kc.compile_ptx("sm_80")
+        except kc.CudaToolError as exc:
+            assert isinstance(exc, RuntimeError)
+            print(exc)
+        else:
+            raise AssertionError("compiled without NVRTC")
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    if out.stdout.strip() == "system-nvrtc":
+        pytest.skip("a system NVRTC is on the loader path")
+    assert "nvidia-cuda-nvrtc-cu12" in out.stdout
+
+
+def test_ptxas_missing_is_a_clear_error(monkeypatch):
+    if not HAS_NVRTC:
+        pytest.skip("NVRTC not found (the report compiles the PTX first)")
+    monkeypatch.setattr(kc, "_find_ptxas", lambda: None)
+    with pytest.raises(kc.CudaToolError, match="ptxas was not found"):
+        kc.ptxas_report("sm_90")
+
+
+def test_ptxas_output_parsing():
+    output = textwrap.dedent(
+        """\
+        ptxas info    : 0 bytes gmem
+        ptxas info    : Compiling entry function 'k1' for 'sm_80'
+        ptxas info    : Function properties for k1
+            16 bytes stack frame, 8 bytes spill stores, 4 bytes spill loads
+        ptxas info    : Used 64 registers, used 1 barriers, 16 bytes cumulative stack size, 1024 bytes smem, 400 bytes cmem[0]
+        ptxas info    : Function properties for helper
+            0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+        ptxas info    : Compiling entry function 'k2' for 'sm_80'
+        ptxas info    : Function properties for k2
+            0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+        ptxas info    : Used 12 registers, 352 bytes cmem[0]
+        """
+    )
+    rows = kc._parse_ptxas(output)
+    assert rows == {
+        "k1": {"kernel": "k1", "arch": "sm_80", "registers": 64, "stack_frame_bytes": 16, "spill_stores_bytes": 8,
+               "spill_loads_bytes": 4, "shared_memory_bytes": 1024},
+        "k2": {"kernel": "k2", "arch": "sm_80", "registers": 12, "stack_frame_bytes": 0, "spill_stores_bytes": 0,
+               "spill_loads_bytes": 0, "shared_memory_bytes": 0},
+    }
+
+
+# --- NVRTC (the wheel; no GPU needed) --------------------------------------------------------
+
+
+@pytest.mark.skipif(not NVRTC_WHEEL, reason="the nvidia-cuda-nvrtc-cu12 wheel is not installed")
+def test_wheel_nvrtc_is_found():
+    info = kc.device_info()
+    assert info["nvrtc_found"] is True
+    major, minor = info["nvrtc_version"]
+    assert major >= 12 and minor >= 0
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("arch", ARCHES)
+def test_compile_ptx_has_every_entry_point(arch):
+    ptx = kc.compile_ptx(arch)
+    assert re.search(r"^\.target " + arch + r"\s*$", ptx, flags=re.MULTILINE), ptx[:400]
+    assert sorted(entries(ptx)) == sorted(kc.entry_points())
+    for name in kc.entry_points():
+        assert f".entry {name}(" in ptx
+    assert "\0" not in ptx
+
+
+@needs_nvrtc
+def test_compute_arch_is_accepted():
+    ptx = kc.compile_ptx("compute_90")
+    assert re.search(r"^\.target sm_90\s*$", ptx, flags=re.MULTILINE)
+    assert ptx == kc.compile_ptx("sm_90")
+    assert sorted(entries(ptx)) == sorted(kc.entry_points())
+
+
+@needs_nvrtc
+def test_default_arch_is_sm_90():
+    assert re.search(r"^\.target sm_90\s*$", kc.compile_ptx(), flags=re.MULTILINE)
+
+
+@needs_nvrtc
+def test_disk_cache_is_written_and_reused(cache_dir):
+    assert not cache_dir.exists()
+    ptx = kc.compile_ptx("sm_80")
+    files = sorted(cache_dir.iterdir())
+    assert len(files) == 1 and "compute_80" in files[0].name and files[0].suffix == ".ptx"
+    assert files[0].read_text().endswith(ptx)
+    assert kc.compile_ptx("sm_80") == ptx
+    # The entry is what a second call returns: replace its body, keeping its header.
+    header, _, _ = files[0].read_text().partition("\n")
+    assert header.startswith("// kato_gpu PTX cache")
+    files[0].write_text(header + "\n// from the cache\n" + ptx)
+    assert kc.compile_ptx("sm_80") == "// from the cache\n" + ptx
+    # A different architecture is a different entry; no temporary files are left behind.
+    kc.compile_ptx("sm_90")
+    names = sorted(p.name for p in cache_dir.iterdir())
+    assert len(names) == 2 and not any(n.startswith(".") for n in names)
+
+
+@needs_nvrtc
+def test_damaged_cache_entry_is_recompiled(cache_dir):
+    ptx = kc.compile_ptx("sm_70")
+    (entry,) = cache_dir.iterdir()
+    entry.write_text("garbage\n")
+    assert kc.compile_ptx("sm_70") == ptx
+    assert entry.read_text().endswith(ptx)
+
+
+@needs_nvrtc
+def test_unwritable_cache_still_compiles(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("KATO_GPU_CACHE_DIR", str(blocker / "cache"))
+    assert sorted(entries(kc.compile_ptx("sm_80"))) == sorted(kc.entry_points())
+
+
+@needs_nvrtc
+def test_cache_dir_falls_back_to_xdg(tmp_path, monkeypatch):
+    monkeypatch.delenv("KATO_GPU_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    kc.compile_ptx("sm_80")
+    assert len(list((tmp_path / "xdg" / "kato_gpu").iterdir())) == 1
+
+
+@needs_ptxas
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80", "compute_70"])
+def test_ptxas_report(arch):
+    rows = kc.ptxas_report(arch)
+    assert [r["kernel"] for r in rows] == kc.entry_points()
+    for row in rows:
+        assert row["arch"] == "sm_" + arch.split("_")[1]
+        keys = ("registers", "spill_stores_bytes", "spill_loads_bytes", "stack_frame_bytes", "shared_memory_bytes")
+        for key in keys:
+            assert isinstance(row[key], int) and row[key] >= 0, (key, row)
+        assert 0 < row["registers"] <= 255
+
+
+# --- on a GPU --------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_gpu_device_is_described():
+    info = kc.device_info()
+    assert info["available"] is True and info["reason"] is None
+    assert info["driver_found"] and info["nvrtc_found"]
+    assert info["device_count"] >= 1
+    assert isinstance(info["name"], str) and info["name"]
+    major, minor = info["compute_capability"]
+    assert isinstance(major, int) and isinstance(minor, int) and (major, minor) >= (7, 0)
+    assert 0 < info["free_memory_bytes"] <= info["total_memory_bytes"]
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_gpu_minimum_capability_above_the_device():
+    major, minor = kc.device_info()["compute_capability"]
+    info = kc.device_info(major + 1.0)
+    assert info["available"] is False
+    assert "compute capability" in info["reason"]
+    assert info["compute_capability"] == (major, minor)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@needs_ptxas
+def test_gpu_own_arch_assembles():
+    major, minor = kc.device_info()["compute_capability"]
+    rows = kc.ptxas_report(f"sm_{major}{minor}")
+    assert [r["kernel"] for r in rows] == kc.entry_points()
