@@ -17,28 +17,28 @@ static void emulate_launch(unsigned int threads, unsigned int block_dim, Kernel 
     }
 }
 
-extern "C" void emulate_lcs_count(const u32* tokens, const u64* offsets, const u8* live, u32 slot_begin, u32 slot_end,
-                                  const u64* masks, u32 table_len, u32 words, u32 state_len, double threshold,
+extern "C" void emulate_lcs_count(const u32* tokens, const u64* offsets, const u8* live, const u32* order, u32 begin,
+                                  u32 end, const u64* masks, u32 table_len, u32 words, u32 state_len, double threshold,
                                   u32* counts, u32 block_dim) {
-    emulate_launch(slot_end - slot_begin, block_dim, [&] {
-        lcs_count(tokens, offsets, live, slot_begin, slot_end, masks, table_len, words, state_len, threshold, counts);
+    emulate_launch(end - begin, block_dim, [&] {
+        lcs_count(tokens, offsets, live, order, begin, end, masks, table_len, words, state_len, threshold, counts);
     });
 }
 
-extern "C" void emulate_difflib_count(const u32* tokens, const u64* offsets, const u8* live, u32 slot_begin,
-                                      u32 slot_end, const u32* b, u32 lb, const int* slot_of_id, u32 table_len,
+extern "C" void emulate_difflib_count(const u32* tokens, const u64* offsets, const u8* live, const u32* order,
+                                      u32 begin, u32 end, const u32* b, u32 lb, const int* slot_of_id, u32 table_len,
                                       const u32* pos_starts, const u16* positions, double threshold, u32* counts,
                                       u32 block_dim) {
-    emulate_launch(slot_end - slot_begin, block_dim, [&] {
-        difflib_count(tokens, offsets, live, slot_begin, slot_end, b, lb, slot_of_id, table_len, pos_starts,
-                      positions, threshold, counts);
+    emulate_launch(end - begin, block_dim, [&] {
+        difflib_count(tokens, offsets, live, order, begin, end, b, lb, slot_of_id, table_len, pos_starts, positions,
+                      threshold, counts);
     });
 }
 
-extern "C" void emulate_select_matches(const u32* counts, const u64* offsets, u32 slot_begin, u32 slot_end,
+extern "C" void emulate_select_matches(const u32* counts, const u64* offsets, const u32* order, u32 begin, u32 end,
                                        u32 state_len, double threshold, u32* out_slots, u32* out_counts,
                                        u32* out_len, u32 block_dim) {
-    emulate_launch(slot_end - slot_begin, block_dim, [&] {
-        select_matches(counts, offsets, slot_begin, slot_end, state_len, threshold, out_slots, out_counts, out_len);
+    emulate_launch(end - begin, block_dim, [&] {
+        select_matches(counts, offsets, order, begin, end, state_len, threshold, out_slots, out_counts, out_len);
     });
 }

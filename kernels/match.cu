@@ -10,10 +10,14 @@
 // only matches cross the bus; it divides with IEEE double division (`/` on doubles is correctly
 // rounded in CUDA), which decides `sim >= threshold` exactly as the host would.
 //
-// The host prepares every per-state table (src/cuda/plan.rs) and launches with one thread per
-// slot of [slot_begin, slot_end). This file is compiled by NVRTC for the device and, unchanged,
-// by a C++ compiler for the host with kernels/host_emulation.h, which is how it is tested
-// without a GPU.
+// Threads are assigned through `order`, a permutation of the mirrored slots sorted by pattern
+// length (src/cuda/tier.rs): thread k of a launch over [begin, end) scores slot order[k], so the
+// threads of a warp get patterns of similar length and a long pattern does not hold up 31 short
+// ones. Outputs are indexed by k.
+//
+// The host prepares every per-state table (src/cuda/plan.rs). This file is compiled by NVRTC for
+// the device and, unchanged, by a C++ compiler for the host with kernels/host_emulation.h, which
+// is how it is tested without a GPU.
 
 #ifndef KATO_MAX_LCS_WORDS
 // States of up to 64 * KATO_MAX_LCS_WORDS symbols are scored on the device by `lcs_count`.
@@ -33,8 +37,10 @@ typedef unsigned short u16;
 typedef unsigned char u8;
 typedef unsigned long long u64;
 
-__device__ __forceinline__ u32 kato_slot_index() {
-    return blockIdx.x * blockDim.x + threadIdx.x;
+// This thread's position in [begin, end), or `end` when the thread has nothing to do.
+__device__ __forceinline__ u32 kato_position(u32 begin, u32 end) {
+    u32 k = begin + blockIdx.x * blockDim.x + threadIdx.x;
+    return k < end ? k : end;
 }
 
 // The exact upper bound used by the CPU tiers: M <= min(|p|, |s|), so a pattern whose
@@ -50,21 +56,21 @@ __device__ __forceinline__ bool kato_cannot_match(u64 pattern_len, u32 state_len
 // state[64 * w + k] == id (ids >= table_len occur nowhere in the state).
 extern "C" __global__ void lcs_count(
     const u32* __restrict__ tokens, const u64* __restrict__ offsets, const u8* __restrict__ live,
-    u32 slot_begin, u32 slot_end,
+    const u32* __restrict__ order, u32 begin, u32 end,
     const u64* __restrict__ masks, u32 table_len, u32 words, u32 state_len, double threshold,
     u32* __restrict__ counts)
 {
-    u32 k = kato_slot_index();
-    u32 slot = slot_begin + k;
-    if (slot >= slot_end) return;
-    u64 begin = offsets[slot], end = offsets[slot + 1];
-    if (!live[slot] || kato_cannot_match(end - begin, state_len, threshold)) {
+    u32 k = kato_position(begin, end);
+    if (k == end) return;
+    u32 slot = order[k];
+    u64 first = offsets[slot], last = offsets[slot + 1];
+    if (!live[slot] || kato_cannot_match(last - first, state_len, threshold)) {
         counts[k] = KATO_NOT_SCORED;
         return;
     }
     u64 v[KATO_MAX_LCS_WORDS];
     for (u32 w = 0; w < words; ++w) v[w] = ~0ull;
-    for (u64 i = begin; i < end; ++i) {
+    for (u64 i = first; i < last; ++i) {
         u32 c = tokens[i];
         if (c >= table_len) continue;
         const u64* m = masks + (u64)c * words;
@@ -97,22 +103,22 @@ extern "C" __global__ void lcs_count(
 //   pos_starts[s] .. pos_starts[s + 1] : the ascending positions in b of indexed symbol s
 extern "C" __global__ void difflib_count(
     const u32* __restrict__ tokens, const u64* __restrict__ offsets, const u8* __restrict__ live,
-    u32 slot_begin, u32 slot_end,
+    const u32* __restrict__ order, u32 begin, u32 end,
     const u32* __restrict__ b, u32 lb,
     const int* __restrict__ slot_of_id, u32 table_len,
     const u32* __restrict__ pos_starts, const u16* __restrict__ positions, double threshold,
     u32* __restrict__ counts)
 {
-    u32 k = kato_slot_index();
-    u32 slot = slot_begin + k;
-    if (slot >= slot_end) return;
-    u64 begin = offsets[slot], end = offsets[slot + 1];
-    if (!live[slot] || kato_cannot_match(end - begin, lb, threshold)) {
+    u32 k = kato_position(begin, end);
+    if (k == end) return;
+    u32 slot = order[k];
+    u64 first = offsets[slot], last = offsets[slot + 1];
+    if (!live[slot] || kato_cannot_match(last - first, lb, threshold)) {
         counts[k] = KATO_NOT_SCORED;
         return;
     }
-    const u32* a = tokens + begin;
-    u32 la = (u32)(end - begin);
+    const u32* a = tokens + first;
+    u32 la = (u32)(last - first);
 
     // j2len rows of find_longest_match, indexed by j + 1, and the entries each row set.
     u16 row_a[KATO_MAX_DIFFLIB_STATE + 1], row_b[KATO_MAX_DIFFLIB_STATE + 1];
@@ -182,12 +188,12 @@ extern "C" __global__ void difflib_count(
 // (slot, M) pairs at an atomically claimed index. Order is arbitrary; the host sorts.
 extern "C" __global__ void select_matches(
     const u32* __restrict__ counts, const u64* __restrict__ offsets,
-    u32 slot_begin, u32 slot_end, u32 state_len, double threshold,
+    const u32* __restrict__ order, u32 begin, u32 end, u32 state_len, double threshold,
     u32* __restrict__ out_slots, u32* __restrict__ out_counts, u32* __restrict__ out_len)
 {
-    u32 k = kato_slot_index();
-    u32 slot = slot_begin + k;
-    if (slot >= slot_end) return;
+    u32 k = kato_position(begin, end);
+    if (k == end) return;
+    u32 slot = order[k];
     u32 m = counts[k];
     if (m == KATO_NOT_SCORED) return;
     u64 total = offsets[slot + 1] - offsets[slot] + state_len;

@@ -233,6 +233,11 @@ impl Matcher {
         self.device.status()
     }
 
+    /// Test hook: the next query's device part fails (see [`DeviceLink::simulate_failure`]).
+    pub fn simulate_device_failure(&self) {
+        self.device.simulate_failure();
+    }
+
     /// Every stored pattern whose similarity to `state` is `>= threshold`, in result order,
     /// at most `limit` of them.
     pub fn query(&self, state: &[u32], threshold: f64, limit: Option<usize>) -> Result<Vec<Hit>> {

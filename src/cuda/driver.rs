@@ -127,13 +127,14 @@ impl Backend for CudaBackend {
         catch(|| {
             let cfg = self.config(slots);
             let b = |buf| self.buffer(buf);
-            let (tokens, offsets, live, counts) = (b(Buf::Tokens)?, b(Buf::Offsets)?, b(Buf::Live)?, b(Buf::Counts)?);
+            let (tokens, offsets, live, order, counts) =
+                (b(Buf::Tokens)?, b(Buf::Offsets)?, b(Buf::Live)?, b(Buf::Order)?, b(Buf::Counts)?);
             let begin = 0u32;
             match launch {
                 CountLaunch::Lcs { table_len, words, state_len } => {
                     let masks = b(Buf::Masks)?;
                     let mut args = self.stream.launch_builder(&self.lcs);
-                    args.arg(tokens).arg(offsets).arg(live).arg(&begin).arg(&slots);
+                    args.arg(tokens).arg(offsets).arg(live).arg(order).arg(&begin).arg(&slots);
                     args.arg(masks).arg(&table_len).arg(&words).arg(&state_len).arg(&threshold).arg(counts);
                     // SAFETY: argument order and types follow `lcs_count` in kernels/match.cu; the
                     // tier sized every buffer for `slots` patterns and the state's tables.
@@ -142,7 +143,7 @@ impl Backend for CudaBackend {
                 CountLaunch::Difflib { state_len, table_len } => {
                     let (state, slot_of_id, starts, positions) = (b(Buf::State)?, b(Buf::SlotOfId)?, b(Buf::PosStarts)?, b(Buf::Positions)?);
                     let mut args = self.stream.launch_builder(&self.difflib);
-                    args.arg(tokens).arg(offsets).arg(live).arg(&begin).arg(&slots);
+                    args.arg(tokens).arg(offsets).arg(live).arg(order).arg(&begin).arg(&slots);
                     args.arg(state).arg(&state_len).arg(slot_of_id).arg(&table_len).arg(starts).arg(positions);
                     args.arg(&threshold).arg(counts);
                     // SAFETY: as above, for `difflib_count`.
@@ -159,7 +160,7 @@ impl Backend for CudaBackend {
             let b = |buf| self.buffer(buf);
             let begin = 0u32;
             let mut args = self.stream.launch_builder(&self.select);
-            args.arg(b(Buf::Counts)?).arg(b(Buf::Offsets)?).arg(&begin).arg(&slots).arg(&state_len).arg(&threshold);
+            args.arg(b(Buf::Counts)?).arg(b(Buf::Offsets)?).arg(b(Buf::Order)?).arg(&begin).arg(&slots).arg(&state_len).arg(&threshold);
             args.arg(b(Buf::OutSlots)?).arg(b(Buf::OutCounts)?).arg(b(Buf::OutLen)?);
             // SAFETY: as above, for `select_matches`; the outputs hold `slots` entries.
             unsafe { args.launch(cfg) }.map_err(driver_error("launching select_matches"))?;

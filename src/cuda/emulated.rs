@@ -10,16 +10,16 @@ use super::tier::{Backend, Buf, CountLaunch};
 
 extern "C" {
     pub fn emulate_lcs_count(
-        tokens: *const u32, offsets: *const u64, live: *const u8, slot_begin: u32, slot_end: u32,
+        tokens: *const u32, offsets: *const u64, live: *const u8, order: *const u32, begin: u32, end: u32,
         masks: *const u64, table_len: u32, words: u32, state_len: u32, threshold: f64, counts: *mut u32, block_dim: u32,
     );
     pub fn emulate_difflib_count(
-        tokens: *const u32, offsets: *const u64, live: *const u8, slot_begin: u32, slot_end: u32,
+        tokens: *const u32, offsets: *const u64, live: *const u8, order: *const u32, begin: u32, end: u32,
         b: *const u32, lb: u32, slot_of_id: *const i32, table_len: u32, pos_starts: *const u32,
         positions: *const u16, threshold: f64, counts: *mut u32, block_dim: u32,
     );
     pub fn emulate_select_matches(
-        counts: *const u32, offsets: *const u64, slot_begin: u32, slot_end: u32, state_len: u32, threshold: f64,
+        counts: *const u32, offsets: *const u64, order: *const u32, begin: u32, end: u32, state_len: u32, threshold: f64,
         out_slots: *mut u32, out_counts: *mut u32, out_len: *mut u32, block_dim: u32,
     );
 }
@@ -85,6 +85,9 @@ impl Backend for EmulatedBackend {
     }
 
     fn write(&mut self, buf: Buf, at: usize, data: &[u8]) -> Result<(), CudaError> {
+        if data.is_empty() {
+            return Ok(());
+        }
         let offset = at * buf.elem_bytes();
         assert!(offset + data.len() <= self.capacity(buf) * buf.elem_bytes(), "write past {buf:?}");
         // SAFETY: the range was checked against the buffer's capacity just above.
@@ -93,6 +96,9 @@ impl Backend for EmulatedBackend {
     }
 
     fn read(&mut self, buf: Buf, at: usize, out: &mut [u8]) -> Result<(), CudaError> {
+        if out.is_empty() {
+            return Ok(());
+        }
         let offset = at * buf.elem_bytes();
         assert!(offset + out.len() <= self.capacity(buf) * buf.elem_bytes(), "read past {buf:?}");
         // SAFETY: as in `write`.
@@ -107,11 +113,11 @@ impl Backend for EmulatedBackend {
         unsafe {
             match launch {
                 CountLaunch::Lcs { table_len, words, state_len } => emulate_lcs_count(
-                    self.ptr(Buf::Tokens), self.ptr(Buf::Offsets), self.ptr(Buf::Live), 0, slots,
+                    self.ptr(Buf::Tokens), self.ptr(Buf::Offsets), self.ptr(Buf::Live), self.ptr(Buf::Order), 0, slots,
                     self.ptr(Buf::Masks), table_len, words, state_len, threshold, counts, BLOCK_DIM,
                 ),
                 CountLaunch::Difflib { state_len, table_len } => emulate_difflib_count(
-                    self.ptr(Buf::Tokens), self.ptr(Buf::Offsets), self.ptr(Buf::Live), 0, slots,
+                    self.ptr(Buf::Tokens), self.ptr(Buf::Offsets), self.ptr(Buf::Live), self.ptr(Buf::Order), 0, slots,
                     self.ptr(Buf::State), state_len, self.ptr(Buf::SlotOfId), table_len,
                     self.ptr(Buf::PosStarts), self.ptr(Buf::Positions), threshold, counts, BLOCK_DIM,
                 ),
@@ -127,7 +133,7 @@ impl Backend for EmulatedBackend {
         // SAFETY: as above.
         unsafe {
             emulate_select_matches(
-                self.ptr(Buf::Counts), self.ptr(Buf::Offsets), 0, slots, state_len, threshold,
+                self.ptr(Buf::Counts), self.ptr(Buf::Offsets), self.ptr(Buf::Order), 0, slots, state_len, threshold,
                 out_slots, out_counts, out_len, BLOCK_DIM,
             )
         };

@@ -9,16 +9,21 @@ use super::NOT_SCORED;
 use crate::metrics::{difflib, lcs, length_bound, ratio};
 use crate::testing::Rng;
 
-/// A device-layout store: concatenated tokens, offsets, live flags.
+/// A device-layout store: concatenated tokens, offsets, live flags, and the thread-to-slot
+/// order (shuffled here: results must not depend on it).
 struct Store {
     tokens: Vec<u32>,
     offsets: Vec<u64>,
     live: Vec<u8>,
+    order: Vec<u32>,
 }
 
 impl Store {
     fn random(rng: &mut Rng, patterns: usize, max_len: usize, alphabet: usize) -> Store {
-        let mut store = Store { tokens: Vec::new(), offsets: vec![0], live: Vec::new() };
+        let mut store = Store { tokens: Vec::new(), offsets: vec![0], live: Vec::new(), order: (0..patterns as u32).collect() };
+        for k in (1..patterns).rev() {
+            store.order.swap(k, rng.below(k + 1));
+        }
         for k in 0..patterns {
             // Some long patterns: nothing is truncated on the device either.
             let len = if k % 97 == 0 { 300 + rng.below(400) } else { rng.below(max_len + 1) };
@@ -71,17 +76,17 @@ fn lcs_kernel_equals_cpu_metric() {
             let plan = LcsPlan::new(&state).expect("states under 1024 symbols fit the kernel");
             let threshold = THRESHOLDS[(round + q) % 4];
             let (begin, end) = (rng.below(50) as u32, n);
-            let mut counts = vec![0u32; (end - begin) as usize];
-            // SAFETY: every pointer covers the lengths the kernel reads for slots [begin, end).
+            let mut counts = vec![0u32; end as usize];
+            // SAFETY: every pointer covers the lengths the kernel reads for positions [begin, end).
             unsafe {
                 emulate_lcs_count(
-                    store.tokens.as_ptr(), store.offsets.as_ptr(), store.live.as_ptr(), begin, end,
+                    store.tokens.as_ptr(), store.offsets.as_ptr(), store.live.as_ptr(), store.order.as_ptr(), begin, end,
                     plan.masks.as_ptr(), plan.table_len, plan.words, plan.state_len, threshold,
                     counts.as_mut_ptr(), 128,
                 );
             }
-            for (k, &got) in counts.iter().enumerate() {
-                let slot = begin as usize + k;
+            for k in begin as usize..end as usize {
+                let (got, slot) = (counts[k], store.order[k] as usize);
                 let want = expected(&store, slot, &state, threshold, |p| lcs::matches(p, &state));
                 assert_eq!(got, want, "slot {slot} state {state:?}");
                 compared += 1;
@@ -112,12 +117,13 @@ fn difflib_kernel_equals_cpu_metric() {
                 // SAFETY: as above.
                 unsafe {
                     emulate_difflib_count(
-                        store.tokens.as_ptr(), store.offsets.as_ptr(), store.live.as_ptr(), 0, n,
+                        store.tokens.as_ptr(), store.offsets.as_ptr(), store.live.as_ptr(), store.order.as_ptr(), 0, n,
                         plan.b.as_ptr(), plan.b.len() as u32, plan.slot_of_id.as_ptr(), plan.slot_of_id.len() as u32,
                         plan.pos_starts.as_ptr(), plan.positions.as_ptr(), threshold, counts.as_mut_ptr(), 256,
                     );
                 }
-                for (slot, &got) in counts.iter().enumerate() {
+                for (k, &got) in counts.iter().enumerate() {
+                    let slot = store.order[k] as usize;
                     let want = expected(&store, slot, &state, threshold, |p| difflib::matches(p, &state, autojunk));
                     assert_eq!(got, want, "slot {slot} autojunk {autojunk} state {state:?}");
                     compared += 1;
@@ -142,11 +148,11 @@ fn select_matches_keeps_exactly_the_matches() {
         // SAFETY: as above; outputs have room for every slot.
         unsafe {
             emulate_lcs_count(
-                store.tokens.as_ptr(), store.offsets.as_ptr(), store.live.as_ptr(), 0, n, plan.masks.as_ptr(),
+                store.tokens.as_ptr(), store.offsets.as_ptr(), store.live.as_ptr(), store.order.as_ptr(), 0, n, plan.masks.as_ptr(),
                 plan.table_len, plan.words, plan.state_len, threshold, counts.as_mut_ptr(), 64,
             );
             emulate_select_matches(
-                counts.as_ptr(), store.offsets.as_ptr(), 0, n, state.len() as u32, threshold,
+                counts.as_ptr(), store.offsets.as_ptr(), store.order.as_ptr(), 0, n, state.len() as u32, threshold,
                 out_slots.as_mut_ptr(), out_counts.as_mut_ptr(), &mut out_len, 64,
             );
         }

@@ -72,9 +72,16 @@ pub struct DeviceLink {
     gpu_queries: AtomicU64,
     long_state_cpu_queries: AtomicU64,
     fallbacks: AtomicU64,
+    /// Test hook: the next device query fails as a driver error would.
+    fail_next_query: AtomicBool,
 }
 
 impl DeviceLink {
+    /// Makes the next device query fail, to exercise the fallback path on a real device.
+    pub fn simulate_failure(&self) {
+        self.fail_next_query.store(true, Relaxed);
+    }
+
     fn tier_mut(&mut self) -> &mut Option<Box<dyn DeviceMirror>> {
         self.tier.get_mut().unwrap_or_else(|e| e.into_inner())
     }
@@ -140,7 +147,12 @@ impl DeviceLink {
             }
             return Ok(cpu_only);
         };
-        match t.query(metric, state, threshold) {
+        let outcome = if self.fail_next_query.swap(false, Relaxed) {
+            Err(CudaError::Driver("simulated device failure".to_string()))
+        } else {
+            t.query(metric, state, threshold)
+        };
+        match outcome {
             Ok(Some(pairs)) => {
                 self.gpu_queries.fetch_add(1, Relaxed);
                 Ok(DevicePart { pairs, cpu_from: t.mirrored() })

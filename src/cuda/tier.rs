@@ -19,6 +19,8 @@ pub enum Buf {
     Offsets,
     /// u8 per mirrored slot.
     Live,
+    /// u32 per mirrored slot: the slots ordered by pattern length (thread k scores order[k]).
+    Order,
     /// u32 per mirrored slot: the count kernels' output.
     Counts,
     /// u32 per mirrored slot: `select_matches` output.
@@ -35,8 +37,8 @@ pub enum Buf {
 }
 
 impl Buf {
-    pub const ALL: [Buf; 12] = [
-        Buf::Tokens, Buf::Offsets, Buf::Live, Buf::Counts, Buf::OutSlots, Buf::OutCounts, Buf::OutLen,
+    pub const ALL: [Buf; 13] = [
+        Buf::Tokens, Buf::Offsets, Buf::Live, Buf::Order, Buf::Counts, Buf::OutSlots, Buf::OutCounts, Buf::OutLen,
         Buf::Masks, Buf::State, Buf::SlotOfId, Buf::PosStarts, Buf::Positions,
     ];
 
@@ -143,7 +145,7 @@ impl<B: Backend> DeviceTier<B> {
     }
 
     /// Bytes per pattern slot across the per-slot buffers.
-    const SLOT_BYTES: usize = 8 + 1 + 4 * 3;
+    const SLOT_BYTES: usize = 8 + 1 + 4 * 4;
 
     /// Grows the per-pattern buffers to hold `slots` patterns and `tokens` symbols, with the
     /// growth buffer on top; `Ok(false)` when that exceeds the budget or `force_max_patterns`.
@@ -170,7 +172,7 @@ impl<B: Backend> DeviceTier<B> {
         self.backend.reserve(Buf::Tokens, want_tokens, self.mirrored_tokens)?;
         self.backend.reserve(Buf::Offsets, want_slots + 1, keep_slots + 1)?;
         self.backend.reserve(Buf::Live, want_slots, keep_slots)?;
-        for buf in [Buf::Counts, Buf::OutSlots, Buf::OutCounts] {
+        for buf in [Buf::Order, Buf::Counts, Buf::OutSlots, Buf::OutCounts] {
             self.backend.reserve(buf, want_slots, 0)?;
         }
         Ok(true)
@@ -219,7 +221,29 @@ impl<B: Backend> DeviceTier<B> {
             self.mirrored = at;
         }
         self.overflow = bulk_end - end;
+        self.upload_order(store)?;
         Ok(end - start)
+    }
+
+    /// Orders the mirrored slots by pattern length (counting sort; lengths past
+    /// `LONGEST_BUCKET` share the last bucket), so each warp gets patterns of similar length.
+    fn upload_order(&mut self, store: &PatternStore) -> Result<(), CudaError> {
+        const LONGEST_BUCKET: usize = 4096;
+        let bucket = |slot: u32| store.tokens(slot).len().min(LONGEST_BUCKET);
+        let mut starts = vec![0usize; LONGEST_BUCKET + 2];
+        for slot in 0..self.mirrored as u32 {
+            starts[bucket(slot) + 1] += 1;
+        }
+        for b in 1..starts.len() {
+            starts[b] += starts[b - 1];
+        }
+        let mut order = vec![0u32; self.mirrored];
+        for slot in 0..self.mirrored as u32 {
+            let b = bucket(slot);
+            order[starts[b]] = slot;
+            starts[b] += 1;
+        }
+        self.backend.write(Buf::Order, 0, bytes_of(&order))
     }
 
     /// Marks a mirrored slot removed on the device.

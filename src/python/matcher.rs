@@ -163,6 +163,12 @@ impl PyMatcher {
         })
     }
 
+    /// Test hook: the next query's device part fails like a driver error (no effect without a
+    /// device). Used by `pytest -m gpu` to exercise the fallback on real hardware.
+    fn _simulate_device_failure(&self, py: Python<'_>) {
+        py.allow_threads(|| self.read().simulate_device_failure())
+    }
+
     /// The device tier's state and counters (see `HybridGPUMatcher.get_stats`).
     fn device_status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let status = py.allow_threads(|| self.read().device_status());
