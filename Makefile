@@ -9,7 +9,7 @@ BENCH_ARGS ?= --patterns 100000 --queries 20
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "maturin>=1.5,<2" "numpy>=1.21" "pytest>=7" "hypothesis>=6" "rapidfuzz>=3" "mongomock>=4" nvidia-cuda-nvrtc-cu12 nvidia-cuda-nvcc-cu12
+	$(PY) -m pip install -q "maturin>=1.5,<2" "numpy>=1.21" "pytest>=7" "hypothesis>=6" "rapidfuzz>=3" "mongomock>=4" prometheus_client fastapi httpx uvicorn nvidia-cuda-nvrtc-cu12 nvidia-cuda-nvcc-cu12
 
 venv: $(PY)
 

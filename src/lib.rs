@@ -8,10 +8,12 @@
 
 pub mod cuda;
 pub mod error;
+pub mod kpi;
 pub mod matcher;
 pub mod metrics;
 pub mod ordering;
 pub mod store;
+pub mod sync;
 
 #[cfg(test)]
 mod testing;

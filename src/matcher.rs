@@ -4,11 +4,15 @@
 //! tier holds a pattern because both use the same metric code, formula and ordering.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use rayon::prelude::*;
 
 use crate::cuda::link::{DeviceLink, DeviceMirror, DeviceStatus};
 use crate::error::{KatoError, Result};
+use crate::kpi::Kpis;
 use crate::metrics::{self, length_bound, passes, ratio, Metric, PreparedQuery, Scorer};
 use crate::ordering::{sort_and_truncate, Hit, NameOrder};
 use crate::store::{PatternStore, MAX_SYMBOL_ID};
@@ -34,6 +38,38 @@ pub struct Matcher {
     index: HashMap<Box<str>, u32>,
     /// The GPU mirror of the bulk tier, when one is attached.
     device: DeviceLink,
+    /// Bumped whenever slots are renumbered (compaction, clear), so a promotion prepared before
+    /// knows it must start over.
+    generation: u64,
+    kpis: Kpis,
+    listener: Option<Arc<dyn LearnListener>>,
+    last_promotion: SystemTime,
+}
+
+/// A matcher shared between Python threads and the sync worker.
+pub type SharedMatcher = Arc<std::sync::RwLock<Matcher>>;
+
+/// Told about learning, so a sync manager can promote once the recent tier is large enough.
+/// Called with the matcher's write lock held: implementations must only record and signal.
+pub trait LearnListener: Send + Sync {
+    fn learned(&self, recent_patterns: usize);
+    /// The matcher is going away.
+    fn closed(&self);
+}
+
+/// A promotion prepared without exclusive access (see [`Matcher::plan_promotion`]).
+pub struct PromotionPlan {
+    slots: usize,
+    generation: u64,
+    order: NameOrder,
+}
+
+impl Drop for Matcher {
+    fn drop(&mut self) {
+        if let Some(listener) = &self.listener {
+            listener.closed();
+        }
+    }
 }
 
 /// Converts a vocabulary lookup (negative = symbol unknown to the vocabulary) into query symbol
@@ -70,6 +106,10 @@ impl Matcher {
             bulk_live: 0,
             index: HashMap::new(),
             device: DeviceLink::default(),
+            generation: 0,
+            kpis: Kpis::default(),
+            listener: None,
+            last_promotion: SystemTime::now(),
         }
     }
 
@@ -120,6 +160,7 @@ impl Matcher {
         let slot = self.store.push(name, tokens);
         self.order.push(&self.store, name);
         self.index.insert(name.into(), slot);
+        self.learned(1);
         Ok(true)
     }
 
@@ -166,7 +207,40 @@ impl Matcher {
             self.order.push(&self.store, name);
             self.index.insert(name.into(), slot);
         }
+        self.learned(names.len());
         Ok(names.len())
+    }
+
+    fn learned(&self, count: usize) {
+        self.kpis.patterns_learned.fetch_add(count as u64, Relaxed);
+        if let Some(listener) = &self.listener {
+            listener.learned(self.tiers().recent);
+        }
+    }
+
+    /// Registers the one listener told about learning (a sync manager).
+    pub fn set_listener(&mut self, listener: Option<Arc<dyn LearnListener>>) {
+        if let Some(old) = std::mem::replace(&mut self.listener, listener) {
+            old.closed();
+        }
+    }
+
+    pub fn kpis(&self) -> &Kpis {
+        &self.kpis
+    }
+
+    /// When the last promotion happened (creation time before the first).
+    pub fn last_promotion(&self) -> SystemTime {
+        self.last_promotion
+    }
+
+    pub fn set_last_promotion(&mut self, at: SystemTime) {
+        self.last_promotion = at;
+    }
+
+    /// Time since [`Matcher::last_promotion`] (zero if the clock went back).
+    pub fn since_last_promotion(&self) -> Duration {
+        self.last_promotion.elapsed().unwrap_or_default()
     }
 
     fn check_capacity(&self, patterns: usize, tokens: usize) -> Result<()> {
@@ -185,8 +259,9 @@ impl Matcher {
         self.store.kill(slot);
         if (slot as usize) < self.bulk_end {
             self.bulk_live -= 1;
-            self.device.kill(slot as usize);
         }
+        // The device may mirror slots past the bulk tier (see `plan_promotion`).
+        self.device.kill(slot as usize);
         let dead = self.store.slots() - self.store.live_count();
         if dead >= COMPACT_MIN_DEAD && dead > self.store.live_count() {
             self.compact();
@@ -203,24 +278,54 @@ impl Matcher {
         }
         self.order.remap(&remap);
         self.order.rebuild(&self.store);
+        self.generation += 1;
         self.device.rebuild(&self.store, self.bulk_end);
     }
 
     /// Moves every recent pattern into the bulk tier; returns how many moved.
     pub fn promote(&mut self) -> usize {
-        let moved = self.tiers().recent;
-        self.bulk_end = self.store.slots();
-        self.bulk_live = self.store.live_count();
-        self.order.rebuild(&self.store);
-        self.device.sync(&self.store, self.bulk_end);
+        let plan = self.plan_promotion();
+        self.apply_promotion(plan)
+    }
+
+    /// The expensive half of a promotion, done with shared access while queries run: ranks the
+    /// names of every slot stored now and mirrors those slots on the device.
+    pub fn plan_promotion(&self) -> PromotionPlan {
+        let slots = self.store.slots();
+        let order = self.order.rebuilt(&self.store, slots);
+        self.device.sync(&self.store, slots);
+        PromotionPlan { slots, generation: self.generation, order }
+    }
+
+    /// The other half, with exclusive access: swaps the prepared order in and moves the tier
+    /// boundary. Patterns learned since the plan get their keys in the new order and stay
+    /// recent. If slots were renumbered in between, the promotion is redone here.
+    pub fn apply_promotion(&mut self, plan: PromotionPlan) -> usize {
+        let started = Instant::now();
+        if plan.generation != self.generation {
+            let fresh = self.plan_promotion();
+            return self.apply_promotion(fresh);
+        }
+        let moved = (self.bulk_end as u32..plan.slots as u32).filter(|&s| self.store.is_live(s)).count();
+        self.order = plan.order;
+        for slot in plan.slots as u32..self.store.slots() as u32 {
+            self.order.push(&self.store, self.store.name(slot));
+        }
+        self.bulk_end = plan.slots;
+        self.bulk_live += moved;
+        self.last_promotion = SystemTime::now();
+        self.kpis.sync_events.fetch_add(1, Relaxed);
+        self.kpis.sync_duration.observe(started.elapsed());
         moved
     }
 
     /// Forgets every pattern; an attached device stays attached, empty.
     pub fn clear(&mut self) {
         let device = std::mem::take(&mut self.device);
+        let listener = self.listener.take();
+        let (generation, kpis) = (self.generation + 1, std::mem::take(&mut self.kpis));
         *self = Matcher::new(self.metric);
-        self.device = device;
+        (self.device, self.listener, self.generation, self.kpis) = (device, listener, generation, kpis);
         self.device.rebuild(&self.store, 0);
     }
 
@@ -233,6 +338,11 @@ impl Matcher {
         self.device.status()
     }
 
+    /// Device failures by kind.
+    pub fn device_errors(&self) -> std::collections::BTreeMap<String, u64> {
+        self.device.errors()
+    }
+
     /// Test hook: the next query's device part fails (see [`DeviceLink::simulate_failure`]).
     pub fn simulate_device_failure(&self) {
         self.device.simulate_failure();
@@ -242,6 +352,7 @@ impl Matcher {
     /// at most `limit` of them.
     pub fn query(&self, state: &[u32], threshold: f64, limit: Option<usize>) -> Result<Vec<Hit>> {
         metrics::validate_threshold(threshold)?;
+        let started = Instant::now();
         let device = self.device.query(self.metric, state, threshold).map_err(KatoError::DeviceLost)?;
         let mut hits = match self.metric.prepare(state) {
             PreparedQuery::Difflib(q) => self.scan(&q, threshold, limit, device.cpu_from),
@@ -253,6 +364,9 @@ impl Matcher {
             slot,
         }));
         sort_and_truncate(&mut hits, limit, &self.store);
+        let histogram = if device.cpu_from > 0 { &self.kpis.gpu_query_duration } else { &self.kpis.cpu_query_duration };
+        histogram.observe(started.elapsed());
+        self.kpis.patterns_matched.fetch_add(hits.len() as u64, Relaxed);
         Ok(hits)
     }
 

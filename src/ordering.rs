@@ -48,18 +48,23 @@ impl NameOrder {
 
     /// Ranks every live slot of `store`; keys become `2 * (rank + 1)`.
     pub fn rebuild(&mut self, store: &PatternStore) {
+        *self = self.rebuilt(store, store.slots());
+    }
+
+    /// The order [`NameOrder::rebuild`] would give slots `..upto`, computed without changing
+    /// `self`, so it can be prepared while queries run and swapped in at once.
+    pub fn rebuilt(&self, store: &PatternStore, upto: usize) -> NameOrder {
         let by_name = |a: &u32, b: &u32| store.name(*a).cmp(store.name(*b));
-        let mut fresh: Vec<u32> = (0..store.slots() as u32)
+        let mut fresh: Vec<u32> = (0..upto as u32)
             .filter(|&s| store.is_live(s) && self.keys.get(s as usize).is_none_or(|k| k % 2 == 1))
             .collect();
         // Bulk loads often arrive in name order already.
         if !fresh.is_sorted_by(|a, b| by_name(a, b) != Ordering::Greater) {
             fresh.par_sort_unstable_by(by_name);
         }
-        let ranked = std::mem::take(&mut self.ranked);
-        let mut merged = Vec::with_capacity(store.live_count());
+        let old: Vec<u32> = self.ranked.iter().copied().filter(|&s| (s as usize) < upto && store.is_live(s)).collect();
+        let mut merged = Vec::with_capacity(old.len() + fresh.len());
         let (mut i, mut j) = (0, 0);
-        let old: Vec<u32> = ranked.into_iter().filter(|&s| (s as usize) < store.slots() && store.is_live(s)).collect();
         while i < old.len() || j < fresh.len() {
             let take_old = j == fresh.len() || (i < old.len() && by_name(&old[i], &fresh[j]) == Ordering::Less);
             if take_old {
@@ -70,11 +75,11 @@ impl NameOrder {
                 j += 1;
             }
         }
-        self.keys = vec![u64::MAX; store.slots()];
+        let mut keys = vec![u64::MAX; upto];
         for (rank, &slot) in merged.iter().enumerate() {
-            self.keys[slot as usize] = 2 * (rank as u64 + 1);
+            keys[slot as usize] = 2 * (rank as u64 + 1);
         }
-        self.ranked = merged;
+        NameOrder { keys, ranked: merged }
     }
 
     /// Follows a compaction of the store (`remap[old] = new slot`, `u32::MAX` when removed).

@@ -14,12 +14,18 @@ from .encoder import SymbolVocabularyEncoder
 from .errors import GPUUnavailableError, KatoGpuError
 from .matcher import HybridGPUMatcher
 from .metrics import similarity
+from .sync import SyncManager
 
 __version__ = _native.__version__
 MatchResult = _native.MatchResult
 
-#: Whether a usable GPU tier exists in this build (KATO's ``kato.gpu.GPU_AVAILABLE``).
-GPU_AVAILABLE = False
+
+def __getattr__(name: str):
+    # KATO's ``kato.gpu.GPU_AVAILABLE``, answered when asked: probing the driver at import would
+    # create a CUDA context in every process that imports the package.
+    if name == "GPU_AVAILABLE":
+        return cuda.available()
+    raise AttributeError(f"module 'kato_gpu' has no attribute {name!r}")
 
 logging.getLogger("kato_gpu").addHandler(logging.NullHandler())
 
@@ -32,6 +38,7 @@ __all__ = [
     "KatoGpuError",
     "MatchResult",
     "SymbolVocabularyEncoder",
+    "SyncManager",
     "similarity",
     "__version__",
 ]

@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import dataclasses
 import threading
 import time
+import weakref
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
@@ -99,9 +101,9 @@ class HybridGPUMatcher:
         self._core = _native.Matcher(config.metric, config.autojunk)
         self.gpu_unavailable_reason = self._enable_gpu(config)
         self._stats_lock = threading.Lock()
-        self.stats: Dict[str, int] = {"queries": 0, "patterns_learned": 0, "syncs_triggered": 0}
-        self.last_sync_time = time.time()
-        self.patterns_since_sync = 0
+        self.stats: Dict[str, int] = {"queries": 0}
+        #: Sync managers attached to this matcher (told about configuration changes).
+        self._sync_managers: "weakref.WeakSet" = weakref.WeakSet()
         logger.info("HybridGPUMatcher ready: metric=%s autojunk=%s, bulk tier on %s",
                     config.metric, config.autojunk,
                     "the GPU" if self.use_gpu else f"all CPU cores ({self.gpu_unavailable_reason})")
@@ -169,12 +171,7 @@ class HybridGPUMatcher:
         flat = _flatten(pattern_sequence)
         if pattern_name in self._core:
             return False
-        added = self._core.add(pattern_name, self.encoder.encode_ids(flat))
-        if added:
-            with self._stats_lock:
-                self.stats["patterns_learned"] += 1
-                self.patterns_since_sync += 1
-        return added
+        return self._core.add(pattern_name, self.encoder.encode_ids(flat))
 
     def add_patterns(self, names: Sequence[str], events_list: Sequence[Sequence[Sequence[str]]],
                      promote: bool = True) -> int:
@@ -226,9 +223,6 @@ class HybridGPUMatcher:
 
     def _add_csr(self, names: List[str], tokens: np.ndarray, offsets: np.ndarray, promote: bool) -> int:
         added = self._core.add_csr(names, tokens, offsets)
-        with self._stats_lock:
-            self.stats["patterns_learned"] += added
-            self.patterns_since_sync += added
         if promote:
             self.sync_cpu_to_gpu()
         return added
@@ -240,31 +234,83 @@ class HybridGPUMatcher:
     # ------------------------------------------------------------------ tiers
     def check_sync_needed(self) -> bool:
         """True when the recent tier has reached ``sync_threshold`` patterns, or background sync
-        is on, ``sync_interval_seconds`` have passed and the recent tier is not empty."""
+        is on, ``sync_interval_seconds`` have passed since the last sync and the recent tier is
+        not empty."""
         _, recent = self._core.tiers()
         if recent >= self.config.sync_threshold:
             return True
-        elapsed = time.time() - self.last_sync_time
+        elapsed = self._core.seconds_since_promotion()
         return self.config.enable_background_sync and recent > 0 and elapsed >= self.config.sync_interval_seconds
 
     def sync_cpu_to_gpu(self) -> int:
-        """Promotes every recent pattern into the bulk tier; returns how many moved."""
+        """Promotes every recent pattern into the bulk tier (onto the GPU when there is one);
+        returns how many moved. Queries keep running meanwhile; they wait only for the final
+        swap."""
         started = time.perf_counter()
         moved = self._core.promote()
-        with self._stats_lock:
-            self.stats["syncs_triggered"] += 1
-            self.last_sync_time = time.time()
-            self.patterns_since_sync = 0
         bulk, _ = self._core.tiers()
         logger.info("promoted %d patterns to the bulk tier in %.1f ms (bulk: %d)",
                     moved, (time.perf_counter() - started) * 1e3, bulk)
         return moved
+
+    @property
+    def last_sync_time(self) -> float:
+        """Unix time of the last sync (the matcher's creation before the first)."""
+        return self._core.last_promotion
+
+    @last_sync_time.setter
+    def last_sync_time(self, unix_seconds: float) -> None:
+        self._core.last_promotion = float(unix_seconds)
+
+    @property
+    def patterns_since_sync(self) -> int:
+        """Patterns waiting in the recent tier (KATO's counter of the same name)."""
+        return self._core.tiers()[1]
+
+    #: Configuration fields that can change while the matcher runs.
+    RUNTIME_CONFIG_FIELDS = ("sync_threshold", "sync_interval_seconds", "enable_background_sync",
+                             "log_memory_usage", "log_kernel_timing")
+
+    def update_config(self, **changes: Any) -> GPUConfig:
+        """Changes runtime settings (``RUNTIME_CONFIG_FIELDS``), validated on a copy first: an
+        unknown or fixed field, or an invalid value, raises ``ValueError``/``TypeError`` and
+        changes nothing. Attached sync managers follow the new settings."""
+        if not changes:
+            raise ValueError("no configuration change given")
+        known = {f.name for f in dataclasses.fields(GPUConfig)}
+        for name in changes:
+            if name not in known:
+                raise ValueError(f"unknown configuration field {name!r}")
+            if name not in self.RUNTIME_CONFIG_FIELDS:
+                raise ValueError(f"{name!r} cannot change while the matcher runs "
+                                 f"(runtime fields: {', '.join(self.RUNTIME_CONFIG_FIELDS)})")
+        candidate = dataclasses.replace(self.config, **changes)
+        candidate.validate()
+        for name, value in changes.items():
+            setattr(self.config, name, value)
+        for manager in list(self._sync_managers):
+            manager._apply_config()
+        logger.info("configuration updated: %s", changes)
+        return self.config
+
+    def get_kpis(self) -> Dict[str, Any]:
+        """The seed plan's KPIs: duration histograms (cumulative ``(le, count)`` buckets, ``sum``,
+        ``count``), counters and gauges, under their Prometheus names (see docs/OPERATIONS.md)."""
+        kpis = dict(self._core.kpis())
+        device = self._core.device_status()
+        bulk, recent = self._core.tiers()
+        on_gpu = device.get("mirrored_patterns", 0) if device["active"] else 0
+        kpis["kato_gpu_memory_bytes"] = device.get("used_bytes", 0) if device["active"] else 0
+        kpis["kato_gpu_pattern_count"] = on_gpu
+        kpis["kato_cpu_pattern_count"] = max(bulk + recent - on_gpu, 0)
+        return kpis
 
     def get_stats(self) -> Dict[str, Any]:
         """Tier sizes, counters and the device's state. KATO's keys are kept: ``gpu_queries`` and
         ``cpu_queries`` count queries whose bulk tier was scored on the GPU / on the CPU."""
         bulk, recent = self._core.tiers()
         device = self._core.device_status()
+        kpis = self._core.kpis()
         with self._stats_lock:
             counters = dict(self.stats)
         use_gpu = bool(device["active"])
@@ -288,8 +334,8 @@ class HybridGPUMatcher:
             "cpu_queries": counters["queries"] - device["gpu_queries"],
             "gpu_long_state_cpu_queries": device["long_state_cpu_queries"],
             "gpu_fallbacks": device["fallbacks"],
-            "patterns_learned": counters["patterns_learned"],
-            "syncs_triggered": counters["syncs_triggered"],
+            "patterns_learned": kpis["kato_patterns_learned_total"],
+            "syncs_triggered": kpis["kato_gpu_sync_events_total"],
         }
         if use_gpu:
             capacity = self.get_capacity_info()
@@ -325,9 +371,6 @@ class HybridGPUMatcher:
     def clear_all(self) -> None:
         """Forgets every pattern in both tiers (the vocabulary is kept)."""
         self._core.clear()
-        with self._stats_lock:
-            self.last_sync_time = time.time()
-            self.patterns_since_sync = 0
         logger.info("cleared all patterns")
 
     def __len__(self) -> int:

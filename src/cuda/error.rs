@@ -43,6 +43,20 @@ pub enum CudaError {
 }
 
 impl CudaError {
+    /// A short, stable name of the variant (the `error_type` label of `kato_gpu_errors_total`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CudaError::NvrtcMissing => "nvrtc_missing",
+            CudaError::DriverMissing => "driver_missing",
+            CudaError::NoDevice => "no_device",
+            CudaError::ComputeCapabilityTooLow { .. } => "compute_capability",
+            CudaError::InvalidArch(_) => "invalid_arch",
+            CudaError::Compile { .. } => "compile",
+            CudaError::Driver(_) => "driver",
+            CudaError::Panic(_) => "panic",
+        }
+    }
+
     /// The message of a caught panic payload.
     pub(crate) fn from_panic(payload: Box<dyn Any + Send>) -> Self {
         let message = payload

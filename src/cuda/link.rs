@@ -74,6 +74,7 @@ pub struct DeviceLink {
     fallbacks: AtomicU64,
     /// Test hook: the next device query fails as a driver error would.
     fail_next_query: AtomicBool,
+    errors: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl DeviceLink {
@@ -82,20 +83,20 @@ impl DeviceLink {
         self.fail_next_query.store(true, Relaxed);
     }
 
-    fn tier_mut(&mut self) -> &mut Option<Box<dyn DeviceMirror>> {
-        self.tier.get_mut().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Box<dyn DeviceMirror>>> {
+        self.tier.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Takes a device tier into use and mirrors the bulk tier onto it.
     pub fn attach(&mut self, tier: Box<dyn DeviceMirror>, fallback_to_cpu: bool, store: &PatternStore, bulk_end: usize) {
         self.fallback_to_cpu = fallback_to_cpu;
         self.lost.store(false, Relaxed);
-        *self.tier_mut() = Some(tier);
+        *self.lock() = Some(tier);
         self.sync(store, bulk_end);
     }
 
     pub fn is_active(&self) -> bool {
-        self.tier.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+        self.lock().is_some()
     }
 
     fn fail(&self, tier: &mut Option<Box<dyn DeviceMirror>>, error: CudaError) {
@@ -103,43 +104,49 @@ impl DeviceLink {
         *tier = None;
         self.lost.store(true, Relaxed);
         self.fallbacks.fetch_add(1, Relaxed);
+        *self.errors.lock().unwrap_or_else(|e| e.into_inner()).entry(error.kind().to_string()).or_default() += 1;
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
     }
 
-    /// Mirrors bulk slots not yet on the device.
-    pub fn sync(&mut self, store: &PatternStore, bulk_end: usize) {
-        let mut tier = self.tier_mut().take();
+    /// Runs `op` on the attached tier; a failure drops the tier (see the module documentation).
+    fn with_tier(&self, op: impl FnOnce(&mut dyn DeviceMirror) -> Result<(), CudaError>) {
+        let mut tier = self.lock();
         if let Some(t) = tier.as_mut() {
-            if let Err(e) = t.sync(store, bulk_end) {
+            if let Err(e) = op(t.as_mut()) {
                 self.fail(&mut tier, e);
             }
         }
-        *self.tier_mut() = tier;
     }
 
-    pub fn kill(&mut self, slot: usize) {
-        let mut tier = self.tier_mut().take();
-        if let Some(t) = tier.as_mut() {
-            if let Err(e) = t.kill(slot) {
-                self.fail(&mut tier, e);
-            }
-        }
-        *self.tier_mut() = tier;
+    /// Mirrors slots `[mirrored, upto)` not yet on the device. Needs no exclusive access to the
+    /// matcher: queries keep running (their device part waits for the upload to finish), and the
+    /// slots past the bulk tier it may already hold are simply not scanned by the CPU.
+    pub fn sync(&self, store: &PatternStore, upto: usize) {
+        self.with_tier(|t| t.sync(store, upto).map(|_| ()));
+    }
+
+    pub fn kill(&self, slot: usize) {
+        self.with_tier(|t| t.kill(slot));
     }
 
     /// After the store's slots changed (compaction, clear): mirror it again from slot 0.
-    pub fn rebuild(&mut self, store: &PatternStore, bulk_end: usize) {
-        if let Some(t) = self.tier_mut().as_mut() {
+    pub fn rebuild(&self, store: &PatternStore, bulk_end: usize) {
+        self.with_tier(|t| {
             t.reset();
-        }
-        self.sync(store, bulk_end);
+            t.sync(store, bulk_end).map(|_| ())
+        });
+    }
+
+    /// Device failures by kind, for `kato_gpu_errors_total{error_type}`.
+    pub fn errors(&self) -> std::collections::BTreeMap<String, u64> {
+        self.errors.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Scores the mirrored slots on the device. `Err` only when the device was lost and the
     /// configuration forbids serving from the CPU.
     pub fn query(&self, metric: Metric, state: &[u32], threshold: f64) -> Result<DevicePart, String> {
         let cpu_only = DevicePart { pairs: Vec::new(), cpu_from: 0 };
-        let mut tier = self.tier.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tier = self.lock();
         let Some(t) = tier.as_mut() else {
             if self.lost.load(Relaxed) && !self.fallback_to_cpu {
                 let last = self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -174,7 +181,7 @@ impl DeviceLink {
     }
 
     pub fn status(&self) -> DeviceStatus {
-        let tier = self.tier.lock().unwrap_or_else(|e| e.into_inner());
+        let tier = self.lock();
         DeviceStatus {
             active: tier.is_some(),
             capacity: tier.as_ref().map(|t| t.capacity_info()),

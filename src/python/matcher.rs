@@ -1,6 +1,7 @@
 //! `kato_gpu._native.Matcher` (the tiered store and its queries) and `MatchResult`.
 
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, SystemTime};
 
 use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::exceptions::PyValueError;
@@ -12,14 +13,16 @@ use rayon::prelude::*;
 use super::error::guard;
 use crate::cuda::driver::CudaBackend;
 use crate::cuda::tier::{DeviceTier, TierLimits};
-use crate::matcher::{query_from_lookup, Matcher};
+use crate::kpi::HistogramSnapshot;
+use crate::matcher::{query_from_lookup, Matcher, SharedMatcher};
 use crate::metrics::Metric;
 use crate::ordering::Hit;
 use crate::store::NameSnapshot;
 
 #[pyclass(module = "kato_gpu._native", name = "Matcher", frozen)]
 pub struct PyMatcher {
-    inner: RwLock<Matcher>,
+    /// Shared with the sync worker (`SyncManager`), which holds only a weak reference.
+    pub(crate) inner: SharedMatcher,
 }
 
 impl PyMatcher {
@@ -56,7 +59,7 @@ impl PyMatcher {
     #[new]
     #[pyo3(signature = (metric = "difflib", autojunk = false))]
     fn new(metric: &str, autojunk: bool) -> PyResult<Self> {
-        Ok(PyMatcher { inner: RwLock::new(Matcher::new(Metric::from_name(metric, autojunk)?)) })
+        Ok(PyMatcher { inner: Arc::new(RwLock::new(Matcher::new(Metric::from_name(metric, autojunk)?))) })
     }
 
     #[getter]
@@ -95,9 +98,79 @@ impl PyMatcher {
         py.allow_threads(|| guard(|| self.write().remove(name)))
     }
 
-    /// Moves the recent tier into the bulk tier; returns how many patterns moved.
+    /// Moves the recent tier into the bulk tier; returns how many patterns moved. The work is
+    /// done under the read lock; queries wait only for the final swap.
     fn promote(&self, py: Python<'_>) -> PyResult<usize> {
-        py.allow_threads(|| guard(|| self.write().promote()))
+        py.allow_threads(|| {
+            guard(|| {
+                let plan = self.read().plan_promotion();
+                self.write().apply_promotion(plan)
+            })
+        })
+    }
+
+    /// Unix time of the last promotion (creation time before the first).
+    #[getter]
+    fn last_promotion(&self, py: Python<'_>) -> f64 {
+        let at = py.allow_threads(|| self.read().last_promotion());
+        at.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    }
+
+    #[setter]
+    fn set_last_promotion(&self, py: Python<'_>, unix_seconds: f64) -> PyResult<()> {
+        if !unix_seconds.is_finite() || unix_seconds < 0.0 {
+            return Err(PyValueError::new_err(format!("last promotion time must be a non-negative unix time, got {unix_seconds}")));
+        }
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(unix_seconds);
+        py.allow_threads(|| self.write().set_last_promotion(at));
+        Ok(())
+    }
+
+    /// Seconds since the last promotion.
+    fn seconds_since_promotion(&self, py: Python<'_>) -> f64 {
+        py.allow_threads(|| self.read().since_last_promotion().as_secs_f64())
+    }
+
+    /// The matcher's counters under the seed plan's KPI names (histograms as cumulative
+    /// `(le, count)` buckets with `sum` and `count`); gauges are added by the Python wrapper.
+    fn kpis<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let (gpu, cpu, sync, matched, learned, events, errors, status) = py.allow_threads(|| {
+            let m = self.read();
+            let k = m.kpis();
+            let mut errors = k.errors();
+            let status = m.device_status();
+            for (kind, n) in m.device_errors() {
+                *errors.entry(kind).or_default() += n;
+            }
+            use std::sync::atomic::Ordering::Relaxed;
+            (
+                k.gpu_query_duration.snapshot(),
+                k.cpu_query_duration.snapshot(),
+                k.sync_duration.snapshot(),
+                k.patterns_matched.load(Relaxed),
+                k.patterns_learned.load(Relaxed),
+                k.sync_events.load(Relaxed),
+                errors,
+                status,
+            )
+        });
+        let histogram = |h: HistogramSnapshot| -> PyResult<Bound<'py, PyDict>> {
+            let d = PyDict::new(py);
+            d.set_item("buckets", h.buckets)?;
+            d.set_item("sum", h.sum_seconds)?;
+            d.set_item("count", h.count)?;
+            Ok(d)
+        };
+        let d = PyDict::new(py);
+        d.set_item("kato_gpu_query_duration_seconds", histogram(gpu)?)?;
+        d.set_item("kato_cpu_query_duration_seconds", histogram(cpu)?)?;
+        d.set_item("kato_gpu_sync_duration_seconds", histogram(sync)?)?;
+        d.set_item("kato_patterns_matched_total", matched)?;
+        d.set_item("kato_patterns_learned_total", learned)?;
+        d.set_item("kato_gpu_sync_events_total", events)?;
+        d.set_item("kato_gpu_errors_total", errors)?;
+        d.set_item("kato_gpu_fallback_events_total", status.fallbacks)?;
+        Ok(d)
     }
 
     fn clear(&self, py: Python<'_>) -> PyResult<()> {

@@ -10,6 +10,7 @@ mod cuda;
 mod error;
 mod matcher;
 mod metrics;
+mod sync;
 
 use pyo3::prelude::*;
 
@@ -23,6 +24,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_SYMBOL_ID", crate::store::MAX_SYMBOL_ID)?;
     metrics::register(m)?;
     matcher::register(m)?;
+    sync::register(m)?;
     cuda::register(m)?;
     Ok(())
 }
