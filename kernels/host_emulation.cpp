@@ -35,10 +35,19 @@ extern "C" void emulate_difflib_count(const u32* tokens, const u64* offsets, con
     });
 }
 
+extern "C" void emulate_key_histogram(const u32* counts, const u64* offsets, const u32* order, u32 begin, u32 end,
+                                      u32 state_len, double threshold, u64 prefix, u64 prefix_mask, u32 shift,
+                                      u32* histogram, u32 block_dim) {
+    emulate_launch(end - begin, block_dim, [&] {
+        key_histogram(counts, offsets, order, begin, end, state_len, threshold, prefix, prefix_mask, shift, histogram);
+    });
+}
+
 extern "C" void emulate_select_matches(const u32* counts, const u64* offsets, const u32* order, u32 begin, u32 end,
-                                       u32 state_len, double threshold, u32* out_slots, u32* out_counts,
+                                       u32 state_len, double threshold, u64 max_key, u32* out_slots, u32* out_counts,
                                        u32* out_len, u32 block_dim) {
     emulate_launch(end - begin, block_dim, [&] {
-        select_matches(counts, offsets, order, begin, end, state_len, threshold, out_slots, out_counts, out_len);
+        select_matches(counts, offsets, order, begin, end, state_len, threshold, max_key, out_slots, out_counts,
+                       out_len);
     });
 }

@@ -22,7 +22,15 @@ static thread_local kato_dim3 threadIdx, blockIdx, blockDim, gridDim;
 #define __forceinline__ inline
 #define __restrict__ __restrict
 
+#include <cstring>
+
 static inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
+
+static inline long long __double_as_longlong(double x) {
+    long long bits;
+    std::memcpy(&bits, &x, sizeof bits);
+    return bits;
+}
 
 static inline unsigned int atomicAdd(unsigned int* address, unsigned int value) {
     return __atomic_fetch_add(address, value, __ATOMIC_RELAXED);

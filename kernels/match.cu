@@ -8,7 +8,9 @@
 // 2.0 * M / T is computed once, in float64, by the host (the same `ratio` the CPU tiers use), so
 // GPU and CPU results agree bit for bit. `select_matches` applies the threshold on the device so
 // only matches cross the bus; it divides with IEEE double division (`/` on doubles is correctly
-// rounded in CUDA), which decides `sim >= threshold` exactly as the host would.
+// rounded in CUDA), which decides `sim >= threshold` exactly as the host would. With a result
+// limit, `key_histogram` passes find the k-th best similarity exactly (radix select), so only the
+// best k matches (and ties) cross the bus.
 //
 // Threads are assigned through `order`, a permutation of the mirrored slots sorted by pattern
 // length (src/cuda/tier.rs): thread k of a launch over [begin, end) scores slot order[k], so the
@@ -184,23 +186,53 @@ extern "C" __global__ void difflib_count(
     counts[k] = total;
 }
 
-// Keeps the slots whose similarity 2.0 * M / T reaches the threshold, appending
+// The similarity of position k's pattern, or -1 when it did not score or is below the threshold.
+__device__ __forceinline__ double kato_passing_similarity(
+    const u32* __restrict__ counts, const u64* __restrict__ offsets, const u32* __restrict__ order,
+    u32 k, u32 state_len, double threshold)
+{
+    u32 m = counts[k];
+    if (m == KATO_NOT_SCORED) return -1.0;
+    u32 slot = order[k];
+    u64 total = offsets[slot + 1] - offsets[slot] + state_len;
+    double similarity = total == 0 ? 1.0 : 2.0 * (double)m / (double)total;
+    return similarity >= threshold ? similarity : -1.0;
+}
+
+// Orders similarities descending as unsigned integers: similarities are >= 0, where the bits of
+// a double grow with its value, so the complement shrinks.
+__device__ __forceinline__ u64 kato_rank_key(double similarity) {
+    return ~(u64)__double_as_longlong(similarity);
+}
+
+// One pass of the radix select behind top-k: counts, by the 8 bits of the rank key at `shift`,
+// the passing positions whose key agrees with `prefix` on the bits of `prefix_mask`.
+extern "C" __global__ void key_histogram(
+    const u32* __restrict__ counts, const u64* __restrict__ offsets, const u32* __restrict__ order,
+    u32 begin, u32 end, u32 state_len, double threshold,
+    u64 prefix, u64 prefix_mask, u32 shift, u32* __restrict__ histogram)
+{
+    u32 k = kato_position(begin, end);
+    if (k == end) return;
+    double similarity = kato_passing_similarity(counts, offsets, order, k, state_len, threshold);
+    if (similarity < 0.0) return;
+    u64 key = kato_rank_key(similarity);
+    if ((key & prefix_mask) == prefix) atomicAdd(&histogram[(key >> shift) & 255u], 1u);
+}
+
+// Keeps the slots whose similarity 2.0 * M / T reaches the threshold and whose rank key is at
+// most `max_key` (the k-th best key for top-k, ties included; all ones otherwise), appending
 // (slot, M) pairs at an atomically claimed index. Order is arbitrary; the host sorts.
 extern "C" __global__ void select_matches(
     const u32* __restrict__ counts, const u64* __restrict__ offsets,
-    const u32* __restrict__ order, u32 begin, u32 end, u32 state_len, double threshold,
+    const u32* __restrict__ order, u32 begin, u32 end, u32 state_len, double threshold, u64 max_key,
     u32* __restrict__ out_slots, u32* __restrict__ out_counts, u32* __restrict__ out_len)
 {
     u32 k = kato_position(begin, end);
     if (k == end) return;
-    u32 slot = order[k];
-    u32 m = counts[k];
-    if (m == KATO_NOT_SCORED) return;
-    u64 total = offsets[slot + 1] - offsets[slot] + state_len;
-    double similarity = total == 0 ? 1.0 : 2.0 * (double)m / (double)total;
-    if (similarity >= threshold) {
-        u32 at = atomicAdd(out_len, 1u);
-        out_slots[at] = slot;
-        out_counts[at] = m;
-    }
+    double similarity = kato_passing_similarity(counts, offsets, order, k, state_len, threshold);
+    if (similarity < 0.0 || kato_rank_key(similarity) > max_key) return;
+    u32 at = atomicAdd(out_len, 1u);
+    out_slots[at] = order[k];
+    out_counts[at] = counts[k];
 }

@@ -353,7 +353,7 @@ impl Matcher {
     pub fn query(&self, state: &[u32], threshold: f64, limit: Option<usize>) -> Result<Vec<Hit>> {
         metrics::validate_threshold(threshold)?;
         let started = Instant::now();
-        let device = self.device.query(self.metric, state, threshold).map_err(KatoError::DeviceLost)?;
+        let device = self.device.query(self.metric, state, threshold, limit).map_err(KatoError::DeviceLost)?;
         let mut hits = match self.metric.prepare(state) {
             PreparedQuery::Difflib(q) => self.scan(&q, threshold, limit, device.cpu_from),
             PreparedQuery::Lcs(q) => self.scan(&q, threshold, limit, device.cpu_from),

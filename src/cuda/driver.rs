@@ -26,6 +26,7 @@ pub struct CudaBackend {
     _module: Arc<CudaModule>,
     lcs: CudaFunction,
     difflib: CudaFunction,
+    histogram: CudaFunction,
     select: CudaFunction,
     threads_per_block: u32,
     buffers: HashMap<Buf, CudaSlice<u8>>,
@@ -49,6 +50,7 @@ impl CudaBackend {
             Ok(CudaBackend {
                 lcs: function("lcs_count")?,
                 difflib: function("difflib_count")?,
+                histogram: function("key_histogram")?,
                 select: function("select_matches")?,
                 _module: module.clone(),
                 stream,
@@ -154,13 +156,27 @@ impl Backend for CudaBackend {
         })
     }
 
-    fn launch_select(&mut self, slots: u32, state_len: u32, threshold: f64) -> Result<(), CudaError> {
+    fn launch_histogram(&mut self, slots: u32, state_len: u32, threshold: f64, prefix: u64, mask: u64, shift: u32) -> Result<(), CudaError> {
+        catch(|| {
+            let cfg = self.config(slots);
+            let b = |buf| self.buffer(buf);
+            let begin = 0u32;
+            let mut args = self.stream.launch_builder(&self.histogram);
+            args.arg(b(Buf::Counts)?).arg(b(Buf::Offsets)?).arg(b(Buf::Order)?).arg(&begin).arg(&slots).arg(&state_len).arg(&threshold);
+            args.arg(&prefix).arg(&mask).arg(&shift).arg(b(Buf::Histogram)?);
+            // SAFETY: as above, for `key_histogram`; the histogram holds 256 counters.
+            unsafe { args.launch(cfg) }.map_err(driver_error("launching key_histogram"))?;
+            Ok(())
+        })
+    }
+
+    fn launch_select(&mut self, slots: u32, state_len: u32, threshold: f64, max_key: u64) -> Result<(), CudaError> {
         catch(|| {
             let cfg = self.config(slots);
             let b = |buf| self.buffer(buf);
             let begin = 0u32;
             let mut args = self.stream.launch_builder(&self.select);
-            args.arg(b(Buf::Counts)?).arg(b(Buf::Offsets)?).arg(b(Buf::Order)?).arg(&begin).arg(&slots).arg(&state_len).arg(&threshold);
+            args.arg(b(Buf::Counts)?).arg(b(Buf::Offsets)?).arg(b(Buf::Order)?).arg(&begin).arg(&slots).arg(&state_len).arg(&threshold).arg(&max_key);
             args.arg(b(Buf::OutSlots)?).arg(b(Buf::OutCounts)?).arg(b(Buf::OutLen)?);
             // SAFETY: as above, for `select_matches`; the outputs hold `slots` entries.
             unsafe { args.launch(cfg) }.map_err(driver_error("launching select_matches"))?;

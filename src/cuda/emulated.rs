@@ -18,8 +18,13 @@ extern "C" {
         b: *const u32, lb: u32, slot_of_id: *const i32, table_len: u32, pos_starts: *const u32,
         positions: *const u16, threshold: f64, counts: *mut u32, block_dim: u32,
     );
+    pub fn emulate_key_histogram(
+        counts: *const u32, offsets: *const u64, order: *const u32, begin: u32, end: u32, state_len: u32, threshold: f64,
+        prefix: u64, prefix_mask: u64, shift: u32, histogram: *mut u32, block_dim: u32,
+    );
     pub fn emulate_select_matches(
         counts: *const u32, offsets: *const u64, order: *const u32, begin: u32, end: u32, state_len: u32, threshold: f64,
+        max_key: u64,
         out_slots: *mut u32, out_counts: *mut u32, out_len: *mut u32, block_dim: u32,
     );
 }
@@ -126,7 +131,20 @@ impl Backend for EmulatedBackend {
         Ok(())
     }
 
-    fn launch_select(&mut self, slots: u32, state_len: u32, threshold: f64) -> Result<(), CudaError> {
+    fn launch_histogram(&mut self, slots: u32, state_len: u32, threshold: f64, prefix: u64, mask: u64, shift: u32) -> Result<(), CudaError> {
+        self.check_failure()?;
+        let histogram = self.ptr_mut::<u32>(Buf::Histogram);
+        // SAFETY: as above; the histogram holds 256 counters.
+        unsafe {
+            emulate_key_histogram(
+                self.ptr(Buf::Counts), self.ptr(Buf::Offsets), self.ptr(Buf::Order), 0, slots, state_len, threshold,
+                prefix, mask, shift, histogram, BLOCK_DIM,
+            )
+        };
+        Ok(())
+    }
+
+    fn launch_select(&mut self, slots: u32, state_len: u32, threshold: f64, max_key: u64) -> Result<(), CudaError> {
         self.check_failure()?;
         let (out_slots, out_counts, out_len) =
             (self.ptr_mut::<u32>(Buf::OutSlots), self.ptr_mut::<u32>(Buf::OutCounts), self.ptr_mut::<u32>(Buf::OutLen));
@@ -134,7 +152,7 @@ impl Backend for EmulatedBackend {
         unsafe {
             emulate_select_matches(
                 self.ptr(Buf::Counts), self.ptr(Buf::Offsets), self.ptr(Buf::Order), 0, slots, state_len, threshold,
-                out_slots, out_counts, out_len, BLOCK_DIM,
+                max_key, out_slots, out_counts, out_len, BLOCK_DIM,
             )
         };
         Ok(())

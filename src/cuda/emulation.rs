@@ -152,7 +152,7 @@ fn select_matches_keeps_exactly_the_matches() {
                 plan.table_len, plan.words, plan.state_len, threshold, counts.as_mut_ptr(), 64,
             );
             emulate_select_matches(
-                counts.as_ptr(), store.offsets.as_ptr(), store.order.as_ptr(), 0, n, state.len() as u32, threshold,
+                counts.as_ptr(), store.offsets.as_ptr(), store.order.as_ptr(), 0, n, state.len() as u32, threshold, u64::MAX,
                 out_slots.as_mut_ptr(), out_counts.as_mut_ptr(), &mut out_len, 64,
             );
         }
@@ -263,6 +263,44 @@ mod device_tier {
             cpu.promote();
             assert_same(&gpu, &cpu, &mut rng, alphabet, false);
             assert!(gpu.device_status().active);
+        }
+    }
+
+    /// With a limit, the device keeps exactly the matches at least as similar as the k-th best
+    /// (the best k and their ties), found by the radix select over rank keys.
+    #[test]
+    fn device_top_k_keeps_the_best_k_and_their_ties() {
+        use crate::metrics::ratio;
+        use crate::store::PatternStore;
+        let mut rng = Rng::new(34);
+        for metric in [Metric::Lcs, Metric::Difflib { autojunk: false }] {
+            let mut store = PatternStore::new();
+            for k in 0..5000 {
+                let len = rng.below(25);
+                let tokens: Vec<u32> = (0..len).map(|_| rng.below(9) as u32).collect();
+                store.push(&format!("P{k}"), &tokens);
+            }
+            let mut tier = DeviceTier::new(EmulatedBackend::new(1 << 30), LIMITS).unwrap();
+            tier.sync(&store, store.slots()).unwrap();
+            for q in 0..6 {
+                let state: Vec<u32> = (0..rng.below(20)).map(|_| rng.below(9) as u32).collect();
+                let threshold = [0.0, 0.2, 0.5][q % 3];
+                let sim = |&(slot, m): &(u32, u32)| ratio(m as usize, store.tokens(slot).len() + state.len());
+                let mut all = tier.query(metric, &state, threshold, None).unwrap().unwrap();
+                all.sort_unstable();
+                let mut sims: Vec<f64> = all.iter().map(sim).collect();
+                sims.sort_by(|a, b| b.total_cmp(a));
+                for k in [1, 3, 50, 700, 4999, 100_000] {
+                    let mut top = tier.query(metric, &state, threshold, Some(k)).unwrap().unwrap();
+                    top.sort_unstable();
+                    let want: Vec<(u32, u32)> = match sims.get(k - 1) {
+                        Some(&kth) => all.iter().copied().filter(|p| sim(p) >= kth).collect(),
+                        None => all.clone(),
+                    };
+                    assert_eq!(top, want, "{metric:?} k={k} threshold={threshold}");
+                }
+                assert_eq!(tier.query(metric, &state, threshold, Some(0)).unwrap().unwrap(), vec![]);
+            }
         }
     }
 

@@ -17,7 +17,7 @@ pub trait DeviceMirror: Send {
     fn kill(&mut self, slot: usize) -> Result<(), CudaError>;
     fn reset(&mut self);
     fn mirrored(&self) -> usize;
-    fn query(&mut self, metric: Metric, state: &[u32], threshold: f64) -> Result<Option<Vec<(u32, u32)>>, CudaError>;
+    fn query(&mut self, metric: Metric, state: &[u32], threshold: f64, limit: Option<usize>) -> Result<Option<Vec<(u32, u32)>>, CudaError>;
     fn capacity_info(&self) -> CapacityInfo;
 }
 
@@ -34,8 +34,8 @@ impl<B: Backend> DeviceMirror for DeviceTier<B> {
     fn mirrored(&self) -> usize {
         DeviceTier::mirrored(self)
     }
-    fn query(&mut self, metric: Metric, state: &[u32], threshold: f64) -> Result<Option<Vec<(u32, u32)>>, CudaError> {
-        DeviceTier::query(self, metric, state, threshold)
+    fn query(&mut self, metric: Metric, state: &[u32], threshold: f64, limit: Option<usize>) -> Result<Option<Vec<(u32, u32)>>, CudaError> {
+        DeviceTier::query(self, metric, state, threshold, limit)
     }
     fn capacity_info(&self) -> CapacityInfo {
         DeviceTier::capacity_info(self)
@@ -144,7 +144,7 @@ impl DeviceLink {
 
     /// Scores the mirrored slots on the device. `Err` only when the device was lost and the
     /// configuration forbids serving from the CPU.
-    pub fn query(&self, metric: Metric, state: &[u32], threshold: f64) -> Result<DevicePart, String> {
+    pub fn query(&self, metric: Metric, state: &[u32], threshold: f64, limit: Option<usize>) -> Result<DevicePart, String> {
         let cpu_only = DevicePart { pairs: Vec::new(), cpu_from: 0 };
         let mut tier = self.lock();
         let Some(t) = tier.as_mut() else {
@@ -157,7 +157,7 @@ impl DeviceLink {
         let outcome = if self.fail_next_query.swap(false, Relaxed) {
             Err(CudaError::Driver("simulated device failure".to_string()))
         } else {
-            t.query(metric, state, threshold)
+            t.query(metric, state, threshold, limit)
         };
         match outcome {
             Ok(Some(pairs)) => {

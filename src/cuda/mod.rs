@@ -23,7 +23,7 @@ mod emulation;
 pub const KERNEL_SOURCE: &str = include_str!("../../kernels/match.cu");
 
 /// Every `extern "C" __global__` function of [`KERNEL_SOURCE`].
-pub const ENTRY_POINTS: [&str; 3] = ["lcs_count", "difflib_count", "select_matches"];
+pub const ENTRY_POINTS: [&str; 4] = ["lcs_count", "difflib_count", "key_histogram", "select_matches"];
 
 /// Mirrors `KATO_MAX_LCS_WORDS` in the kernel source: longer `lcs` states are scored on the CPU.
 pub const MAX_LCS_WORDS: usize = 16;

@@ -28,6 +28,8 @@ pub enum Buf {
     OutCounts,
     /// One u32.
     OutLen,
+    /// 256 u32: one radix-select pass (`key_histogram`).
+    Histogram,
     /// Per-state tables (see [`super::plan`]).
     Masks,
     State,
@@ -37,8 +39,8 @@ pub enum Buf {
 }
 
 impl Buf {
-    pub const ALL: [Buf; 13] = [
-        Buf::Tokens, Buf::Offsets, Buf::Live, Buf::Order, Buf::Counts, Buf::OutSlots, Buf::OutCounts, Buf::OutLen,
+    pub const ALL: [Buf; 14] = [
+        Buf::Tokens, Buf::Offsets, Buf::Live, Buf::Order, Buf::Counts, Buf::OutSlots, Buf::OutCounts, Buf::OutLen, Buf::Histogram,
         Buf::Masks, Buf::State, Buf::SlotOfId, Buf::PosStarts, Buf::Positions,
     ];
 
@@ -73,7 +75,16 @@ pub trait Backend: Send {
     /// Copies `out.len()` bytes from `buf` at element `at`.
     fn read(&mut self, buf: Buf, at: usize, out: &mut [u8]) -> Result<(), CudaError>;
     fn launch_count(&mut self, slots: u32, threshold: f64, launch: CountLaunch) -> Result<(), CudaError>;
-    fn launch_select(&mut self, slots: u32, state_len: u32, threshold: f64) -> Result<(), CudaError>;
+    /// One radix-select pass: `Histogram[b]` += passing positions whose rank key matches
+    /// `prefix` on `mask` and has byte `b` at `shift`.
+    fn launch_histogram(&mut self, slots: u32, state_len: u32, threshold: f64, prefix: u64, mask: u64, shift: u32) -> Result<(), CudaError>;
+    /// Appends passing `(slot, M)` pairs with rank key <= `max_key` to `OutSlots`/`OutCounts`.
+    fn launch_select(&mut self, slots: u32, state_len: u32, threshold: f64, max_key: u64) -> Result<(), CudaError>;
+}
+
+/// The rank key of a similarity, as `kato_rank_key` in the kernels: smaller is better.
+pub fn rank_key(similarity: f64) -> u64 {
+    !similarity.to_bits()
 }
 
 fn bytes_of<T: Copy>(values: &[T]) -> &[u8] {
@@ -121,6 +132,7 @@ impl<B: Backend> DeviceTier<B> {
         tier.backend.reserve(Buf::Offsets, 1, 0)?;
         tier.backend.write(Buf::Offsets, 0, bytes_of(&[0u64]))?;
         tier.backend.reserve(Buf::OutLen, 1, 0)?;
+        tier.backend.reserve(Buf::Histogram, 256, 0)?;
         Ok(tier)
     }
 
@@ -262,9 +274,10 @@ impl<B: Backend> DeviceTier<B> {
         self.overflow = 0;
     }
 
-    /// Scores the mirrored slots against `state`: `(slot, M)` for every match, in no order, or
+    /// Scores the mirrored slots against `state`: `(slot, M)` for every match — with `limit`,
+    /// only the best `limit` by similarity, plus any tied with the last — in no order, or
     /// `None` when the state does not fit the kernels (the caller scores on the CPU).
-    pub fn query(&mut self, metric: Metric, state: &[u32], threshold: f64) -> Result<Option<Vec<(u32, u32)>>, CudaError> {
+    pub fn query(&mut self, metric: Metric, state: &[u32], threshold: f64, limit: Option<usize>) -> Result<Option<Vec<(u32, u32)>>, CudaError> {
         let slots = self.mirrored as u32;
         let launch = match metric {
             Metric::Lcs => {
@@ -285,8 +298,13 @@ impl<B: Backend> DeviceTier<B> {
             return Ok(Some(Vec::new()));
         }
         self.backend.launch_count(slots, threshold, launch)?;
+        let state_len = state.len() as u32;
+        let max_key = match limit {
+            Some(k) => self.kth_best_key(slots, state_len, threshold, k)?,
+            None => u64::MAX,
+        };
         self.backend.write(Buf::OutLen, 0, bytes_of(&[0u32]))?;
-        self.backend.launch_select(slots, state.len() as u32, threshold)?;
+        self.backend.launch_select(slots, state_len, threshold, max_key)?;
         let mut len = [0u8; 4];
         self.backend.read(Buf::OutLen, 0, &mut len)?;
         let len = u32::from_ne_bytes(len) as usize;
@@ -296,6 +314,39 @@ impl<B: Backend> DeviceTier<B> {
         self.backend.read(Buf::OutCounts, 0, &mut found_counts)?;
         let word = |b: &[u8], k: usize| u32::from_ne_bytes([b[4 * k], b[4 * k + 1], b[4 * k + 2], b[4 * k + 3]]);
         Ok(Some((0..len).map(|k| (word(&found_slots, k), word(&found_counts, k))).collect()))
+    }
+
+    /// The rank key of the `k`-th best passing match (radix select, eight bits a pass, on the
+    /// device), or all ones when fewer than `k` pass — so that selecting keys up to it keeps the
+    /// best `k` and their ties. Only 256 counters cross the bus per pass.
+    fn kth_best_key(&mut self, slots: u32, state_len: u32, threshold: f64, k: usize) -> Result<u64, CudaError> {
+        if k == 0 {
+            return Ok(0); // no key is <= 0 for a similarity in [0, 1]: nothing is selected
+        }
+        let (mut prefix, mut mask, mut rank) = (0u64, 0u64, k as u64);
+        for shift in (0..64).step_by(8).rev() {
+            self.backend.write(Buf::Histogram, 0, bytes_of(&[0u32; 256]))?;
+            self.backend.launch_histogram(slots, state_len, threshold, prefix, mask, shift)?;
+            let mut raw = [0u8; 256 * 4];
+            self.backend.read(Buf::Histogram, 0, &mut raw)?;
+            let counts = raw.chunks_exact(4).map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]) as u64);
+            if shift == 56 && counts.clone().sum::<u64>() <= rank {
+                return Ok(u64::MAX);
+            }
+            let mut below = 0;
+            let mut bucket = 255;
+            for (b, count) in counts.enumerate() {
+                if below + count >= rank {
+                    bucket = b as u64;
+                    break;
+                }
+                below += count;
+            }
+            rank -= below;
+            prefix |= bucket << shift;
+            mask |= 0xFF << shift;
+        }
+        Ok(prefix)
     }
 
     fn upload<T: Copy>(&mut self, buf: Buf, values: &[T]) -> Result<(), CudaError> {

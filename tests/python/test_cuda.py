@@ -62,7 +62,7 @@ def test_exported_from_the_package():
 
 def test_entry_points_are_the_kernels_of_the_source():
     names = kc.entry_points()
-    assert names == ["lcs_count", "difflib_count", "select_matches"]
+    assert names == ["lcs_count", "difflib_count", "key_histogram", "select_matches"]
     src = kc.kernel_source()
     for name in names:
         assert re.search(r'extern "C" __global__ void ' + name + r"\(", src), name
