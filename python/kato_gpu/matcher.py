@@ -357,15 +357,14 @@ class HybridGPUMatcher:
         device = self._core.device_status()
         capacity = device.get("capacity_patterns", 0)
         mirrored = device.get("mirrored_patterns", 0)
-        info = cuda.device_info(self.config.min_compute_capability) if device["active"] else {}
         return {
             "pattern_count": mirrored,
             "max_capacity": capacity,
             "utilization": mirrored / capacity if capacity else 0.0,
             "memory_used_gb": device.get("used_bytes", 0) / 1e9,
             "memory_budget_gb": device.get("budget_bytes", 0) / 1e9,
-            "vram_free_gb": (info.get("free_memory_bytes") or 0) / 1e9,
-            "vram_total_gb": (info.get("total_memory_bytes") or 0) / 1e9,
+            "vram_free_gb": device.get("device_free_bytes", 0) / 1e9,
+            "vram_total_gb": device.get("device_total_bytes", 0) / 1e9,
         }
 
     def clear_all(self) -> None:

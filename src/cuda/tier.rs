@@ -112,6 +112,9 @@ pub struct CapacityInfo {
     pub used_bytes: u64,
     /// Bulk patterns that did not fit and are scored on the CPU.
     pub overflow_patterns: usize,
+    /// Device memory now, from the driver (0 when it cannot be read).
+    pub device_free_bytes: u64,
+    pub device_total_bytes: u64,
 }
 
 pub struct DeviceTier<B: Backend> {
@@ -145,7 +148,10 @@ impl<B: Backend> DeviceTier<B> {
     }
 
     pub fn capacity_info(&self) -> CapacityInfo {
+        let (device_free_bytes, device_total_bytes) = self.backend.memory_info().unwrap_or((0, 0));
         CapacityInfo {
+            device_free_bytes,
+            device_total_bytes,
             mirrored_patterns: self.mirrored,
             mirrored_symbols: self.mirrored_tokens,
             capacity_patterns: self.backend.capacity(Buf::Live),

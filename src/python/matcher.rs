@@ -259,6 +259,8 @@ impl PyMatcher {
             d.set_item("budget_bytes", c.budget_bytes)?;
             d.set_item("used_bytes", c.used_bytes)?;
             d.set_item("overflow_patterns", c.overflow_patterns)?;
+            d.set_item("device_free_bytes", c.device_free_bytes)?;
+            d.set_item("device_total_bytes", c.device_total_bytes)?;
         }
         Ok(d)
     }
