@@ -1,9 +1,7 @@
 //! Key performance indicators kept in Rust (lock-free counters), exported by the bindings under
 //! the seed plan's metric names (`kato_gpu_query_duration_seconds`, ...).
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the duration histograms' buckets; a last `+Inf` bucket is implied.
@@ -43,7 +41,8 @@ impl Histogram {
     }
 }
 
-/// Counters a matcher keeps; gauges (pattern counts, memory) are read from the matcher itself.
+/// Counters a matcher keeps; gauges (pattern counts, memory) are read from the matcher itself,
+/// and device errors and fallbacks from its device link.
 #[derive(Default)]
 pub struct Kpis {
     pub gpu_query_duration: Histogram,
@@ -52,17 +51,6 @@ pub struct Kpis {
     pub patterns_matched: AtomicU64,
     pub patterns_learned: AtomicU64,
     pub sync_events: AtomicU64,
-    errors: Mutex<BTreeMap<String, u64>>,
-}
-
-impl Kpis {
-    pub fn count_error(&self, error_type: &str) {
-        *self.errors.lock().unwrap_or_else(|e| e.into_inner()).entry(error_type.to_string()).or_default() += 1;
-    }
-
-    pub fn errors(&self) -> BTreeMap<String, u64> {
-        self.errors.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
 }
 
 #[cfg(test)]

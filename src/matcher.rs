@@ -61,7 +61,9 @@ pub trait LearnListener: Send + Sync {
 pub struct PromotionPlan {
     slots: usize,
     generation: u64,
-    order: NameOrder,
+    /// A re-ranked name order, when enough names were added since the last one.
+    order: Option<NameOrder>,
+    started: Instant,
 }
 
 impl Drop for Matcher {
@@ -291,31 +293,33 @@ impl Matcher {
     /// The expensive half of a promotion, done with shared access while queries run: ranks the
     /// names of every slot stored now and mirrors those slots on the device.
     pub fn plan_promotion(&self) -> PromotionPlan {
+        let started = Instant::now();
         let slots = self.store.slots();
-        let order = self.order.rebuilt(&self.store, slots);
+        let order = self.order.needs_rebuild().then(|| self.order.rebuilt(&self.store, slots));
         self.device.sync(&self.store, slots);
-        PromotionPlan { slots, generation: self.generation, order }
+        PromotionPlan { slots, generation: self.generation, order, started }
     }
 
     /// The other half, with exclusive access: swaps the prepared order in and moves the tier
     /// boundary. Patterns learned since the plan get their keys in the new order and stay
     /// recent. If slots were renumbered in between, the promotion is redone here.
     pub fn apply_promotion(&mut self, plan: PromotionPlan) -> usize {
-        let started = Instant::now();
         if plan.generation != self.generation {
             let fresh = self.plan_promotion();
-            return self.apply_promotion(fresh);
+            return self.apply_promotion(PromotionPlan { started: plan.started, ..fresh });
         }
         let moved = (self.bulk_end as u32..plan.slots as u32).filter(|&s| self.store.is_live(s)).count();
-        self.order = plan.order;
-        for slot in plan.slots as u32..self.store.slots() as u32 {
-            self.order.push(&self.store, self.store.name(slot));
+        if let Some(order) = plan.order {
+            self.order = order;
+            for slot in plan.slots as u32..self.store.slots() as u32 {
+                self.order.push(&self.store, self.store.name(slot));
+            }
         }
         self.bulk_end = plan.slots;
         self.bulk_live += moved;
         self.last_promotion = SystemTime::now();
         self.kpis.sync_events.fetch_add(1, Relaxed);
-        self.kpis.sync_duration.observe(started.elapsed());
+        self.kpis.sync_duration.observe(plan.started.elapsed());
         moved
     }
 

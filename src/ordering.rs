@@ -28,6 +28,8 @@ pub struct NameOrder {
     /// Slots ranked at the last rebuild, in name order. Removed slots may remain until the next
     /// rebuild; their names are still in the store, so searching past them stays correct.
     ranked: Vec<u32>,
+    /// Keys given since the last rebuild (odd keys, which can tie and then need a name compare).
+    unranked: usize,
 }
 
 impl NameOrder {
@@ -40,6 +42,13 @@ impl NameOrder {
     pub fn push(&mut self, store: &PatternStore, name: &str) {
         let below = self.ranked.partition_point(|&s| store.name(s) < name);
         self.keys.push(2 * below as u64 + 1);
+        self.unranked += 1;
+    }
+
+    /// Whether enough names were added since the last rebuild that ties among them could slow
+    /// sorting: rebuilding then costs O(n) once per n/8 additions, amortised O(1) per pattern.
+    pub fn needs_rebuild(&self) -> bool {
+        self.unranked > 1024.max(self.ranked.len() / 8)
     }
 
     pub fn reserve(&mut self, additional: usize) {
@@ -79,7 +88,7 @@ impl NameOrder {
         for (rank, &slot) in merged.iter().enumerate() {
             keys[slot as usize] = 2 * (rank as u64 + 1);
         }
-        NameOrder { keys, ranked: merged }
+        NameOrder { keys, ranked: merged, unranked: 0 }
     }
 
     /// Follows a compaction of the store (`remap[old] = new slot`, `u32::MAX` when removed).

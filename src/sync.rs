@@ -45,6 +45,8 @@ struct Signal {
     pending: bool,
     /// The matcher was dropped.
     closed: bool,
+    /// Settings or training mode changed: look again now.
+    poked: bool,
 }
 
 struct Shared {
@@ -120,7 +122,7 @@ impl Shared {
                 Instant::now() + settings.interval.saturating_sub(since)
             });
             let mut signal = lock(&self.signal);
-            while !signal.stop && !signal.closed && !signal.pending {
+            while !signal.stop && !signal.closed && !signal.pending && !signal.poked {
                 match deadline {
                     Some(deadline) => {
                         let now = Instant::now();
@@ -136,6 +138,15 @@ impl Shared {
                 return;
             }
             let automatic = std::mem::take(&mut signal.pending);
+            if std::mem::take(&mut signal.poked) && !automatic {
+                // New settings or training mode: promote if that is now due, then recompute the
+                // deadline.
+                drop(signal);
+                if self.check_needed("automatic") {
+                    self.trigger("automatic");
+                }
+                continue;
+            }
             drop(signal);
             let source = if automatic { "automatic" } else { "background" };
             if self.check_needed(source) {
@@ -178,9 +189,14 @@ impl SyncManager {
         *lock(&self.shared.settings)
     }
 
-    /// New settings take effect at the worker's next wake-up (it is woken now).
+    /// New settings take effect at once: the worker re-reads them and promotes if that is due.
     pub fn configure(&self, settings: SyncSettings) {
         *lock(&self.shared.settings) = settings;
+        self.poke();
+    }
+
+    fn poke(&self) {
+        lock(&self.shared.signal).poked = true;
         self.shared.wake.notify_all();
     }
 
@@ -235,6 +251,7 @@ impl SyncManager {
         if !self.shared.training.swap(false, Relaxed) {
             return None;
         }
+        self.poke();
         let Some(matcher) = self.shared.matcher.upgrade() else { return Some(0) };
         let recent = Shared::read(&matcher).tiers().recent;
         drop(matcher);
@@ -355,6 +372,23 @@ mod tests {
         }
         assert!(wait_until(|| recent(&m) == 0));
         assert!(sync.stats().total_syncs > 0);
+    }
+
+    #[test]
+    fn new_settings_take_effect_at_once() {
+        let m = shared_matcher();
+        let sync = SyncManager::new(&m, SyncSettings { threshold: 1000, interval: Duration::from_secs(3600), background: false });
+        sync.start();
+        learn(&m, 0, 30);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(recent(&m), 30);
+        // A threshold below what already waits promotes without further learning.
+        sync.configure(SyncSettings { threshold: 10, ..sync.settings() });
+        assert!(wait_until(|| recent(&m) == 0));
+        // Switching the background trigger on starts its clock at once.
+        learn(&m, 30, 2);
+        sync.configure(SyncSettings { threshold: 1000, interval: Duration::from_millis(100), background: true });
+        assert!(wait_until(|| recent(&m) == 0));
     }
 
     #[test]

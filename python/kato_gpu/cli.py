@@ -2,7 +2,8 @@
 
 ``kato-gpu bench``: loads a seeded workload into kato_gpu, times the same queries through
 kato_gpu, RapidFuzz and difflib, and checks kato_gpu's results against the exact references
-(exit status 1 on any difference, 2 when rapidfuzz is missing).
+(exit status 1 on any difference, 2 when rapidfuzz is missing); then times learning new
+patterns one ``add_new_pattern`` call at a time and their promotion (``--learn``).
 """
 
 from __future__ import annotations
@@ -106,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also write every number as JSON to PATH")
     bench.add_argument("--load-chunk", type=_positive_int, default=50_000, metavar="N",
                        help="patterns per add_patterns_csr call while loading")
+    bench.add_argument("--learn", type=_non_negative_int, default=20_000, metavar="N",
+                       help="after each metric's queries, learn N new patterns of the same shape into the "
+                            "loaded matcher one add_new_pattern call at a time (each timed: p50/p99/max/mean "
+                            "and patterns/s), then time one sync_cpu_to_gpu() promotion of them; 0 skips it")
     bench.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
     return parser
 
@@ -126,6 +131,7 @@ def _bench(args: argparse.Namespace) -> int:
         json_path=args.json_path,
         load_chunk=args.load_chunk,
         progress=not args.no_progress,
+        learn=args.learn,
     )
     return run(opts)
 

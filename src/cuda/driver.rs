@@ -38,7 +38,7 @@ impl CudaBackend {
     pub fn open(min_compute_capability: f64, threads_per_block: u32) -> Result<CudaBackend, CudaError> {
         let info = device::probe(min_compute_capability);
         if let Some(reason) = info.reason {
-            return Err(CudaError::Driver(reason));
+            return Err(CudaError::Unavailable(reason));
         }
         let (major, minor) = info.compute_capability.unwrap_or((0, 0));
         let ptx = nvrtc::compile_ptx_cached(&format!("sm_{major}{minor}"))?;

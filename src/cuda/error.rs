@@ -40,6 +40,10 @@ pub enum CudaError {
 
     #[error("internal error in the CUDA bindings: {0}")]
     Panic(String),
+
+    /// No usable GPU, with the reason `device::probe` gave.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl CudaError {
@@ -54,6 +58,7 @@ impl CudaError {
             CudaError::Compile { .. } => "compile",
             CudaError::Driver(_) => "driver",
             CudaError::Panic(_) => "panic",
+            CudaError::Unavailable(_) => "unavailable",
         }
     }
 

@@ -137,11 +137,8 @@ impl PyMatcher {
         let (gpu, cpu, sync, matched, learned, events, errors, status) = py.allow_threads(|| {
             let m = self.read();
             let k = m.kpis();
-            let mut errors = k.errors();
+            let errors = m.device_errors();
             let status = m.device_status();
-            for (kind, n) in m.device_errors() {
-                *errors.entry(kind).or_default() += n;
-            }
             use std::sync::atomic::Ordering::Relaxed;
             (
                 k.gpu_query_duration.snapshot(),

@@ -21,12 +21,13 @@ N = 2000
 Q = 3
 SEED = 7
 THRESHOLD = 0.1
+LEARN = 300  # patterns learned one by one after the queries (every bench run here learns)
 
 
 def _bench(tmp_path, *extra, name="bench.json"):
     path = tmp_path / name
     argv = ["bench", "--patterns", str(N), "--queries", str(Q), "--seed", str(SEED),
-            "--threshold", str(THRESHOLD), "--no-progress", "--json", str(path), *extra]
+            "--threshold", str(THRESHOLD), "--no-progress", "--json", str(path), "--learn", str(LEARN), *extra]
     code = cli.main(argv)
     report = json.loads(path.read_text()) if path.exists() else None
     return code, report
@@ -93,6 +94,84 @@ def test_bench_runs_and_reports(tmp_path, capsys, shape, metric, limit):
         assert report["results"][m]["engines"]["rapidfuzz"]["above_threshold_per_query"][0] == _recount(shape, 0, "lcs")
 
 
+# ---------------------------------------------------------------------------- learning latency
+LEARNING_KEYS = {"patterns", "learned", "p50_us", "p99_us", "max_us", "mean_us", "min_us", "total_s",
+                 "patterns_per_s", "promotion", "matcher_patterns_after", "bulk_tier_patterns_after",
+                 "recent_tier_patterns_after"}
+
+
+@pytest.mark.parametrize("shape", ["kato", "chunks"])
+def test_learning_is_reported(tmp_path, capsys, shape):
+    code, report = _bench(tmp_path, "--shape", shape, "--difflib-sample", "50")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert report["options"]["learn"] == LEARN
+    for m in ("lcs", "difflib"):
+        r = report["results"][m]
+        assert r["verification"]["ok"] and r["verification"]["learning_ok"]
+        learning = r["learning"]
+        assert set(learning) >= LEARNING_KEYS
+        # Counts: every pattern learned, the matcher grew by exactly that, all promoted at once.
+        assert learning["patterns"] == learning["learned"] == LEARN
+        assert learning["matcher_patterns_after"] == N + LEARN
+        assert learning["bulk_tier_patterns_after"] == N + LEARN
+        assert learning["recent_tier_patterns_after"] == 0
+        assert learning["promotion"]["patterns"] == LEARN
+        assert learning["promotion"]["ms"] >= 0.0
+        assert learning["promotion"]["bulk_device"] in ("cpu", "gpu")
+        # Order statistics are consistent (no claim about how fast).
+        assert 0.0 < learning["min_us"] <= learning["p50_us"] <= learning["p99_us"] <= learning["max_us"]
+        assert learning["min_us"] <= learning["mean_us"] <= learning["max_us"]
+        assert learning["patterns_per_s"] > 0
+        assert learning["total_s"] == pytest.approx(learning["mean_us"] * LEARN / 1e6, rel=1e-6)
+    assert out.count("learning: 300 patterns") == 2 and out.count("promotion: sync_cpu_to_gpu()") == 2
+
+
+def test_learning_off(tmp_path, capsys):
+    code, report = _bench(tmp_path, "--metric", "lcs", "--difflib-sample", "0", "--learn", "0")
+    assert code == 0
+    assert report["options"]["learn"] == 0
+    assert report["results"]["lcs"]["learning"] is None
+    assert "learning:" not in capsys.readouterr().out
+
+
+def test_learning_patterns_are_new_and_kato_shaped(monkeypatch, tmp_path):
+    seen = []
+    real = kato_gpu.HybridGPUMatcher.add_new_pattern
+
+    def spy(self, name, events):
+        seen.append((name, events))
+        return real(self, name, events)
+
+    monkeypatch.setattr(kato_gpu.HybridGPUMatcher, "add_new_pattern", spy)
+    code, _ = _bench(tmp_path, "--metric", "lcs", "--difflib-sample", "0")
+    assert code == 0
+    names = [name for name, _ in seen]
+    assert len(names) == LEARN + 1  # one untimed warm-up call
+    assert len(set(names)) == len(names)
+    loaded = set(pattern_names(0, N))
+    assert not loaded & set(names)
+    for _, events in seen:
+        assert 2 <= len(events) <= 5
+        assert all(isinstance(e, list) and e == sorted(e) and all(isinstance(x, str) for x in e) for e in events)
+
+
+def test_refused_learning_fails_the_run(monkeypatch, tmp_path, capsys):
+    real = kato_gpu.HybridGPUMatcher.add_new_pattern
+    calls = []
+
+    def flaky(self, name, events):
+        calls.append(name)
+        return False if len(calls) == 10 else real(self, name, events)
+
+    monkeypatch.setattr(kato_gpu.HybridGPUMatcher, "add_new_pattern", flaky)
+    code, report = _bench(tmp_path, "--metric", "lcs", "--difflib-sample", "0")
+    assert code == 1
+    v = report["results"]["lcs"]["verification"]
+    assert not v["ok"] and not v["learning_ok"] and v["queries_with_differences"] == 0
+    assert "refused 1 of" in capsys.readouterr().err
+
+
 def test_help_and_bad_arguments(capsys):
     assert cli.main(["--help"]) == 0
     assert cli.main(["bench", "--help"]) == 0
@@ -101,7 +180,8 @@ def test_help_and_bad_arguments(capsys):
     assert kato_gpu.__version__ in capsys.readouterr().out
     for bad in (["bench", "--patterns", "0"], ["bench", "--max-predictions", "some"],
                 ["bench", "--threshold", "1.5"], ["bench", "--metric", "cosine"],
-                ["bench", "--shape", "round"], ["bench", "--difflib-sample", "-1"], ["frobnicate"]):
+                ["bench", "--shape", "round"], ["bench", "--difflib-sample", "-1"], ["bench", "--learn", "-1"],
+                ["bench", "--learn", "many"], ["frobnicate"]):
         assert cli.main(bad) == 2, bad
     assert cli.main([]) == 2
 

@@ -118,8 +118,12 @@ def test_config_changes_reach_the_worker():
         learn(matcher, [f"C{k}" for k in range(30)])
         time.sleep(0.1)
         assert matcher.patterns_since_sync == 30
-        matcher.update_config(sync_threshold=10)
-        learn(matcher, ["C30"])
+        matcher.update_config(sync_threshold=10)           # below what already waits: promotes now
+        assert wait_until(lambda: matcher.patterns_since_sync == 0)
+        learn(matcher, [f"D{k}" for k in range(9)])
+        time.sleep(0.1)
+        assert matcher.patterns_since_sync == 9
+        learn(matcher, ["D9"])                             # the new threshold, reached by learning
         assert wait_until(lambda: matcher.patterns_since_sync == 0)
     finally:
         sync.stop_background_sync()
@@ -129,12 +133,13 @@ def test_config_changes_reach_the_worker():
 def test_worker_stops_on_request_on_garbage_collection_and_with_the_matcher():
     before = sync_threads()
     matcher, sync = make()
+    # The thread names itself once it runs, so its appearance is waited for too.
     sync.start_background_sync()
-    assert sync_threads() == before + 1
+    assert wait_until(lambda: sync_threads() == before + 1)
     sync.stop_background_sync()
     assert wait_until(lambda: sync_threads() == before)
     sync.start_background_sync()
-    assert sync_threads() == before + 1
+    assert wait_until(lambda: sync_threads() == before + 1)
     del sync, matcher
     import gc
 

@@ -12,6 +12,12 @@ Engines, per metric:
   ``difflib`` it is the exact oracle on the sample.
 
 Any difference from an oracle is printed and makes :func:`run` return 1.
+
+Learning (``learn`` > 0), after each metric's queries and checks, on the same loaded matcher:
+``learn`` new patterns of the same shape (another seed, names after the loaded ones) are learned
+one ``HybridGPUMatcher.add_new_pattern(name, events)`` call at a time, events as lists of
+symbols (vocabulary encoding included), each call timed with ``time.perf_counter_ns``; then one
+``sync_cpu_to_gpu()`` promotes them all and is timed too.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ import numpy as np
 
 from .._progress import Progress
 from .workload import Workload, generate_workload, pattern_index, pattern_name, pattern_names
+
+#: Seed offset of the learned patterns' workload (a stream distinct from the loaded patterns').
+LEARN_SEED_OFFSET = 1_000_003
 
 __all__ = ["BenchOptions", "run", "EXIT_OK", "EXIT_MISMATCH", "EXIT_MISSING_DEPENDENCY"]
 
@@ -58,6 +67,7 @@ class BenchOptions:
     json_path: Optional[str] = None
     load_chunk: int = 50_000
     progress: bool = True
+    learn: int = 20_000  # patterns learned one add_new_pattern call at a time; 0: no learning
 
 
 # ---------------------------------------------------------------------------- small helpers
@@ -256,8 +266,88 @@ def _load(kato_gpu, encoder, metric: str, wl: Workload, tokens_enc: np.ndarray, 
     return matcher, load
 
 
+def learn_workload(opts: BenchOptions) -> Optional[Workload]:
+    """The patterns learned one by one: ``opts.learn + 1`` patterns of the same shape (the extra
+    one is the warm-up), from another seed; None when learning is off."""
+    if opts.learn <= 0:
+        return None
+    return generate_workload(opts.learn + 1, 0, opts.shape, opts.seed + LEARN_SEED_OFFSET)
+
+
+def _learn(matcher, lw: Workload, n_loaded: int, opts: BenchOptions, err: IO[str]) -> Tuple[Dict[str, Any], List[str]]:
+    """Learns ``lw``'s patterns into ``matcher`` one ``add_new_pattern`` call at a time (timed
+    each), then promotes them with one ``sync_cpu_to_gpu()`` (timed). Pattern ``k`` of ``lw`` is
+    named ``pattern_name(n_loaded + k)``: after every loaded name, so none collides. Pattern 0 is
+    the untimed warm-up; it is removed again before the timed calls."""
+    count = lw.n_patterns - 1
+    # Built before timing: the events as KATO passes them (lists of lists of str).
+    events = [lw.pattern_events(k) for k in range(lw.n_patterns)]
+    names = pattern_names(n_loaded, n_loaded + lw.n_patterns)
+    problems: List[str] = []
+    before = len(matcher)
+
+    if not matcher.add_new_pattern(names[0], events[0]) or not matcher.remove_pattern(names[0]):
+        problems.append(f"warm-up pattern {names[0]} was not learned and removed")
+    times_ns = np.empty(count, dtype=np.int64)
+    refused = 0
+    add = matcher.add_new_pattern
+    clock = time.perf_counter_ns
+    gc.collect()
+    with Progress(count, label="learning", unit="patterns", stream=err, enabled=opts.progress) as bar:
+        for start in range(0, count, 1000):
+            stop = min(count, start + 1000)
+            for k in range(start, stop):
+                name, ev = names[k + 1], events[k + 1]
+                t0 = clock()
+                added = add(name, ev)
+                t1 = clock()
+                times_ns[k] = t1 - t0
+                refused += not added
+            bar.update(stop - start)
+    learned = len(matcher) - before
+    if refused:
+        problems.append(f"add_new_pattern refused {refused:,} of {count:,} new patterns")
+    if learned != count:
+        problems.append(f"the matcher grew by {learned:,} patterns, {count:,} were learned")
+    recent_before = matcher.patterns_since_sync
+
+    t0 = time.perf_counter_ns()
+    promoted = matcher.sync_cpu_to_gpu()
+    promote_ns = time.perf_counter_ns() - t0
+    if promoted != recent_before:
+        problems.append(f"sync_cpu_to_gpu promoted {promoted:,} patterns, {recent_before:,} were recent")
+
+    us = times_ns.astype(np.float64) / 1e3
+    total_s = float(times_ns.sum()) / 1e9
+    stats = matcher.get_stats()
+    result = {
+        "patterns": count,
+        "warmup_calls": 1,
+        "learned": learned,
+        "mean_pattern_len": float(lw.lengths[1:].mean()),
+        "p50_us": float(np.percentile(us, 50)),
+        "p99_us": float(np.percentile(us, 99)),
+        "max_us": float(us.max()),
+        "mean_us": float(us.mean()),
+        "min_us": float(us.min()),
+        "total_s": total_s,
+        "patterns_per_s": count / total_s if total_s > 0 else None,
+        "promotion": {
+            "ms": promote_ns / 1e6,
+            "patterns": int(promoted),
+            "us_per_pattern": promote_ns / 1e3 / promoted if promoted else None,
+            "bulk_device": stats.get("bulk_tier_device"),
+        },
+        "matcher_patterns_after": len(matcher),
+        "bulk_tier_patterns_after": stats.get("bulk_tier_patterns"),
+        "recent_tier_patterns_after": stats.get("recent_tier_patterns"),
+    }
+    return result, problems
+
+
 def _bench_metric(kato_gpu, rf, encoder, metric: str, wl: Workload, tokens_enc: np.ndarray,
-                  choices: List[List[int]], opts: BenchOptions, err: IO[str]) -> Dict[str, Any]:
+                  choices: List[List[int]], opts: BenchOptions, err: IO[str],
+                  lw: Optional[Workload] = None) -> Dict[str, Any]:
     cdist, lcs_scorer = rf["cdist"], rf["LCSseq"].similarity
     matcher, load = _load(kato_gpu, encoder, metric, wl, tokens_enc, opts, err)
     n = wl.n_patterns
@@ -346,6 +436,14 @@ def _bench_metric(kato_gpu, rf, encoder, metric: str, wl: Workload, tokens_enc: 
                 sample_checked += sample_size
             bar.update(1)
 
+    # Learning comes after every query has been compared, so the learned patterns never enter a
+    # checked result.
+    learning = None
+    learn_problems: List[str] = []
+    if lw is not None:
+        learning, learn_problems = _learn(matcher, lw, n, opts, err)
+        problems.extend(f"[{metric}] learning: {text}" for text in learn_problems)
+
     del matcher
     gc.collect()
 
@@ -394,9 +492,11 @@ def _bench_metric(kato_gpu, rf, encoder, metric: str, wl: Workload, tokens_enc: 
         "formula": METRIC_FORMULAS[metric],
         "load": load,
         "engines": engines,
+        "learning": learning,
         "verification": {
-            "ok": not bad_queries,
+            "ok": not bad_queries and not learn_problems,
             "queries_with_differences": len(bad_queries),
+            "learning_ok": not learn_problems,
             "queries_checked_whole_result": full_checked,
             "sampled_pairs_checked": sample_checked,
             "first_differences": problems,
@@ -443,9 +543,25 @@ def _table(metric: str, result: Dict[str, Any], opts: BenchOptions, out: IO[str]
                         f"{'difflib' if metric == 'difflib' else 'LCSseq.similarity'}")
         notes.append("verified: " + ("; ".join(what) if what else "result order and threshold"))
     else:
-        notes.append(f"MISMATCH on {v['queries_with_differences']} queries")
+        if v["queries_with_differences"]:
+            notes.append(f"MISMATCH on {v['queries_with_differences']} queries")
+        if not v.get("learning_ok", True):
+            notes.append("LEARNING FAILED: " + "; ".join(t for t in v["first_differences"] if "learning:" in t))
     for text in notes:
         print(f"  {text}", file=out)
+    learning = result.get("learning")
+    if learning:
+        rate = learning["patterns_per_s"]
+        promo = learning["promotion"]
+        print(f"  learning: {learning['patterns']:,} patterns, one add_new_pattern call each "
+              f"(mean {learning['mean_pattern_len']:.1f} symbols): p50 {learning['p50_us']:,.1f} us, "
+              f"p99 {learning['p99_us']:,.1f} us, max {learning['max_us']:,.1f} us, "
+              f"mean {learning['mean_us']:,.1f} us ({'n/a' if rate is None else f'{rate:,.0f}'} patterns/s)",
+              file=out)
+        per = promo["us_per_pattern"]
+        print(f"  promotion: sync_cpu_to_gpu() of {promo['patterns']:,} patterns in {promo['ms']:,.2f} ms "
+              f"({'n/a' if per is None else f'{per:.2f} us'} per pattern, bulk tier on {promo['bulk_device']}); "
+              f"matcher now holds {learning['matcher_patterns_after']:,}", file=out)
 
 
 def _versions(kato_gpu, rapidfuzz) -> Dict[str, str]:
@@ -474,7 +590,8 @@ def run(opts: BenchOptions, out: Optional[IO[str]] = None, err: Optional[IO[str]
     versions = _versions(kato_gpu, rapidfuzz)
     print(f"kato-gpu bench: shape={opts.shape} N={opts.patterns:,} Q={opts.queries} "
           f"metrics={','.join(opts.metrics)} threshold={opts.threshold} "
-          f"max_predictions={'all' if opts.max_predictions is None else opts.max_predictions} seed={opts.seed}",
+          f"max_predictions={'all' if opts.max_predictions is None else opts.max_predictions} seed={opts.seed} "
+          f"learn={opts.learn:,}",
           file=out)
     print(f"machine: {total_cpus} CPUs ({usable_cpus if usable_cpus is not None else '?'} usable); "
           + ", ".join(f"{k} {v}" for k, v in versions.items()), file=out)
@@ -512,6 +629,7 @@ def run(opts: BenchOptions, out: Optional[IO[str]] = None, err: Optional[IO[str]
           f"mean state length {workload_info['mean_state_len']:.1f} tokens", file=out)
     out.flush()
 
+    lw = learn_workload(opts)
     rf = {"cdist": rf_process.cdist, "LCSseq": LCSseq}
     results: Dict[str, Any] = {}
     # Freeze what exists now (a million pattern lists) so that a full garbage collection does
@@ -521,7 +639,7 @@ def run(opts: BenchOptions, out: Optional[IO[str]] = None, err: Optional[IO[str]
         gc.freeze()
     try:
         for metric in opts.metrics:
-            results[metric] = _bench_metric(kato_gpu, rf, encoder, metric, wl, tokens_enc, choices, opts, err)
+            results[metric] = _bench_metric(kato_gpu, rf, encoder, metric, wl, tokens_enc, choices, opts, err, lw)
             _table(metric, results[metric], opts, out)
             out.flush()
     finally:
