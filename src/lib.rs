@@ -12,6 +12,7 @@ pub mod kpi;
 pub mod matcher;
 pub mod metrics;
 pub mod ordering;
+pub mod prediction;
 pub mod store;
 pub mod sync;
 

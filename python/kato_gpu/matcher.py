@@ -164,6 +164,71 @@ class HybridGPUMatcher:
         self._count("queries", len(lookups))
         return [r.to_dicts() for r in results]
 
+    def match_predictions(self, state: Sequence[str], threshold: float,
+                          max_predictions: Optional[int] = None, *,
+                          candidates: Optional[Iterable[str]] = None,
+                          weights: Optional[Dict[str, float]] = None,
+                          kato_rounding: bool = False) -> List[tuple]:
+        """KATO's prediction tuples for every pattern with similarity ``>= threshold``, in result
+        order: ``(pattern_name, pattern, matching_intersection, past, present, missing, extras,
+        similarity, number_of_blocks, anomalies, weighted_similarity)`` as KATO's
+        ``PatternSearcher`` builds them with ``extract_prediction_info`` (non-fuzzy path; see
+        ../shared/REFERENCE.md). ``pattern`` is the flattened pattern.
+
+        Args:
+            candidates: only these pattern names are considered (KATO's filter pipeline).
+            weights: symbol -> weight; gives ``weighted_similarity`` (else ``None``).
+            kato_rounding: reproduce KATO's RapidFuzz path, whose similarity goes through its
+                scorer as ``(2.0*l/T*100.0)/100.0`` (differs from ``2.0*l/T`` in the last bit for
+                ~16% of pairs); threshold and order then use that value. Only for ``metric="lcs"``.
+        """
+        threshold = _check_threshold(threshold)
+        limit = _check_limit(max_predictions)
+        if kato_rounding and self.config.metric != "lcs":
+            raise ValueError("kato_rounding reproduces KATO's RapidFuzz token path: it needs metric='lcs'")
+        if weights is not None and not isinstance(weights, dict):
+            raise TypeError(f"weights must be a dict of symbol -> weight, got {type(weights).__name__}")
+        state = list(_check_state(state))
+        allowed = None
+        if candidates is not None:
+            if isinstance(candidates, (str, bytes)):
+                raise TypeError("candidates must be a collection of pattern names, not a str")
+            allowed = set(candidates)
+        # KATO's rounded similarity can sit one ulp either side of 2.0*l/T: query a hair lower and
+        # decide on the rounded value below.
+        query_threshold = max(0.0, threshold - 1e-9) if kato_rounding else threshold
+        whole = allowed is not None or kato_rounding
+        result = self.match_patterns_arrays(state, query_threshold, None if whole else limit)
+        found = [(name, sim) for name, sim in zip(result.names, result.similarities.tolist())
+                 if allowed is None or name in allowed]
+        if kato_rounding:
+            found = [(name, (sim * 100.0) / 100.0) for name, sim in found]
+            found = sorted(((n, s) for n, s in found if s >= threshold), key=lambda ns: (-ns[1], ns[0]))
+        if limit is not None:
+            found = found[:limit]
+        decode = self.encoder.id_to_symbol
+        patterns = [self._core.pattern(name) for name, _ in found]
+        parts = _native.prediction_parts(patterns, self.encoder.lookup_ids(state), threshold > 0.0)
+        predictions = []
+        for (name, similarity), ids, part in zip(found, patterns, parts):
+            if part is None:
+                continue
+            blocks, past_end, (lo, hi), missing, extras = part
+            pattern = [decode[i] for i in ids]
+            intersection = [sym for _, j, n in blocks for sym in state[j:j + n]]
+            weighted = None
+            if weights:
+                total = sum(weights.get(t, 0.0) for t in state) + sum(weights.get(t, 0.0) for t in pattern)
+                if total > 0:
+                    weighted = 2.0 * sum(weights.get(t, 0.0) for t in intersection) / total
+            predictions.append((
+                name, pattern, intersection, pattern[:past_end], pattern[lo:hi],
+                [sym for a, b in missing for sym in pattern[a:b]],
+                [sym for a, b in extras for sym in state[a:b]],
+                similarity, len(blocks), [], weighted,
+            ))
+        return predictions
+
     # ------------------------------------------------------------------ learning
     def add_new_pattern(self, pattern_name: str, pattern_sequence: Sequence[Sequence[str]]) -> bool:
         """Learns one pattern into the recent tier. False when the name is already stored."""

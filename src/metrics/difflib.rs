@@ -163,13 +163,22 @@ impl Scorer for DifflibQuery {
 
     fn matches(&self, a: &[u32], scratch: &mut DifflibScratch) -> usize {
         let mut total = 0;
+        self.for_each_block(a, scratch, |_, _, k| total += k);
+        total
+    }
+}
+
+impl DifflibQuery {
+    /// Calls `found(i, j, size)` for every matching block of `a` against the state, in the
+    /// order CPython's `get_matching_blocks` finds them (not sorted).
+    fn for_each_block(&self, a: &[u32], scratch: &mut DifflibScratch, mut found: impl FnMut(usize, usize, usize)) {
         let mut pending = std::mem::take(&mut scratch.pending);
         pending.clear();
         pending.push((0, a.len(), 0, self.b.len()));
         while let Some(range @ (alo, ahi, blo, bhi)) = pending.pop() {
             let (i, j, k) = self.find_longest_match(a, range, scratch);
             if k > 0 {
-                total += k;
+                found(i, j, k);
                 if alo < i && blo < j {
                     pending.push((alo, i, blo, j));
                 }
@@ -179,8 +188,66 @@ impl Scorer for DifflibQuery {
             }
         }
         scratch.pending = pending;
-        total
     }
+
+    /// `get_matching_blocks()` without the terminator: sorted, adjacent blocks merged.
+    pub fn matching_blocks(&self, a: &[u32], scratch: &mut DifflibScratch) -> Vec<Block> {
+        let mut blocks = Vec::new();
+        self.for_each_block(a, scratch, |i, j, size| blocks.push(Block { i, j, size }));
+        blocks.sort_unstable_by_key(|b| (b.i, b.j));
+        let mut merged: Vec<Block> = Vec::with_capacity(blocks.len());
+        for block in blocks {
+            match merged.last_mut() {
+                Some(last) if last.i + last.size == block.i && last.j + last.size == block.j => last.size += block.size,
+                _ => merged.push(block),
+            }
+        }
+        merged
+    }
+}
+
+/// A matching block: `a[i..i + size] == b[j..j + size]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Block {
+    pub i: usize,
+    pub j: usize,
+    pub size: usize,
+}
+
+/// One of CPython's `get_opcodes()` tags with its ranges in `a` and `b`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opcode {
+    Replace { a: (usize, usize), b: (usize, usize) },
+    Delete { a: (usize, usize) },
+    Insert { b: (usize, usize) },
+    Equal { a: (usize, usize), b: (usize, usize) },
+}
+
+/// CPython's `get_opcodes()` from the matching blocks of sequences of lengths `la` and `lb`.
+pub fn opcodes(blocks: &[Block], la: usize, lb: usize) -> Vec<Opcode> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::with_capacity(2 * blocks.len() + 1);
+    for &Block { i: ai, j: bj, size } in blocks.iter().chain(std::iter::once(&Block { i: la, j: lb, size: 0 })) {
+        if i < ai && j < bj {
+            out.push(Opcode::Replace { a: (i, ai), b: (j, bj) });
+        } else if i < ai {
+            out.push(Opcode::Delete { a: (i, ai) });
+        } else if j < bj {
+            out.push(Opcode::Insert { b: (j, bj) });
+        }
+        (i, j) = (ai + size, bj + size);
+        if size > 0 {
+            out.push(Opcode::Equal { a: (ai, i), b: (bj, j) });
+        }
+    }
+    out
+}
+
+/// Matching blocks of one pair, no junk (as KATO's own SequenceMatcher).
+pub fn matching_blocks(a: &[u32], b: &[u32]) -> Vec<Block> {
+    let query = DifflibQuery::new(b, false);
+    let mut scratch = query.new_scratch();
+    query.matching_blocks(a, &mut scratch)
 }
 
 /// Total matching-block size of one pair (`a` = pattern, `b` = state).

@@ -1,0 +1,134 @@
+"""HybridGPUMatcher.match_predictions against an oracle written from REFERENCE.md's description of
+KATO's prediction info, on stdlib difflib (no junk): lists and floats compared exactly."""
+
+from __future__ import annotations
+
+import difflib
+import random
+from typing import Dict, List, Optional
+
+import pytest
+
+from kato_gpu import GPUConfig, HybridGPUMatcher, SymbolVocabularyEncoder
+from conftest import ref_difflib, ref_lcs
+
+
+def oracle_info(name: str, p: List[str], s: List[str], similarity: float, cutoff: float,
+                weights: Optional[Dict[str, float]]):
+    matcher = difflib.SequenceMatcher(None, p, s, autojunk=False)
+    blocks = matcher.get_matching_blocks()[:-1]
+    intersection = [x for i, j, n in blocks for x in s[j:j + n]]
+    k = len(blocks)
+    if k >= 2:
+        i0, i1, n1 = blocks[0][0], blocks[-1][0], blocks[-1][2]
+        past, present = p[:i0], (p[i0:i1 + n1] if i1 + n1 > i0 else p[i0:])
+    elif k == 1:
+        i0, n0 = blocks[0][0], blocks[0][2]
+        past, present = p[:i0], p[i0:i0 + n0]
+    else:
+        if cutoff > 0:
+            return None
+        past, present = [], p
+    missing, extras = [], []
+    if present:
+        for tag, alo, ahi, blo, bhi in difflib.SequenceMatcher(None, present, s, autojunk=False).get_opcodes():
+            if tag in ("replace", "delete"):
+                missing += present[alo:ahi]
+            if tag in ("replace", "insert"):
+                extras += s[blo:bhi]
+    weighted = None
+    if weights:
+        total = sum(weights.get(t, 0.0) for t in s) + sum(weights.get(t, 0.0) for t in p)
+        weighted = 2.0 * sum(weights.get(t, 0.0) for t in intersection) / total if total > 0 else None
+    return (name, p, intersection, past, present, missing, extras, similarity, k, [], weighted)
+
+
+def oracle(patterns: Dict[str, List[List[str]]], state, metric, threshold, limit, weights, candidates=None, rounding=False):
+    rows = []
+    for name, events in patterns.items():
+        if candidates is not None and name not in candidates:
+            continue
+        p = [x for e in events for x in e]
+        sim = ref_lcs(p, state) if metric == "lcs" else ref_difflib(p, state)
+        if rounding:
+            sim = (sim * 100.0) / 100.0
+        if sim >= threshold:
+            rows.append((name, p, sim))
+    rows.sort(key=lambda r: (-r[2], r[0]))
+    out = [oracle_info(n, p, state, sim, threshold, weights) for n, p, sim in rows]
+    out = [o for o in out if o is not None]
+    return out[:limit] if limit is not None else out
+
+
+def kato_patterns(rng: random.Random, count: int, vocab: List[str]):
+    patterns = {}
+    while len(patterns) < count:
+        events = [sorted(rng.sample(vocab, rng.randint(1, 6))) for _ in range(rng.randint(1, 5))]
+        patterns["PTRN|%040x" % rng.getrandbits(160)] = events
+    return patterns
+
+
+@pytest.mark.parametrize("metric", ["difflib", "lcs"])
+def test_prediction_tuples_equal_the_oracle(metric):
+    """50,000+ prediction tuples per metric, thresholds 0.0 (patterns sharing nothing included)
+    to 0.9, weights on and off, with and without a limit."""
+    rng = random.Random(f"predictions-{metric}")
+    vocab = [f"w{k}" for k in range(40)] + ["VCTR|1f", "", "é"]
+    patterns = kato_patterns(rng, 10_000, vocab)
+    m = HybridGPUMatcher(SymbolVocabularyEncoder(None), GPUConfig(metric=metric))
+    names = list(patterns)
+    m.add_patterns(names[:7000], [patterns[n] for n in names[:7000]])
+    for n in names[7000:]:
+        m.add_new_pattern(n, patterns[n])
+    compared = 0
+    for q, threshold in enumerate([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 0.0]):
+        source = [x for e in patterns[rng.choice(names)] for x in e]
+        state = [x for x in source if rng.random() < 0.6] + rng.sample(vocab, 2) + ["never-seen"]
+        weights = {v: rng.choice([0.0, 0.5, 1.0, 2.0]) for v in vocab} if q % 2 else None
+        limit = 50 if q in (7, 10, 11) else None
+        got = m.match_predictions(state, threshold, limit, weights=weights)
+        want = oracle(patterns, state, metric, threshold, limit, weights)
+        assert got == want, (metric, threshold, limit)
+        compared += len(want)
+    assert compared >= 50_000, compared
+
+
+def test_candidates_restrict_the_patterns():
+    rng = random.Random(3)
+    vocab = [f"c{k}" for k in range(15)]
+    patterns = kato_patterns(rng, 500, vocab)
+    m = HybridGPUMatcher(SymbolVocabularyEncoder(None), GPUConfig(metric="difflib"))
+    m.add_patterns(list(patterns), list(patterns.values()))
+    candidates = set(rng.sample(list(patterns), 60))
+    state = rng.sample(vocab, 5)
+    got = m.match_predictions(state, 0.2, 10, candidates=candidates)
+    assert got == oracle(patterns, state, "difflib", 0.2, 10, None, candidates)
+    assert all(row[0] in candidates for row in got)
+
+
+def test_kato_rounding_reproduces_katos_rapidfuzz_path():
+    rng = random.Random(4)
+    vocab = [f"r{k}" for k in range(12)]
+    patterns = kato_patterns(rng, 3000, vocab)
+    m = HybridGPUMatcher(SymbolVocabularyEncoder(None), GPUConfig(metric="lcs"))
+    m.add_patterns(list(patterns), list(patterns.values()))
+    differs = 0
+    for threshold in (0.0, 0.3, 0.6):
+        state = rng.sample(vocab, 6)
+        got = m.match_predictions(state, threshold, kato_rounding=True)
+        assert got == oracle(patterns, state, "lcs", threshold, None, None, rounding=True)
+        plain = {row[0]: row[7] for row in m.match_predictions(state, threshold)}
+        differs += sum(plain.get(row[0]) != row[7] for row in got)
+    assert differs > 0, "the sample must contain similarities where KATO's rounding changes the last bit"
+    with pytest.raises(ValueError):
+        HybridGPUMatcher(SymbolVocabularyEncoder(None), GPUConfig(metric="difflib")).match_predictions(["a"], 0.1, kato_rounding=True)
+
+
+def test_bad_arguments():
+    m = HybridGPUMatcher(SymbolVocabularyEncoder(None))
+    with pytest.raises(TypeError):
+        m.match_predictions(["a"], 0.1, weights=[("a", 1.0)])
+    with pytest.raises(TypeError):
+        m.match_predictions(["a"], 0.1, candidates="PTRN|x")
+    with pytest.raises(ValueError):
+        m.match_predictions(["a"], 1.5)
