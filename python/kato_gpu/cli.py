@@ -112,7 +112,28 @@ def build_parser() -> argparse.ArgumentParser:
                             "loaded matcher one add_new_pattern call at a time (each timed: p50/p99/max/mean "
                             "and patterns/s), then time one sync_cpu_to_gpu() promotion of them; 0 skips it")
     bench.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
+
+    predict = commands.add_parser(
+        "predict-bench",
+        help="end to end: time KATO's prediction tuples through kato_gpu against KATO's Python path, verified",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    predict.add_argument("--patterns", type=_positive_int, default=100_000, metavar="N")
+    predict.add_argument("--queries", type=_positive_int, default=10, metavar="Q")
+    predict.add_argument("--threshold", type=_threshold, default=0.1)
+    predict.add_argument("--sample", type=_positive_int, default=500, metavar="K",
+                         help="patterns per query run through KATO's Python path (timed, extrapolated, compared)")
+    predict.add_argument("--metric", choices=("lcs", "difflib", "both"), default="both")
+    predict.add_argument("--seed", type=int, default=42)
+    predict.add_argument("--json", dest="json_path", default=None, metavar="PATH")
     return parser
+
+
+def _predict_bench(args: argparse.Namespace) -> int:
+    from .bench.predictions import run_predictions
+
+    metrics = ("difflib", "lcs") if args.metric == "both" else (args.metric,)
+    return run_predictions(args.patterns, args.queries, args.threshold, args.sample, metrics, args.seed, args.json_path)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -148,6 +169,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if args.command == "bench":
         return _bench(args)
+    if args.command == "predict-bench":
+        return _predict_bench(args)
     parser.print_help()
     return 2
 

@@ -336,3 +336,20 @@ def test_progress_tty_and_disabled():
     with Progress(10, stream=quiet, enabled=False) as bar:
         bar.update(10)
     assert quiet.getvalue() == ""
+
+
+def test_predict_bench_verifies_and_detects_a_wrong_tuple(monkeypatch, capsys):
+    from kato_gpu import HybridGPUMatcher
+    from kato_gpu.cli import main
+
+    assert main(["predict-bench", "--patterns", "1500", "--queries", "2", "--sample", "300"]) == 0
+    assert "verified" in capsys.readouterr().out
+    original = HybridGPUMatcher.match_predictions
+
+    def drop_one_missing(self, *args, **kwargs):
+        rows = original(self, *args, **kwargs)
+        return [row[:5] + (row[5][1:],) + row[6:] if row[5] else row for row in rows]
+
+    monkeypatch.setattr(HybridGPUMatcher, "match_predictions", drop_one_missing)
+    assert main(["predict-bench", "--patterns", "1500", "--queries", "2", "--sample", "300", "--metric", "difflib"]) == 1
+    assert "MISMATCHES" in capsys.readouterr().out
