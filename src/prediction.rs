@@ -4,7 +4,8 @@
 
 use rayon::prelude::*;
 
-use crate::metrics::difflib::{matching_blocks, opcodes, Block, Opcode};
+use crate::metrics::difflib::{opcodes, Block, DifflibQuery, DifflibScratch, Opcode};
+use crate::metrics::Scorer;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PredictionParts {
@@ -23,7 +24,14 @@ pub struct PredictionParts {
 /// KATO's prediction info for one pattern, or `None` where KATO returns none (no matching block
 /// and a positive cutoff).
 pub fn prediction_parts(pattern: &[u32], state: &[u32], cutoff_positive: bool) -> Option<PredictionParts> {
-    let blocks = matching_blocks(pattern, state);
+    let query = DifflibQuery::new(state, false);
+    parts_with(&query, &mut query.new_scratch(), pattern, cutoff_positive)
+}
+
+/// [`prediction_parts`] with the state (difflib's `b`, no junk) prepared once.
+fn parts_with(query: &DifflibQuery, scratch: &mut DifflibScratch, pattern: &[u32], cutoff_positive: bool) -> Option<PredictionParts> {
+    let state_len = query.state_len();
+    let blocks = query.matching_blocks(pattern, scratch);
     let (past_end, present) = match blocks.as_slice() {
         [] if cutoff_positive => return None,
         [] => (0, (0, pattern.len())),
@@ -37,7 +45,7 @@ pub fn prediction_parts(pattern: &[u32], state: &[u32], cutoff_positive: bool) -
     if present.1 > present.0 {
         let present_seq = &pattern[present.0..present.1];
         let shift = |(lo, hi): (usize, usize)| (lo + present.0, hi + present.0);
-        for op in opcodes(&matching_blocks(present_seq, state), present_seq.len(), state.len()) {
+        for op in opcodes(&query.matching_blocks(present_seq, scratch), present_seq.len(), state_len) {
             match op {
                 Opcode::Replace { a, b } => {
                     missing.push(shift(a));
@@ -54,7 +62,12 @@ pub fn prediction_parts(pattern: &[u32], state: &[u32], cutoff_positive: bool) -
 
 /// [`prediction_parts`] for many patterns against one state, on all cores.
 pub fn prediction_parts_many(patterns: &[Vec<u32>], state: &[u32], cutoff_positive: bool) -> Vec<Option<PredictionParts>> {
-    patterns.par_iter().map(|p| prediction_parts(p, state, cutoff_positive)).collect()
+    let query = DifflibQuery::new(state, false);
+    patterns
+        .par_iter()
+        .with_min_len(256)
+        .map_init(|| query.new_scratch(), |scratch, p| parts_with(&query, scratch, p, cutoff_positive))
+        .collect()
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ import logging
 import math
 import numbers
 import dataclasses
+import gc
 import threading
 import time
 import weakref
@@ -206,28 +207,18 @@ class HybridGPUMatcher:
             found = sorted(((n, s) for n, s in found if s >= threshold), key=lambda ns: (-ns[1], ns[0]))
         if limit is not None:
             found = found[:limit]
-        decode = self.encoder.id_to_symbol
-        patterns = [self._core.pattern(name) for name, _ in found]
-        parts = _native.prediction_parts(patterns, self.encoder.lookup_ids(state), threshold > 0.0)
-        predictions = []
-        for (name, similarity), ids, part in zip(found, patterns, parts):
-            if part is None:
-                continue
-            blocks, past_end, (lo, hi), missing, extras = part
-            pattern = [decode[i] for i in ids]
-            intersection = [sym for _, j, n in blocks for sym in state[j:j + n]]
-            weighted = None
-            if weights:
-                total = sum(weights.get(t, 0.0) for t in state) + sum(weights.get(t, 0.0) for t in pattern)
-                if total > 0:
-                    weighted = 2.0 * sum(weights.get(t, 0.0) for t in intersection) / total
-            predictions.append((
-                name, pattern, intersection, pattern[:past_end], pattern[lo:hi],
-                [sym for a, b in missing for sym in pattern[a:b]],
-                [sym for a, b in extras for sym in state[a:b]],
-                similarity, len(blocks), [], weighted,
-            ))
-        return predictions
+        id_to_symbol = self.encoder.id_to_symbol
+        symbols = [id_to_symbol.get(i) for i in range(self.encoder.next_id)]
+        # Hundreds of thousands of new lists would otherwise trigger the cyclic garbage collector
+        # over and over (it scans every live container): pause it while they are built.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return self._core.predictions([name for name, _ in found], [sim for _, sim in found],
+                                          state, self.encoder.lookup_ids(state), symbols, threshold > 0.0, weights)
+        finally:
+            if collecting:
+                gc.enable()
 
     # ------------------------------------------------------------------ learning
     def add_new_pattern(self, pattern_name: str, pattern_sequence: Sequence[Sequence[str]]) -> bool:

@@ -262,6 +262,32 @@ impl PyMatcher {
         Ok(d)
     }
 
+    /// KATO's prediction tuples for the given matches (names and similarities from a query),
+    /// their patterns read from the store; see `predictions::build_predictions`.
+    #[pyo3(signature = (names, similarities, state, state_lookup, symbols, cutoff_positive, weights = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn predictions<'py>(
+        &self,
+        py: Python<'py>,
+        names: Vec<Bound<'py, PyAny>>,
+        similarities: Vec<f64>,
+        state: Vec<Bound<'py, PyAny>>,
+        state_lookup: Vec<i64>,
+        symbols: Vec<Bound<'py, PyAny>>,
+        cutoff_positive: bool,
+        weights: Option<Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let keys: Vec<String> = names.iter().map(|n| n.extract::<String>()).collect::<PyResult<_>>()?;
+        let patterns = py.allow_threads(|| {
+            let matcher = self.read();
+            keys.iter().map(|k| matcher.pattern(k).map(<[u32]>::to_vec)).collect::<Option<Vec<_>>>()
+        });
+        let Some(patterns) = patterns else {
+            return Err(PyValueError::new_err("a matched pattern was removed before its prediction was built"));
+        };
+        super::predictions::build_predictions(py, names, similarities, patterns, state, state_lookup, symbols, cutoff_positive, weights)
+    }
+
     /// Every pattern with similarity >= threshold, in result order, at most `limit`.
     /// `ids` is a vocabulary lookup: negative entries are symbols the vocabulary does not know.
     #[pyo3(signature = (ids, threshold, limit = None))]

@@ -10,6 +10,7 @@ mod cuda;
 mod error;
 mod matcher;
 mod metrics;
+mod predictions;
 mod sync;
 
 use pyo3::prelude::*;
