@@ -169,7 +169,8 @@ class HybridGPUMatcher:
                           max_predictions: Optional[int] = None, *,
                           candidates: Optional[Iterable[str]] = None,
                           weights: Optional[Dict[str, float]] = None,
-                          kato_rounding: bool = False) -> List[tuple]:
+                          kato_rounding: bool = False,
+                          fuzzy_token_threshold: float = 0.0) -> List[tuple]:
         """KATO's prediction tuples for every pattern with similarity ``>= threshold``, in result
         order: ``(pattern_name, pattern, matching_intersection, past, present, missing, extras,
         similarity, number_of_blocks, anomalies, weighted_similarity)`` as KATO's
@@ -182,9 +183,16 @@ class HybridGPUMatcher:
             kato_rounding: reproduce KATO's RapidFuzz path, whose similarity goes through its
                 scorer as ``(2.0*l/T*100.0)/100.0`` (differs from ``2.0*l/T`` in the last bit for
                 ~16% of pairs); threshold and order then use that value. Only for ``metric="lcs"``.
+            fuzzy_token_threshold: above 0, KATO's fuzzy token path: each state symbol is matched to
+                its most similar pattern symbol (RapidFuzz ``fuzz.ratio``, first best, at least this
+                similar); matched state symbols form the intersection, inexact ones are reported as
+                anomalies, missing/extras follow from those matches. This path calls RapidFuzz from
+                Python, per prediction (exact, not accelerated); similarities and the matching
+                blocks still come from Rust. Needs ``rapidfuzz``.
         """
         threshold = _check_threshold(threshold)
         limit = _check_limit(max_predictions)
+        fuzzy = _check_threshold(fuzzy_token_threshold)
         if kato_rounding and self.config.metric != "lcs":
             raise ValueError("kato_rounding reproduces KATO's RapidFuzz token path: it needs metric='lcs'")
         if weights is not None and not isinstance(weights, dict):
@@ -207,6 +215,8 @@ class HybridGPUMatcher:
             found = sorted(((n, s) for n, s in found if s >= threshold), key=lambda ns: (-ns[1], ns[0]))
         if limit is not None:
             found = found[:limit]
+        if fuzzy > 0.0:
+            return self._fuzzy_predictions(found, state, threshold, fuzzy, weights)
         id_to_symbol = self.encoder.id_to_symbol
         symbols = [id_to_symbol.get(i) for i in range(self.encoder.next_id)]
         # Hundreds of thousands of new lists would otherwise trigger the cyclic garbage collector
@@ -219,6 +229,46 @@ class HybridGPUMatcher:
         finally:
             if collecting:
                 gc.enable()
+
+    def _fuzzy_predictions(self, found, state: List[str], threshold: float, fuzzy: float,
+                           weights: Optional[Dict[str, float]]) -> List[tuple]:
+        """KATO's fuzzy token path (see ``match_predictions``), one prediction at a time."""
+        try:
+            from rapidfuzz import fuzz, process
+        except ImportError:  # pragma: no cover - rapidfuzz is a test dependency
+            raise ImportError("fuzzy_token_threshold needs rapidfuzz: pip install rapidfuzz") from None
+        decode = self.encoder.id_to_symbol
+        patterns = [self._core.pattern(name) for name, _ in found]
+        parts = _native.prediction_parts(patterns, self.encoder.lookup_ids(state), threshold > 0.0)
+        predictions = []
+        for (name, similarity), ids, part in zip(found, patterns, parts):
+            if part is None:
+                continue
+            blocks, past_end, (lo, hi), _, _ = part
+            pattern = [decode[i] for i in ids]
+            matched: Dict[str, tuple] = {}
+            intersection, anomalies = [], []
+            if pattern:
+                for token in state:
+                    best = process.extractOne(token, pattern, scorer=fuzz.ratio, score_cutoff=fuzzy * 100)
+                    if best:
+                        expected, score = best[0], best[1] / 100.0
+                        matched[token] = (expected, score)
+                        intersection.append(token)
+                        if token != expected:
+                            anomalies.append({"observed": token, "expected": expected, "similarity": score})
+            matched_pattern_symbols = {matched[t][0] for t in state if t in matched}
+            present = pattern[lo:hi]
+            missing = [t for t in present if t not in matched_pattern_symbols]
+            extras = [t for t in state if t not in matched]
+            weighted = None
+            if weights:
+                total = sum(weights.get(t, 0.0) for t in state) + sum(weights.get(t, 0.0) for t in pattern)
+                if total > 0:
+                    weighted = 2.0 * sum(weights.get(t, 0.0) for t in intersection) / total
+            predictions.append((name, pattern, intersection, pattern[:past_end], present, missing, extras,
+                                similarity, len(blocks), anomalies, weighted))
+        return predictions
 
     # ------------------------------------------------------------------ learning
     def add_new_pattern(self, pattern_name: str, pattern_sequence: Sequence[Sequence[str]]) -> bool:

@@ -132,3 +132,76 @@ def test_bad_arguments():
         m.match_predictions(["a"], 0.1, candidates="PTRN|x")
     with pytest.raises(ValueError):
         m.match_predictions(["a"], 1.5)
+
+
+def fuzzy_oracle_row(name, p, s, sim, cutoff, fuzzy, weights):
+    """KATO's fuzzy token path by explicit loops over fuzz.ratio (first best wins ties)."""
+    from rapidfuzz import fuzz
+
+    blocks = difflib.SequenceMatcher(None, p, s, autojunk=False).get_matching_blocks()[:-1]
+    if not blocks and cutoff > 0:
+        return None
+    if len(blocks) >= 2:
+        i0, (i1, _, n1) = blocks[0][0], blocks[-1]
+        past, present = p[:i0], (p[i0:i1 + n1] if i1 + n1 > i0 else p[i0:])
+    elif len(blocks) == 1:
+        past, present = p[:blocks[0][0]], p[blocks[0][0]:blocks[0][0] + blocks[0][2]]
+    else:
+        past, present = [], p
+    chosen, intersection, anomalies = {}, [], []
+    for token in s:
+        best, best_score = None, -1.0
+        for candidate in p:
+            score = fuzz.ratio(token, candidate)
+            if score >= fuzzy * 100 and score > best_score:
+                best, best_score = candidate, score
+        if best is not None:
+            chosen[token] = best
+            intersection.append(token)
+            if token != best:
+                anomalies.append({"observed": token, "expected": best, "similarity": best_score / 100.0})
+    used = {chosen[t] for t in s if t in chosen}
+    weighted = None
+    if weights:
+        total = sum(weights.get(t, 0.0) for t in s) + sum(weights.get(t, 0.0) for t in p)
+        weighted = 2.0 * sum(weights.get(t, 0.0) for t in intersection) / total if total > 0 else None
+    return (name, p, intersection, past, present, [t for t in present if t not in used],
+            [t for t in s if t not in chosen], sim, len(blocks), anomalies, weighted)
+
+
+@pytest.mark.parametrize("metric", ["difflib", "lcs"])
+def test_fuzzy_token_path_equals_the_oracle(metric):
+    rng = random.Random(f"fuzzy-{metric}")
+    vocab = ["hello", "hallo", "help", "world", "word", "VCTR|1f2a", "VCTR|1f2b", "x", "xy", "quiet"]
+    patterns = kato_patterns(rng, 400, vocab)
+    m = HybridGPUMatcher(SymbolVocabularyEncoder(None), GPUConfig(metric=metric))
+    m.add_patterns(list(patterns), list(patterns.values()))
+    compared = anomalies = 0
+    for threshold, fuzzy in [(0.0, 0.8), (0.2, 0.6), (0.4, 0.9), (0.1, 0.5)]:
+        state = rng.sample(vocab, 4) + ["helo", "wrld"]
+        weights = {v: 1.5 for v in vocab} if fuzzy < 0.7 else None
+        got = m.match_predictions(state, threshold, None, weights=weights, fuzzy_token_threshold=fuzzy)
+        rows = oracle(patterns, state, metric, threshold, None, None)
+        want = [fuzzy_oracle_row(r[0], r[1], state, r[7], threshold, fuzzy, weights) for r in rows]
+        want = [w for w in want if w is not None]
+        assert got == want, (metric, threshold, fuzzy)
+        compared += len(want)
+        anomalies += sum(len(row[9]) for row in got)
+    assert compared > 500 and anomalies > 0
+
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+_events = st.lists(st.lists(st.sampled_from(["a", "b", "c", "d", "", "é"]), min_size=0, max_size=5), max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_events, min_size=1, max_size=6), st.lists(st.sampled_from(["a", "b", "c", "d", "z", ""]), max_size=12),
+       st.sampled_from([0.0, 0.2, 0.5]), st.sampled_from(["difflib", "lcs"]), st.booleans())
+def test_property_prediction_tuples(pattern_events, state, threshold, metric, weighted):
+    patterns = {f"P{k}": events for k, events in enumerate(pattern_events)}
+    m = HybridGPUMatcher(SymbolVocabularyEncoder(None), GPUConfig(metric=metric, enabled=False))
+    m.add_patterns(list(patterns), list(patterns.values()))
+    weights = {"a": 1.0, "b": 0.5, "": 2.0} if weighted else None
+    assert m.match_predictions(state, threshold, weights=weights) == oracle(patterns, state, metric, threshold, None, weights)
