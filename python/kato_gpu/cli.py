@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple, Union
 
 __all__ = ["main", "build_parser"]
 
@@ -52,6 +52,23 @@ def _threshold(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
     return value
+
+
+def _thresholds(text: str) -> Tuple[float, ...]:
+    """A comma-separated list of thresholds in [0, 1], e.g. ``0,0.1,0.2``."""
+    parts = [p.strip() for p in text.split(",")]
+    if not parts or any(not p for p in parts):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of numbers in [0, 1], got {text!r}")
+    return tuple(_threshold(p) for p in parts)
+
+
+def _batch_limit(text: str) -> Union[int, None, str]:
+    if text.strip().lower() == "same":
+        return "same"
+    try:
+        return _limit(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, 'all' or 'same', got {text!r}") from None
 
 
 def _version() -> str:
@@ -111,6 +128,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="after each metric's queries, learn N new patterns of the same shape into the "
                             "loaded matcher one add_new_pattern call at a time (each timed: p50/p99/max/mean "
                             "and patterns/s), then time one sync_cpu_to_gpu() promotion of them; 0 skips it")
+    bench.add_argument("--thresholds", type=_thresholds, default=(), metavar="T1,T2,...",
+                       help="threshold sweep: after each metric's timed queries, time the same queries through "
+                            "match_patterns_arrays(state, T, max_predictions) for every T (median, p95, "
+                            "matches/query) and verify every result (lcs: whole result against RapidFuzz, whose "
+                            "cdist runs once per query and is the reference column; difflib: the difflib sample); "
+                            "e.g. 0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9. Default: no sweep")
+    bench.add_argument("--batch", type=_non_negative_int, default=0, metavar="N",
+                       help="batch comparison: N new query states (another seed stream) through one batch call "
+                            "(match_patterns_batch in arrays form) against N single match_patterns_arrays calls, "
+                            "best of 3 runs each (states/s both ways and the ratio); every batch result must equal "
+                            "its single call's exactly and 5 are checked against the oracle. 0 skips it")
+    bench.add_argument("--batch-limit", type=_batch_limit, default="same", metavar="K|all|same",
+                       help="max_predictions of the batch part ('same': --max-predictions). A batch returns every "
+                            "state's result at once: with 'all', 1000 states over 1M patterns at threshold 0.1 are "
+                            "about 620M matches (~7.5 GB, twice that while a run is compared); use e.g. 100")
+    bench.add_argument("--batch-dicts", action="store_true",
+                       help="also time the public match_patterns_batch, which builds a dict per match (keep "
+                            "--batch-limit small)")
     bench.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
 
     predict = commands.add_parser(
@@ -153,6 +188,10 @@ def _bench(args: argparse.Namespace) -> int:
         load_chunk=args.load_chunk,
         progress=not args.no_progress,
         learn=args.learn,
+        thresholds=args.thresholds,
+        batch=args.batch,
+        batch_limit=args.batch_limit,
+        batch_dicts=args.batch_dicts,
     )
     return run(opts)
 

@@ -13,6 +13,16 @@ Engines, per metric:
 
 Any difference from an oracle is printed and makes :func:`run` return 1.
 
+Threshold sweep (``thresholds`` not empty), after each metric's timed queries: the same queries
+through ``match_patterns_arrays(state, t, max_predictions)`` for every threshold ``t`` (median,
+p95, matches per query), each result checked as the main path checks it: against RapidFuzz for
+``lcs`` (one ``cdist`` per query, timed once as the reference, filtered per threshold), against
+the same difflib sample for ``difflib``.
+
+Batch (``batch`` > 0), next: ``batch`` new query states (another seed stream) through one batch
+call against as many single ``match_patterns_arrays`` calls, best of three runs each; the batch
+results must equal the single results exactly, and a few are checked against the oracle.
+
 Learning (``learn`` > 0), after each metric's queries and checks, on the same loaded matcher:
 ``learn`` new patterns of the same shape (another seed, names after the loaded ones) are learned
 one ``HybridGPUMatcher.add_new_pattern(name, events)`` call at a time, events as lists of
@@ -24,21 +34,30 @@ from __future__ import annotations
 
 import difflib
 import gc
+import hashlib
 import json
 import os
 import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import IO, Any, Dict, List, Optional, Sequence, Tuple
+from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .._progress import Progress
-from .workload import Workload, generate_workload, pattern_index, pattern_name, pattern_names
+from .workload import Workload, generate_queries, generate_workload, pattern_index, pattern_name, pattern_names
 
 #: Seed offset of the learned patterns' workload (a stream distinct from the loaded patterns').
 LEARN_SEED_OFFSET = 1_000_003
+#: Seed streams: ``[seed, 2, q]`` is query q's difflib sample (main path and threshold sweep);
+#: ``[seed, BATCH_STREAM]`` makes the batch states, ``[seed, BATCH_SAMPLE_STREAM, k]`` the difflib
+#: sample that checks batch state k.
+SAMPLE_STREAM = 2
+BATCH_STREAM = 3
+BATCH_SAMPLE_STREAM = 4
+BATCH_RUNS = 3  # the batch and the single calls are each timed this many times; the best counts
+BATCH_ORACLE_CHECKS = 5  # batch results also checked against the oracle
 
 __all__ = ["BenchOptions", "run", "EXIT_OK", "EXIT_MISMATCH", "EXIT_MISSING_DEPENDENCY"]
 
@@ -68,6 +87,10 @@ class BenchOptions:
     load_chunk: int = 50_000
     progress: bool = True
     learn: int = 20_000  # patterns learned one add_new_pattern call at a time; 0: no learning
+    thresholds: Tuple[float, ...] = ()  # threshold sweep; empty: none
+    batch: int = 0  # states in the batch comparison; 0: none
+    batch_limit: Union[int, None, str] = "same"  # max_predictions of the batch part; "same": max_predictions
+    batch_dicts: bool = False  # also time the public match_patterns_batch (a dict per match)
 
 
 # ---------------------------------------------------------------------------- small helpers
@@ -127,10 +150,25 @@ def rapidfuzz_lcs_matches(cdist, scorer, state_ids: List[int], choices: List[Lis
                           max_predictions: Optional[int]) -> Tuple[np.ndarray, np.ndarray, int]:
     """The expected ``lcs`` result with RapidFuzz: (indices, similarities, matches before the
     limit), ordered by similarity descending then index (== name) ascending."""
+    sims = rapidfuzz_lcs_similarities(cdist, scorer, state_ids, choices, pattern_lengths)
+    return filter_and_order(sims, threshold, max_predictions)
+
+
+def rapidfuzz_lcs_similarities(cdist, scorer, state_ids: List[int], choices: List[List[int]],
+                               pattern_lengths: np.ndarray) -> np.ndarray:
+    """``2.0*LCS/(len_p+len_s)`` of every pattern with RapidFuzz's ``cdist`` (1.0 when both are
+    empty); does not depend on the threshold."""
     lcs = cdist([state_ids], choices, scorer=scorer, workers=-1, dtype=np.int32)[0]
     total = pattern_lengths + len(state_ids)
     sims = np.ones(len(total), dtype=np.float64)
     np.divide(2.0 * lcs, total, out=sims, where=total > 0)
+    return sims
+
+
+def filter_and_order(sims: np.ndarray, threshold: float,
+                     max_predictions: Optional[int]) -> Tuple[np.ndarray, np.ndarray, int]:
+    """(indices, similarities, matches before the limit) of ``sims >= threshold``, ordered by
+    similarity descending then index ascending, at most ``max_predictions``."""
     idx = np.flatnonzero(sims >= threshold)
     s = sims[idx]
     order = np.lexsort((idx, -s))
@@ -144,6 +182,12 @@ def rapidfuzz_lcs_matches(cdist, scorer, state_ids: List[int], choices: List[Lis
 def difflib_ratios(patterns: Sequence[Sequence[str]], state: Sequence[str]) -> List[float]:
     """KATO's ratio: pattern as ``a``, state as ``b``, no autojunk."""
     return [difflib.SequenceMatcher(None, p, state, autojunk=False).ratio() for p in patterns]
+
+
+def sample_indices(seed: int, stream: int, q: int, n: int, size: int) -> np.ndarray:
+    """The seeded sample ``[seed, stream, q]``: ``size`` distinct pattern indices, sorted."""
+    rng = np.random.default_rng([seed, stream, q])
+    return np.sort(rng.choice(n, size=size, replace=False))
 
 
 # ---------------------------------------------------------------------------- checks
@@ -345,6 +389,306 @@ def _learn(matcher, lw: Workload, n_loaded: int, opts: BenchOptions, err: IO[str
     return result, problems
 
 
+# ---------------------------------------------------------------------------- threshold sweep
+def _result_arrays(res, n: int) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+    """(indices, float64 similarities, problems) of a MatchResult-like object."""
+    sims = np.asarray(res.similarities, dtype=np.float64)
+    names = list(res.names)
+    if len(names) != len(sims) or len(res) != len(sims):
+        return (np.full(0, -1, dtype=np.int64), sims[:0],
+                [f"len(res)={len(res)}, {len(names)} names, {len(sims)} similarities"])
+    return pattern_index(names, n), sims, []
+
+
+def _threshold_sweep(matcher, rf, metric: str, wl: Workload, states: List[List[str]], state_ids: List[List[int]],
+                     choices: List[List[int]], difflib_samples: Dict[int, Tuple[np.ndarray, np.ndarray]],
+                     opts: BenchOptions, err: IO[str]) -> Tuple[Dict[str, Any], List[str]]:
+    """Times ``match_patterns_arrays(state, t, max_predictions)`` over the queries for every
+    threshold ``t`` in ``opts.thresholds`` and checks every result: against RapidFuzz (one
+    ``cdist`` per query, timed once, filtered per threshold) for ``lcs``; on the main path's
+    difflib sample for ``difflib``."""
+    cdist, lcs_scorer = rf["cdist"], rf["LCSseq"].similarity
+    n, limit, lengths = wl.n_patterns, opts.max_predictions, wl.lengths
+    thresholds = list(opts.thresholds)
+    kato_t: Dict[int, List[float]] = {j: [] for j in range(len(thresholds))}
+    counts: Dict[int, List[int]] = {j: [] for j in range(len(thresholds))}
+    filter_t: Dict[int, List[float]] = {j: [] for j in range(len(thresholds))}
+    cdist_t: List[float] = []
+    problems: List[str] = []
+    bad = set()
+    whole = sampled = 0
+
+    def note(j: int, q: int, found: List[str]) -> None:
+        if found:
+            bad.add((j, q))
+            for text in found:
+                if len(problems) < MAX_REPORTED:
+                    problems.append(f"threshold {thresholds[j]!r} query {q}: {text}")
+
+    gc.collect()
+    with Progress(wl.n_queries, label=f"threshold sweep ({metric})", unit="queries", stream=err,
+                  enabled=opts.progress) as bar:
+        for q in range(wl.n_queries):
+            t0 = time.perf_counter()
+            all_sims = rapidfuzz_lcs_similarities(cdist, lcs_scorer, state_ids[q], choices, lengths)
+            cdist_t.append(time.perf_counter() - t0)
+            for j, t in enumerate(thresholds):
+                t0 = time.perf_counter()
+                res = matcher.match_patterns_arrays(states[q], t, limit)
+                kato_t[j].append(time.perf_counter() - t0)
+                counts[j].append(len(res))
+                got_idx, got_sims, found = _result_arrays(res, n)
+                del res
+                if found:
+                    note(j, q, found)
+                    continue
+                note(j, q, check_result_shape(got_idx, got_sims, t, limit))
+                if metric == "lcs":
+                    t0 = time.perf_counter()
+                    exp_idx, exp_sims, _ = filter_and_order(all_sims, t, limit)
+                    filter_t[j].append(time.perf_counter() - t0)
+                    note(j, q, compare_full(got_idx, got_sims, exp_idx, exp_sims))
+                    whole += 1
+                elif q in difflib_samples:
+                    sample, values = difflib_samples[q]
+                    note(j, q, check_sample(sample, values, got_idx, got_sims, n, t, limit, "difflib"))
+                    sampled += len(sample)
+            del all_sims
+            bar.update(1)
+
+    cdist_sum = _summary(cdist_t)
+    rows = []
+    for j, t in enumerate(thresholds):
+        k = _summary(kato_t[j])
+        rows.append({
+            "threshold": t,
+            **k,
+            "times_ms": [x * 1e3 for x in kato_t[j]],
+            "matches_per_query": counts[j],
+            "mean_matches": float(np.mean(counts[j])),
+            "cdist_median_ms": cdist_sum["median_ms"],
+            "speedup": cdist_sum["median_ms"] / k["median_ms"] if k["median_ms"] > 0 else None,
+            "rapidfuzz_filter_median_ms": float(np.median(filter_t[j]) * 1e3) if filter_t[j] else None,
+            "ok": not any(jq[0] == j for jq in bad),
+        })
+    sweep = {
+        "max_predictions": limit,
+        "kato_gpu": "match_patterns_arrays(state, threshold, max_predictions)",
+        "cdist": {
+            "label": "rapidfuzz cdist LCSseq (workers=-1), once per query",
+            "role": ("exact oracle (whole result, filtered per threshold)" if metric == "lcs"
+                     else "speed reference only (LCS, not difflib)"),
+            "times_ms": [x * 1e3 for x in cdist_t], **cdist_sum,
+        },
+        "rows": rows,
+        "verification": {
+            "ok": not bad,
+            "results_with_differences": len(bad),
+            "whole_results_checked": whole,
+            "sampled_pairs_checked": sampled,
+            "first_differences": problems,
+        },
+    }
+    return sweep, problems if bad else []
+
+
+# ---------------------------------------------------------------------------- batch
+def batch_limit(opts: BenchOptions) -> Optional[int]:
+    """The batch part's max_predictions (``"same"``: the bench's ``max_predictions``)."""
+    return opts.max_predictions if opts.batch_limit == "same" else opts.batch_limit  # type: ignore[return-value]
+
+
+def batch_arrays_call(matcher) -> Tuple[Callable[[List[List[str]], float, Optional[int]], List[Any]], str]:
+    """The batch query in arrays form (one MatchResult per state, no dicts) and its label.
+
+    ``HybridGPUMatcher.match_patterns_batch`` turns every match into a dict; when the matcher has
+    no public arrays form, this does what that method does before its ``to_dicts`` step: the
+    vocabulary lookups and one native ``query_batch`` call over all the states."""
+    public = getattr(matcher, "match_patterns_batch_arrays", None)
+    if callable(public):
+        return public, "match_patterns_batch_arrays"
+    core, lookup = matcher._core, matcher.encoder.lookup_ids
+
+    def call(states: List[List[str]], threshold: float, limit: Optional[int]) -> List[Any]:
+        return core.query_batch([lookup(s) for s in states], threshold, limit)
+
+    return call, "match_patterns_batch, arrays form (lookups + one native query_batch, no dicts)"
+
+
+def _digest(idx: np.ndarray, sims: np.ndarray) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.ascontiguousarray(idx, dtype=np.int64).tobytes())
+    h.update(_bits(sims).tobytes())
+    return h.digest()
+
+
+class _DictResult:
+    """A ``match_patterns`` dict list seen as a MatchResult (names, similarities, len)."""
+
+    def __init__(self, dicts: List[Dict[str, Any]]) -> None:
+        self.names = [d["pattern_name"] for d in dicts]
+        self.similarities = np.array([d["similarity"] for d in dicts], dtype=np.float64)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def _batch_bench(matcher, rf, metric: str, wl: Workload, choices: List[List[int]], opts: BenchOptions,
+                 err: IO[str]) -> Tuple[Dict[str, Any], List[str]]:
+    """``opts.batch`` new states (stream ``BATCH_STREAM``) through one batch call against as many
+    ``match_patterns_arrays`` calls, best of ``BATCH_RUNS`` each. Every batch result must equal
+    the single call's (names and similarity bits; compared by digest, a differing state is
+    queried again and described); ``BATCH_ORACLE_CHECKS`` of them are checked against the oracle
+    (RapidFuzz for lcs, a difflib sample for difflib)."""
+    cdist, lcs_scorer = rf["cdist"], rf["LCSseq"].similarity
+    n, count, threshold, limit = wl.n_patterns, opts.batch, opts.threshold, batch_limit(opts)
+    queries, _, _ = generate_queries(wl, count, BATCH_STREAM)
+    states = [wl.symbols(ids) for ids in queries]
+    batch_call, batch_api = batch_arrays_call(matcher)
+    problems: List[str] = []
+    bad = set()
+
+    def note(k: int, found: List[str], what: str = "batch") -> None:
+        if found:
+            bad.add(k)
+            for text in found:
+                if len(problems) < MAX_REPORTED:
+                    problems.append(f"{what} state {k}: {text}")
+
+    # Untimed warm-ups.
+    batch_call(states[:2], threshold, limit)
+    matcher.match_patterns_arrays(states[0], threshold, limit)
+    gc.collect()
+
+    digests: List[bytes] = []
+    counts: List[int] = []
+    single_runs: List[float] = []
+    single = matcher.match_patterns_arrays
+    clock = time.perf_counter
+    with Progress(BATCH_RUNS * count, label=f"batch: single calls ({metric})", unit="queries", stream=err,
+                  enabled=opts.progress) as bar:
+        for run in range(BATCH_RUNS):
+            gc.collect()
+            total = 0.0
+            for k, state in enumerate(states):
+                t0 = clock()
+                res = single(state, threshold, limit)
+                total += clock() - t0
+                if run == 0:  # not timed: the digest the batch results must reproduce
+                    idx, sims, _ = _result_arrays(res, n)
+                    digests.append(_digest(idx, sims))
+                    counts.append(len(res))
+                del res
+                if k % 100 == 99:
+                    bar.update(100)
+            bar.update(count % 100)
+            single_runs.append(total)
+
+    def verify(results: List[Any], what: str) -> int:
+        """Compares every result with the single call's; returns how many were compared."""
+        if len(results) != count:
+            note(-1, [f"{len(results)} results for {count} states"], what)
+            return 0
+        for k, res in enumerate(results):
+            idx, sims, found = _result_arrays(res, n)
+            if found:
+                note(k, found, what)
+                continue
+            note(k, check_result_shape(idx, sims, threshold, limit), what)
+            if _digest(idx, sims) != digests[k]:
+                again = single(states[k], threshold, limit)
+                s_idx, s_sims, _ = _result_arrays(again, n)
+                diff = compare_full(idx, sims, s_idx, s_sims)
+                note(k, [f"differs from the single call: {t}".replace("expected", "single call")
+                         for t in (diff or ["differs from the single call (digest)"])], what)
+        return count
+
+    oracle_states = sorted(set(np.linspace(0, count - 1, min(BATCH_ORACLE_CHECKS, count)).astype(int).tolist()))
+
+    def timed_batch(call: Callable[..., List[Any]], what: str, as_result=None) -> Tuple[List[float], int, List[Any]]:
+        """BATCH_RUNS timed calls of ``call``; the first run's results are compared with the single
+        calls (``as_result`` turns each into a MatchResult-like object; not timed)."""
+        runs: List[float] = []
+        compared = 0
+        kept: List[Any] = []
+        for run in range(BATCH_RUNS):
+            gc.collect()
+            t0 = clock()
+            results = call(states, threshold, limit)
+            runs.append(clock() - t0)
+            if run == 0:
+                if as_result is not None:
+                    results = [as_result(r) for r in results]
+                compared = verify(results, what)
+                kept = [results[k] for k in oracle_states if k < len(results)]
+            del results
+        return runs, compared, kept
+
+    if opts.progress:
+        print(f"batch ({metric}): {BATCH_RUNS} runs of one {batch_api.split(',')[0]} call of {count:,} states",
+              file=err)
+    batch_runs, compared, kept = timed_batch(batch_call, "batch")
+
+    # The oracle, on a few of the batch results.
+    oracle_checked = 0
+    sample_size = min(opts.difflib_sample, n)
+    for k, res in zip(oracle_states, kept):
+        got_idx, got_sims, found = _result_arrays(res, n)
+        if found:
+            continue  # already reported
+        if metric == "lcs":
+            exp_idx, exp_sims, _ = rapidfuzz_lcs_matches(cdist, lcs_scorer, queries[k].tolist(), choices,
+                                                         wl.lengths, threshold, limit)
+            note(k, compare_full(got_idx, got_sims, exp_idx, exp_sims), "batch (oracle)")
+            oracle_checked += 1
+        elif sample_size:
+            sample = sample_indices(opts.seed, BATCH_SAMPLE_STREAM, k, n, sample_size)
+            values = np.asarray(difflib_ratios([wl.pattern_symbols(int(i)) for i in sample], states[k]),
+                                dtype=np.float64)
+            note(k, check_sample(sample, values, got_idx, got_sims, n, threshold, limit, "difflib"),
+                 "batch (oracle)")
+            oracle_checked += 1
+    del kept
+
+    dict_part = None
+    if opts.batch_dicts:
+        # Timed: the public call, dicts included; turning them back into arrays is not timed.
+        runs, dict_compared, _ = timed_batch(matcher.match_patterns_batch, "match_patterns_batch",
+                                             as_result=_DictResult)
+        best = min(runs)
+        dict_part = {"api": "match_patterns_batch (a dict per match)", "runs_s": runs, "best_s": best,
+                     "states_per_s": count / best if best > 0 else None,
+                     "speedup": min(single_runs) / best if best > 0 else None,
+                     "compared_with_single": dict_compared}
+
+    single_best, batch_best = min(single_runs), min(batch_runs)
+    single_rate = count / single_best if single_best > 0 else None
+    batch_rate = count / batch_best if batch_best > 0 else None
+    result = {
+        "states": count,
+        "threshold": threshold,
+        "max_predictions": limit,
+        "runs": BATCH_RUNS,
+        "mean_matches": float(np.mean(counts)) if counts else 0.0,
+        "total_matches": int(np.sum(counts)) if counts else 0,
+        "single": {"api": f"{count:,} x match_patterns_arrays", "runs_s": single_runs, "best_s": single_best,
+                   "states_per_s": single_rate},
+        "batch": {"api": batch_api, "runs_s": batch_runs, "best_s": batch_best, "states_per_s": batch_rate},
+        "dicts": dict_part,
+        "speedup": single_best / batch_best if batch_best > 0 else None,
+        "verification": {
+            "ok": not bad,
+            "states_with_differences": len(bad),
+            "compared_with_single": compared,
+            "oracle_checked": oracle_checked,
+            "oracle": ("rapidfuzz (whole result)" if metric == "lcs"
+                       else f"difflib (sample of {sample_size:,})" if sample_size else "none (--difflib-sample 0)"),
+            "first_differences": problems,
+        },
+    }
+    return result, problems if bad else []
+
+
 def _bench_metric(kato_gpu, rf, encoder, metric: str, wl: Workload, tokens_enc: np.ndarray,
                   choices: List[List[int]], opts: BenchOptions, err: IO[str],
                   lw: Optional[Workload] = None) -> Dict[str, Any]:
@@ -370,6 +714,7 @@ def _bench_metric(kato_gpu, rf, encoder, metric: str, wl: Workload, tokens_enc: 
     bad_queries = set()
     full_checked = 0
     sample_checked = 0
+    difflib_samples: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
 
     def note(q: int, found: List[str]) -> None:
         if found:
@@ -416,8 +761,7 @@ def _bench_metric(kato_gpu, rf, encoder, metric: str, wl: Workload, tokens_enc: 
 
             # difflib over a seeded sample, as KATO's original path computes it
             if sample_size:
-                sample_rng = np.random.default_rng([opts.seed, 2, q])
-                sample = np.sort(sample_rng.choice(n, size=sample_size, replace=False))
+                sample = sample_indices(opts.seed, SAMPLE_STREAM, q, n, sample_size)
                 sampled = [wl.pattern_symbols(int(i)) for i in sample]
                 t0 = time.perf_counter()
                 ratios = difflib_ratios(sampled, state)
@@ -427,6 +771,8 @@ def _bench_metric(kato_gpu, rf, encoder, metric: str, wl: Workload, tokens_enc: 
                 if metric == "difflib":
                     values = np.asarray(ratios, dtype=np.float64)
                     oracle = "difflib"
+                    if opts.thresholds:  # the sweep checks its results on the same sample
+                        difflib_samples[q] = (sample, values)
                 else:
                     total = lengths[sample] + len(sid)
                     values = np.array([2.0 * lcs_scorer(choices[int(i)], sid) / t if t else 1.0
@@ -435,6 +781,20 @@ def _bench_metric(kato_gpu, rf, encoder, metric: str, wl: Workload, tokens_enc: 
                 note(q, check_sample(sample, values, got_idx, got_sims, n, threshold, limit, oracle))
                 sample_checked += sample_size
             bar.update(1)
+
+    # The threshold sweep and the batch comparison, on the same matcher, before learning.
+    sweep = None
+    sweep_ok = batch_ok = True
+    if opts.thresholds:
+        sweep, found = _threshold_sweep(matcher, rf, metric, wl, states, state_ids, choices, difflib_samples,
+                                        opts, err)
+        sweep_ok = not found
+        problems.extend(f"[{metric}] {text}" for text in found[:MAX_REPORTED])
+    batch = None
+    if opts.batch > 0:
+        batch, found = _batch_bench(matcher, rf, metric, wl, choices, opts, err)
+        batch_ok = not found
+        problems.extend(f"[{metric}] {text}" for text in found[:MAX_REPORTED])
 
     # Learning comes after every query has been compared, so the learned patterns never enter a
     # checked result.
@@ -493,10 +853,14 @@ def _bench_metric(kato_gpu, rf, encoder, metric: str, wl: Workload, tokens_enc: 
         "load": load,
         "engines": engines,
         "learning": learning,
+        "thresholds": sweep,
+        "batch": batch,
         "verification": {
-            "ok": not bad_queries and not learn_problems,
+            "ok": not bad_queries and not learn_problems and sweep_ok and batch_ok,
             "queries_with_differences": len(bad_queries),
             "learning_ok": not learn_problems,
+            "thresholds_ok": sweep_ok,
+            "batch_ok": batch_ok,
             "queries_checked_whole_result": full_checked,
             "sampled_pairs_checked": sample_checked,
             "first_differences": problems,
@@ -534,7 +898,7 @@ def _table(metric: str, result: Dict[str, Any], opts: BenchOptions, out: IO[str]
     if kg.get("names_median_ms") is not None:
         notes.append(f"kato_gpu: building res.names (not timed above) took {kg['names_median_ms']:.2f} ms median")
     v = result["verification"]
-    if v["ok"]:
+    if not v["queries_with_differences"]:
         what = []
         if v["queries_checked_whole_result"]:
             what.append(f"whole result bit-identical to rapidfuzz on {v['queries_checked_whole_result']} queries")
@@ -543,12 +907,15 @@ def _table(metric: str, result: Dict[str, Any], opts: BenchOptions, out: IO[str]
                         f"{'difflib' if metric == 'difflib' else 'LCSseq.similarity'}")
         notes.append("verified: " + ("; ".join(what) if what else "result order and threshold"))
     else:
-        if v["queries_with_differences"]:
-            notes.append(f"MISMATCH on {v['queries_with_differences']} queries")
-        if not v.get("learning_ok", True):
-            notes.append("LEARNING FAILED: " + "; ".join(t for t in v["first_differences"] if "learning:" in t))
+        notes.append(f"MISMATCH on {v['queries_with_differences']} queries")
+    if not v.get("learning_ok", True):
+        notes.append("LEARNING FAILED: " + "; ".join(t for t in v["first_differences"] if "learning:" in t))
     for text in notes:
         print(f"  {text}", file=out)
+    if result.get("thresholds"):
+        _sweep_table(metric, result["thresholds"], out)
+    if result.get("batch"):
+        _batch_table(metric, result["batch"], out)
     learning = result.get("learning")
     if learning:
         rate = learning["patterns_per_s"]
@@ -562,6 +929,49 @@ def _table(metric: str, result: Dict[str, Any], opts: BenchOptions, out: IO[str]
         print(f"  promotion: sync_cpu_to_gpu() of {promo['patterns']:,} patterns in {promo['ms']:,.2f} ms "
               f"({'n/a' if per is None else f'{per:.2f} us'} per pattern, bulk tier on {promo['bulk_device']}); "
               f"matcher now holds {learning['matcher_patterns_after']:,}", file=out)
+
+
+def _sweep_table(metric: str, sweep: Dict[str, Any], out: IO[str]) -> None:
+    limit = sweep["max_predictions"]
+    print(f"  threshold sweep ({metric}, max_predictions={'all' if limit is None else limit}): "
+          f"kato_gpu {sweep['kato_gpu']} against {sweep['cdist']['label']}", file=out)
+    header = (f"  {'threshold':>9} {'kato_gpu median ms':>19} {'p95 ms':>9} {'matches/query':>14} "
+              f"{'cdist ms':>9} {'speed-up':>9}")
+    print(header, file=out)
+    print("  " + "-" * (len(header) - 2), file=out)
+    for row in sweep["rows"]:
+        speed = "n/a" if row["speedup"] is None else f"{row['speedup']:,.1f}x"
+        print(f"  {row['threshold']:>9g} {row['median_ms']:>19,.2f} {row['p95_ms']:>9,.2f} "
+              f"{row['mean_matches']:>14,.1f} {row['cdist_median_ms']:>9,.2f} {speed:>9}"
+              + ("" if row["ok"] else "  MISMATCH"), file=out)
+    v = sweep["verification"]
+    if v["ok"]:
+        what = (f"{v['whole_results_checked']} whole results bit-identical to rapidfuzz" if metric == "lcs"
+                else f"{v['sampled_pairs_checked']:,} sampled patterns agree with difflib")
+        print(f"  cdist: {sweep['cdist']['role']}; median of one call per query (same for every row); "
+              f"verified: {what}", file=out)
+    else:
+        print(f"  MISMATCH in {v['results_with_differences']} (threshold, query) results", file=out)
+
+
+def _batch_table(metric: str, batch: Dict[str, Any], out: IO[str]) -> None:
+    limit = batch["max_predictions"]
+    print(f"  batch ({metric}): {batch['states']:,} new states, threshold {batch['threshold']}, "
+          f"max_predictions={'all' if limit is None else limit}, {batch['mean_matches']:,.1f} matches/state; "
+          f"best of {batch['runs']} runs", file=out)
+    rows = [("single", batch["single"], None), ("batch", batch["batch"], batch["speedup"])]
+    if batch.get("dicts"):
+        rows.append(("dicts", batch["dicts"], batch["dicts"]["speedup"]))
+    for _, part, speed in rows:
+        rate = "n/a" if part["states_per_s"] is None else f"{part['states_per_s']:,.1f}"
+        ratio = "" if speed is None else f"  ({speed:,.2f}x the single calls)"
+        print(f"    {part['api']:<78} {part['best_s']:>9,.3f} s {rate:>12} states/s{ratio}", file=out)
+    v = batch["verification"]
+    if v["ok"]:
+        print(f"  verified: {v['compared_with_single']:,} batch results identical to the single calls; "
+              f"{v['oracle_checked']} checked against {v['oracle']}", file=out)
+    else:
+        print(f"  MISMATCH on {v['states_with_differences']} batch states", file=out)
 
 
 def _versions(kato_gpu, rapidfuzz) -> Dict[str, str]:
@@ -591,7 +1001,10 @@ def run(opts: BenchOptions, out: Optional[IO[str]] = None, err: Optional[IO[str]
     print(f"kato-gpu bench: shape={opts.shape} N={opts.patterns:,} Q={opts.queries} "
           f"metrics={','.join(opts.metrics)} threshold={opts.threshold} "
           f"max_predictions={'all' if opts.max_predictions is None else opts.max_predictions} seed={opts.seed} "
-          f"learn={opts.learn:,}",
+          f"learn={opts.learn:,}"
+          + (f" thresholds={','.join(f'{t:g}' for t in opts.thresholds)}" if opts.thresholds else "")
+          + (f" batch={opts.batch:,} (max_predictions={'all' if batch_limit(opts) is None else batch_limit(opts)})"
+             if opts.batch else ""),
           file=out)
     print(f"machine: {total_cpus} CPUs ({usable_cpus if usable_cpus is not None else '?'} usable); "
           + ", ".join(f"{k} {v}" for k, v in versions.items()), file=out)

@@ -25,16 +25,22 @@ ascending"; the benchmark's equality checks rely on that.
 
 The same ``(n_patterns, n_queries, shape, seed)`` always gives the same workload (for a given
 NumPy version): patterns and queries come from separate streams seeded by ``seed``.
+:func:`generate_queries` makes more queries for a workload from another stream.
+
+:func:`iter_kato_chunks` generates ``kato`` patterns a chunk at a time (chunk ``c`` from the
+stream ``[seed, 0, c]``), so that tens of millions of patterns can be generated and loaded
+without ever holding more than one chunk; see ``bench/scale.py``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["SHAPES", "Workload", "generate_workload", "pattern_name", "pattern_names", "pattern_index"]
+__all__ = ["SHAPES", "Workload", "generate_workload", "generate_queries", "pattern_name", "pattern_names",
+           "pattern_index", "KatoChunk", "kato_vocab", "iter_kato_chunks"]
 
 SHAPES = ("kato", "chunks")
 
@@ -300,32 +306,44 @@ def _kato_patterns(rng: np.random.Generator, n: int, chunk_events: int = 1 << 17
     return vocab, id_of_rank, weights, tokens, offsets, event_offsets, pattern_event_offsets
 
 
+def _kato_query_from(rng: np.random.Generator, src: int, tokens, event_offsets, pattern_event_offsets,
+                     id_of_rank, rank_of_id, inv) -> List[np.ndarray]:
+    """One ``kato`` query (its events, local ids) made from pattern ``src`` of the given arrays."""
+    keep_fraction = float(rng.uniform(*KATO_KEEP))
+    lo, hi = int(pattern_event_offsets[src]), int(pattern_event_offsets[src + 1])
+    n_ev = hi - lo
+    used = int(rng.integers(1, min(KATO_STM_EVENTS, n_ev) + 1))
+    events = []
+    for e in range(lo, lo + used):
+        event = tokens[event_offsets[e]: event_offsets[e + 1]]
+        keep = min(len(event), max(1, int(len(event) * keep_fraction)))
+        kept = rng.choice(event, size=keep, replace=False)
+        noise_count = int(rng.integers(KATO_NOISE[0], KATO_NOISE[1] + 1))
+        if noise_count:
+            keys = rng.standard_exponential(len(inv)) * inv
+            keys[rank_of_id[kept]] = np.inf  # never repeat a kept token
+            noise = id_of_rank[np.argsort(keys, kind="stable")[:noise_count]]
+            kept = np.concatenate([kept, noise])
+        events.append(np.unique(kept).astype(np.int32))  # unique() also sorts
+    return events
+
+
+def _rank_of_id(id_of_rank: np.ndarray) -> np.ndarray:
+    rank_of_id = np.empty(len(id_of_rank), dtype=np.int64)
+    rank_of_id[id_of_rank] = np.arange(len(id_of_rank))
+    return rank_of_id
+
+
 def _kato_queries(rng: np.random.Generator, count: int, tokens, offsets, event_offsets,
                   pattern_event_offsets, id_of_rank, weights):
     n = len(offsets) - 1
-    rank_of_id = np.empty(len(id_of_rank), dtype=np.int64)
-    rank_of_id[id_of_rank] = np.arange(len(id_of_rank))
+    rank_of_id = _rank_of_id(id_of_rank)
     inv = 1.0 / weights
     states, sources = [], []
     for _ in range(count):
         src = int(rng.integers(n))
-        keep_fraction = float(rng.uniform(*KATO_KEEP))
-        lo, hi = int(pattern_event_offsets[src]), int(pattern_event_offsets[src + 1])
-        n_ev = hi - lo
-        used = int(rng.integers(1, min(KATO_STM_EVENTS, n_ev) + 1))
-        events = []
-        for e in range(lo, lo + used):
-            event = tokens[event_offsets[e]: event_offsets[e + 1]]
-            keep = min(len(event), max(1, int(len(event) * keep_fraction)))
-            kept = rng.choice(event, size=keep, replace=False)
-            noise_count = int(rng.integers(KATO_NOISE[0], KATO_NOISE[1] + 1))
-            if noise_count:
-                keys = rng.standard_exponential(len(weights)) * inv
-                keys[rank_of_id[kept]] = np.inf  # never repeat a kept token
-                noise = id_of_rank[np.argsort(keys, kind="stable")[:noise_count]]
-                kept = np.concatenate([kept, noise])
-            events.append(np.unique(kept).astype(np.int32))  # unique() also sorts
-        states.append(events)
+        states.append(_kato_query_from(rng, src, tokens, event_offsets, pattern_event_offsets,
+                                       id_of_rank, rank_of_id, inv))
         sources.append(src)
     return states, np.asarray(sources, dtype=np.int64)
 
@@ -400,3 +418,74 @@ def generate_workload(n_patterns: int, n_queries: int, shape: str = "kato", seed
         event_offsets=event_offsets,
         pattern_event_offsets=pattern_event_offsets,
     )
+
+
+def generate_queries(wl: Workload, count: int, stream: int) -> Tuple[List[np.ndarray], List[List[List[str]]], np.ndarray]:
+    """``count`` more queries for ``wl``, made as ``generate_workload`` makes its own, from the
+    stream ``[wl.seed, stream]`` (``stream`` >= 3: 0 and 1 are the workload's, 2 the benchmark's
+    samples). Returns (flattened states as int32 local ids, the states as events of symbols, the
+    source pattern of each)."""
+    if stream < 3:
+        raise ValueError(f"stream must be >= 3 (0-2 are taken), got {stream}")
+    rng = np.random.default_rng([wl.seed, stream])
+    if wl.shape == "kato":
+        _, id_of_rank, weights = kato_vocab()
+        states, sources = _kato_queries(rng, count, wl.tokens, wl.offsets, wl.event_offsets,
+                                        wl.pattern_event_offsets, id_of_rank, weights)
+    else:
+        _, id_of_rank = _local_ids([f"sym_{i}" for i in range(CHUNK_VOCAB)])
+        alias = _Alias(_zipf_weights(CHUNK_VOCAB, CHUNK_ZIPF))
+        states, sources = _chunks_queries(rng, count, wl.tokens, wl.offsets, id_of_rank, alias)
+    vocab_array = wl._vocab_array
+    queries = [np.concatenate(events).astype(np.int32) for events in states]
+    events = [[vocab_array[ev].tolist() for ev in evs] for evs in states]
+    return queries, events, sources
+
+
+# ---------------------------------------------------------------------------- kato shape in chunks
+def kato_vocab() -> Tuple[List[str], np.ndarray, np.ndarray]:
+    """The ``kato`` shape's (sorted vocabulary, rank -> local id, Zipf weight by rank)."""
+    by_rank = [f"tok_{i}" for i in range(KATO_WORDS)] + [f"VCTR|{i:04x}" for i in range(KATO_VECTORS)]
+    vocab, id_of_rank = _local_ids(by_rank)
+    return vocab, id_of_rank, _zipf_weights(len(by_rank), KATO_ZIPF)
+
+
+@dataclass
+class KatoChunk:
+    """Patterns ``start .. start + n_patterns`` of a chunked ``kato`` workload, in CSR form with
+    offsets local to the chunk (``offsets[0] == 0``); local ids as in :func:`kato_vocab`."""
+
+    index: int
+    start: int
+    tokens: np.ndarray  # int32
+    offsets: np.ndarray  # int64, n_patterns + 1
+    event_offsets: np.ndarray
+    pattern_event_offsets: np.ndarray
+
+    @property
+    def n_patterns(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.n_patterns
+
+    def query(self, rng: np.random.Generator, local: int) -> List[np.ndarray]:
+        """A query (its events, local ids) made from pattern ``start + local`` as
+        ``generate_workload`` makes its queries."""
+        _, id_of_rank, weights = kato_vocab()
+        return _kato_query_from(rng, local, self.tokens, self.event_offsets, self.pattern_event_offsets,
+                                id_of_rank, _rank_of_id(id_of_rank), 1.0 / weights)
+
+
+def iter_kato_chunks(n_patterns: int, chunk: int, seed: int = 42) -> Iterator[KatoChunk]:
+    """``n_patterns`` ``kato`` patterns, ``chunk`` at a time; chunk ``c`` comes from the stream
+    ``[seed, 0, c]``, so any chunk can be regenerated alone. Same shape and vocabulary as
+    ``generate_workload(..., "kato")`` (not the same patterns: that one uses one stream)."""
+    if n_patterns < 1 or chunk < 1:
+        raise ValueError(f"n_patterns and chunk must be >= 1, got {n_patterns} and {chunk}")
+    for c, start in enumerate(range(0, n_patterns, chunk)):
+        count = min(chunk, n_patterns - start)
+        _, _, _, tokens, offsets, event_offsets, pattern_event_offsets = \
+            _kato_patterns(np.random.default_rng([seed, 0, c]), count)
+        yield KatoChunk(c, start, tokens, offsets, event_offsets, pattern_event_offsets)
