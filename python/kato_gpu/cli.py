@@ -3,7 +3,11 @@
 ``kato-gpu bench``: loads a seeded workload into kato_gpu, times the same queries through
 kato_gpu, RapidFuzz and difflib, and checks kato_gpu's results against the exact references
 (exit status 1 on any difference, 2 when rapidfuzz is missing); then times learning new
-patterns one ``add_new_pattern`` call at a time and their promotion (``--learn``).
+patterns one ``add_new_pattern`` call at a time and their promotion (``--learn``); optionally a
+threshold sweep (``--thresholds``) and one batch call against single calls (``--batch``).
+
+``kato-gpu scale-bench``: loads millions of KATO-shaped patterns a chunk at a time and reports
+memory, load time and query latency, verifying results on seeded samples (``bench/scale.py``).
 """
 
 from __future__ import annotations
@@ -161,7 +165,53 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--metric", choices=("lcs", "difflib", "both"), default="both")
     predict.add_argument("--seed", type=int, default=42)
     predict.add_argument("--json", dest="json_path", default=None, metavar="PATH")
+    scale = commands.add_parser(
+        "scale-bench",
+        help="load millions of KATO-shaped patterns a chunk at a time, report memory, load time and query "
+             "latency, and verify results on seeded samples",
+        description=(
+            "Generates KATO-shaped patterns (the bench's kato workload: same generator, vocabulary and names) "
+            "CHUNK at a time, loading each chunk with one add_patterns_csr call at once, so the benchmark itself "
+            "never holds more than a chunk. Reports the load time (inside add_patterns_csr, and wall time with "
+            "generation), patterns/s, the matcher's memory_bytes, process RSS before/after and the peak (VmHWM), "
+            "then the latency of match_patterns_arrays(state, THRESHOLD, None) and (..., LIMIT) with matches per "
+            "query. Every result is checked: order, limit = head of the whole result, and SAMPLE stored patterns "
+            "per query against the exact oracle (RapidFuzz LCSseq for lcs, difflib for difflib). One metric at a "
+            "time. Exit status: 0 verified, 1 a result differs, 2 rapidfuzz missing or bad arguments."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    scale.add_argument("--patterns", type=_positive_int, default=10_000_000, metavar="N",
+                       help="number of patterns to load")
+    scale.add_argument("--queries", type=_positive_int, default=10, metavar="Q",
+                       help="number of timed queries (plus one untimed warm-up per call)")
+    scale.add_argument("--metric", choices=("lcs", "difflib", "both"), default="both",
+                       help="similarity metric(s), one matcher at a time")
+    scale.add_argument("--threshold", type=_threshold, default=0.1, help="recall threshold of the timed queries")
+    scale.add_argument("--limit", type=_positive_int, default=100, metavar="K",
+                       help="max_predictions of the second timed call (the first returns every match)")
+    scale.add_argument("--chunk", type=_positive_int, default=100_000, metavar="N",
+                       help="patterns generated and loaded (one add_patterns_csr call) at a time")
+    scale.add_argument("--sample", type=_non_negative_int, default=20_000, metavar="K",
+                       help="stored patterns per query checked against the exact oracle (their tokens are kept)")
+    scale.add_argument("--promote", choices=("each", "end"), default="each",
+                       help="each: add_patterns_csr(promote=True) per chunk; end: promote=False, then one "
+                            "sync_cpu_to_gpu() (counted in the load time)")
+    scale.add_argument("--seed", type=int, default=42, help="workload seed")
+    scale.add_argument("--json", dest="json_path", default=None, metavar="PATH",
+                       help="also write every number as JSON to PATH")
+    scale.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
     return parser
+
+
+def _scale_bench(args: argparse.Namespace) -> int:
+    from .bench.scale import ScaleOptions, run_scale
+
+    metrics = ("lcs", "difflib") if args.metric == "both" else (args.metric,)
+    return run_scale(ScaleOptions(
+        patterns=args.patterns, queries=args.queries, metrics=metrics, threshold=args.threshold,
+        limit=args.limit, chunk=args.chunk, sample=args.sample, seed=args.seed, promote=args.promote,
+        json_path=args.json_path, progress=not args.no_progress))
 
 
 def _predict_bench(args: argparse.Namespace) -> int:
@@ -210,6 +260,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _bench(args)
     if args.command == "predict-bench":
         return _predict_bench(args)
+    if args.command == "scale-bench":
+        return _scale_bench(args)
     parser.print_help()
     return 2
 

@@ -478,14 +478,19 @@ class KatoChunk:
                                 id_of_rank, _rank_of_id(id_of_rank), 1.0 / weights)
 
 
+#: Events drawn at a time by :func:`iter_kato_chunks` (bounds its temporaries to a few tens of MB).
+CHUNK_DRAW_EVENTS = 1 << 14
+
+
 def iter_kato_chunks(n_patterns: int, chunk: int, seed: int = 42) -> Iterator[KatoChunk]:
     """``n_patterns`` ``kato`` patterns, ``chunk`` at a time; chunk ``c`` comes from the stream
     ``[seed, 0, c]``, so any chunk can be regenerated alone. Same shape and vocabulary as
-    ``generate_workload(..., "kato")`` (not the same patterns: that one uses one stream)."""
+    ``generate_workload(..., "kato")`` (not the same patterns: that one uses one stream and
+    draws more events at a time)."""
     if n_patterns < 1 or chunk < 1:
         raise ValueError(f"n_patterns and chunk must be >= 1, got {n_patterns} and {chunk}")
     for c, start in enumerate(range(0, n_patterns, chunk)):
         count = min(chunk, n_patterns - start)
         _, _, _, tokens, offsets, event_offsets, pattern_event_offsets = \
-            _kato_patterns(np.random.default_rng([seed, 0, c]), count)
+            _kato_patterns(np.random.default_rng([seed, 0, c]), count, CHUNK_DRAW_EVENTS)
         yield KatoChunk(c, start, tokens, offsets, event_offsets, pattern_event_offsets)
