@@ -353,3 +353,329 @@ def test_predict_bench_verifies_and_detects_a_wrong_tuple(monkeypatch, capsys):
     monkeypatch.setattr(HybridGPUMatcher, "match_predictions", drop_one_missing)
     assert main(["predict-bench", "--patterns", "1500", "--queries", "2", "--sample", "300", "--metric", "difflib"]) == 1
     assert "MISMATCHES" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------- threshold sweep
+SWEEP = (0.0, 0.1, 0.3, 0.5, 0.9)
+SWEEP_ARG = ",".join(str(t) for t in SWEEP)
+
+
+def _similarity(metric, pattern, state):
+    if metric == "difflib":
+        return difflib.SequenceMatcher(None, pattern, state, autojunk=False).ratio()
+    return 2.0 * LCSseq.similarity(pattern, state) / (len(pattern) + len(state))
+
+
+_SIMS = {}
+
+
+def _brute_force(shape, metric, states=None, key="queries"):
+    """Similarity of every state (default: the workload's queries) with all N patterns, from the
+    regenerated symbols (Q x N), cached."""
+    if (shape, metric, key) not in _SIMS:
+        wl = generate_workload(N, Q, shape, SEED)
+        if states is None:
+            states = [[s for event in events for s in event] for events in wl.query_events]
+        patterns = [wl.pattern_symbols(i) for i in range(N)]
+        _SIMS[(shape, metric, key)] = np.array([[_similarity(metric, p, s) for p in patterns] for s in states])
+    return _SIMS[(shape, metric, key)]
+
+
+@pytest.mark.parametrize("metric,limit", [("lcs", "all"), ("difflib", "all"), ("lcs", "25")])
+def test_threshold_sweep(tmp_path, capsys, metric, limit):
+    code, report = _bench(tmp_path, "--metric", metric, "--thresholds", SWEEP_ARG, "--max-predictions", limit,
+                          "--difflib-sample", "500", "--learn", "0")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert report["options"]["thresholds"] == list(SWEEP)
+    r = report["results"][metric]
+    assert r["verification"]["ok"] and r["verification"]["thresholds_ok"]
+    sweep = r["thresholds"]
+    assert set(sweep) >= {"max_predictions", "cdist", "rows", "verification"}
+    assert sweep["max_predictions"] == (None if limit == "all" else int(limit))
+    assert len(sweep["cdist"]["times_ms"]) == Q
+    cdist_median = sweep["cdist"]["median_ms"]
+    assert cdist_median == pytest.approx(float(np.median(sweep["cdist"]["times_ms"])))
+    v = sweep["verification"]
+    assert v["ok"] and v["results_with_differences"] == 0 and v["first_differences"] == []
+    assert v["whole_results_checked"] == (Q * len(SWEEP) if metric == "lcs" else 0)
+    assert v["sampled_pairs_checked"] == (Q * len(SWEEP) * 500 if metric == "difflib" else 0)
+
+    # Matches per query at every threshold, recounted here from the symbols.
+    sims = _brute_force("kato", metric)
+    assert [row["threshold"] for row in sweep["rows"]] == list(SWEEP)
+    previous = None
+    for row in sweep["rows"]:
+        assert set(row) >= {"threshold", "median_ms", "p95_ms", "times_ms", "matches_per_query", "mean_matches",
+                            "cdist_median_ms", "speedup", "ok"}
+        assert row["ok"] and len(row["times_ms"]) == Q
+        assert 0 < row["median_ms"] <= row["p95_ms"] <= max(row["times_ms"])
+        expected = [int(np.count_nonzero(sims[q] >= row["threshold"])) for q in range(Q)]
+        if limit != "all":
+            expected = [min(e, int(limit)) for e in expected]
+        assert row["matches_per_query"] == expected
+        assert row["mean_matches"] == pytest.approx(np.mean(expected))
+        assert row["cdist_median_ms"] == cdist_median  # one cdist time for every row
+        assert row["speedup"] == pytest.approx(cdist_median / row["median_ms"])
+        if previous is not None:  # a higher threshold never matches more
+            assert all(a <= b for a, b in zip(row["matches_per_query"], previous))
+        previous = row["matches_per_query"]
+    assert sweep["rows"][0]["matches_per_query"] == [N if limit == "all" else int(limit)] * Q  # threshold 0
+    assert f"threshold sweep ({metric}" in out and "speed-up" in out
+
+
+def test_no_sweep_and_no_batch_by_default(tmp_path):
+    code, report = _bench(tmp_path, "--metric", "lcs", "--difflib-sample", "0", "--learn", "0")
+    assert code == 0
+    r = report["results"]["lcs"]
+    assert r["thresholds"] is None and r["batch"] is None
+    assert report["options"]["thresholds"] == [] and report["options"]["batch"] == 0
+
+
+def test_sweep_mismatch_is_detected(tmp_path, monkeypatch, capsys):
+    """A result wrong at one threshold only (the main path's 0.1 stays right) fails the run."""
+    real = kato_gpu.HybridGPUMatcher.match_patterns_arrays
+
+    def wrong_at_03(self, state, threshold, max_predictions=None):
+        res = real(self, state, threshold, max_predictions)
+        return _Altered(res, bump=2) if threshold == 0.3 else res
+
+    monkeypatch.setattr(kato_gpu.HybridGPUMatcher, "match_patterns_arrays", wrong_at_03)
+    for metric in ("lcs", "difflib"):
+        code, report = _bench(tmp_path, "--metric", metric, "--thresholds", SWEEP_ARG, "--difflib-sample", str(N),
+                              "--learn", "0")
+        assert code == 1
+        assert report["ok"] is False
+        r = report["results"][metric]
+        assert r["verification"]["queries_with_differences"] == 0  # the main path is right
+        assert not r["verification"]["ok"] and not r["verification"]["thresholds_ok"]
+        assert [row["ok"] for row in r["thresholds"]["rows"]] == [t != 0.3 for t in SWEEP]
+        assert r["thresholds"]["verification"]["results_with_differences"] == Q
+        err = capsys.readouterr().err
+        assert "threshold 0.3 query 0" in err
+
+
+def test_sweep_and_batch_arguments():
+    parser = cli.build_parser()
+    args = parser.parse_args(["bench", "--thresholds", "0, 0.5,1"])
+    assert args.thresholds == (0.0, 0.5, 1.0)
+    assert parser.parse_args(["bench"]).batch_limit == "same"
+    assert parser.parse_args(["bench", "--batch-limit", "all"]).batch_limit is None
+    assert parser.parse_args(["bench", "--batch-limit", "7"]).batch_limit == 7
+    for bad in (["bench", "--thresholds", "0,1.5"], ["bench", "--thresholds", "0,,1"], ["bench", "--thresholds", "x"],
+                ["bench", "--batch", "-1"], ["bench", "--batch-limit", "0"], ["bench", "--batch-limit", "many"]):
+        assert cli.main(bad) == 2, bad
+
+
+# ---------------------------------------------------------------------------- batch
+BATCH = 40
+
+
+@pytest.mark.parametrize("metric,batch_limit", [("lcs", "15"), ("difflib", "15"), ("lcs", "same")])
+def test_batch(tmp_path, capsys, metric, batch_limit):
+    from kato_gpu.bench.workload import generate_queries
+
+    code, report = _bench(tmp_path, "--metric", metric, "--batch", str(BATCH), "--batch-limit", batch_limit,
+                          "--difflib-sample", "300", "--learn", "0")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    r = report["results"][metric]
+    assert r["verification"]["ok"] and r["verification"]["batch_ok"]
+    b = r["batch"]
+    limit = None if batch_limit == "same" else int(batch_limit)  # "same": the bench's --max-predictions (all)
+    assert b["states"] == BATCH and b["threshold"] == THRESHOLD and b["max_predictions"] == limit
+    assert b["runs"] == 3 and b["dicts"] is None
+    for part in ("single", "batch"):
+        p = b[part]
+        assert len(p["runs_s"]) == 3 and p["best_s"] == min(p["runs_s"]) > 0
+        assert p["states_per_s"] == pytest.approx(BATCH / p["best_s"])
+    assert b["speedup"] == pytest.approx(b["single"]["best_s"] / b["batch"]["best_s"])
+    v = b["verification"]
+    assert v["ok"] and v["states_with_differences"] == 0 and v["compared_with_single"] == BATCH
+    assert v["oracle_checked"] == 5
+
+    # The batch states are new (not the timed queries), and their match counts are recounted here.
+    wl = generate_workload(N, Q, "kato", SEED)
+    queries, events, _ = generate_queries(wl, BATCH, 3)
+    states = [[s for e in evs for s in e] for evs in events]
+    assert states[0] != wl.state_symbols(0)
+    sims = _brute_force("kato", metric, states, key=f"batch{BATCH}")
+    counts = [int(np.count_nonzero(row >= THRESHOLD)) for row in sims]
+    if limit is not None:
+        counts = [min(c, limit) for c in counts]
+    assert b["total_matches"] == sum(counts)
+    assert b["mean_matches"] == pytest.approx(np.mean(counts))
+    assert f"batch ({metric})" in out and "states/s" in out
+
+
+def test_batch_dicts(tmp_path, capsys):
+    code, report = _bench(tmp_path, "--metric", "lcs", "--batch", "20", "--batch-limit", "10", "--batch-dicts",
+                          "--difflib-sample", "0", "--learn", "0")
+    assert code == 0
+    d = report["results"]["lcs"]["batch"]["dicts"]
+    assert d["api"].startswith("match_patterns_batch") and d["compared_with_single"] == 20
+    assert d["best_s"] == min(d["runs_s"]) and d["states_per_s"] == pytest.approx(20 / d["best_s"])
+    assert "a dict per match" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("metric", ["lcs", "difflib"])
+def test_batch_mismatch_is_detected(tmp_path, monkeypatch, capsys, metric):
+    """A batch result that differs from its single call (one match dropped from state 7) fails the run."""
+    from kato_gpu.bench import runner
+
+    real = runner.batch_arrays_call
+
+    def corrupted(matcher):
+        call, label = real(matcher)
+
+        def wrong(states, threshold, limit):
+            results = list(call(states, threshold, limit))
+            if len(results) > 7:
+                results[7] = _Altered(results[7], drop=3)
+            return results
+
+        return wrong, label
+
+    monkeypatch.setattr(runner, "batch_arrays_call", corrupted)
+    code, report = _bench(tmp_path, "--metric", metric, "--batch", "12", "--batch-limit", "10",
+                          "--difflib-sample", "200", "--learn", "0")
+    assert code == 1
+    r = report["results"][metric]
+    assert r["verification"]["queries_with_differences"] == 0 and not r["verification"]["batch_ok"]
+    v = r["batch"]["verification"]
+    assert not v["ok"] and v["states_with_differences"] == 1
+    err = capsys.readouterr().err
+    assert "batch state 7: differs from the single call" in err
+
+
+def test_batch_wrong_everywhere_is_caught_by_the_oracle(tmp_path, monkeypatch, capsys):
+    """Batch and single calls that agree on a wrong value (batch state 0, one ulp off at position
+    1) are caught by the oracle check."""
+    from kato_gpu.bench import runner
+    from kato_gpu.bench.workload import generate_queries
+
+    wl = generate_workload(N, Q, "kato", SEED)
+    target = [s for e in generate_queries(wl, 10, 3)[1][0] for s in e]  # batch state 0
+    real_batch = runner.batch_arrays_call
+    real_single = kato_gpu.HybridGPUMatcher.match_patterns_arrays
+
+    def corrupted(matcher):
+        call, label = real_batch(matcher)
+
+        def wrong(states, threshold, limit):
+            return [_Altered(r, bump=1) if s == target else r for s, r in zip(states, call(states, threshold, limit))]
+
+        return wrong, label
+
+    def single(self, state, threshold, max_predictions=None):
+        res = real_single(self, state, threshold, max_predictions)
+        return _Altered(res, bump=1) if state == target else res
+
+    monkeypatch.setattr(runner, "batch_arrays_call", corrupted)
+    monkeypatch.setattr(kato_gpu.HybridGPUMatcher, "match_patterns_arrays", single)
+    code, report = _bench(tmp_path, "--metric", "lcs", "--batch", "10", "--batch-limit", "10",
+                          "--difflib-sample", "0", "--learn", "0")
+    assert code == 1
+    v = report["results"]["lcs"]["batch"]["verification"]
+    assert not v["ok"] and v["compared_with_single"] == 10 and v["states_with_differences"] == 1
+    assert "batch (oracle) state 0: position 1" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- scale-bench
+SCALE_N = 20_000
+
+
+def _scale(tmp_path, *extra):
+    path = tmp_path / "scale.json"
+    code = cli.main(["scale-bench", "--patterns", str(SCALE_N), "--queries", "2", "--chunk", "6000",
+                     "--no-progress", "--json", str(path), *extra])
+    return code, (json.loads(path.read_text()) if path.exists() else None)
+
+
+def test_scale_bench(tmp_path, capsys):
+    from kato_gpu.bench.workload import iter_kato_chunks, kato_vocab
+
+    code, report = _scale(tmp_path, "--sample", "3000", "--limit", "50")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert report["ok"] is True
+    assert report["workload"]["n_patterns"] == SCALE_N and report["workload"]["chunk"] == 6000
+    for m in ("lcs", "difflib"):
+        r = report["results"][m]
+        load = r["load"]
+        assert load["chunks"] == 4
+        assert 0 < load["add_patterns_csr_s"] <= load["seconds"] <= load["wall_s"]
+        assert load["generate_s"] <= load["wall_s"]
+        assert load["patterns_per_s"] == pytest.approx(SCALE_N / load["seconds"])
+        assert load["memory_bytes"] > 0 and load["memory_bytes"] == load["stats"]["memory_bytes"]
+        assert load["stats"]["total_patterns"] == SCALE_N
+        assert load["rss_before_bytes"] > 0 and load["rss_after_bytes"] > 0
+        assert load["peak_rss_bytes"] >= load["rss_after_bytes"]
+        lat = r["latency"]
+        assert [row["max_predictions"] for row in lat["rows"]] == [None, 50]
+        for row in lat["rows"]:
+            assert len(row["times_ms"]) == 2 and len(row["matches_per_query"]) == 2
+        whole, limited = lat["rows"][0]["matches_per_query"], lat["rows"][1]["matches_per_query"]
+        assert limited == [min(c, 50) for c in whole]
+        v = r["verification"]
+        assert v["ok"] and v["sample_per_query"] == 3000 and v["sampled_pairs_checked"] == 2 * 2 * 3000
+        assert f"metric {m}" in out
+
+    # Query 0 recounted over every pattern, from the documented streams.
+    vocab = np.array(kato_vocab()[0], dtype=object)
+    chunks = list(iter_kato_chunks(SCALE_N, 6000, 42))
+    src = int(np.random.default_rng([42, 1]).integers(SCALE_N, size=2)[0])
+    chunk = next(c for c in chunks if c.start <= src < c.stop)
+    state = vocab[np.concatenate(chunk.query(np.random.default_rng([42, 1, 0]), src - chunk.start))].tolist()
+    patterns = [vocab[c.tokens[c.offsets[i]: c.offsets[i + 1]]].tolist() for c in chunks for i in range(c.n_patterns)]
+    assert len(patterns) == SCALE_N
+    for m in ("lcs", "difflib"):
+        count = sum(_similarity(m, p, state) >= 0.1 for p in patterns)
+        assert report["results"][m]["latency"]["rows"][0]["matches_per_query"][0] == count
+
+
+def test_scale_bench_promote_at_end(tmp_path):
+    code, report = _scale(tmp_path, "--metric", "lcs", "--sample", "500", "--promote", "end")
+    assert code == 0
+    load = report["results"]["lcs"]["load"]
+    assert load["promote_s"] is not None and load["stats"]["bulk_tier_patterns"] == SCALE_N
+    assert list(report["results"]) == ["lcs"]
+
+
+class _Swapped(_Altered):
+    """Entries 1 and 3 (name and similarity) swapped: the right matches, out of order."""
+
+    def __init__(self, result):
+        super().__init__(result)
+        if len(self.names) > 3:
+            self.names[1], self.names[3] = self.names[3], self.names[1]
+            self.similarities[[1, 3]] = self.similarities[[3, 1]]
+
+
+@pytest.mark.parametrize("how", ["drop", "swap", "bump"])
+def test_scale_bench_detects_a_wrong_result(tmp_path, monkeypatch, capsys, how):
+    real = kato_gpu.HybridGPUMatcher.match_patterns_arrays
+
+    def altered(self, state, threshold, max_predictions=None):
+        res = real(self, state, threshold, max_predictions)
+        if how == "swap":
+            return _Swapped(res)
+        return _Altered(res, drop=500) if how == "drop" else _Altered(res, bump=700)
+
+    monkeypatch.setattr(kato_gpu.HybridGPUMatcher, "match_patterns_arrays", altered)
+    # The sample is every pattern, so the altered one is certainly checked.
+    code, report = _scale(tmp_path, "--metric", "difflib" if how == "bump" else "lcs", "--sample", str(SCALE_N))
+    assert code == 1
+    r = next(iter(report["results"].values()))
+    assert not r["verification"]["ok"] and r["verification"]["queries_with_differences"] == 2
+    err = capsys.readouterr().err
+    assert {"drop": "missing PTRN|", "swap": "out of order", "bump": "kato_gpu 0."}[how] in err
+
+
+def test_scale_bench_arguments(capsys):
+    assert cli.main(["scale-bench", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--patterns" in text and "--chunk" in text and "--metric" in text
+    for bad in (["scale-bench", "--patterns", "0"], ["scale-bench", "--metric", "x"],
+                ["scale-bench", "--promote", "never"], ["scale-bench", "--limit", "all"]):
+        assert cli.main(bad) == 2, bad
