@@ -132,12 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="after each metric's queries, learn N new patterns of the same shape into the "
                             "loaded matcher one add_new_pattern call at a time (each timed: p50/p99/max/mean "
                             "and patterns/s), then time one sync_cpu_to_gpu() promotion of them; 0 skips it")
-    bench.add_argument("--thresholds", type=_thresholds, default=(), metavar="T1,T2,...",
+    bench.add_argument("--thresholds", type=_thresholds, default=None, metavar="T1,T2,...",
                        help="threshold sweep: after each metric's timed queries, time the same queries through "
                             "match_patterns_arrays(state, T, max_predictions) for every T (median, p95, "
                             "matches/query) and verify every result (lcs: whole result against RapidFuzz, whose "
                             "cdist runs once per query and is the reference column; difflib: the difflib sample); "
-                            "e.g. 0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9. Default: no sweep")
+                            "e.g. 0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9; none: no sweep")
     bench.add_argument("--batch", type=_non_negative_int, default=0, metavar="N",
                        help="batch comparison: N new query states (another seed stream) through one batch call "
                             "(match_patterns_batch in arrays form) against N single match_patterns_arrays calls, "
@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch-limit", type=_batch_limit, default="same", metavar="K|all|same",
                        help="max_predictions of the batch part ('same': --max-predictions). A batch returns every "
                             "state's result at once: with 'all', 1000 states over 1M patterns at threshold 0.1 are "
-                            "about 620M matches (~7.5 GB, twice that while a run is compared); use e.g. 100")
+                            "about 620M matches (~7.5 GB held at once); use e.g. 100")
     bench.add_argument("--batch-dicts", action="store_true",
                        help="also time the public match_patterns_batch, which builds a dict per match (keep "
                             "--batch-limit small)")
@@ -238,7 +238,7 @@ def _bench(args: argparse.Namespace) -> int:
         load_chunk=args.load_chunk,
         progress=not args.no_progress,
         learn=args.learn,
-        thresholds=args.thresholds,
+        thresholds=args.thresholds or (),
         batch=args.batch,
         batch_limit=args.batch_limit,
         batch_dicts=args.batch_dicts,
