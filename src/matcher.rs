@@ -13,8 +13,8 @@ use rayon::prelude::*;
 use crate::cuda::link::{DeviceLink, DeviceMirror, DeviceStatus};
 use crate::error::{KatoError, Result};
 use crate::kpi::Kpis;
-use crate::metrics::{self, length_bound, passes, ratio, Metric, PreparedQuery, Scorer};
-use crate::ordering::{sort_and_truncate, Hit, NameOrder};
+use crate::metrics::{self, Metric, PreparedQuery, Scorer};
+use crate::ordering::{Candidate, Hit, LengthRow, NameOrder, QueryPlan};
 use crate::store::{PatternStore, MAX_SYMBOL_ID};
 
 /// Patterns per parallel work item.
@@ -358,16 +358,22 @@ impl Matcher {
         metrics::validate_threshold(threshold)?;
         let started = Instant::now();
         let device = self.device.query(self.metric, state, threshold, limit).map_err(KatoError::DeviceLost)?;
-        let mut hits = match self.metric.prepare(state) {
-            PreparedQuery::Difflib(q) => self.scan(&q, threshold, limit, device.cpu_from),
-            PreparedQuery::Lcs(q) => self.scan(&q, threshold, limit, device.cpu_from),
+        let plan = QueryPlan::new(state.len(), threshold, self.store.lengths());
+        let mut parts = match self.metric.prepare(state) {
+            PreparedQuery::Difflib(q) => self.scan(&q, &plan, limit, device.cpu_from),
+            PreparedQuery::Lcs(q) => self.scan(&q, &plan, limit, device.cpu_from),
         };
-        hits.extend(device.pairs.iter().map(|&(slot, matches)| Hit {
-            similarity: ratio(matches as usize, self.store.tokens(slot).len() + state.len()),
-            order_key: self.order.key(slot),
-            slot,
-        }));
-        sort_and_truncate(&mut hits, limit, &self.store);
+        parts.push(
+            device
+                .pairs
+                .iter()
+                .filter_map(|&(slot, matches)| {
+                    let row = plan.row(self.store.tokens(slot).len());
+                    (matches >= row.min_matches).then(|| plan.candidate(row, matches, slot))
+                })
+                .collect(),
+        );
+        let hits = plan.finish(parts, limit, &self.store, &self.order);
         let histogram = if device.cpu_from > 0 { &self.kpis.gpu_query_duration } else { &self.kpis.cpu_query_duration };
         histogram.observe(started.elapsed());
         self.kpis.patterns_matched.fetch_add(hits.len() as u64, Relaxed);
@@ -380,44 +386,38 @@ impl Matcher {
         states.par_iter().map(|state| self.query(state, threshold, limit)).collect()
     }
 
-    /// Scores slots `from..` on the CPU.
-    fn scan<S: Scorer>(&self, query: &S, threshold: f64, limit: Option<usize>, from: usize) -> Vec<Hit> {
+    /// Scores slots `from..` on the CPU; one list of candidates per chunk of slots.
+    fn scan<S: Scorer>(&self, query: &S, plan: &QueryPlan, limit: Option<usize>, from: usize) -> Vec<Vec<Candidate>> {
         let slots = self.store.slots();
-        let state_len = query.state_len();
-        let chunks: Vec<Vec<Hit>> = (from / CHUNK..slots.div_ceil(CHUNK))
+        (from / CHUNK..slots.div_ceil(CHUNK))
             .into_par_iter()
             .map_init(
-                || query.new_scratch(),
-                |scratch, chunk| {
-                    let mut hits = Vec::new();
-                    let end = ((chunk + 1) * CHUNK).min(slots);
-                    for slot in (chunk * CHUNK).max(from) as u32..end as u32 {
-                        if !self.store.is_live(slot) {
-                            continue;
+                || (query.new_scratch(), Vec::with_capacity(CHUNK), vec![0u32; CHUNK]),
+                |(scratch, needed, counts), chunk| {
+                    let first = (chunk * CHUNK).max(from) as u32;
+                    let run = self.store.run(first, ((chunk + 1) * CHUNK).min(slots) - first as usize);
+                    needed.clear();
+                    needed.extend((0..run.len()).map(|k| {
+                        if self.store.is_live(first + k as u32) {
+                            plan.row(run.pattern_len(k)).min_matches
+                        } else {
+                            LengthRow::NONE
                         }
-                        let pattern = self.store.tokens(slot);
-                        if length_bound(pattern.len(), state_len) < threshold {
-                            continue;
-                        }
-                        let similarity = ratio(query.matches(pattern, scratch), pattern.len() + state_len);
-                        if passes(similarity, threshold) {
-                            hits.push(Hit { similarity, order_key: self.order.key(slot), slot });
+                    }));
+                    query.matches_at_least(run, needed, counts, scratch);
+                    let mut found = Vec::new();
+                    for (k, (&need, &count)) in needed.iter().zip(counts.iter()).enumerate() {
+                        if need != LengthRow::NONE && count >= need {
+                            found.push(plan.candidate(plan.row(run.pattern_len(k)), count, first + k as u32));
                         }
                     }
                     if let Some(k) = limit {
-                        if hits.len() > k {
-                            sort_and_truncate(&mut hits, Some(k), &self.store);
-                        }
+                        plan.keep_best(&mut found, k);
                     }
-                    hits
+                    found
                 },
             )
-            .collect();
-        let mut all = Vec::with_capacity(chunks.iter().map(Vec::len).sum());
-        for chunk in chunks {
-            all.extend(chunk);
-        }
-        all
+            .collect()
     }
 
     /// Bytes held by the store and the name index (an estimate for the index).

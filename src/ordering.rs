@@ -9,8 +9,9 @@
 
 use std::cmp::Ordering;
 
-use rayon::slice::ParallelSliceMut;
+use rayon::prelude::*;
 
+use crate::metrics::{passes, ratio};
 use crate::store::PatternStore;
 
 /// A pattern that passed the threshold.
@@ -139,6 +140,243 @@ pub fn sort_and_truncate(hits: &mut Vec<Hit>, limit: Option<usize>, store: &Patt
     } else {
         hits.sort_unstable_by(|a, b| compare(a, b, store));
     }
+}
+
+/// A pattern that counted enough matches, as a scan reports it: `value` is a class of
+/// [`QueryPlan`] (or the match count M when the plan has no classes), `slot` the pattern's slot.
+#[derive(Clone, Copy, Debug)]
+pub struct Candidate {
+    pub value: u32,
+    pub slot: u32,
+}
+
+/// What one query needs to know per pattern length `P`: the least match count that passes the
+/// threshold, and where each passing `(M, P)` falls in result order.
+#[derive(Clone, Copy, Debug)]
+pub struct LengthRow {
+    /// The least M with `passes(ratio(M, P + S), threshold)`; [`LengthRow::NONE`] when no M up to
+    /// `min(P, S)` passes, so patterns of this length need not be scored at all.
+    pub min_matches: u32,
+    /// Index of `(min_matches, P)` in the plan's class table.
+    first_entry: u32,
+}
+
+impl LengthRow {
+    pub const NONE: u32 = crate::metrics::SKIP;
+    const SKIP: LengthRow = LengthRow { min_matches: LengthRow::NONE, first_entry: 0 };
+}
+
+/// Lengths below this are looked up in a dense table; longer ones by binary search.
+const DENSE_LENGTHS: usize = 1 << 16;
+
+/// Above this many passing `(M, P)` pairs a plan keeps no class table; hits are then ordered by
+/// comparing similarities (same order, slower).
+const MAX_CLASS_ENTRIES: usize = 1 << 18;
+
+/// The threshold and result order of one query, resolved per `(M, P)` before scanning.
+///
+/// For a state of `S` symbols the similarity of a pattern depends only on its match count M and
+/// length P: `ratio(M, P + S)`. The plan evaluates that formula once per passing pair of the
+/// lengths stored and numbers the distinct similarities in result order ("classes", descending).
+/// A scan then tests `M >= min_matches` (an integer compare) and reports a class per hit; results
+/// are ordered by a counting pass over classes and a sort by name key within each class.
+pub struct QueryPlan {
+    state_len: usize,
+    dense: Vec<LengthRow>,
+    /// Rows of lengths `>= DENSE_LENGTHS`, ascending by length.
+    long: Vec<(usize, LengthRow)>,
+    /// `entry_class[first_entry + M - min_matches]`; empty without a class table.
+    entry_class: Vec<u32>,
+    /// The similarity of each class; classes are in result order.
+    class_similarity: Vec<f64>,
+}
+
+impl QueryPlan {
+    /// `lengths`: the distinct lengths of the patterns that may be scored, ascending.
+    pub fn new(state_len: usize, threshold: f64, lengths: impl Iterator<Item = usize>) -> QueryPlan {
+        let mut plan = QueryPlan { state_len, dense: Vec::new(), long: Vec::new(), entry_class: Vec::new(), class_similarity: Vec::new() };
+        // (similarity, entry) of every passing (M, P).
+        let mut entries: Vec<(f64, u32)> = Vec::new();
+        let mut too_many = false;
+        for len in lengths {
+            let most = len.min(state_len);
+            let passing = |m: usize| passes(ratio(m, len + state_len), threshold);
+            // The similarity grows with M, so the passing counts are a suffix of 0..=most.
+            let (mut least, mut above) = (0, most + 1);
+            while least < above {
+                let mid = (least + above) / 2;
+                if passing(mid) {
+                    above = mid;
+                } else {
+                    least = mid + 1;
+                }
+            }
+            let row = if least > most {
+                LengthRow::SKIP
+            } else {
+                let first_entry = entries.len() as u32;
+                if !too_many {
+                    entries.extend((least..=most).map(|m| (ratio(m, len + state_len), first_entry + (m - least) as u32)));
+                    too_many = entries.len() > MAX_CLASS_ENTRIES;
+                }
+                LengthRow { min_matches: least as u32, first_entry }
+            };
+            if len < DENSE_LENGTHS {
+                if plan.dense.len() <= len {
+                    plan.dense.resize(len + 1, LengthRow::SKIP);
+                }
+                plan.dense[len] = row;
+            } else {
+                plan.long.push((len, row));
+            }
+        }
+        if !too_many {
+            entries.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            plan.entry_class = vec![0; entries.len()];
+            for &(similarity, entry) in &entries {
+                if plan.class_similarity.last().is_none_or(|&last| last.to_bits() != similarity.to_bits()) {
+                    plan.class_similarity.push(similarity);
+                }
+                plan.entry_class[entry as usize] = plan.class_similarity.len() as u32 - 1;
+            }
+        }
+        plan
+    }
+
+    pub fn state_len(&self) -> usize {
+        self.state_len
+    }
+
+    /// The row of patterns of `len` symbols (one that skips them when no such length was given).
+    #[inline]
+    pub fn row(&self, len: usize) -> LengthRow {
+        match self.dense.get(len) {
+            Some(&row) => row,
+            None if len < DENSE_LENGTHS => LengthRow::SKIP,
+            None => match self.long.binary_search_by_key(&len, |&(l, _)| l) {
+                Ok(k) => self.long[k].1,
+                Err(_) => LengthRow::SKIP,
+            },
+        }
+    }
+
+    /// The candidate of a pattern of `row` with `matches >= row.min_matches`.
+    #[inline]
+    pub fn candidate(&self, row: LengthRow, matches: u32, slot: u32) -> Candidate {
+        let value = if self.has_classes() {
+            self.entry_class[(row.first_entry + matches - row.min_matches) as usize]
+        } else {
+            matches
+        };
+        Candidate { value, slot }
+    }
+
+    fn has_classes(&self) -> bool {
+        !self.class_similarity.is_empty()
+    }
+
+    /// Drops from one scan chunk's candidates every one that cannot be among the best `limit`
+    /// (keeps whole classes, so at least `limit` remain when there were that many).
+    pub fn keep_best(&self, candidates: &mut Vec<Candidate>, limit: usize) {
+        if !self.has_classes() || candidates.len() <= limit {
+            return;
+        }
+        let mut counts = vec![0usize; self.class_similarity.len()];
+        for c in candidates.iter() {
+            counts[c.value as usize] += 1;
+        }
+        let last = last_class_needed(&counts, limit);
+        candidates.retain(|c| c.value as usize <= last);
+    }
+
+    /// Puts the candidates of every scan chunk (and the device) into result order and keeps the
+    /// first `limit`.
+    pub fn finish(&self, parts: Vec<Vec<Candidate>>, limit: Option<usize>, store: &PatternStore, order: &NameOrder) -> Vec<Hit> {
+        if limit == Some(0) {
+            return Vec::new();
+        }
+        if !self.has_classes() {
+            let mut hits: Vec<Hit> = parts
+                .into_iter()
+                .flatten()
+                .map(|c| Hit {
+                    similarity: ratio(c.value as usize, store.tokens(c.slot).len() + self.state_len),
+                    order_key: order.key(c.slot),
+                    slot: c.slot,
+                })
+                .collect();
+            sort_and_truncate(&mut hits, limit, store);
+            return hits;
+        }
+        let classes = self.class_similarity.len();
+        let mut counts = vec![0usize; classes];
+        for part in &parts {
+            for c in part {
+                counts[c.value as usize] += 1;
+            }
+        }
+        let last = last_class_needed(&counts, limit.unwrap_or(usize::MAX));
+        let mut next = Vec::with_capacity(last + 1);
+        let mut total = 0;
+        for &count in &counts[..=last.min(classes - 1)] {
+            next.push(total);
+            total += count;
+        }
+        // Counting pass: candidates grouped by class, in result order of classes.
+        let mut keyed = vec![(0u64, 0u32); total];
+        for part in &parts {
+            for c in part {
+                if let Some(at) = next.get_mut(c.value as usize) {
+                    keyed[*at] = (order.key(c.slot), c.slot);
+                    *at += 1;
+                }
+            }
+        }
+        drop(parts);
+        // Within a class: name order.
+        let mut groups: Vec<(usize, &mut [(u64, u32)])> = Vec::with_capacity(next.len());
+        let mut rest = &mut keyed[..];
+        for (class, &end) in next.iter().enumerate() {
+            let start = total - rest.len();
+            let (group, tail) = rest.split_at_mut(end - start);
+            groups.push((class, group));
+            rest = tail;
+        }
+        let by_name = |a: &(u64, u32), b: &(u64, u32)| {
+            a.0.cmp(&b.0).then_with(|| if a.1 == b.1 { Ordering::Equal } else { store.name(a.1).cmp(store.name(b.1)) })
+        };
+        let keep_last = limit.map(|k| k.saturating_sub(total - groups.last().map_or(0, |g| g.1.len())));
+        let groups_len = groups.len();
+        groups.par_iter_mut().with_min_len(8).for_each(|(class, group)| {
+            if *class + 1 == groups_len {
+                if let Some(k) = keep_last.filter(|&k| k > 0 && k < group.len()) {
+                    group.select_nth_unstable_by(k - 1, by_name);
+                    group[..k].sort_unstable_by(by_name);
+                    return;
+                }
+            }
+            group.sort_unstable_by(by_name);
+        });
+        let mut hits = Vec::with_capacity(limit.map_or(total, |k| k.min(total)));
+        for (class, group) in groups {
+            let similarity = self.class_similarity[class];
+            let take = limit.map_or(group.len(), |k| (k - hits.len()).min(group.len()));
+            hits.extend(group[..take].iter().map(|&(order_key, slot)| Hit { similarity, order_key, slot }));
+        }
+        hits
+    }
+}
+
+/// The last class (by result order) needed to hold the best `limit` of `counts`.
+fn last_class_needed(counts: &[usize], limit: usize) -> usize {
+    let mut seen = 0;
+    for (class, &count) in counts.iter().enumerate() {
+        seen += count;
+        if seen >= limit {
+            return class;
+        }
+    }
+    counts.len().saturating_sub(1)
 }
 
 #[cfg(test)]

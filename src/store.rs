@@ -5,6 +5,7 @@
 //! the names of its matches alive ([`NameSnapshot`]) without copying them: a later append copies
 //! at most the last chunk (and only while a result still holds it); a compaction builds new chunks.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Largest symbol id a stored pattern may hold. Query symbols unknown to the vocabulary are given
@@ -49,6 +50,37 @@ impl NameSnapshot {
     }
 }
 
+/// Consecutive stored patterns: their symbols back to back and their offsets into the store.
+#[derive(Clone, Copy)]
+pub struct PatternRun<'a> {
+    tokens: &'a [u32],
+    /// `count + 1` absolute offsets; `tokens` starts at `offsets[0]`.
+    offsets: &'a [u64],
+}
+
+impl<'a> PatternRun<'a> {
+    pub fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The `k`-th pattern of the run.
+    #[inline]
+    pub fn pattern(&self, k: usize) -> &'a [u32] {
+        let base = self.offsets[0];
+        &self.tokens[(self.offsets[k] - base) as usize..(self.offsets[k + 1] - base) as usize]
+    }
+
+    /// Length of the `k`-th pattern.
+    #[inline]
+    pub fn pattern_len(&self, k: usize) -> usize {
+        (self.offsets[k + 1] - self.offsets[k]) as usize
+    }
+}
+
 #[derive(Default)]
 pub struct PatternStore {
     tokens: Vec<u32>,
@@ -56,6 +88,8 @@ pub struct PatternStore {
     names: NameSnapshot,
     live: Vec<bool>,
     live_count: usize,
+    /// Live patterns per length: a query's plan is built over the lengths present.
+    lengths: BTreeMap<usize, usize>,
 }
 
 impl PatternStore {
@@ -95,7 +129,20 @@ impl PatternStore {
         self.names.push(name);
         self.live.push(true);
         self.live_count += 1;
+        *self.lengths.entry(tokens.len()).or_insert(0) += 1;
         slot
+    }
+
+    /// Slots `first..first + count` as one contiguous run.
+    #[inline]
+    pub fn run(&self, first: u32, count: usize) -> PatternRun<'_> {
+        let offsets = &self.offsets[first as usize..first as usize + count + 1];
+        PatternRun { tokens: &self.tokens[offsets[0] as usize..offsets[count] as usize], offsets }
+    }
+
+    /// The distinct lengths of the live patterns, ascending.
+    pub fn lengths(&self) -> impl Iterator<Item = usize> + '_ {
+        self.lengths.keys().copied()
     }
 
     #[inline]
@@ -118,6 +165,13 @@ impl PatternStore {
     pub fn kill(&mut self, slot: u32) {
         if std::mem::replace(&mut self.live[slot as usize], false) {
             self.live_count -= 1;
+            let len = self.tokens(slot).len();
+            match self.lengths.get_mut(&len) {
+                Some(count) if *count > 1 => *count -= 1,
+                _ => {
+                    self.lengths.remove(&len);
+                }
+            }
         }
     }
 

@@ -4,7 +4,8 @@
 //! position, `ceil(len/64)` words; each pattern symbol costs one mask lookup and a few word
 //! operations per word. `2.0 * M / T` equals `2.0 * rapidfuzz.distance.LCSseq.similarity(p, s) / T`.
 
-use super::{QuerySymbols, Scorer};
+use super::{QuerySymbols, Scorer, SKIP};
+use crate::store::PatternRun;
 
 /// A state prepared for LCS against many patterns.
 pub struct LcsQuery {
@@ -13,8 +14,9 @@ pub struct LcsQuery {
     symbols: QuerySymbols,
     /// `masks[slot * words + w]`: bit k of word w set iff `state[64 * w + k]` has that slot's symbol.
     masks: Vec<u64>,
-    /// Single-word states: the mask of every id below `symbols.dense_len()`, indexed by id,
-    /// saving the slot indirection in the hot loop.
+    /// Single-word states whose symbols all have dense ids: the mask of every id below
+    /// `symbols.dense_len()`, indexed by id, then one 0 that every larger id is clamped to, so the
+    /// hot loop has neither a slot indirection nor a branch.
     direct: Vec<u64>,
 }
 
@@ -28,12 +30,13 @@ impl LcsQuery {
             masks[slot * words + pos / 64] |= 1u64 << (pos % 64);
         }
         let mut direct = Vec::new();
-        if words == 1 {
+        if words == 1 && !symbols.has_sparse() {
             direct = (0..symbols.dense_len() as u32)
                 .map(|id| match symbols.slot(id) {
                     QuerySymbols::NONE => 0,
                     slot => masks[slot as usize],
                 })
+                .chain([0])
                 .collect();
         }
         LcsQuery { len: state.len(), words, symbols, masks, direct }
@@ -41,24 +44,86 @@ impl LcsQuery {
 
     #[inline(always)]
     fn one_word_mask(&self, symbol: u32) -> u64 {
-        match self.direct.get(symbol as usize) {
-            Some(&mask) => mask,
-            None if !self.symbols.has_sparse() => 0,
-            None => match self.symbols.slot(symbol) {
-                QuerySymbols::NONE => 0,
-                slot => self.masks[slot as usize],
-            },
+        if !self.direct.is_empty() {
+            return self.direct[(symbol as usize).min(self.direct.len() - 1)];
+        }
+        match self.symbols.slot(symbol) {
+            QuerySymbols::NONE => 0,
+            slot => self.masks[slot as usize],
         }
     }
 
-    fn matches_one_word(&self, pattern: &[u32]) -> usize {
-        let mut v = !0u64;
-        for &c in pattern {
-            let u = v & self.one_word_mask(c);
-            v = v.wrapping_add(u) | (v - u);
-        }
+    /// One step of the bit-parallel LCS: `v` has a 0 for every state position matched so far.
+    #[inline(always)]
+    fn step(v: u64, mask: u64) -> u64 {
+        let u = v & mask;
+        v.wrapping_add(u) | (v - u)
+    }
+
+    #[inline(always)]
+    fn count_one_word(&self, v: u64) -> u32 {
         let valid = if self.len == 64 { !0u64 } else { (1u64 << self.len) - 1 };
-        (!v & valid).count_ones() as usize
+        (!v & valid).count_ones()
+    }
+
+    fn matches_one_word(&self, pattern: &[u32]) -> usize {
+        let v = pattern.iter().fold(!0u64, |v, &c| Self::step(v, self.one_word_mask(c)));
+        self.count_one_word(v) as usize
+    }
+
+    /// Single-word LCS of a run of patterns, four at a time: one pattern's steps form a
+    /// dependency chain, so interleaving four independent chains keeps the core busy. A lane that
+    /// finishes its pattern takes the next one to be scored.
+    fn matches_one_word_interleaved(&self, run: PatternRun<'_>, needed: &[u32], out: &mut [u32]) {
+        const LANES: usize = 4;
+        const IDLE: usize = usize::MAX;
+        let mask = |c: u32| self.direct[(c as usize).min(self.direct.len() - 1)];
+        let mut next = 0;
+        let mut owner = [IDLE; LANES];
+        let mut rest: [&[u32]; LANES] = [&[]; LANES];
+        let mut v = [!0u64; LANES];
+        loop {
+            for lane in 0..LANES {
+                while rest[lane].is_empty() {
+                    if owner[lane] != IDLE {
+                        out[owner[lane]] = self.count_one_word(v[lane]);
+                        owner[lane] = IDLE;
+                    }
+                    while next < run.len() && needed[next] == SKIP {
+                        next += 1;
+                    }
+                    if next == run.len() {
+                        break;
+                    }
+                    (owner[lane], rest[lane], v[lane]) = (next, run.pattern(next), !0);
+                    next += 1;
+                }
+            }
+            if rest.iter().any(|r| r.is_empty()) {
+                // Nothing left to refill with: finish the other lanes one by one.
+                for lane in 0..LANES {
+                    if owner[lane] != IDLE {
+                        let end = rest[lane].iter().fold(v[lane], |v, &c| Self::step(v, mask(c)));
+                        out[owner[lane]] = self.count_one_word(end);
+                    }
+                }
+                return;
+            }
+            let steps = rest.iter().map(|r| r.len()).min().unwrap_or(0);
+            let (a, rest_a) = rest[0].split_at(steps);
+            let (b, rest_b) = rest[1].split_at(steps);
+            let (c, rest_c) = rest[2].split_at(steps);
+            let (d, rest_d) = rest[3].split_at(steps);
+            let [mut va, mut vb, mut vc, mut vd] = v;
+            for (((&sa, &sb), &sc), &sd) in a.iter().zip(b).zip(c).zip(d) {
+                va = Self::step(va, mask(sa));
+                vb = Self::step(vb, mask(sb));
+                vc = Self::step(vc, mask(sc));
+                vd = Self::step(vd, mask(sd));
+            }
+            v = [va, vb, vc, vd];
+            rest = [rest_a, rest_b, rest_c, rest_d];
+        }
     }
 
     fn matches_multi_word(&self, pattern: &[u32], v: &mut Vec<u64>) -> usize {
@@ -100,6 +165,18 @@ impl Scorer for LcsQuery {
 
     fn state_len(&self) -> usize {
         self.len
+    }
+
+    fn matches_at_least(&self, run: PatternRun<'_>, needed: &[u32], out: &mut [u32], scratch: &mut Vec<u64>) {
+        if self.words == 1 && !self.direct.is_empty() {
+            self.matches_one_word_interleaved(run, needed, out);
+        } else {
+            for k in 0..run.len() {
+                if needed[k] != SKIP {
+                    out[k] = self.matches(run.pattern(k), scratch) as u32;
+                }
+            }
+        }
     }
 
     #[inline]

@@ -15,6 +15,10 @@ mod symbols;
 pub use symbols::QuerySymbols;
 
 use crate::error::{KatoError, Result};
+use crate::store::PatternRun;
+
+/// `needed` value of a pattern that must not be scored (see [`Scorer::matches_at_least`]).
+pub const SKIP: u32 = u32::MAX;
 
 /// Which similarity a matcher computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -102,6 +106,18 @@ pub trait Scorer: Sync {
     fn new_scratch(&self) -> Self::Scratch;
     fn state_len(&self) -> usize;
     fn matches(&self, pattern: &[u32], scratch: &mut Self::Scratch) -> usize;
+
+    /// Scores a run of stored patterns: `out[k]` is M of pattern `k` when that is at least
+    /// `needed[k]`, and otherwise any value below it (a scorer may stop once it knows M cannot
+    /// reach it). Patterns with `needed[k] == SKIP` are not scored. A whole run at once lets a
+    /// scorer interleave independent patterns.
+    fn matches_at_least(&self, run: PatternRun<'_>, needed: &[u32], out: &mut [u32], scratch: &mut Self::Scratch) {
+        for k in 0..run.len() {
+            if needed[k] != SKIP {
+                out[k] = self.matches(run.pattern(k), scratch) as u32;
+            }
+        }
+    }
 }
 
 /// A prepared state of either metric.
