@@ -14,11 +14,11 @@ use crate::cuda::link::{DeviceLink, DeviceMirror, DeviceStatus};
 use crate::error::{KatoError, Result};
 use crate::kpi::Kpis;
 use crate::metrics::{self, Metric, PreparedQuery, Scorer};
-use crate::ordering::{Candidate, Hit, LengthRow, NameOrder, QueryPlan};
+use crate::ordering::{Candidate, LengthRow, Matches, NameOrder, QueryPlan};
 use crate::store::{PatternStore, MAX_SYMBOL_ID};
 
 /// Patterns per parallel work item.
-const CHUNK: usize = 8192;
+const CHUNK: usize = 4096;
 
 /// Removed slots are reclaimed once they outnumber both this and the live patterns.
 const COMPACT_MIN_DEAD: usize = 4096;
@@ -354,7 +354,7 @@ impl Matcher {
 
     /// Every stored pattern whose similarity to `state` is `>= threshold`, in result order,
     /// at most `limit` of them.
-    pub fn query(&self, state: &[u32], threshold: f64, limit: Option<usize>) -> Result<Vec<Hit>> {
+    pub fn query(&self, state: &[u32], threshold: f64, limit: Option<usize>) -> Result<Matches> {
         metrics::validate_threshold(threshold)?;
         let started = Instant::now();
         let device = self.device.query(self.metric, state, threshold, limit).map_err(KatoError::DeviceLost)?;
@@ -373,7 +373,11 @@ impl Matcher {
                 })
                 .collect(),
         );
+        let t_finish = Instant::now();
         let hits = plan.finish(parts, limit, &self.store, &self.order);
+        if std::env::var_os("KATO_TIMING").is_some() {
+            eprintln!("scan {:.2} ms finish {:.2} ms", (t_finish - started).as_secs_f64() * 1e3, t_finish.elapsed().as_secs_f64() * 1e3);
+        }
         let histogram = if device.cpu_from > 0 { &self.kpis.gpu_query_duration } else { &self.kpis.cpu_query_duration };
         histogram.observe(started.elapsed());
         self.kpis.patterns_matched.fetch_add(hits.len() as u64, Relaxed);
@@ -381,7 +385,7 @@ impl Matcher {
     }
 
     /// [`Matcher::query`] for many states; states are spread over the cores.
-    pub fn query_batch(&self, states: &[Vec<u32>], threshold: f64, limit: Option<usize>) -> Result<Vec<Vec<Hit>>> {
+    pub fn query_batch(&self, states: &[Vec<u32>], threshold: f64, limit: Option<usize>) -> Result<Vec<Matches>> {
         metrics::validate_threshold(threshold)?;
         states.par_iter().map(|state| self.query(state, threshold, limit)).collect()
     }
@@ -405,7 +409,7 @@ impl Matcher {
                         }
                     }));
                     query.matches_at_least(run, needed, counts, scratch);
-                    let mut found = Vec::new();
+                    let mut found = Vec::with_capacity(run.len());
                     for (k, (&need, &count)) in needed.iter().zip(counts.iter()).enumerate() {
                         if need != LengthRow::NONE && count >= need {
                             found.push(plan.candidate(plan.row(run.pattern_len(k)), count, first + k as u32));
@@ -523,6 +527,6 @@ mod tests {
         // Unknown symbols count in the length and match nothing.
         let state = query_from_lookup(&[-1, 5, -1]);
         let hits = m.query(&state, 0.0, None).unwrap();
-        assert_eq!(hits[0].similarity, 2.0 * 1.0 / 5.0);
+        assert_eq!(hits.similarities[0], 2.0 * 1.0 / 5.0);
     }
 }

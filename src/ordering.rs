@@ -8,6 +8,8 @@
 //! rebuild can share a key, and those are compared by name.
 
 use std::cmp::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 
@@ -15,12 +17,41 @@ use crate::metrics::{passes, ratio};
 use crate::store::PatternStore;
 
 /// A pattern that passed the threshold.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Hit {
     pub similarity: f64,
-    pub order_key: u64,
     pub slot: u32,
 }
+
+/// A query's result in result order, as two parallel arrays (handed to NumPy without copying).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Matches {
+    pub similarities: Vec<f64>,
+    pub slots: Vec<u32>,
+}
+
+impl Matches {
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Hit> + '_ {
+        self.similarities.iter().zip(&self.slots).map(|(&similarity, &slot)| Hit { similarity, slot })
+    }
+}
+
+impl From<Vec<Hit>> for Matches {
+    fn from(hits: Vec<Hit>) -> Matches {
+        Matches { similarities: hits.iter().map(|h| h.similarity).collect(), slots: hits.iter().map(|h| h.slot).collect() }
+    }
+}
+
+/// Entry of a per-rank working array for a rank that is not in the result.
+const NO_CLASS: u32 = u32::MAX;
 
 /// Per-slot order keys (see the module documentation).
 #[derive(Default)]
@@ -31,12 +62,20 @@ pub struct NameOrder {
     ranked: Vec<u32>,
     /// Keys given since the last rebuild (odd keys, which can tie and then need a name compare).
     unranked: usize,
+    /// Per-rank working arrays of [`QueryPlan::finish`], all entries [`NO_CLASS`], kept between
+    /// queries so that large results do not pay for fresh memory each time.
+    sweep_buffers: Mutex<Vec<Vec<AtomicU32>>>,
 }
 
 impl NameOrder {
     #[inline]
     pub fn key(&self, slot: u32) -> u64 {
         self.keys[slot as usize]
+    }
+
+    /// Slots ranked at the last rebuild, in name order (may include removed slots).
+    pub fn ranked(&self) -> &[u32] {
+        &self.ranked
     }
 
     /// Gives the next slot (just pushed to `store`) its key.
@@ -89,7 +128,7 @@ impl NameOrder {
         for (rank, &slot) in merged.iter().enumerate() {
             keys[slot as usize] = 2 * (rank as u64 + 1);
         }
-        NameOrder { keys, ranked: merged, unranked: 0 }
+        NameOrder { keys, ranked: merged, unranked: 0, sweep_buffers: Mutex::default() }
     }
 
     /// Follows a compaction of the store (`remap[old] = new slot`, `u32::MAX` when removed).
@@ -103,6 +142,7 @@ impl NameOrder {
         }
         self.keys = keys;
         self.ranked = self.ranked.iter().map(|&s| remap[s as usize]).filter(|&s| s != u32::MAX).collect();
+        self.sweep_buffers = Mutex::default();
     }
 
     pub fn clear(&mut self) {
@@ -110,35 +150,58 @@ impl NameOrder {
     }
 
     pub fn memory_bytes(&self) -> usize {
-        self.keys.capacity() * 8 + self.ranked.capacity() * 4
+        let buffers: usize = self.sweep_buffers.lock().map_or(0, |b| b.iter().map(|v| v.capacity() * 4).sum());
+        self.keys.capacity() * 8 + self.ranked.capacity() * 4 + buffers
     }
+
+    /// A per-rank array with every entry [`NO_CLASS`].
+    fn take_sweep_buffer(&self) -> Vec<AtomicU32> {
+        let reused = self.sweep_buffers.lock().ok().and_then(|mut pool| pool.pop());
+        reused.unwrap_or_else(|| (0..self.ranked.len()).map(|_| AtomicU32::new(NO_CLASS)).collect())
+    }
+
+    /// Returns a buffer of [`NameOrder::take_sweep_buffer`] whose entries are all back to
+    /// [`NO_CLASS`].
+    fn return_sweep_buffer(&self, buffer: Vec<AtomicU32>) {
+        if let Ok(mut pool) = self.sweep_buffers.lock() {
+            if buffer.len() == self.ranked.len() && pool.len() < 4 {
+                pool.push(buffer);
+            }
+        }
+    }
+}
+
+/// Name order of two slots: by key, then (for two names added since the last re-ranking) by name.
+#[inline]
+fn compare_names(a: (u64, u32), b: (u64, u32), store: &PatternStore) -> Ordering {
+    a.0.cmp(&b.0).then_with(|| if a.1 == b.1 { Ordering::Equal } else { store.name(a.1).cmp(store.name(b.1)) })
 }
 
 /// Result order.
 #[inline]
-pub fn compare(a: &Hit, b: &Hit, store: &PatternStore) -> Ordering {
+pub fn compare(a: &Hit, b: &Hit, store: &PatternStore, order: &NameOrder) -> Ordering {
     b.similarity
         .total_cmp(&a.similarity)
-        .then_with(|| a.order_key.cmp(&b.order_key))
-        .then_with(|| if a.slot == b.slot { Ordering::Equal } else { store.name(a.slot).cmp(store.name(b.slot)) })
+        .then_with(|| compare_names((order.key(a.slot), a.slot), (order.key(b.slot), b.slot), store))
 }
 
 /// Sorts `hits` into result order and keeps the first `limit` (all when `None`).
-pub fn sort_and_truncate(hits: &mut Vec<Hit>, limit: Option<usize>, store: &PatternStore) {
+pub fn sort_and_truncate(hits: &mut Vec<Hit>, limit: Option<usize>, store: &PatternStore, order: &NameOrder) {
+    let by_result_order = |a: &Hit, b: &Hit| compare(a, b, store, order);
     if let Some(k) = limit {
         if k == 0 {
             hits.clear();
             return;
         }
         if hits.len() > k {
-            hits.select_nth_unstable_by(k - 1, |a, b| compare(a, b, store));
+            hits.select_nth_unstable_by(k - 1, by_result_order);
             hits.truncate(k);
         }
     }
     if hits.len() > 1 << 15 {
-        hits.par_sort_unstable_by(|a, b| compare(a, b, store));
+        hits.par_sort_unstable_by(by_result_order);
     } else {
-        hits.sort_unstable_by(|a, b| compare(a, b, store));
+        hits.sort_unstable_by(by_result_order);
     }
 }
 
@@ -291,81 +354,177 @@ impl QueryPlan {
 
     /// Puts the candidates of every scan chunk (and the device) into result order and keeps the
     /// first `limit`.
-    pub fn finish(&self, parts: Vec<Vec<Candidate>>, limit: Option<usize>, store: &PatternStore, order: &NameOrder) -> Vec<Hit> {
+    pub fn finish(&self, parts: Vec<Vec<Candidate>>, limit: Option<usize>, store: &PatternStore, order: &NameOrder) -> Matches {
         if limit == Some(0) {
-            return Vec::new();
+            return Matches::default();
         }
         if !self.has_classes() {
             let mut hits: Vec<Hit> = parts
                 .into_iter()
                 .flatten()
-                .map(|c| Hit {
-                    similarity: ratio(c.value as usize, store.tokens(c.slot).len() + self.state_len),
-                    order_key: order.key(c.slot),
-                    slot: c.slot,
-                })
+                .map(|c| Hit { similarity: ratio(c.value as usize, store.tokens(c.slot).len() + self.state_len), slot: c.slot })
                 .collect();
-            sort_and_truncate(&mut hits, limit, store);
-            return hits;
+            sort_and_truncate(&mut hits, limit, store, order);
+            return hits.into();
         }
         let classes = self.class_similarity.len();
-        let mut counts = vec![0usize; classes];
-        for part in &parts {
-            for c in part {
-                counts[c.value as usize] += 1;
-            }
-        }
+        let counts = parts
+            .par_iter()
+            .fold(
+                || vec![0usize; classes],
+                |mut counts, part| {
+                    for c in part {
+                        counts[c.value as usize] += 1;
+                    }
+                    counts
+                },
+            )
+            .reduce(|| vec![0usize; classes], |a, b| a.iter().zip(&b).map(|(x, y)| x + y).collect());
         let last = last_class_needed(&counts, limit.unwrap_or(usize::MAX));
-        let mut next = Vec::with_capacity(last + 1);
-        let mut total = 0;
-        for &count in &counts[..=last.min(classes - 1)] {
-            next.push(total);
-            total += count;
-        }
-        // Counting pass: candidates grouped by class, in result order of classes.
-        let mut keyed = vec![(0u64, 0u32); total];
-        for part in &parts {
-            for c in part {
-                if let Some(at) = next.get_mut(c.value as usize) {
-                    keyed[*at] = (order.key(c.slot), c.slot);
-                    *at += 1;
-                }
+        let counts = &counts[..=last];
+        let total: usize = counts.iter().sum();
+        let mut slots = vec![0u32; total];
+        let mut similarities = vec![0f64; total];
+        {
+            let (slot_groups, similarity_groups) = (split_groups(&mut slots, counts), split_groups(&mut similarities, counts));
+            similarity_groups.into_par_iter().enumerate().for_each(|(class, group)| group.fill(self.class_similarity[class]));
+            if total >= order.ranked().len() / SWEEP_FRACTION {
+                fill_by_sweep(&parts, slot_groups, order, store);
+            } else {
+                fill_by_sort(&parts, slot_groups, order, store);
             }
         }
-        drop(parts);
-        // Within a class: name order.
-        let mut groups: Vec<(usize, &mut [(u64, u32)])> = Vec::with_capacity(next.len());
-        let mut rest = &mut keyed[..];
-        for (class, &end) in next.iter().enumerate() {
-            let start = total - rest.len();
-            let (group, tail) = rest.split_at_mut(end - start);
-            groups.push((class, group));
-            rest = tail;
-        }
-        let by_name = |a: &(u64, u32), b: &(u64, u32)| {
-            a.0.cmp(&b.0).then_with(|| if a.1 == b.1 { Ordering::Equal } else { store.name(a.1).cmp(store.name(b.1)) })
-        };
-        let keep_last = limit.map(|k| k.saturating_sub(total - groups.last().map_or(0, |g| g.1.len())));
-        let groups_len = groups.len();
-        groups.par_iter_mut().with_min_len(8).for_each(|(class, group)| {
-            if *class + 1 == groups_len {
-                if let Some(k) = keep_last.filter(|&k| k > 0 && k < group.len()) {
-                    group.select_nth_unstable_by(k - 1, by_name);
-                    group[..k].sort_unstable_by(by_name);
-                    return;
-                }
-            }
-            group.sort_unstable_by(by_name);
-        });
-        let mut hits = Vec::with_capacity(limit.map_or(total, |k| k.min(total)));
-        for (class, group) in groups {
-            let similarity = self.class_similarity[class];
-            let take = limit.map_or(group.len(), |k| (k - hits.len()).min(group.len()));
-            hits.extend(group[..take].iter().map(|&(order_key, slot)| Hit { similarity, order_key, slot }));
-        }
-        hits
+        let keep = limit.map_or(total, |k| k.min(total));
+        slots.truncate(keep);
+        similarities.truncate(keep);
+        Matches { similarities, slots }
     }
 }
+
+/// `items` cut into consecutive groups of `counts[k]` items.
+fn split_groups<'a, T>(items: &'a mut [T], counts: &[usize]) -> Vec<&'a mut [T]> {
+    let mut groups = Vec::with_capacity(counts.len());
+    let mut rest = items;
+    for &count in counts {
+        let (group, tail) = rest.split_at_mut(count);
+        groups.push(group);
+        rest = tail;
+    }
+    groups
+}
+
+/// Fills each class's group with the slots of its candidates in name order by sorting each
+/// group: for results small next to the store.
+fn fill_by_sort(parts: &[Vec<Candidate>], groups: Vec<&mut [u32]>, order: &NameOrder, store: &PatternStore) {
+    let mut keyed: Vec<Vec<(u64, u32)>> = groups.iter().map(|g| Vec::with_capacity(g.len())).collect();
+    for c in parts.iter().flatten() {
+        if let Some(group) = keyed.get_mut(c.value as usize) {
+            group.push((order.key(c.slot), c.slot));
+        }
+    }
+    groups.into_par_iter().zip(keyed).with_min_len(8).for_each(|(group, mut keyed)| {
+        keyed.sort_unstable_by(|&a, &b| compare_names(a, b, store));
+        for (out, (_, slot)) in group.iter_mut().zip(keyed) {
+            *out = slot;
+        }
+    });
+}
+
+/// Fills each class's group with the slots of its candidates in name order by walking the whole
+/// name order once: O(store + result) with no comparisons, for results that are a large part of
+/// the store. Names added since the last re-ranking (odd keys) are sorted apart and merged in.
+/// The walk is split into blocks of ranks, one per task, each filling its own part of every group.
+fn fill_by_sweep(parts: &[Vec<Candidate>], groups: Vec<&mut [u32]>, order: &NameOrder, store: &PatternStore) {
+    let classes = groups.len();
+    let ranked = order.ranked();
+    let class_at_rank = order.take_sweep_buffer();
+    let mut unranked: Vec<(u64, u32, u32)> = parts
+        .par_iter()
+        .flat_map_iter(|part| {
+            let class_at_rank = &class_at_rank;
+            part.iter().filter(|c| (c.value as usize) < classes).filter_map(move |c| {
+                let key = order.key(c.slot);
+                if key % 2 == 0 {
+                    class_at_rank[(key / 2 - 1) as usize].store(c.value, Relaxed);
+                    None
+                } else {
+                    Some((key, c.slot, c.value))
+                }
+            })
+        })
+        .collect();
+    unranked.sort_unstable_by(|a, b| compare_names((a.0, a.1), (b.0, b.1), store));
+
+    // Blocks of ranks; block b also takes the unranked names that sort among its ranks (key
+    // 2p + 1 falls just before rank p, whose key is 2p + 2).
+    let blocks = (rayon::current_num_threads() * 4).clamp(1, ranked.len().max(1));
+    let block_len = ranked.len().div_ceil(blocks).max(1);
+    let block_of_key = |key: u64| ((key / 2) as usize / block_len).min(blocks - 1);
+    let unranked_ends: Vec<usize> =
+        (0..blocks).map(|b| if b + 1 == blocks { unranked.len() } else { unranked.partition_point(|u| block_of_key(u.0) <= b) }).collect();
+    let block_ranks = |b: usize| (b * block_len).min(ranked.len())..((b + 1) * block_len).min(ranked.len());
+    let block_unranked = |b: usize| &unranked[if b == 0 { 0 } else { unranked_ends[b - 1] }..unranked_ends[b]];
+
+    let per_block: Vec<Vec<usize>> = (0..blocks)
+        .into_par_iter()
+        .map(|b| {
+            let mut n = vec![0usize; classes];
+            for cell in &class_at_rank[block_ranks(b)] {
+                let class = cell.load(Relaxed);
+                if class != NO_CLASS {
+                    n[class as usize] += 1;
+                }
+            }
+            for u in block_unranked(b) {
+                n[u.2 as usize] += 1;
+            }
+            n
+        })
+        .collect();
+    // pieces[b][class]: the part of each group that block b fills.
+    let mut pieces: Vec<Vec<&mut [u32]>> = (0..blocks).map(|_| Vec::with_capacity(classes)).collect();
+    for (class, group) in groups.into_iter().enumerate() {
+        let mut rest = group;
+        for (b, block_counts) in per_block.iter().enumerate() {
+            let (piece, tail) = rest.split_at_mut(block_counts[class]);
+            pieces[b].push(piece);
+            rest = tail;
+        }
+    }
+    pieces.into_par_iter().enumerate().for_each(|(b, mut pieces)| {
+        let mut filled = vec![0usize; classes];
+        let mut put = |class: u32, slot: u32| {
+            let at = &mut filled[class as usize];
+            pieces[class as usize][*at] = slot;
+            *at += 1;
+        };
+        let mut pending = block_unranked(b).iter().peekable();
+        let ranks = block_ranks(b);
+        for (rank, (cell, &slot)) in ranks.clone().zip(class_at_rank[ranks.clone()].iter().zip(&ranked[ranks])) {
+            let key = 2 * (rank as u64 + 1);
+            while let Some(&&(odd_key, odd_slot, odd_class)) = pending.peek() {
+                if odd_key > key {
+                    break;
+                }
+                put(odd_class, odd_slot);
+                pending.next();
+            }
+            let class = cell.load(Relaxed);
+            if class != NO_CLASS {
+                put(class, slot);
+                cell.store(NO_CLASS, Relaxed);
+            }
+        }
+        for &(_, odd_slot, odd_class) in pending {
+            put(odd_class, odd_slot);
+        }
+    });
+    order.return_sweep_buffer(class_at_rank);
+}
+
+/// A result holding at least 1/SWEEP_FRACTION of the ranked names is put in order by one walk
+/// over the name order instead of sorting.
+const SWEEP_FRACTION: usize = 16;
 
 /// The last class (by result order) needed to hold the best `limit` of `counts`.
 fn last_class_needed(counts: &[usize], limit: usize) -> usize {
@@ -428,18 +587,18 @@ mod tests {
             order.push(&store, n);
         }
         let sims = [0.5, 0.5, 0.9, 0.1, 0.1];
-        let hits = |order: &NameOrder| -> Vec<Hit> {
-            (0..5).map(|i| Hit { similarity: sims[i], order_key: order.key(i as u32), slot: i as u32 }).collect()
+        let hits = || -> Vec<Hit> {
+            (0..5).map(|i| Hit { similarity: sims[i], slot: i as u32 }).collect()
         };
         for rebuilt in [false, true] {
             if rebuilt {
                 order.rebuild(&store);
             }
-            let mut h = hits(&order);
-            sort_and_truncate(&mut h, None, &store);
+            let mut h = hits();
+            sort_and_truncate(&mut h, None, &store, &order);
             let got: Vec<&str> = h.iter().map(|h| names[h.slot as usize]).collect();
             assert_eq!(got, ["c", "a", "b", "PTRN|1234567890abcdefA", "PTRN|1234567890abcdefX"]);
-            sort_and_truncate(&mut h, Some(2), &store);
+            sort_and_truncate(&mut h, Some(2), &store, &order);
             assert_eq!(h.len(), 2);
         }
     }

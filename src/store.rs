@@ -74,6 +74,11 @@ impl<'a> PatternRun<'a> {
         &self.tokens[(self.offsets[k] - base) as usize..(self.offsets[k + 1] - base) as usize]
     }
 
+    /// Every symbol of the run, back to back.
+    pub fn tokens(&self) -> &'a [u32] {
+        self.tokens
+    }
+
     /// Length of the `k`-th pattern.
     #[inline]
     pub fn pattern_len(&self, k: usize) -> usize {

@@ -7,6 +7,24 @@
 use super::{QuerySymbols, Scorer, SKIP};
 use crate::store::PatternRun;
 
+/// Patterns stepped together by the single-word kernel.
+const LANES: usize = 8;
+
+/// Patterns shorter than this are grouped by length for the single-word kernel.
+const GROUPED_LENGTHS: usize = 256;
+
+/// Per-thread working memory.
+pub struct LcsScratch {
+    /// The bit vector of a multi-word state.
+    words: Vec<u64>,
+    /// Patterns of a run to score, grouped by length, and where each length's group ends.
+    by_length: Vec<u32>,
+    starts: Vec<u32>,
+}
+
+/// [`LcsQuery::short_slot`] of a symbol the state does not contain.
+const NOT_IN_STATE: u8 = u8::MAX;
+
 /// A state prepared for LCS against many patterns.
 pub struct LcsQuery {
     len: usize,
@@ -14,10 +32,12 @@ pub struct LcsQuery {
     symbols: QuerySymbols,
     /// `masks[slot * words + w]`: bit k of word w set iff `state[64 * w + k]` has that slot's symbol.
     masks: Vec<u64>,
-    /// Single-word states whose symbols all have dense ids: the mask of every id below
-    /// `symbols.dense_len()`, indexed by id, then one 0 that every larger id is clamped to, so the
-    /// hot loop has neither a slot indirection nor a branch.
-    direct: Vec<u64>,
+    /// Single-word states whose symbols all have dense ids: the slot of every id below
+    /// `symbols.dense_len()` ([`NOT_IN_STATE`] for the others), then one [`NOT_IN_STATE`] that
+    /// every larger id is clamped to, so lookups need no branch. Empty for other states.
+    short_slot: Vec<u8>,
+    /// The mask of each slot of a single-word state; `NOT_IN_STATE` (and every unused slot) has 0.
+    slot_masks: Box<[u64; 256]>,
 }
 
 impl LcsQuery {
@@ -29,23 +49,26 @@ impl LcsQuery {
             let slot = symbols.slot(s) as usize;
             masks[slot * words + pos / 64] |= 1u64 << (pos % 64);
         }
-        let mut direct = Vec::new();
+        let mut short_slot = Vec::new();
+        let mut slot_masks = Box::new([0u64; 256]);
         if words == 1 && !symbols.has_sparse() {
-            direct = (0..symbols.dense_len() as u32)
+            // A single-word state has at most 64 distinct symbols, so slots fit below NOT_IN_STATE.
+            short_slot = (0..symbols.dense_len() as u32)
                 .map(|id| match symbols.slot(id) {
-                    QuerySymbols::NONE => 0,
-                    slot => masks[slot as usize],
+                    QuerySymbols::NONE => NOT_IN_STATE,
+                    slot => slot as u8,
                 })
-                .chain([0])
+                .chain([NOT_IN_STATE])
                 .collect();
+            slot_masks[..masks.len()].copy_from_slice(&masks);
         }
-        LcsQuery { len: state.len(), words, symbols, masks, direct }
+        LcsQuery { len: state.len(), words, symbols, masks, short_slot, slot_masks }
     }
 
     #[inline(always)]
     fn one_word_mask(&self, symbol: u32) -> u64 {
-        if !self.direct.is_empty() {
-            return self.direct[(symbol as usize).min(self.direct.len() - 1)];
+        if !self.short_slot.is_empty() {
+            return self.slot_masks[self.short_slot_of(symbol) as usize];
         }
         match self.symbols.slot(symbol) {
             QuerySymbols::NONE => 0,
@@ -71,58 +94,70 @@ impl LcsQuery {
         self.count_one_word(v) as usize
     }
 
-    /// Single-word LCS of a run of patterns, four at a time: one pattern's steps form a
-    /// dependency chain, so interleaving four independent chains keeps the core busy. A lane that
-    /// finishes its pattern takes the next one to be scored.
-    fn matches_one_word_interleaved(&self, run: PatternRun<'_>, needed: &[u32], out: &mut [u32]) {
-        const LANES: usize = 4;
-        const IDLE: usize = usize::MAX;
-        let mask = |c: u32| self.direct[(c as usize).min(self.direct.len() - 1)];
-        let mut next = 0;
-        let mut owner = [IDLE; LANES];
-        let mut rest: [&[u32]; LANES] = [&[]; LANES];
-        let mut v = [!0u64; LANES];
-        loop {
-            for lane in 0..LANES {
-                while rest[lane].is_empty() {
-                    if owner[lane] != IDLE {
-                        out[owner[lane]] = self.count_one_word(v[lane]);
-                        owner[lane] = IDLE;
+    #[inline(always)]
+    fn short_slot_of(&self, symbol: u32) -> u8 {
+        self.short_slot[(symbol as usize).min(self.short_slot.len() - 1)]
+    }
+
+    /// Single-word LCS of a run of patterns, grouped by length and stepped [`LANES`] at a time:
+    /// one pattern's steps form a dependency chain, so interleaving independent patterns of the
+    /// same length keeps the core busy without per-step bookkeeping.
+    fn matches_one_word_grouped(&self, run: PatternRun<'_>, needed: &[u32], out: &mut [u32], scratch: &mut LcsScratch) {
+        let masks = &*self.slot_masks;
+        let mask = |c: u32| masks[self.short_slot_of(c) as usize];
+        let LcsScratch { by_length, starts, .. } = scratch;
+        // Counting sort of the patterns to score by length; longer ones go one by one.
+        starts.clear();
+        starts.resize(GROUPED_LENGTHS + 2, 0);
+        for k in 0..run.len() {
+            if needed[k] != SKIP {
+                starts[run.pattern_len(k).min(GROUPED_LENGTHS) + 1] += 1;
+            }
+        }
+        // Pull the run into cache in storage order, where the hardware prefetcher keeps up; the
+        // grouped order below then reads from cache instead of waiting on memory per pattern.
+        let mut touched = 0u32;
+        for line in run.tokens().chunks(16) {
+            touched = touched.wrapping_add(line[0]);
+        }
+        std::hint::black_box(touched);
+        for len in 1..starts.len() {
+            starts[len] += starts[len - 1];
+        }
+        by_length.clear();
+        by_length.resize(starts[GROUPED_LENGTHS + 1] as usize, 0);
+        for k in 0..run.len() {
+            if needed[k] != SKIP {
+                let at = &mut starts[run.pattern_len(k).min(GROUPED_LENGTHS)];
+                by_length[*at as usize] = k as u32;
+                *at += 1;
+            }
+        }
+        // `starts[len]` is now the end of that length's group.
+        let mut begin = 0;
+        for len in 0..=GROUPED_LENGTHS {
+            let group = &by_length[begin..starts[len] as usize];
+            begin = starts[len] as usize;
+            let mut lanes = group.chunks_exact(LANES);
+            if len < GROUPED_LENGTHS {
+                for ks in lanes.by_ref() {
+                    let patterns: [&[u32]; LANES] = std::array::from_fn(|l| &run.pattern(ks[l] as usize)[..len]);
+                    let mut v = [!0u64; LANES];
+                    for t in 0..len {
+                        for l in 0..LANES {
+                            v[l] = Self::step(v[l], mask(patterns[l][t]));
+                        }
                     }
-                    while next < run.len() && needed[next] == SKIP {
-                        next += 1;
+                    for l in 0..LANES {
+                        out[ks[l] as usize] = self.count_one_word(v[l]);
                     }
-                    if next == run.len() {
-                        break;
-                    }
-                    (owner[lane], rest[lane], v[lane]) = (next, run.pattern(next), !0);
-                    next += 1;
                 }
             }
-            if rest.iter().any(|r| r.is_empty()) {
-                // Nothing left to refill with: finish the other lanes one by one.
-                for lane in 0..LANES {
-                    if owner[lane] != IDLE {
-                        let end = rest[lane].iter().fold(v[lane], |v, &c| Self::step(v, mask(c)));
-                        out[owner[lane]] = self.count_one_word(end);
-                    }
-                }
-                return;
+            let single = if len < GROUPED_LENGTHS { lanes.remainder() } else { group };
+            for &k in single {
+                let v = run.pattern(k as usize).iter().fold(!0u64, |v, &c| Self::step(v, mask(c)));
+                out[k as usize] = self.count_one_word(v);
             }
-            let steps = rest.iter().map(|r| r.len()).min().unwrap_or(0);
-            let (a, rest_a) = rest[0].split_at(steps);
-            let (b, rest_b) = rest[1].split_at(steps);
-            let (c, rest_c) = rest[2].split_at(steps);
-            let (d, rest_d) = rest[3].split_at(steps);
-            let [mut va, mut vb, mut vc, mut vd] = v;
-            for (((&sa, &sb), &sc), &sd) in a.iter().zip(b).zip(c).zip(d) {
-                va = Self::step(va, mask(sa));
-                vb = Self::step(vb, mask(sb));
-                vc = Self::step(vc, mask(sc));
-                vd = Self::step(vd, mask(sd));
-            }
-            v = [va, vb, vc, vd];
-            rest = [rest_a, rest_b, rest_c, rest_d];
         }
     }
 
@@ -157,19 +192,19 @@ impl LcsQuery {
 }
 
 impl Scorer for LcsQuery {
-    type Scratch = Vec<u64>;
+    type Scratch = LcsScratch;
 
-    fn new_scratch(&self) -> Vec<u64> {
-        Vec::with_capacity(self.words)
+    fn new_scratch(&self) -> LcsScratch {
+        LcsScratch { words: Vec::with_capacity(self.words), by_length: Vec::new(), starts: Vec::new() }
     }
 
     fn state_len(&self) -> usize {
         self.len
     }
 
-    fn matches_at_least(&self, run: PatternRun<'_>, needed: &[u32], out: &mut [u32], scratch: &mut Vec<u64>) {
-        if self.words == 1 && !self.direct.is_empty() {
-            self.matches_one_word_interleaved(run, needed, out);
+    fn matches_at_least(&self, run: PatternRun<'_>, needed: &[u32], out: &mut [u32], scratch: &mut LcsScratch) {
+        if !self.short_slot.is_empty() {
+            self.matches_one_word_grouped(run, needed, out, scratch);
         } else {
             for k in 0..run.len() {
                 if needed[k] != SKIP {
@@ -180,11 +215,11 @@ impl Scorer for LcsQuery {
     }
 
     #[inline]
-    fn matches(&self, pattern: &[u32], scratch: &mut Vec<u64>) -> usize {
+    fn matches(&self, pattern: &[u32], scratch: &mut LcsScratch) -> usize {
         match self.words {
             0 => 0,
             1 => self.matches_one_word(pattern),
-            _ => self.matches_multi_word(pattern, scratch),
+            _ => self.matches_multi_word(pattern, &mut scratch.words),
         }
     }
 }

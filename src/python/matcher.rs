@@ -16,7 +16,7 @@ use crate::cuda::tier::{DeviceTier, TierLimits};
 use crate::kpi::HistogramSnapshot;
 use crate::matcher::{query_from_lookup, Matcher, SharedMatcher};
 use crate::metrics::Metric;
-use crate::ordering::Hit;
+use crate::ordering::Matches;
 use crate::store::NameSnapshot;
 
 #[pyclass(module = "kato_gpu._native", name = "Matcher", frozen)]
@@ -39,12 +39,8 @@ impl PyMatcher {
 
 /// Detaches a query's hits from the matcher: similarities, slots, and a snapshot of the name
 /// arena that keeps the matched names alive without copying them.
-fn collect(matcher: &Matcher, hits: Vec<Hit>) -> MatchResult {
-    MatchResult {
-        similarities: hits.iter().map(|h| h.similarity).collect(),
-        slots: hits.iter().map(|h| h.slot).collect(),
-        names: matcher.names(),
-    }
+fn collect(matcher: &Matcher, hits: Matches) -> MatchResult {
+    MatchResult { similarities: hits.similarities, slots: hits.slots, names: matcher.names() }
 }
 
 fn check_limit(limit: Option<i64>) -> PyResult<Option<usize>> {
