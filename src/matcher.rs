@@ -373,11 +373,7 @@ impl Matcher {
                 })
                 .collect(),
         );
-        let t_finish = Instant::now();
         let hits = plan.finish(parts, limit, &self.store, &self.order);
-        if std::env::var_os("KATO_TIMING").is_some() {
-            eprintln!("scan {:.2} ms finish {:.2} ms", (t_finish - started).as_secs_f64() * 1e3, t_finish.elapsed().as_secs_f64() * 1e3);
-        }
         let histogram = if device.cpu_from > 0 { &self.kpis.gpu_query_duration } else { &self.kpis.cpu_query_duration };
         histogram.observe(started.elapsed());
         self.kpis.patterns_matched.fetch_add(hits.len() as u64, Relaxed);

@@ -257,6 +257,10 @@ pub struct QueryPlan {
 impl QueryPlan {
     /// `lengths`: the distinct lengths of the patterns that may be scored, ascending.
     pub fn new(state_len: usize, threshold: f64, lengths: impl Iterator<Item = usize>) -> QueryPlan {
+        QueryPlan::with_class_limit(state_len, threshold, lengths, MAX_CLASS_ENTRIES)
+    }
+
+    fn with_class_limit(state_len: usize, threshold: f64, lengths: impl Iterator<Item = usize>, max_class_entries: usize) -> QueryPlan {
         let mut plan = QueryPlan { state_len, dense: Vec::new(), long: Vec::new(), entry_class: Vec::new(), class_similarity: Vec::new() };
         // (similarity, entry) of every passing (M, P).
         let mut entries: Vec<(f64, u32)> = Vec::new();
@@ -280,7 +284,7 @@ impl QueryPlan {
                 let first_entry = entries.len() as u32;
                 if !too_many {
                     entries.extend((least..=most).map(|m| (ratio(m, len + state_len), first_entry + (m - least) as u32)));
-                    too_many = entries.len() > MAX_CLASS_ENTRIES;
+                    too_many = entries.len() > max_class_entries;
                 }
                 LengthRow { min_matches: least as u32, first_entry }
             };
@@ -572,6 +576,70 @@ mod tests {
                     if round % 2 == 1 && a != b && by_name != Ordering::Equal {
                         assert_ne!(by_key, Ordering::Equal, "after a rebuild every key is distinct");
                     }
+                }
+            }
+        }
+    }
+
+    /// Every path of [`QueryPlan::finish`] (class table or not; sorted groups or the sweep over
+    /// the name order, with names added since the last re-ranking, some between the same ranked
+    /// neighbours; limits) gives the order of a plain sort by (similarity desc, name asc).
+    #[test]
+    fn plans_order_results_like_a_plain_sort() {
+        use crate::metrics::lcs;
+        use crate::testing::naive_lcs;
+        let mut rng = Rng::new(21);
+        let mut store = PatternStore::new();
+        let mut order = NameOrder::default();
+        let mut add = |store: &mut PatternStore, order: &mut NameOrder, rng: &mut Rng, count: usize| {
+            for _ in 0..count {
+                // Few distinct prefixes: many new names fall between the same ranked neighbours.
+                let name = format!("N{}-{}", rng.below(40), store.slots());
+                let pattern = rng.sequence(30, 8);
+                store.push(&name, &pattern);
+                order.push(store, &name);
+            }
+        };
+        add(&mut store, &mut order, &mut rng, 3000);
+        order.rebuild(&store);
+        add(&mut store, &mut order, &mut rng, 700);
+        for slot in (0..store.slots() as u32).step_by(11) {
+            store.kill(slot);
+        }
+        for query in 0..40 {
+            let state = rng.sequence(if query % 10 == 0 { 80 } else { 20 }, 8);
+            let threshold = [0.0, 0.1, 0.35, 0.6, 0.9][query % 5];
+            let mut expected: Vec<(f64, &str, u32)> = (0..store.slots() as u32)
+                .filter(|&s| store.is_live(s))
+                .map(|s| (ratio(naive_lcs(store.tokens(s), &state), store.tokens(s).len() + state.len()), store.name(s), s))
+                .filter(|&(similarity, _, _)| passes(similarity, threshold))
+                .collect();
+            expected.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+            for class_limit in [MAX_CLASS_ENTRIES, 0] {
+                let plan = QueryPlan::with_class_limit(state.len(), threshold, store.lengths(), class_limit);
+                let candidates: Vec<Candidate> = (0..store.slots() as u32)
+                    .filter(|&s| store.is_live(s))
+                    .filter_map(|s| {
+                        let row = plan.row(store.tokens(s).len());
+                        let m = lcs::matches(store.tokens(s), &state) as u32;
+                        (row.min_matches != LengthRow::NONE && m >= row.min_matches).then(|| plan.candidate(row, m, s))
+                    })
+                    .collect();
+                let parts: Vec<Vec<Candidate>> = candidates.chunks(97).map(<[Candidate]>::to_vec).collect();
+                for limit in [None, Some(1), Some(25), Some(expected.len() + 3)] {
+                    let got = plan.finish(parts.clone(), limit, &store, &order);
+                    let want = &expected[..limit.map_or(expected.len(), |k| k.min(expected.len()))];
+                    let got: Vec<(u64, u32)> = got.iter().map(|h| (h.similarity.to_bits(), h.slot)).collect();
+                    let want: Vec<(u64, u32)> = want.iter().map(|&(similarity, _, slot)| (similarity.to_bits(), slot)).collect();
+                    let first_difference = got.iter().zip(&want).position(|(g, w)| g != w);
+                    assert!(
+                        got.len() == want.len() && first_difference.is_none(),
+                        "query {query} threshold {threshold} class limit {class_limit} limit {limit:?}: {} results, {} expected, first difference at {first_difference:?}: {:?} vs {:?}",
+                        got.len(),
+                        want.len(),
+                        first_difference.map(|k| got[k]),
+                        first_difference.map(|k| (want[k], store.name(want[k].1), store.name(got[k].1), order.key(want[k].1), order.key(got[k].1))),
+                    );
                 }
             }
         }

@@ -8,7 +8,9 @@
 //! equal neighbours, popular ones included, exactly as `find_longest_match` does. There is no
 //! `isjunk`, so nothing is junk. M does not depend on the order in which blocks are found.
 
-use super::{QuerySymbols, Scorer};
+use super::lcs::{LcsQuery, LcsScratch};
+use super::{QuerySymbols, Scorer, SKIP};
+use crate::store::PatternRun;
 
 /// difflib's `b2j` for a state: where each symbol of `b` occurs, popular symbols left out.
 /// Shared by the CPU scorer and the GPU launch tables, so both index `b` the same way.
@@ -18,6 +20,11 @@ pub struct BIndex {
     /// `b`; empty for popular symbols.
     pub starts: Vec<u32>,
     pub positions: Vec<u32>,
+    /// Whether autojunk left some symbol of `b` out as popular.
+    pub has_popular: bool,
+    /// When every symbol of `b` has a dense id: the range of `positions` of every id below
+    /// `symbols.dense_len()`, then one empty range that larger ids are clamped to.
+    span_of: Vec<(u32, u32)>,
 }
 
 impl BIndex {
@@ -29,11 +36,13 @@ impl BIndex {
             counts[symbols.slot(s) as usize] += 1;
         }
         let n = b.len();
+        let mut has_popular = false;
         if autojunk && n >= 200 {
             let popular_above = (n / 100 + 1) as u32;
             for c in counts.iter_mut() {
                 if *c > popular_above {
                     *c = 0;
+                    has_popular = true;
                 }
             }
         }
@@ -53,7 +62,17 @@ impl BIndex {
                 fill[slot] += 1;
             }
         }
-        BIndex { symbols, starts, positions }
+        let mut span_of = Vec::new();
+        if !symbols.has_sparse() {
+            span_of = (0..symbols.dense_len() as u32)
+                .map(|id| match symbols.slot(id) {
+                    QuerySymbols::NONE => (0, 0),
+                    slot => (starts[slot as usize], starts[slot as usize + 1]),
+                })
+                .chain([(0, 0)])
+                .collect();
+        }
+        BIndex { symbols, starts, positions, has_popular, span_of }
     }
 }
 
@@ -61,6 +80,9 @@ impl BIndex {
 pub struct DifflibQuery {
     b: Vec<u32>,
     index: BIndex,
+    /// The same state prepared for LCS, an upper bound on M (every matching block is a common
+    /// subsequence).
+    lcs: LcsQuery,
 }
 
 /// Working memory for one thread: the `j2len` rows of `find_longest_match` as dense arrays
@@ -71,16 +93,113 @@ pub struct DifflibScratch {
     prev_set: Vec<u32>,
     cur_set: Vec<u32>,
     pending: Vec<(usize, usize, usize, usize)>,
+    lcs: LcsScratch,
+    lcs_bounds: Vec<u32>,
+    cells: Cells,
+}
+
+/// Every pair `(i, j)` with `a[i] == b[j]` (popular symbols aside) and the length of the common
+/// run ending there, ordered by `i` then `j`: what `find_longest_match` reads, computed once per
+/// pattern instead of once per recursion step.
+#[derive(Default)]
+struct Cells {
+    /// `(i, j, run)`.
+    list: Vec<(u32, u32, u32)>,
+    /// `stamp[j] == base + i + 1` iff row i has a cell at j, whose run is `run_at[j]`: rows are
+    /// told apart by stamp, so nothing is cleared between rows or patterns.
+    stamp: Vec<u32>,
+    run_at: Vec<u32>,
+    base: u32,
 }
 
 impl DifflibQuery {
     pub fn new(state: &[u32], autojunk: bool) -> DifflibQuery {
-        DifflibQuery { b: state.to_vec(), index: BIndex::new(state, autojunk) }
+        DifflibQuery { b: state.to_vec(), index: BIndex::new(state, autojunk), lcs: LcsQuery::new(state) }
+    }
+
+    /// Fills `cells` for pattern `a`; returns the longest run (the size of the first block).
+    fn build_cells(&self, a: &[u32], cells: &mut Cells) -> u32 {
+        if cells.stamp.len() != self.b.len() + 1 || cells.base as usize >= (u32::MAX as usize) - a.len() - 2 {
+            cells.stamp = vec![0; self.b.len() + 1];
+            cells.run_at = vec![0; self.b.len() + 1];
+            cells.base = 0;
+        }
+        cells.list.clear();
+        let mut longest = 0;
+        for (i, &symbol) in a.iter().enumerate() {
+            let row_start = cells.list.len();
+            let here = cells.base + i as u32 + 1;
+            let positions = self.positions_of(symbol);
+            // Descending j, so that j - 1 still holds the previous row when j is computed.
+            for &j in positions.iter().rev() {
+                let j = j as usize;
+                let run = if j > 0 && cells.stamp[j - 1] == here - 1 { cells.run_at[j - 1] + 1 } else { 1 };
+                cells.stamp[j] = here;
+                cells.run_at[j] = run;
+                cells.list.push((i as u32, j as u32, run));
+                longest = longest.max(run);
+            }
+            if positions.len() > 1 {
+                cells.list[row_start..].reverse();
+            }
+        }
+        cells.base += a.len() as u32 + 1;
+        longest
+    }
+
+    /// M for a state without popular symbols, knowing `lcs` (>= M) and `longest` (<= M, the
+    /// first block): the recursion of `get_matching_blocks` over the cells, stopped as soon as
+    /// the blocks found reach `lcs` (nothing more can be found) or what remains cannot reach
+    /// `needed` (then any value below `needed` is returned).
+    fn matches_from_cells(&self, a_len: usize, lcs: u32, needed: u32, scratch: &mut DifflibScratch) -> u32 {
+        let DifflibScratch { pending, cells, .. } = scratch;
+        pending.clear();
+        pending.push((0, a_len, 0, self.b.len()));
+        let mut total = 0u32;
+        // Upper bound on what the pending ranges can still add.
+        let mut room: u32 = lcs;
+        while let Some((alo, ahi, blo, bhi)) = pending.pop() {
+            room -= (ahi - alo).min(bhi - blo).min(room as usize) as u32;
+            let (mut best_i, mut best_j, mut best) = (alo, blo, 0usize);
+            for &(i, j, run) in &cells.list {
+                let (i, j) = (i as usize, j as usize);
+                if i < alo || i >= ahi || j < blo || j >= bhi {
+                    continue;
+                }
+                let k = (run as usize).min(i + 1 - alo).min(j + 1 - blo);
+                if k > best {
+                    (best_i, best_j, best) = (i + 1 - k, j + 1 - k, k);
+                }
+            }
+            if best == 0 {
+                continue;
+            }
+            total += best as u32;
+            if total >= lcs {
+                return total;
+            }
+            if alo < best_i && blo < best_j {
+                pending.push((alo, best_i, blo, best_j));
+                room += (best_i - alo).min(best_j - blo) as u32;
+            }
+            if best_i + best < ahi && best_j + best < bhi {
+                pending.push((best_i + best, ahi, best_j + best, bhi));
+                room += (ahi - best_i - best).min(bhi - best_j - best) as u32;
+            }
+            if total + room < needed {
+                return total + room.min(needed - total - 1);
+            }
+        }
+        total
     }
 
     #[inline(always)]
     fn positions_of(&self, symbol: u32) -> &[u32] {
         let index = &self.index;
+        if !index.span_of.is_empty() {
+            let (start, end) = index.span_of[(symbol as usize).min(index.span_of.len() - 1)];
+            return &index.positions[start as usize..end as usize];
+        }
         let slot = index.symbols.slot(symbol);
         if slot == QuerySymbols::NONE {
             return &[];
@@ -154,6 +273,9 @@ impl Scorer for DifflibQuery {
             prev_set: Vec::new(),
             cur_set: Vec::new(),
             pending: Vec::new(),
+            lcs: self.lcs.new_scratch(),
+            lcs_bounds: Vec::new(),
+            cells: Cells::default(),
         }
     }
 
@@ -165,6 +287,43 @@ impl Scorer for DifflibQuery {
         let mut total = 0;
         self.for_each_block(a, scratch, |_, _, k| total += k);
         total
+    }
+
+    /// The LCS bound first (cheap, interleaved over the run): a pattern whose LCS is below
+    /// `needed` cannot pass; LCS <= 1 is M itself (any common symbol is a block). The others go
+    /// through the recursion on precomputed cells. States with popular symbols (autojunk) take
+    /// the literal algorithm, whose block extension across popular symbols the bounds ignore.
+    fn matches_at_least(&self, run: PatternRun<'_>, needed: &[u32], out: &mut [u32], scratch: &mut DifflibScratch) {
+        if self.index.has_popular {
+            for k in 0..run.len() {
+                if needed[k] != SKIP {
+                    out[k] = self.matches(run.pattern(k), scratch) as u32;
+                }
+            }
+            return;
+        }
+        let mut bounds = std::mem::take(&mut scratch.lcs_bounds);
+        bounds.clear();
+        bounds.resize(run.len(), 0);
+        self.lcs.matches_at_least(run, needed, &mut bounds, &mut scratch.lcs);
+        for k in 0..run.len() {
+            let (need, lcs) = (needed[k], bounds[k]);
+            if need == SKIP {
+                continue;
+            }
+            out[k] = if lcs < need || lcs <= 1 {
+                lcs
+            } else {
+                let a = run.pattern(k);
+                let longest = self.build_cells(a, &mut scratch.cells);
+                if longest == lcs {
+                    lcs
+                } else {
+                    self.matches_from_cells(a.len(), lcs, need, scratch)
+                }
+            };
+        }
+        scratch.lcs_bounds = bounds;
     }
 }
 

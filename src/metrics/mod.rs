@@ -134,3 +134,54 @@ impl PreparedQuery {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::PatternStore;
+    use crate::testing::{naive_difflib, naive_lcs, Rng};
+
+    /// The run form of every scorer keeps its contract against the naive oracles: the exact M
+    /// wherever `M >= needed`, something below `needed` elsewhere, skipped patterns untouched.
+    /// Covers patterns longer than the grouped lengths, empty ones, states of 0, 64, 65 and 200+
+    /// symbols (autojunk's popular symbols), and ids beyond the dense tables.
+    #[test]
+    fn run_scoring_keeps_its_contract() {
+        let mut rng = Rng::new(31);
+        for case in 0..120 {
+            let alphabet = [3, 12, 40][case % 3];
+            let big = |x: u32| if case % 4 == 3 && x % 3 == 0 { (1 << 24) + x } else { x };
+            let mut store = PatternStore::new();
+            for k in 0..300 {
+                let len = if k % 50 == 7 { 256 + rng.below(80) } else { rng.below(60) };
+                let pattern: Vec<u32> = (0..len).map(|_| big(rng.below(alphabet) as u32)).collect();
+                store.push(&format!("p{k}"), &pattern);
+            }
+            let state_len = [0, 1, 13, 64, 65, 130, 230][case % 7];
+            let state: Vec<u32> = (0..state_len).map(|_| big(rng.below(alphabet) as u32)).collect();
+            let needed: Vec<u32> = (0..store.slots()).map(|_| if rng.below(7) == 0 { SKIP } else { rng.below(8) as u32 }).collect();
+            for metric in [Metric::Lcs, Metric::Difflib { autojunk: false }, Metric::Difflib { autojunk: true }] {
+                let mut out = vec![u32::MAX - 1; store.slots()];
+                match metric.prepare(&state) {
+                    PreparedQuery::Lcs(q) => q.matches_at_least(store.run(0, store.slots()), &needed, &mut out, &mut q.new_scratch()),
+                    PreparedQuery::Difflib(q) => q.matches_at_least(store.run(0, store.slots()), &needed, &mut out, &mut q.new_scratch()),
+                }
+                for slot in 0..store.slots() {
+                    let pattern = store.tokens(slot as u32);
+                    let exact = match metric {
+                        Metric::Lcs => naive_lcs(pattern, &state),
+                        Metric::Difflib { autojunk } => naive_difflib(pattern, &state, autojunk),
+                    } as u32;
+                    let (need, got) = (needed[slot], out[slot]);
+                    if need == SKIP {
+                        assert_eq!(got, u32::MAX - 1, "a skipped pattern was scored");
+                    } else if exact >= need {
+                        assert_eq!(got, exact, "{metric:?} case {case} pattern {pattern:?} state {state:?}");
+                    } else {
+                        assert!(got < need, "{metric:?} case {case}: {got} for M = {exact} < needed {need}");
+                    }
+                }
+            }
+        }
+    }
+}
