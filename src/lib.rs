@@ -11,6 +11,7 @@ pub mod error;
 pub mod kpi;
 pub mod matcher;
 pub mod metrics;
+mod name_index;
 pub mod ordering;
 pub mod prediction;
 pub mod store;

@@ -3,7 +3,7 @@
 //! GPU both tiers are scanned by one parallel loop over all cores; results are identical whichever
 //! tier holds a pattern because both use the same metric code, formula and ordering.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -13,6 +13,7 @@ use rayon::prelude::*;
 use crate::cuda::link::{DeviceLink, DeviceMirror, DeviceStatus};
 use crate::error::{KatoError, Result};
 use crate::kpi::Kpis;
+use crate::name_index::NameIndex;
 use crate::metrics::{self, Metric, PreparedQuery, Scorer};
 use crate::ordering::{Candidate, LengthRow, Matches, NameOrder, QueryPlan};
 use crate::store::{PatternStore, MAX_SYMBOL_ID};
@@ -35,7 +36,7 @@ pub struct Matcher {
     order: NameOrder,
     bulk_end: usize,
     bulk_live: usize,
-    index: HashMap<Box<str>, u32>,
+    index: NameIndex,
     /// The GPU mirror of the bulk tier, when one is attached.
     device: DeviceLink,
     /// Bumped whenever slots are renumbered (compaction, clear), so a promotion prepared before
@@ -106,7 +107,7 @@ impl Matcher {
             order: NameOrder::default(),
             bulk_end: 0,
             bulk_live: 0,
-            index: HashMap::new(),
+            index: NameIndex::default(),
             device: DeviceLink::default(),
             generation: 0,
             kpis: Kpis::default(),
@@ -128,7 +129,7 @@ impl Matcher {
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.index.contains_key(name)
+        self.index.contains(name, &self.store)
     }
 
     pub fn tiers(&self) -> TierCounts {
@@ -137,7 +138,7 @@ impl Matcher {
 
     /// The stored symbols of a pattern.
     pub fn pattern(&self, name: &str) -> Option<&[u32]> {
-        self.index.get(name).map(|&slot| self.store.tokens(slot))
+        self.index.get(name, &self.store).map(|slot| self.store.tokens(slot))
     }
 
     pub fn name(&self, slot: u32) -> &str {
@@ -155,13 +156,13 @@ impl Matcher {
             return Err(KatoError::EmptyName);
         }
         check_symbols(tokens)?;
-        if self.index.contains_key(name) {
+        if self.index.contains(name, &self.store) {
             return Ok(false);
         }
         self.check_capacity(1, tokens.len())?;
         let slot = self.store.push(name, tokens);
         self.order.push(&self.store, name);
-        self.index.insert(name.into(), slot);
+        self.index.insert(name, slot);
         self.learned(1);
         Ok(true)
     }
@@ -196,7 +197,7 @@ impl Matcher {
             if !seen.insert(name) {
                 return Err(KatoError::DuplicateInBatch(name.to_string()));
             }
-            if self.index.contains_key(name) {
+            if self.index.contains(name, &self.store) {
                 return Err(KatoError::AlreadyStored(name.to_string()));
             }
         }
@@ -207,7 +208,7 @@ impl Matcher {
         for (k, &name) in names.iter().enumerate() {
             let slot = self.store.push(name, &tokens[offsets[k] as usize..offsets[k + 1] as usize]);
             self.order.push(&self.store, name);
-            self.index.insert(name.into(), slot);
+            self.index.insert(name, slot);
         }
         self.learned(names.len());
         Ok(names.len())
@@ -257,7 +258,7 @@ impl Matcher {
 
     /// Removes a pattern from whichever tier holds it. `false` when no such pattern is stored.
     pub fn remove(&mut self, name: &str) -> bool {
-        let Some(slot) = self.index.remove(name) else { return false };
+        let Some(slot) = self.index.remove(name, &self.store) else { return false };
         self.store.kill(slot);
         if (slot as usize) < self.bulk_end {
             self.bulk_live -= 1;
@@ -275,9 +276,7 @@ impl Matcher {
         let old_bulk_end = self.bulk_end;
         let remap = self.store.compact();
         self.bulk_end = remap[..old_bulk_end].iter().filter(|&&s| s != u32::MAX).count();
-        for slot in self.index.values_mut() {
-            *slot = remap[*slot as usize];
-        }
+        self.index.remap(&remap);
         self.order.remap(&remap);
         self.order.rebuild(&self.store);
         self.generation += 1;
@@ -422,9 +421,7 @@ impl Matcher {
 
     /// Bytes held by the store and the name index (an estimate for the index).
     pub fn memory_bytes(&self) -> usize {
-        let index = self.index.capacity() * (std::mem::size_of::<(Box<str>, u32)>() + 1)
-            + self.index.keys().map(|k| k.len()).sum::<usize>();
-        self.store.memory_bytes() + self.order.memory_bytes() + index
+        self.store.memory_bytes() + self.order.memory_bytes() + self.index.memory_bytes()
     }
 
     pub fn token_count(&self) -> usize {

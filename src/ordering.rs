@@ -591,7 +591,7 @@ mod tests {
         let mut rng = Rng::new(21);
         let mut store = PatternStore::new();
         let mut order = NameOrder::default();
-        let mut add = |store: &mut PatternStore, order: &mut NameOrder, rng: &mut Rng, count: usize| {
+        let add = |store: &mut PatternStore, order: &mut NameOrder, rng: &mut Rng, count: usize| {
             for _ in 0..count {
                 // Few distinct prefixes: many new names fall between the same ranked neighbours.
                 let name = format!("N{}-{}", rng.below(40), store.slots());
