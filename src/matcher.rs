@@ -137,7 +137,7 @@ impl Matcher {
     }
 
     /// The stored symbols of a pattern.
-    pub fn pattern(&self, name: &str) -> Option<&[u32]> {
+    pub fn pattern(&self, name: &str) -> Option<std::borrow::Cow<'_, [u32]>> {
         self.index.get(name, &self.store).map(|slot| self.store.tokens(slot))
     }
 
@@ -367,7 +367,7 @@ impl Matcher {
                 .pairs
                 .iter()
                 .filter_map(|&(slot, matches)| {
-                    let row = plan.row(self.store.tokens(slot).len());
+                    let row = plan.row(self.store.len_of(slot));
                     (matches >= row.min_matches).then(|| plan.candidate(row, matches, slot))
                 })
                 .collect(),
@@ -403,7 +403,7 @@ impl Matcher {
                             LengthRow::NONE
                         }
                     }));
-                    query.matches_at_least(run, needed, counts, scratch);
+                    query.score_run(run, needed, counts, scratch);
                     let mut found = Vec::with_capacity(run.len());
                     for (k, (&need, &count)) in needed.iter().zip(counts.iter()).enumerate() {
                         if need != LengthRow::NONE && count >= need {

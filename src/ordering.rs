@@ -366,7 +366,7 @@ impl QueryPlan {
             let mut hits: Vec<Hit> = parts
                 .into_iter()
                 .flatten()
-                .map(|c| Hit { similarity: ratio(c.value as usize, store.tokens(c.slot).len() + self.state_len), slot: c.slot })
+                .map(|c| Hit { similarity: ratio(c.value as usize, store.len_of(c.slot) + self.state_len), slot: c.slot })
                 .collect();
             sort_and_truncate(&mut hits, limit, store, order);
             return hits.into();
@@ -611,7 +611,7 @@ mod tests {
             let threshold = [0.0, 0.1, 0.35, 0.6, 0.9][query % 5];
             let mut expected: Vec<(f64, &str, u32)> = (0..store.slots() as u32)
                 .filter(|&s| store.is_live(s))
-                .map(|s| (ratio(naive_lcs(store.tokens(s), &state), store.tokens(s).len() + state.len()), store.name(s), s))
+                .map(|s| (ratio(naive_lcs(&store.tokens(s), &state), store.len_of(s) + state.len()), store.name(s), s))
                 .filter(|&(similarity, _, _)| passes(similarity, threshold))
                 .collect();
             expected.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
@@ -620,8 +620,8 @@ mod tests {
                 let candidates: Vec<Candidate> = (0..store.slots() as u32)
                     .filter(|&s| store.is_live(s))
                     .filter_map(|s| {
-                        let row = plan.row(store.tokens(s).len());
-                        let m = lcs::matches(store.tokens(s), &state) as u32;
+                        let row = plan.row(store.len_of(s));
+                        let m = lcs::matches(&store.tokens(s), &state) as u32;
                         (row.min_matches != LengthRow::NONE && m >= row.min_matches).then(|| plan.candidate(row, m, s))
                     })
                     .collect();

@@ -5,8 +5,37 @@
 //! the names of its matches alive ([`NameSnapshot`]) without copying them: a later append copies
 //! at most the last chunk (and only while a result still holds it); a compaction builds new chunks.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// A stored symbol id: patterns are kept as u16 while every stored id fits (half the memory and
+/// half the bytes a scan streams), as u32 from the first larger id on.
+pub trait Token: Copy + Into<u32> + Send + Sync + 'static {}
+impl Token for u16 {}
+impl Token for u32 {}
+
+/// Every pattern's symbols back to back, in the narrowest width that holds them.
+enum TokenColumn {
+    Narrow(Vec<u16>),
+    Wide(Vec<u32>),
+}
+
+impl Default for TokenColumn {
+    fn default() -> TokenColumn {
+        TokenColumn::Narrow(Vec::new())
+    }
+}
+
+/// Grows `v` to hold `additional` more items by 1.25x steps (not 2x): big stores keep little
+/// unused capacity, at the price of a few more copies while loading.
+fn reserve_gently<T>(v: &mut Vec<T>, additional: usize) {
+    let needed = v.len() + additional;
+    if needed > v.capacity() {
+        let target = needed.max(v.capacity() + v.capacity() / 4);
+        v.reserve_exact(target - v.len());
+    }
+}
 
 /// Largest symbol id a stored pattern may hold. Query symbols unknown to the vocabulary are given
 /// ids above it, so they can never match a stored symbol.
@@ -38,6 +67,11 @@ impl NameSnapshot {
 
     fn push(&mut self, name: &str) {
         if self.0.last().is_none_or(|c| c.ends.len() == NAME_CHUNK) {
+            // A full chunk never grows again: give back its spare capacity (unless a result
+            // still shares it).
+            if let Some(full) = self.0.last_mut().and_then(Arc::get_mut) {
+                full.bytes.shrink_to_fit();
+            }
             self.0.push(Arc::new(NameChunk { bytes: Vec::new(), ends: Vec::with_capacity(NAME_CHUNK) }));
         }
         let chunk = Arc::make_mut(self.0.last_mut().expect("a chunk was just ensured"));
@@ -51,14 +85,49 @@ impl NameSnapshot {
 }
 
 /// Consecutive stored patterns: their symbols back to back and their offsets into the store.
-#[derive(Clone, Copy)]
-pub struct PatternRun<'a> {
-    tokens: &'a [u32],
+pub struct PatternRun<'a, T> {
+    tokens: &'a [T],
     /// `count + 1` absolute offsets; `tokens` starts at `offsets[0]`.
     offsets: &'a [u64],
 }
 
-impl<'a> PatternRun<'a> {
+impl<T> Clone for PatternRun<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for PatternRun<'_, T> {}
+
+/// A run in the store's current token width.
+#[derive(Clone, Copy)]
+pub enum AnyRun<'a> {
+    Narrow(PatternRun<'a, u16>),
+    Wide(PatternRun<'a, u32>),
+}
+
+impl AnyRun<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            AnyRun::Narrow(run) => run.len(),
+            AnyRun::Wide(run) => run.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    #[inline]
+    pub fn pattern_len(&self, k: usize) -> usize {
+        match self {
+            AnyRun::Narrow(run) => run.pattern_len(k),
+            AnyRun::Wide(run) => run.pattern_len(k),
+        }
+    }
+}
+
+impl<'a, T> PatternRun<'a, T> {
     pub fn len(&self) -> usize {
         self.offsets.len() - 1
     }
@@ -69,13 +138,13 @@ impl<'a> PatternRun<'a> {
 
     /// The `k`-th pattern of the run.
     #[inline]
-    pub fn pattern(&self, k: usize) -> &'a [u32] {
+    pub fn pattern(&self, k: usize) -> &'a [T] {
         let base = self.offsets[0];
         &self.tokens[(self.offsets[k] - base) as usize..(self.offsets[k + 1] - base) as usize]
     }
 
     /// Every symbol of the run, back to back.
-    pub fn tokens(&self) -> &'a [u32] {
+    pub fn tokens(&self) -> &'a [T] {
         self.tokens
     }
 
@@ -88,7 +157,7 @@ impl<'a> PatternRun<'a> {
 
 #[derive(Default)]
 pub struct PatternStore {
-    tokens: Vec<u32>,
+    tokens: TokenColumn,
     offsets: Vec<u64>,
     names: NameSnapshot,
     live: Vec<bool>,
@@ -117,20 +186,43 @@ impl PatternStore {
     }
 
     pub fn token_count(&self) -> usize {
-        self.tokens.len()
+        self.offsets[self.offsets.len() - 1] as usize
+    }
+
+    /// Bytes per stored symbol: 2 while every id fits in 16 bits, then 4.
+    pub fn token_width(&self) -> usize {
+        match self.tokens {
+            TokenColumn::Narrow(_) => 2,
+            TokenColumn::Wide(_) => 4,
+        }
     }
 
     pub fn reserve(&mut self, patterns: usize, tokens: usize) {
-        self.tokens.reserve(tokens);
-        self.offsets.reserve(patterns);
-        self.live.reserve(patterns);
+        match &mut self.tokens {
+            TokenColumn::Narrow(t) => reserve_gently(t, tokens),
+            TokenColumn::Wide(t) => reserve_gently(t, tokens),
+        }
+        reserve_gently(&mut self.offsets, patterns);
+        reserve_gently(&mut self.live, patterns);
     }
 
     /// Appends a pattern and returns its slot. Callers validate names and symbol ids first.
     pub fn push(&mut self, name: &str, tokens: &[u32]) -> u32 {
         let slot = self.live.len() as u32;
-        self.tokens.extend_from_slice(tokens);
-        self.offsets.push(self.tokens.len() as u64);
+        if let TokenColumn::Narrow(narrow) = &self.tokens {
+            if tokens.iter().any(|&t| t > u16::MAX as u32) {
+                let mut wide = Vec::new();
+                reserve_gently(&mut wide, narrow.len() + tokens.len());
+                wide.extend(narrow.iter().map(|&t| u32::from(t)));
+                self.tokens = TokenColumn::Wide(wide);
+            }
+        }
+        match &mut self.tokens {
+            // Every id fits: checked just above.
+            TokenColumn::Narrow(t) => t.extend(tokens.iter().map(|&id| id as u16)),
+            TokenColumn::Wide(t) => t.extend_from_slice(tokens),
+        }
+        self.offsets.push(self.offsets[self.offsets.len() - 1] + tokens.len() as u64);
         self.names.push(name);
         self.live.push(true);
         self.live_count += 1;
@@ -140,9 +232,13 @@ impl PatternStore {
 
     /// Slots `first..first + count` as one contiguous run.
     #[inline]
-    pub fn run(&self, first: u32, count: usize) -> PatternRun<'_> {
+    pub fn run(&self, first: u32, count: usize) -> AnyRun<'_> {
         let offsets = &self.offsets[first as usize..first as usize + count + 1];
-        PatternRun { tokens: &self.tokens[offsets[0] as usize..offsets[count] as usize], offsets }
+        let range = offsets[0] as usize..offsets[count] as usize;
+        match &self.tokens {
+            TokenColumn::Narrow(t) => AnyRun::Narrow(PatternRun { tokens: &t[range], offsets }),
+            TokenColumn::Wide(t) => AnyRun::Wide(PatternRun { tokens: &t[range], offsets }),
+        }
     }
 
     /// The distinct lengths of the live patterns, ascending.
@@ -150,10 +246,30 @@ impl PatternStore {
         self.lengths.keys().copied()
     }
 
-    #[inline]
-    pub fn tokens(&self, slot: u32) -> &[u32] {
+    /// The symbol ids of a slot (borrowed when stored as u32, widened when stored as u16).
+    pub fn tokens(&self, slot: u32) -> Cow<'_, [u32]> {
         let s = slot as usize;
-        &self.tokens[self.offsets[s] as usize..self.offsets[s + 1] as usize]
+        let range = self.offsets[s] as usize..self.offsets[s + 1] as usize;
+        match &self.tokens {
+            TokenColumn::Narrow(t) => Cow::Owned(t[range].iter().map(|&id| u32::from(id)).collect()),
+            TokenColumn::Wide(t) => Cow::Borrowed(&t[range]),
+        }
+    }
+
+    /// Appends the symbol ids of a slot to `out`.
+    pub fn extend_tokens(&self, slot: u32, out: &mut Vec<u32>) {
+        let s = slot as usize;
+        let range = self.offsets[s] as usize..self.offsets[s + 1] as usize;
+        match &self.tokens {
+            TokenColumn::Narrow(t) => out.extend(t[range].iter().map(|&id| u32::from(id))),
+            TokenColumn::Wide(t) => out.extend_from_slice(&t[range]),
+        }
+    }
+
+    /// The length of a slot's pattern.
+    #[inline]
+    pub fn len_of(&self, slot: u32) -> usize {
+        (self.offsets[slot as usize + 1] - self.offsets[slot as usize]) as usize
     }
 
     #[inline]
@@ -170,7 +286,7 @@ impl PatternStore {
     pub fn kill(&mut self, slot: u32) {
         if std::mem::replace(&mut self.live[slot as usize], false) {
             self.live_count -= 1;
-            let len = self.tokens(slot).len();
+            let len = self.len_of(slot);
             match self.lengths.get_mut(&len) {
                 Some(count) if *count > 1 => *count -= 1,
                 _ => {
@@ -184,11 +300,15 @@ impl PatternStore {
     /// (`u32::MAX` for removed ones).
     pub fn compact(&mut self) -> Vec<u32> {
         let mut fresh = PatternStore::new();
-        fresh.reserve(self.live_count, self.tokens.len());
+        fresh.reserve(self.live_count, self.token_count());
+        if let TokenColumn::Wide(_) = self.tokens {
+            fresh.tokens = TokenColumn::Wide(Vec::new());
+            fresh.reserve(0, self.token_count());
+        }
         let mut remap = vec![u32::MAX; self.slots()];
         for slot in 0..self.slots() as u32 {
             if self.is_live(slot) {
-                remap[slot as usize] = fresh.push(self.name(slot), self.tokens(slot));
+                remap[slot as usize] = fresh.push(self.name(slot), &self.tokens(slot));
             }
         }
         *self = fresh;
@@ -197,9 +317,43 @@ impl PatternStore {
 
     /// Bytes held by the store's arrays (capacity, not length).
     pub fn memory_bytes(&self) -> usize {
-        self.tokens.capacity() * 4
+        let tokens = match &self.tokens {
+            TokenColumn::Narrow(t) => t.capacity() * 2,
+            TokenColumn::Wide(t) => t.capacity() * 4,
+        };
+        tokens
             + self.offsets.capacity() * 8
             + self.names.memory_bytes()
             + self.live.capacity()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Symbols are kept as u16 until the first larger id, then every pattern (earlier ones
+    /// included) reads back the same, through runs and a compaction.
+    #[test]
+    fn widens_on_the_first_large_id_and_keeps_every_pattern() {
+        let patterns: Vec<Vec<u32>> = vec![vec![1, 2, 65_535], vec![], vec![7; 40], vec![65_536, 3], vec![MAX_SYMBOL_ID, 0], vec![9]];
+        let mut store = PatternStore::new();
+        for (k, p) in patterns.iter().enumerate() {
+            store.push(&format!("p{k}"), p);
+            assert_eq!(store.token_width(), if k < 3 { 2 } else { 4 });
+            for (j, q) in patterns[..=k].iter().enumerate() {
+                assert_eq!(&*store.tokens(j as u32), &q[..]);
+            }
+        }
+        let AnyRun::Wide(run) = store.run(1, 4) else { panic!("the store is wide") };
+        assert_eq!((0..4).map(|k| run.pattern(k).to_vec()).collect::<Vec<_>>(), patterns[1..5].to_vec());
+        store.kill(0);
+        let remap = store.compact();
+        assert_eq!(store.token_width(), 4);
+        for (old, p) in patterns.iter().enumerate().skip(1) {
+            assert_eq!(&*store.tokens(remap[old]), &p[..]);
+            assert_eq!(store.len_of(remap[old]), p.len());
+        }
+        assert_eq!(store.token_count(), patterns[1..].iter().map(Vec::len).sum::<usize>());
     }
 }

@@ -285,7 +285,7 @@ mod device_tier {
             for q in 0..6 {
                 let state: Vec<u32> = (0..rng.below(20)).map(|_| rng.below(9) as u32).collect();
                 let threshold = [0.0, 0.2, 0.5][q % 3];
-                let sim = |&(slot, m): &(u32, u32)| ratio(m as usize, store.tokens(slot).len() + state.len());
+                let sim = |&(slot, m): &(u32, u32)| ratio(m as usize, store.len_of(slot) + state.len());
                 let mut all = tier.query(metric, &state, threshold, None).unwrap().unwrap();
                 all.sort_unstable();
                 let mut sims: Vec<f64> = all.iter().map(sim).collect();

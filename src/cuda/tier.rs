@@ -207,15 +207,15 @@ impl<B: Backend> DeviceTier<B> {
             Some(max) => bulk_end.min(max.max(start)),
             None => bulk_end,
         };
-        let new_tokens: usize = (start as u32..end as u32).map(|s| store.tokens(s).len()).sum();
+        let new_tokens: usize = (start as u32..end as u32).map(|s| store.len_of(s)).sum();
         if !self.make_room(end, self.mirrored_tokens + new_tokens)? {
             // Over the memory budget: mirror the prefix that fits the current capacity.
             let (cap_slots, cap_tokens) = (self.backend.capacity(Buf::Live), self.backend.capacity(Buf::Tokens));
             let limit = end;
             end = start;
             let mut tokens = self.mirrored_tokens;
-            while end < limit && end < cap_slots && tokens + store.tokens(end as u32).len() <= cap_tokens {
-                tokens += store.tokens(end as u32).len();
+            while end < limit && end < cap_slots && tokens + store.len_of(end as u32) <= cap_tokens {
+                tokens += store.len_of(end as u32);
                 end += 1;
             }
         }
@@ -227,7 +227,7 @@ impl<B: Backend> DeviceTier<B> {
             let mut offsets = Vec::with_capacity(batch_end - at);
             let mut live = Vec::with_capacity(batch_end - at);
             for slot in at as u32..batch_end as u32 {
-                tokens.extend_from_slice(store.tokens(slot));
+                store.extend_tokens(slot, &mut tokens);
                 offsets.push((self.mirrored_tokens + tokens.len()) as u64);
                 live.push(u8::from(store.is_live(slot)));
             }
@@ -247,7 +247,7 @@ impl<B: Backend> DeviceTier<B> {
     /// `LONGEST_BUCKET` share the last bucket), so each warp gets patterns of similar length.
     fn upload_order(&mut self, store: &PatternStore) -> Result<(), CudaError> {
         const LONGEST_BUCKET: usize = 4096;
-        let bucket = |slot: u32| store.tokens(slot).len().min(LONGEST_BUCKET);
+        let bucket = |slot: u32| store.len_of(slot).min(LONGEST_BUCKET);
         let mut starts = vec![0usize; LONGEST_BUCKET + 2];
         for slot in 0..self.mirrored as u32 {
             starts[bucket(slot) + 1] += 1;

@@ -10,7 +10,7 @@
 
 use super::lcs::{LcsQuery, LcsScratch};
 use super::{QuerySymbols, Scorer, SKIP};
-use crate::store::PatternRun;
+use crate::store::{PatternRun, Token};
 
 /// difflib's `b2j` for a state: where each symbol of `b` occurs, popular symbols left out.
 /// Shared by the CPU scorer and the GPU launch tables, so both index `b` the same way.
@@ -118,7 +118,7 @@ impl DifflibQuery {
     }
 
     /// Fills `cells` for pattern `a`; returns the longest run (the size of the first block).
-    fn build_cells(&self, a: &[u32], cells: &mut Cells) -> u32 {
+    fn build_cells<T: Token>(&self, a: &[T], cells: &mut Cells) -> u32 {
         if cells.stamp.len() != self.b.len() + 1 || cells.base as usize >= (u32::MAX as usize) - a.len() - 2 {
             cells.stamp = vec![0; self.b.len() + 1];
             cells.run_at = vec![0; self.b.len() + 1];
@@ -129,7 +129,7 @@ impl DifflibQuery {
         for (i, &symbol) in a.iter().enumerate() {
             let row_start = cells.list.len();
             let here = cells.base + i as u32 + 1;
-            let positions = self.positions_of(symbol);
+            let positions = self.positions_of(symbol.into());
             // Descending j, so that j - 1 still holds the previous row when j is computed.
             for &j in positions.iter().rev() {
                 let j = j as usize;
@@ -209,9 +209,9 @@ impl DifflibQuery {
     }
 
     /// CPython's `find_longest_match(alo, ahi, blo, bhi)`; returns `(i, j, size)`.
-    fn find_longest_match(
+    fn find_longest_match<T: Token>(
         &self,
-        a: &[u32],
+        a: &[T],
         (alo, ahi, blo, bhi): (usize, usize, usize, usize),
         scratch: &mut DifflibScratch,
     ) -> (usize, usize, usize) {
@@ -219,7 +219,7 @@ impl DifflibQuery {
         let (mut best_i, mut best_j, mut best_size) = (alo, blo, 0usize);
         let DifflibScratch { prev, cur, prev_set, cur_set, .. } = scratch;
         for i in alo..ahi {
-            let positions = self.positions_of(a[i]);
+            let positions = self.positions_of(a[i].into());
             let start = positions.partition_point(|&j| (j as usize) < blo);
             for &j in &positions[start..] {
                 let j = j as usize;
@@ -250,12 +250,12 @@ impl DifflibQuery {
 
         // Nothing is junk, so only the "extend by non-junk elements" loops can move; they pick up
         // popular elements left out of the index.
-        while best_i > alo && best_j > blo && a[best_i - 1] == b[best_j - 1] {
+        while best_i > alo && best_j > blo && a[best_i - 1].into() == b[best_j - 1] {
             best_i -= 1;
             best_j -= 1;
             best_size += 1;
         }
-        while best_i + best_size < ahi && best_j + best_size < bhi && a[best_i + best_size] == b[best_j + best_size] {
+        while best_i + best_size < ahi && best_j + best_size < bhi && a[best_i + best_size].into() == b[best_j + best_size] {
             best_size += 1;
         }
         (best_i, best_j, best_size)
@@ -283,7 +283,7 @@ impl Scorer for DifflibQuery {
         self.b.len()
     }
 
-    fn matches(&self, a: &[u32], scratch: &mut DifflibScratch) -> usize {
+    fn matches<T: Token>(&self, a: &[T], scratch: &mut DifflibScratch) -> usize {
         let mut total = 0;
         self.for_each_block(a, scratch, |_, _, k| total += k);
         total
@@ -293,7 +293,7 @@ impl Scorer for DifflibQuery {
     /// `needed` cannot pass; LCS <= 1 is M itself (any common symbol is a block). The others go
     /// through the recursion on precomputed cells. States with popular symbols (autojunk) take
     /// the literal algorithm, whose block extension across popular symbols the bounds ignore.
-    fn matches_at_least(&self, run: PatternRun<'_>, needed: &[u32], out: &mut [u32], scratch: &mut DifflibScratch) {
+    fn matches_at_least<T: Token>(&self, run: PatternRun<'_, T>, needed: &[u32], out: &mut [u32], scratch: &mut DifflibScratch) {
         if self.index.has_popular {
             for k in 0..run.len() {
                 if needed[k] != SKIP {
@@ -330,7 +330,7 @@ impl Scorer for DifflibQuery {
 impl DifflibQuery {
     /// Calls `found(i, j, size)` for every matching block of `a` against the state, in the
     /// order CPython's `get_matching_blocks` finds them (not sorted).
-    fn for_each_block(&self, a: &[u32], scratch: &mut DifflibScratch, mut found: impl FnMut(usize, usize, usize)) {
+    fn for_each_block<T: Token>(&self, a: &[T], scratch: &mut DifflibScratch, mut found: impl FnMut(usize, usize, usize)) {
         let mut pending = std::mem::take(&mut scratch.pending);
         pending.clear();
         pending.push((0, a.len(), 0, self.b.len()));

@@ -5,7 +5,7 @@
 //! operations per word. `2.0 * M / T` equals `2.0 * rapidfuzz.distance.LCSseq.similarity(p, s) / T`.
 
 use super::{QuerySymbols, Scorer, SKIP};
-use crate::store::PatternRun;
+use crate::store::{PatternRun, Token};
 
 /// Patterns stepped together by the single-word kernel.
 const LANES: usize = 8;
@@ -89,8 +89,8 @@ impl LcsQuery {
         (!v & valid).count_ones()
     }
 
-    fn matches_one_word(&self, pattern: &[u32]) -> usize {
-        let v = pattern.iter().fold(!0u64, |v, &c| Self::step(v, self.one_word_mask(c)));
+    fn matches_one_word<T: Token>(&self, pattern: &[T]) -> usize {
+        let v = pattern.iter().fold(!0u64, |v, &c| Self::step(v, self.one_word_mask(c.into())));
         self.count_one_word(v) as usize
     }
 
@@ -102,9 +102,9 @@ impl LcsQuery {
     /// Single-word LCS of a run of patterns, grouped by length and stepped [`LANES`] at a time:
     /// one pattern's steps form a dependency chain, so interleaving independent patterns of the
     /// same length keeps the core busy without per-step bookkeeping.
-    fn matches_one_word_grouped(&self, run: PatternRun<'_>, needed: &[u32], out: &mut [u32], scratch: &mut LcsScratch) {
+    fn matches_one_word_grouped<T: Token>(&self, run: PatternRun<'_, T>, needed: &[u32], out: &mut [u32], scratch: &mut LcsScratch) {
         let masks = &*self.slot_masks;
-        let mask = |c: u32| masks[self.short_slot_of(c) as usize];
+        let mask = |c: T| masks[self.short_slot_of(c.into()) as usize];
         let LcsScratch { by_length, starts, .. } = scratch;
         // Counting sort of the patterns to score by length; longer ones go one by one.
         starts.clear();
@@ -117,8 +117,8 @@ impl LcsQuery {
         // Pull the run into cache in storage order, where the hardware prefetcher keeps up; the
         // grouped order below then reads from cache instead of waiting on memory per pattern.
         let mut touched = 0u32;
-        for line in run.tokens().chunks(16) {
-            touched = touched.wrapping_add(line[0]);
+        for line in run.tokens().chunks(64 / std::mem::size_of::<T>()) {
+            touched = touched.wrapping_add(line[0].into());
         }
         std::hint::black_box(touched);
         for len in 1..starts.len() {
@@ -141,7 +141,7 @@ impl LcsQuery {
             let mut lanes = group.chunks_exact(LANES);
             if len < GROUPED_LENGTHS {
                 for ks in lanes.by_ref() {
-                    let patterns: [&[u32]; LANES] = std::array::from_fn(|l| &run.pattern(ks[l] as usize)[..len]);
+                    let patterns: [&[T]; LANES] = std::array::from_fn(|l| &run.pattern(ks[l] as usize)[..len]);
                     let mut v = [!0u64; LANES];
                     for t in 0..len {
                         for l in 0..LANES {
@@ -161,11 +161,11 @@ impl LcsQuery {
         }
     }
 
-    fn matches_multi_word(&self, pattern: &[u32], v: &mut Vec<u64>) -> usize {
+    fn matches_multi_word<T: Token>(&self, pattern: &[T], v: &mut Vec<u64>) -> usize {
         v.clear();
         v.resize(self.words, !0u64);
         for &c in pattern {
-            let slot = self.symbols.slot(c);
+            let slot = self.symbols.slot(c.into());
             if slot == QuerySymbols::NONE {
                 continue;
             }
@@ -202,7 +202,7 @@ impl Scorer for LcsQuery {
         self.len
     }
 
-    fn matches_at_least(&self, run: PatternRun<'_>, needed: &[u32], out: &mut [u32], scratch: &mut LcsScratch) {
+    fn matches_at_least<T: Token>(&self, run: PatternRun<'_, T>, needed: &[u32], out: &mut [u32], scratch: &mut LcsScratch) {
         if !self.short_slot.is_empty() {
             self.matches_one_word_grouped(run, needed, out, scratch);
         } else {
@@ -215,7 +215,7 @@ impl Scorer for LcsQuery {
     }
 
     #[inline]
-    fn matches(&self, pattern: &[u32], scratch: &mut LcsScratch) -> usize {
+    fn matches<T: Token>(&self, pattern: &[T], scratch: &mut LcsScratch) -> usize {
         match self.words {
             0 => 0,
             1 => self.matches_one_word(pattern),

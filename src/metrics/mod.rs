@@ -15,7 +15,7 @@ mod symbols;
 pub use symbols::QuerySymbols;
 
 use crate::error::{KatoError, Result};
-use crate::store::PatternRun;
+use crate::store::{AnyRun, PatternRun, Token};
 
 /// `needed` value of a pattern that must not be scored (see [`Scorer::matches_at_least`]).
 pub const SKIP: u32 = u32::MAX;
@@ -105,17 +105,25 @@ pub trait Scorer: Sync {
     type Scratch: Send;
     fn new_scratch(&self) -> Self::Scratch;
     fn state_len(&self) -> usize;
-    fn matches(&self, pattern: &[u32], scratch: &mut Self::Scratch) -> usize;
+    fn matches<T: Token>(&self, pattern: &[T], scratch: &mut Self::Scratch) -> usize;
 
     /// Scores a run of stored patterns: `out[k]` is M of pattern `k` when that is at least
     /// `needed[k]`, and otherwise any value below it (a scorer may stop once it knows M cannot
     /// reach it). Patterns with `needed[k] == SKIP` are not scored. A whole run at once lets a
     /// scorer interleave independent patterns.
-    fn matches_at_least(&self, run: PatternRun<'_>, needed: &[u32], out: &mut [u32], scratch: &mut Self::Scratch) {
+    fn matches_at_least<T: Token>(&self, run: PatternRun<'_, T>, needed: &[u32], out: &mut [u32], scratch: &mut Self::Scratch) {
         for k in 0..run.len() {
             if needed[k] != SKIP {
                 out[k] = self.matches(run.pattern(k), scratch) as u32;
             }
+        }
+    }
+
+    /// [`Scorer::matches_at_least`] for a run in whichever width the store holds.
+    fn score_run(&self, run: AnyRun<'_>, needed: &[u32], out: &mut [u32], scratch: &mut Self::Scratch) {
+        match run {
+            AnyRun::Narrow(run) => self.matches_at_least(run, needed, out, scratch),
+            AnyRun::Wide(run) => self.matches_at_least(run, needed, out, scratch),
         }
     }
 }
@@ -162,12 +170,14 @@ mod tests {
             let needed: Vec<u32> = (0..store.slots()).map(|_| if rng.below(7) == 0 { SKIP } else { rng.below(8) as u32 }).collect();
             for metric in [Metric::Lcs, Metric::Difflib { autojunk: false }, Metric::Difflib { autojunk: true }] {
                 let mut out = vec![u32::MAX - 1; store.slots()];
+                let run = store.run(0, store.slots());
+                assert_eq!(store.token_width(), if case % 4 == 3 { 4 } else { 2 });
                 match metric.prepare(&state) {
-                    PreparedQuery::Lcs(q) => q.matches_at_least(store.run(0, store.slots()), &needed, &mut out, &mut q.new_scratch()),
-                    PreparedQuery::Difflib(q) => q.matches_at_least(store.run(0, store.slots()), &needed, &mut out, &mut q.new_scratch()),
+                    PreparedQuery::Lcs(q) => q.score_run(run, &needed, &mut out, &mut q.new_scratch()),
+                    PreparedQuery::Difflib(q) => q.score_run(run, &needed, &mut out, &mut q.new_scratch()),
                 }
                 for slot in 0..store.slots() {
-                    let pattern = store.tokens(slot as u32);
+                    let pattern = &*store.tokens(slot as u32);
                     let exact = match metric {
                         Metric::Lcs => naive_lcs(pattern, &state),
                         Metric::Difflib { autojunk } => naive_difflib(pattern, &state, autojunk),

@@ -188,7 +188,7 @@ impl PyMatcher {
 
     /// The stored symbol ids of a pattern, or None.
     fn pattern(&self, py: Python<'_>, name: &str) -> Option<Vec<u32>> {
-        py.allow_threads(|| self.read().pattern(name).map(<[u32]>::to_vec))
+        py.allow_threads(|| self.read().pattern(name).map(std::borrow::Cow::into_owned))
     }
 
     fn __len__(&self, py: Python<'_>) -> usize {
@@ -276,7 +276,7 @@ impl PyMatcher {
         let keys: Vec<String> = names.iter().map(|n| n.extract::<String>()).collect::<PyResult<_>>()?;
         let patterns = py.allow_threads(|| {
             let matcher = self.read();
-            keys.iter().map(|k| matcher.pattern(k).map(<[u32]>::to_vec)).collect::<Option<Vec<_>>>()
+            keys.iter().map(|k| matcher.pattern(k).map(std::borrow::Cow::into_owned)).collect::<Option<Vec<_>>>()
         });
         let Some(patterns) = patterns else {
             return Err(PyValueError::new_err("a matched pattern was removed before its prediction was built"));
