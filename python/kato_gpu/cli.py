@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "e.g. 0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9; none: no sweep")
     bench.add_argument("--batch", type=_non_negative_int, default=0, metavar="N",
                        help="batch comparison: N new query states (another seed stream) through one batch call "
-                            "(match_patterns_batch in arrays form) against N single match_patterns_arrays calls, "
+                            "(match_patterns_batch_arrays) against N single match_patterns_arrays calls, "
                             "best of 3 runs each (states/s both ways and the ratio); every batch result must equal "
                             "its single call's exactly and 5 are checked against the oracle. 0 skips it")
     bench.add_argument("--batch-limit", type=_batch_limit, default="same", metavar="K|all|same",

@@ -153,9 +153,10 @@ class HybridGPUMatcher:
         ascending; at most ``max_predictions`` (``None``: all)."""
         return self.match_patterns_arrays(state, threshold, max_predictions).to_dicts()
 
-    def match_patterns_batch(self, states: Iterable[Sequence[str]], threshold: float,
-                             max_predictions: Optional[int] = 100) -> List[List[Dict[str, Any]]]:
-        """:meth:`match_patterns` for many states in one call (states spread over the cores)."""
+    def match_patterns_batch_arrays(self, states: Iterable[Sequence[str]], threshold: float,
+                                    max_predictions: Optional[int] = 100) -> List["_native.MatchResult"]:
+        """:meth:`match_patterns_arrays` for many states in one call: the states are spread over
+        the cores, and no dict is built per match."""
         threshold = _check_threshold(threshold)
         limit = _check_limit(max_predictions)
         if isinstance(states, (str, bytes)):
@@ -163,7 +164,12 @@ class HybridGPUMatcher:
         lookups = [self.encoder.lookup_ids(_check_state(s)) for s in states]
         results = self._core.query_batch(lookups, threshold, limit)
         self._count("queries", len(lookups))
-        return [r.to_dicts() for r in results]
+        return results
+
+    def match_patterns_batch(self, states: Iterable[Sequence[str]], threshold: float,
+                             max_predictions: Optional[int] = 100) -> List[List[Dict[str, Any]]]:
+        """:meth:`match_patterns` for many states in one call (states spread over the cores)."""
+        return [r.to_dicts() for r in self.match_patterns_batch_arrays(states, threshold, max_predictions)]
 
     def match_predictions(self, state: Sequence[str], threshold: float,
                           max_predictions: Optional[int] = None, *,

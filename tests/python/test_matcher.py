@@ -133,6 +133,11 @@ def test_batch_equals_single_queries():
     m.add_patterns(list(patterns), list(patterns.values()))
     states = [rng.sample(vocab, rng.randint(0, 10)) for _ in range(25)]
     assert m.match_patterns_batch(states, 0.2, 10) == [m.match_patterns(s, 0.2, 10) for s in states]
+    arrays = m.match_patterns_batch_arrays(states, 0.2, None)
+    for state, got in zip(states, arrays):
+        single = m.match_patterns_arrays(state, 0.2, None)
+        assert got.names == single.names
+        assert got.similarities.tobytes() == single.similarities.tobytes()
 
 
 def test_max_predictions_none_zero_and_default():

@@ -499,20 +499,8 @@ def batch_limit(opts: BenchOptions) -> Optional[int]:
 
 
 def batch_arrays_call(matcher) -> Tuple[Callable[[List[List[str]], float, Optional[int]], List[Any]], str]:
-    """The batch query in arrays form (one MatchResult per state, no dicts) and its label.
-
-    ``HybridGPUMatcher.match_patterns_batch`` turns every match into a dict; when the matcher has
-    no public arrays form, this does what that method does before its ``to_dicts`` step: the
-    vocabulary lookups and one native ``query_batch`` call over all the states."""
-    public = getattr(matcher, "match_patterns_batch_arrays", None)
-    if callable(public):
-        return public, "match_patterns_batch_arrays"
-    core, lookup = matcher._core, matcher.encoder.lookup_ids
-
-    def call(states: List[List[str]], threshold: float, limit: Optional[int]) -> List[Any]:
-        return core.query_batch([lookup(s) for s in states], threshold, limit)
-
-    return call, "match_patterns_batch, arrays form (lookups + one native query_batch, no dicts)"
+    """The batch query in arrays form (one MatchResult per state, no dicts) and its label."""
+    return matcher.match_patterns_batch_arrays, "match_patterns_batch_arrays"
 
 
 def _digest(idx: np.ndarray, sims: np.ndarray) -> bytes:
