@@ -117,15 +117,17 @@ impl DifflibQuery {
         DifflibQuery { b: state.to_vec(), index: BIndex::new(state, autojunk), lcs: LcsQuery::new(state) }
     }
 
-    /// Fills `cells` for pattern `a`; returns the longest run (the size of the first block).
-    fn build_cells<T: Token>(&self, a: &[T], cells: &mut Cells) -> u32 {
+    /// Fills `cells` for pattern `a`; returns the first block, the longest run (the first in
+    /// `(i, j)` order among equals, as `find_longest_match` over everything picks it).
+    fn build_cells<T: Token>(&self, a: &[T], cells: &mut Cells) -> Block {
         if cells.stamp.len() != self.b.len() + 1 || cells.base as usize >= (u32::MAX as usize) - a.len() - 2 {
             cells.stamp = vec![0; self.b.len() + 1];
             cells.run_at = vec![0; self.b.len() + 1];
             cells.base = 0;
         }
         cells.list.clear();
-        let mut longest = 0;
+        // The end cell of the longest run so far.
+        let (mut longest, mut end_i, mut end_j) = (0, 0, 0);
         for (i, &symbol) in a.iter().enumerate() {
             let row_start = cells.list.len();
             let here = cells.base + i as u32 + 1;
@@ -137,29 +139,44 @@ impl DifflibQuery {
                 cells.stamp[j] = here;
                 cells.run_at[j] = run;
                 cells.list.push((i as u32, j as u32, run));
-                longest = longest.max(run);
+                // Rows come in ascending i, a row's cells in descending j: a longer run wins, an
+                // equal one only from the same row (a smaller j).
+                if run > longest || (run == longest && i == end_i && run > 0) {
+                    (longest, end_i, end_j) = (run, i, j);
+                }
             }
             if positions.len() > 1 {
                 cells.list[row_start..].reverse();
             }
         }
         cells.base += a.len() as u32 + 1;
-        longest
+        let size = longest as usize;
+        Block { i: (end_i + 1).saturating_sub(size), j: (end_j + 1).saturating_sub(size), size }
     }
 
     /// M for a state without popular symbols, knowing `lcs` (>= M) and `longest` (<= M, the
     /// first block): the recursion of `get_matching_blocks` over the cells, stopped as soon as
     /// the blocks found reach `lcs` (nothing more can be found) or what remains cannot reach
     /// `needed` (then any value below `needed` is returned).
-    fn matches_from_cells(&self, a_len: usize, lcs: u32, needed: u32, scratch: &mut DifflibScratch) -> u32 {
+    fn matches_from_cells(&self, a_len: usize, first: Block, lcs: u32, needed: u32, scratch: &mut DifflibScratch) -> u32 {
         let DifflibScratch { pending, cells, .. } = scratch;
         pending.clear();
-        pending.push((0, a_len, 0, self.b.len()));
-        let mut total = 0u32;
+        let mut total = first.size as u32;
         // Upper bound on what the pending ranges can still add.
-        let mut room: u32 = lcs;
+        let mut room = 0u32;
+        if first.i > 0 && first.j > 0 {
+            pending.push((0, first.i, 0, first.j));
+            room += first.i.min(first.j) as u32;
+        }
+        if first.i + first.size < a_len && first.j + first.size < self.b.len() {
+            pending.push((first.i + first.size, a_len, first.j + first.size, self.b.len()));
+            room += (a_len - first.i - first.size).min(self.b.len() - first.j - first.size) as u32;
+        }
+        if total + room < needed {
+            return total + room;
+        }
         while let Some((alo, ahi, blo, bhi)) = pending.pop() {
-            room -= (ahi - alo).min(bhi - blo).min(room as usize) as u32;
+            room -= (ahi - alo).min(bhi - blo) as u32;
             let (mut best_i, mut best_j, mut best) = (alo, blo, 0usize);
             for &(i, j, run) in &cells.list {
                 let (i, j) = (i as usize, j as usize);
@@ -187,7 +204,7 @@ impl DifflibQuery {
                 room += (ahi - best_i - best).min(bhi - best_j - best) as u32;
             }
             if total + room < needed {
-                return total + room.min(needed - total - 1);
+                return total + room;
             }
         }
         total
@@ -315,11 +332,11 @@ impl Scorer for DifflibQuery {
                 lcs
             } else {
                 let a = run.pattern(k);
-                let longest = self.build_cells(a, &mut scratch.cells);
-                if longest == lcs {
+                let first = self.build_cells(a, &mut scratch.cells);
+                if first.size as u32 == lcs {
                     lcs
                 } else {
-                    self.matches_from_cells(a.len(), lcs, need, scratch)
+                    self.matches_from_cells(a.len(), first, lcs, need, scratch)
                 }
             };
         }
