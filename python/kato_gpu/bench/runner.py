@@ -962,6 +962,23 @@ def _batch_table(metric: str, batch: Dict[str, Any], out: IO[str]) -> None:
         print(f"  MISMATCH on {v['states_with_differences']} batch states", file=out)
 
 
+def finish_report(report: Dict[str, Any], json_path: Optional[str], out: IO[str], err: IO[str]) -> int:
+    """Writes ``report`` as JSON to ``json_path`` (when given), lists the first differences of any
+    metric whose verification failed, and returns the exit status."""
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as fh:
+            json.dump(_jsonable(report), fh, indent=2)
+            fh.write("\n")
+        print(f"\nwrote {json_path}", file=out)
+    if not report["ok"]:
+        print("\nkato_gpu results differ from the exact references:", file=err)
+        for r in report["results"].values():
+            for text in r["verification"]["first_differences"]:
+                print(f"  {text}", file=err)
+        return EXIT_MISMATCH
+    return EXIT_OK
+
+
 def _versions(kato_gpu, rapidfuzz) -> Dict[str, str]:
     return {"python": platform.python_version(), "numpy": np.__version__,
             "rapidfuzz": getattr(rapidfuzz, "__version__", "?"),
@@ -1056,15 +1073,4 @@ def run(opts: BenchOptions, out: Optional[IO[str]] = None, err: Optional[IO[str]
         "workload": workload_info,
         "results": results,
     }
-    if opts.json_path:
-        with open(opts.json_path, "w", encoding="utf-8") as fh:
-            json.dump(_jsonable(report), fh, indent=2)
-            fh.write("\n")
-        print(f"\nwrote {opts.json_path}", file=out)
-    if not ok:
-        print("\nkato_gpu results differ from the exact references:", file=err)
-        for r in results.values():
-            for text in r["verification"]["first_differences"]:
-                print(f"  {text}", file=err)
-        return EXIT_MISMATCH
-    return EXIT_OK
+    return finish_report(report, opts.json_path, out, err)

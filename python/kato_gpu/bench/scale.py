@@ -28,7 +28,6 @@ Per metric (one at a time; the matcher is dropped and collected before the next)
 from __future__ import annotations
 
 import gc
-import json
 import platform
 import sys
 import time
@@ -38,8 +37,8 @@ from typing import IO, Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from .._progress import Progress
-from .runner import (EXIT_MISMATCH, EXIT_MISSING_DEPENDENCY, EXIT_OK, MAX_REPORTED, METRIC_FORMULAS, SAMPLE_STREAM,
-                     _cpu_counts, _jsonable, _mb, _summary, _versions, check_result_shape, check_sample,
+from .runner import (EXIT_MISSING_DEPENDENCY, MAX_REPORTED, METRIC_FORMULAS, SAMPLE_STREAM,
+                     _cpu_counts, _mb, _summary, _versions, check_result_shape, check_sample, finish_report,
                      compare_full, difflib_ratios, rapidfuzz_lcs_similarities, sample_indices)
 from .workload import iter_kato_chunks, kato_vocab, pattern_index, pattern_names
 
@@ -428,15 +427,4 @@ def run_scale(opts: ScaleOptions, out: Optional[IO[str]] = None, err: Optional[I
         },
         "results": results,
     }
-    if opts.json_path:
-        with open(opts.json_path, "w", encoding="utf-8") as fh:
-            json.dump(_jsonable(report), fh, indent=2)
-            fh.write("\n")
-        print(f"\nwrote {opts.json_path}", file=out)
-    if not ok:
-        print("\nkato_gpu results differ from the exact references:", file=err)
-        for r in results.values():
-            for text in r["verification"]["first_differences"]:
-                print(f"  {text}", file=err)
-        return EXIT_MISMATCH
-    return EXIT_OK
+    return finish_report(report, opts.json_path, out, err)
