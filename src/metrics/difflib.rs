@@ -154,6 +154,37 @@ impl DifflibQuery {
         Block { i: (end_i + 1).saturating_sub(size), j: (end_j + 1).saturating_sub(size), size }
     }
 
+    /// [`DifflibQuery::build_cells`] for a state of at most 64 symbols: a row's cells are the bits
+    /// of the symbol's position mask, and the runs that continue are `mask & (previous << 1)`.
+    fn build_cells_one_word<T: Token>(&self, a: &[T], cells: &mut Cells) -> Block {
+        cells.list.clear();
+        // rows[row % 2]: the runs of the current row, rows[1 - row % 2] those of the previous one.
+        let (mut previous, mut rows, mut row) = (0u64, [[0u32; 64]; 2], 0usize);
+        let (mut longest, mut end_i, mut end_j) = (0, 0, 0);
+        for (i, &symbol) in a.iter().enumerate() {
+            let mask = self.lcs.one_word_mask(symbol.into());
+            if mask != 0 {
+                let continued = mask & (previous << 1);
+                let mut bits = mask;
+                while bits != 0 {
+                    let j = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    let run = if continued >> j & 1 == 1 { rows[1 - row][j - 1] + 1 } else { 1 };
+                    rows[row][j] = run;
+                    cells.list.push((i as u32, j as u32, run));
+                    // Ascending i, then j: the first strictly longer run is CPython's choice.
+                    if run > longest {
+                        (longest, end_i, end_j) = (run, i, j);
+                    }
+                }
+                row = 1 - row;
+            }
+            previous = mask;
+        }
+        let size = longest as usize;
+        Block { i: (end_i + 1).saturating_sub(size), j: (end_j + 1).saturating_sub(size), size }
+    }
+
     /// M for a state without popular symbols, knowing `lcs` (>= M) and `longest` (<= M, the
     /// first block): the recursion of `get_matching_blocks` over the cells, stopped as soon as
     /// the blocks found reach `lcs` (nothing more can be found) or what remains cannot reach
@@ -332,7 +363,7 @@ impl Scorer for DifflibQuery {
                 lcs
             } else {
                 let a = run.pattern(k);
-                let first = self.build_cells(a, &mut scratch.cells);
+                let first = if self.lcs.is_one_word() { self.build_cells_one_word(a, &mut scratch.cells) } else { self.build_cells(a, &mut scratch.cells) };
                 if first.size as u32 == lcs {
                     lcs
                 } else {

@@ -65,8 +65,14 @@ impl LcsQuery {
         LcsQuery { len: state.len(), words, symbols, masks, short_slot, slot_masks }
     }
 
+    /// Whether the state fits one 64-bit word (at most 64 symbols).
+    pub fn is_one_word(&self) -> bool {
+        self.words == 1
+    }
+
+    /// For a one-word state: bit k set iff `state[k] == symbol`.
     #[inline(always)]
-    fn one_word_mask(&self, symbol: u32) -> u64 {
+    pub fn one_word_mask(&self, symbol: u32) -> u64 {
         if !self.short_slot.is_empty() {
             return self.slot_masks[self.short_slot_of(symbol) as usize];
         }
