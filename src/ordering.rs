@@ -310,10 +310,6 @@ impl QueryPlan {
         plan
     }
 
-    pub fn state_len(&self) -> usize {
-        self.state_len
-    }
-
     /// The row of patterns of `len` symbols (one that skips them when no such length was given).
     #[inline]
     pub fn row(&self, len: usize) -> LengthRow {
