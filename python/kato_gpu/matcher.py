@@ -214,22 +214,22 @@ class HybridGPUMatcher:
         query_threshold = max(0.0, threshold - 1e-9) if kato_rounding else threshold
         whole = allowed is not None or kato_rounding
         result = self.match_patterns_arrays(state, query_threshold, None if whole else limit)
-        found = [(name, sim) for name, sim in zip(result.names, result.similarities.tolist())
-                 if allowed is None or name in allowed]
-        if kato_rounding:
-            found = [(name, (sim * 100.0) / 100.0) for name, sim in found]
-            found = sorted(((n, s) for n, s in found if s >= threshold), key=lambda ns: (-ns[1], ns[0]))
-        if limit is not None:
-            found = found[:limit]
-        if fuzzy > 0.0:
-            return self._fuzzy_predictions(found, state, threshold, fuzzy, weights)
-        id_to_symbol = self.encoder.id_to_symbol
-        symbols = [id_to_symbol.get(i) for i in range(self.encoder.next_id)]
-        # Hundreds of thousands of new lists would otherwise trigger the cyclic garbage collector
-        # over and over (it scans every live container): pause it while they are built.
+        # Hundreds of thousands of new tuples and lists would otherwise trigger the cyclic garbage
+        # collector over and over (it scans every live container): pause it while they are built.
         collecting = gc.isenabled()
         gc.disable()
         try:
+            found = [(name, sim) for name, sim in zip(result.names, result.similarities.tolist())
+                     if allowed is None or name in allowed]
+            if kato_rounding:
+                found = [(name, (sim * 100.0) / 100.0) for name, sim in found]
+                found = sorted(((n, s) for n, s in found if s >= threshold), key=lambda ns: (-ns[1], ns[0]))
+            if limit is not None:
+                found = found[:limit]
+            if fuzzy > 0.0:
+                return self._fuzzy_predictions(found, state, threshold, fuzzy, weights)
+            id_to_symbol = self.encoder.id_to_symbol
+            symbols = [id_to_symbol.get(i) for i in range(self.encoder.next_id)]
             return self._core.predictions([name for name, _ in found], [sim for _, sim in found],
                                           state, self.encoder.lookup_ids(state), symbols, threshold > 0.0, weights)
         finally:
