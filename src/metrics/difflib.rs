@@ -105,6 +105,8 @@ pub struct DifflibScratch {
 struct Cells {
     /// `(i, j, run)`.
     list: Vec<(u32, u32, u32)>,
+    /// One-word states: the rows of the pattern that have cells, `(i, position mask)`.
+    rows: Vec<(u32, u64)>,
     /// `stamp[j] == base + i + 1` iff row i has a cell at j, whose run is `run_at[j]`: rows are
     /// told apart by stamp, so nothing is cleared between rows or patterns.
     stamp: Vec<u32>,
@@ -157,29 +159,38 @@ impl DifflibQuery {
     /// [`DifflibQuery::build_cells`] for a state of at most 64 symbols: a row's cells are the bits
     /// of the symbol's position mask, and the runs that continue are `mask & (previous << 1)`.
     fn build_cells_one_word<T: Token>(&self, a: &[T], cells: &mut Cells) -> Block {
-        cells.list.clear();
-        // rows[row % 2]: the runs of the current row, rows[1 - row % 2] those of the previous one.
-        let (mut previous, mut rows, mut row) = (0u64, [[0u32; 64]; 2], 0usize);
-        let (mut longest, mut end_i, mut end_j) = (0, 0, 0);
+        // First the rows that have cells, as (i, mask), gathered without a branch per symbol:
+        // whether a symbol is in the state is unpredictable, and most are not.
+        let rows_found = &mut cells.rows;
+        rows_found.clear();
+        rows_found.resize(a.len() + 1, (0, 0));
+        let mut found = 0;
         for (i, &symbol) in a.iter().enumerate() {
             let mask = self.lcs.one_word_mask(symbol.into());
-            if mask != 0 {
-                let continued = mask & (previous << 1);
-                let mut bits = mask;
-                while bits != 0 {
-                    let j = bits.trailing_zeros() as usize;
-                    bits &= bits - 1;
-                    let run = if continued >> j & 1 == 1 { rows[1 - row][j - 1] + 1 } else { 1 };
-                    rows[row][j] = run;
-                    cells.list.push((i as u32, j as u32, run));
-                    // Ascending i, then j: the first strictly longer run is CPython's choice.
-                    if run > longest {
-                        (longest, end_i, end_j) = (run, i, j);
-                    }
+            rows_found[found] = (i as u32, mask);
+            found += usize::from(mask != 0);
+        }
+        cells.list.clear();
+        // rows[row]: the runs of the current row, rows[1 - row] those of the row before it.
+        let (mut previous_i, mut previous, mut runs, mut row) = (u32::MAX, 0u64, [[0u32; 64]; 2], 0usize);
+        let (mut longest, mut end_i, mut end_j) = (0, 0, 0);
+        for &(i, mask) in &cells.rows[..found] {
+            let adjacent = if previous_i.wrapping_add(1) == i { previous } else { 0 };
+            let continued = mask & (adjacent << 1);
+            let mut bits = mask;
+            while bits != 0 {
+                let j = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let run = if continued >> j & 1 == 1 { runs[1 - row][j - 1] + 1 } else { 1 };
+                runs[row][j] = run;
+                cells.list.push((i, j as u32, run));
+                // Ascending i, then j: the first strictly longer run is CPython's choice.
+                if run > longest {
+                    (longest, end_i, end_j) = (run, i as usize, j);
                 }
-                row = 1 - row;
             }
-            previous = mask;
+            row = 1 - row;
+            (previous_i, previous) = (i, mask);
         }
         let size = longest as usize;
         Block { i: (end_i + 1).saturating_sub(size), j: (end_j + 1).saturating_sub(size), size }
