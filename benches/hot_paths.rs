@@ -126,13 +126,16 @@ fn median_min_ms(mut times: Vec<f64>) -> (f64, f64) {
 fn main() {
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     // A word argument keeps only the rows whose "shape metric" contains it, e.g. `kato lcs`.
-    let only: Vec<String> = std::env::args().skip(1).filter(|a| a.parse::<usize>().is_err() && a != "--bench").collect();
+    let only: Vec<String> =
+        std::env::args().skip(1).filter(|a| a.parse::<usize>().is_err() && a != "--bench").collect();
     let n = args.first().copied().unwrap_or(1_000_000);
     let queries = args.get(1).copied().unwrap_or(10);
-    let names: Vec<String> = (0..n).map(|i| format!("PTRN|{:040x}", (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))).collect();
+    let names: Vec<String> =
+        (0..n).map(|i| format!("PTRN|{:040x}", (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut rng = Rng(42);
-    for (shape, workload) in [("kato", kato_shape(n, queries, &mut rng)), ("chunks", chunk_shape(n, queries, &mut rng))] {
+    for (shape, workload) in [("kato", kato_shape(n, queries, &mut rng)), ("chunks", chunk_shape(n, queries, &mut rng))]
+    {
         for metric in [Metric::Lcs, Metric::Difflib { autojunk: false }] {
             if (shape == "chunks" && metric != Metric::Lcs) || !only.iter().all(|w| shape == w || metric.name() == w) {
                 continue;
@@ -140,7 +143,11 @@ fn main() {
             let mut matcher = Matcher::new(metric);
             matcher.insert_batch(&names, &workload.tokens, &workload.offsets).unwrap();
             matcher.promote();
-            let rows = if std::env::var_os("HOT_PATHS_ONLY_SCAN").is_some() { vec![(std::env::var("HOT_PATHS_THRESHOLD").ok().and_then(|t| t.parse().ok()).unwrap_or(0.5), None)] } else { vec![(0.1, None), (0.1, Some(100)), (0.5, None)] };
+            let rows = if std::env::var_os("HOT_PATHS_ONLY_SCAN").is_some() {
+                vec![(std::env::var("HOT_PATHS_THRESHOLD").ok().and_then(|t| t.parse().ok()).unwrap_or(0.5), None)]
+            } else {
+                vec![(0.1, None), (0.1, Some(100)), (0.5, None)]
+            };
             for (threshold, limit) in rows {
                 let mut times = Vec::new();
                 let mut found = 0;

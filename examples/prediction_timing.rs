@@ -3,7 +3,12 @@ use std::time::Instant;
 
 fn main() {
     let mut seed = 7u64;
-    let mut next = move || { seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17; seed };
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
     let patterns: Vec<Vec<u32>> = (0..67_000).map(|_| (0..31).map(|_| (next() % 200) as u32).collect()).collect();
     let state: Vec<u32> = (0..13).map(|_| (next() % 200) as u32).collect();
     for _ in 0..3 {

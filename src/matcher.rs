@@ -13,8 +13,8 @@ use rayon::prelude::*;
 use crate::cuda::link::{DeviceLink, DeviceMirror, DeviceStatus};
 use crate::error::{KatoError, Result};
 use crate::kpi::Kpis;
-use crate::name_index::NameIndex;
 use crate::metrics::{self, Metric, PreparedQuery, Scorer};
+use crate::name_index::NameIndex;
 use crate::ordering::{Candidate, LengthRow, Matches, NameOrder, QueryPlan};
 use crate::store::{PatternStore, MAX_SYMBOL_ID};
 
@@ -434,7 +434,13 @@ mod tests {
     use super::*;
     use crate::testing::Rng;
 
-    fn oracle(patterns: &[(String, Vec<u32>)], metric: Metric, state: &[u32], threshold: f64, limit: Option<usize>) -> Vec<(String, f64)> {
+    fn oracle(
+        patterns: &[(String, Vec<u32>)],
+        metric: Metric,
+        state: &[u32],
+        threshold: f64,
+        limit: Option<usize>,
+    ) -> Vec<(String, f64)> {
         let mut all: Vec<(String, f64)> = patterns
             .iter()
             .map(|(n, p)| (n.clone(), metric.similarity(p, state)))

@@ -46,7 +46,10 @@ impl Matches {
 
 impl From<Vec<Hit>> for Matches {
     fn from(hits: Vec<Hit>) -> Matches {
-        Matches { similarities: hits.iter().map(|h| h.similarity).collect(), slots: hits.iter().map(|h| h.slot).collect() }
+        Matches {
+            similarities: hits.iter().map(|h| h.similarity).collect(),
+            slots: hits.iter().map(|h| h.slot).collect(),
+        }
     }
 }
 
@@ -260,8 +263,19 @@ impl QueryPlan {
         QueryPlan::with_class_limit(state_len, threshold, lengths, MAX_CLASS_ENTRIES)
     }
 
-    fn with_class_limit(state_len: usize, threshold: f64, lengths: impl Iterator<Item = usize>, max_class_entries: usize) -> QueryPlan {
-        let mut plan = QueryPlan { state_len, dense: Vec::new(), long: Vec::new(), entry_class: Vec::new(), class_similarity: Vec::new() };
+    fn with_class_limit(
+        state_len: usize,
+        threshold: f64,
+        lengths: impl Iterator<Item = usize>,
+        max_class_entries: usize,
+    ) -> QueryPlan {
+        let mut plan = QueryPlan {
+            state_len,
+            dense: Vec::new(),
+            long: Vec::new(),
+            entry_class: Vec::new(),
+            class_similarity: Vec::new(),
+        };
         // (similarity, entry) of every passing (M, P).
         let mut entries: Vec<(f64, u32)> = Vec::new();
         let mut too_many = false;
@@ -283,7 +297,8 @@ impl QueryPlan {
             } else {
                 let first_entry = entries.len() as u32;
                 if !too_many {
-                    entries.extend((least..=most).map(|m| (ratio(m, len + state_len), first_entry + (m - least) as u32)));
+                    entries
+                        .extend((least..=most).map(|m| (ratio(m, len + state_len), first_entry + (m - least) as u32)));
                     too_many = entries.len() > max_class_entries;
                 }
                 LengthRow { min_matches: least as u32, first_entry }
@@ -354,7 +369,13 @@ impl QueryPlan {
 
     /// Puts the candidates of every scan chunk (and the device) into result order and keeps the
     /// first `limit`.
-    pub fn finish(&self, parts: Vec<Vec<Candidate>>, limit: Option<usize>, store: &PatternStore, order: &NameOrder) -> Matches {
+    pub fn finish(
+        &self,
+        parts: Vec<Vec<Candidate>>,
+        limit: Option<usize>,
+        store: &PatternStore,
+        order: &NameOrder,
+    ) -> Matches {
         if limit == Some(0) {
             return Matches::default();
         }
@@ -362,7 +383,10 @@ impl QueryPlan {
             let mut hits: Vec<Hit> = parts
                 .into_iter()
                 .flatten()
-                .map(|c| Hit { similarity: ratio(c.value as usize, store.len_of(c.slot) + self.state_len), slot: c.slot })
+                .map(|c| Hit {
+                    similarity: ratio(c.value as usize, store.len_of(c.slot) + self.state_len),
+                    slot: c.slot,
+                })
                 .collect();
             sort_and_truncate(&mut hits, limit, store, order);
             return hits.into();
@@ -386,8 +410,12 @@ impl QueryPlan {
         let mut slots = vec![0u32; total];
         let mut similarities = vec![0f64; total];
         {
-            let (slot_groups, similarity_groups) = (split_groups(&mut slots, counts), split_groups(&mut similarities, counts));
-            similarity_groups.into_par_iter().enumerate().for_each(|(class, group)| group.fill(self.class_similarity[class]));
+            let (slot_groups, similarity_groups) =
+                (split_groups(&mut slots, counts), split_groups(&mut similarities, counts));
+            similarity_groups
+                .into_par_iter()
+                .enumerate()
+                .for_each(|(class, group)| group.fill(self.class_similarity[class]));
             if total >= order.ranked().len() / SWEEP_FRACTION {
                 fill_by_sweep(&parts, slot_groups, order, store);
             } else {
@@ -460,8 +488,9 @@ fn fill_by_sweep(parts: &[Vec<Candidate>], groups: Vec<&mut [u32]>, order: &Name
     let blocks = (rayon::current_num_threads() * 4).clamp(1, ranked.len().max(1));
     let block_len = ranked.len().div_ceil(blocks).max(1);
     let block_of_key = |key: u64| ((key / 2) as usize / block_len).min(blocks - 1);
-    let unranked_ends: Vec<usize> =
-        (0..blocks).map(|b| if b + 1 == blocks { unranked.len() } else { unranked.partition_point(|u| block_of_key(u.0) <= b) }).collect();
+    let unranked_ends: Vec<usize> = (0..blocks)
+        .map(|b| if b + 1 == blocks { unranked.len() } else { unranked.partition_point(|u| block_of_key(u.0) <= b) })
+        .collect();
     let block_ranks = |b: usize| (b * block_len).min(ranked.len())..((b + 1) * block_len).min(ranked.len());
     let block_unranked = |b: usize| &unranked[if b == 0 { 0 } else { unranked_ends[b - 1] }..unranked_ends[b]];
 
@@ -568,7 +597,12 @@ mod tests {
                 for &b in live.iter().step_by(7) {
                     let by_key = order.key(a).cmp(&order.key(b));
                     let by_name = names[a as usize].cmp(&names[b as usize]);
-                    assert!(by_key == Ordering::Equal || by_key == by_name, "{} {}", names[a as usize], names[b as usize]);
+                    assert!(
+                        by_key == Ordering::Equal || by_key == by_name,
+                        "{} {}",
+                        names[a as usize],
+                        names[b as usize]
+                    );
                     if round % 2 == 1 && a != b && by_name != Ordering::Equal {
                         assert_ne!(by_key, Ordering::Equal, "after a rebuild every key is distinct");
                     }
@@ -626,7 +660,8 @@ mod tests {
                     let got = plan.finish(parts.clone(), limit, &store, &order);
                     let want = &expected[..limit.map_or(expected.len(), |k| k.min(expected.len()))];
                     let got: Vec<(u64, u32)> = got.iter().map(|h| (h.similarity.to_bits(), h.slot)).collect();
-                    let want: Vec<(u64, u32)> = want.iter().map(|&(similarity, _, slot)| (similarity.to_bits(), slot)).collect();
+                    let want: Vec<(u64, u32)> =
+                        want.iter().map(|&(similarity, _, slot)| (similarity.to_bits(), slot)).collect();
                     let first_difference = got.iter().zip(&want).position(|(g, w)| g != w);
                     assert!(
                         got.len() == want.len() && first_difference.is_none(),
@@ -651,9 +686,7 @@ mod tests {
             order.push(&store, n);
         }
         let sims = [0.5, 0.5, 0.9, 0.1, 0.1];
-        let hits = || -> Vec<Hit> {
-            (0..5).map(|i| Hit { similarity: sims[i], slot: i as u32 }).collect()
-        };
+        let hits = || -> Vec<Hit> { (0..5).map(|i| Hit { similarity: sims[i], slot: i as u32 }).collect() };
         for rebuilt in [false, true] {
             if rebuilt {
                 order.rebuild(&store);

@@ -29,7 +29,12 @@ pub fn prediction_parts(pattern: &[u32], state: &[u32], cutoff_positive: bool) -
 }
 
 /// [`prediction_parts`] with the state (difflib's `b`, no junk) prepared once.
-fn parts_with(query: &DifflibQuery, scratch: &mut DifflibScratch, pattern: &[u32], cutoff_positive: bool) -> Option<PredictionParts> {
+fn parts_with(
+    query: &DifflibQuery,
+    scratch: &mut DifflibScratch,
+    pattern: &[u32],
+    cutoff_positive: bool,
+) -> Option<PredictionParts> {
     let state_len = query.state_len();
     let blocks = query.matching_blocks(pattern, scratch);
     let (past_end, present) = match blocks.as_slice() {
@@ -61,7 +66,11 @@ fn parts_with(query: &DifflibQuery, scratch: &mut DifflibScratch, pattern: &[u32
 }
 
 /// [`prediction_parts`] for many patterns against one state, on all cores.
-pub fn prediction_parts_many(patterns: &[Vec<u32>], state: &[u32], cutoff_positive: bool) -> Vec<Option<PredictionParts>> {
+pub fn prediction_parts_many(
+    patterns: &[Vec<u32>],
+    state: &[u32],
+    cutoff_positive: bool,
+) -> Vec<Option<PredictionParts>> {
     let query = DifflibQuery::new(state, false);
     patterns
         .par_iter()

@@ -321,10 +321,7 @@ impl PatternStore {
             TokenColumn::Narrow(t) => t.capacity() * 2,
             TokenColumn::Wide(t) => t.capacity() * 4,
         };
-        tokens
-            + self.offsets.capacity() * 8
-            + self.names.memory_bytes()
-            + self.live.capacity()
+        tokens + self.offsets.capacity() * 8 + self.names.memory_bytes() + self.live.capacity()
     }
 }
 
@@ -336,7 +333,8 @@ mod tests {
     /// included) reads back the same, through runs and a compaction.
     #[test]
     fn widens_on_the_first_large_id_and_keeps_every_pattern() {
-        let patterns: Vec<Vec<u32>> = vec![vec![1, 2, 65_535], vec![], vec![7; 40], vec![65_536, 3], vec![MAX_SYMBOL_ID, 0], vec![9]];
+        let patterns: Vec<Vec<u32>> =
+            vec![vec![1, 2, 65_535], vec![], vec![7; 40], vec![65_536, 3], vec![MAX_SYMBOL_ID, 0], vec![9]];
         let mut store = PatternStore::new();
         for (k, p) in patterns.iter().enumerate() {
             store.push(&format!("p{k}"), p);

@@ -89,7 +89,8 @@ impl Shared {
         let settings = *lock(&self.settings);
         let m = Self::read(&matcher);
         let recent = m.tiers().recent;
-        recent >= settings.threshold || (settings.background && recent > 0 && m.since_last_promotion() >= settings.interval)
+        recent >= settings.threshold
+            || (settings.background && recent > 0 && m.since_last_promotion() >= settings.interval)
     }
 
     fn trigger(&self, source: &str) -> usize {
@@ -105,7 +106,10 @@ impl Shared {
         stats.last_time = Some(SystemTime::now());
         stats.last_source = Some(source.to_string());
         drop(stats);
-        log::info!("promoted {moved} patterns to the bulk tier in {:.1} ms (source: {source})", elapsed.as_secs_f64() * 1e3);
+        log::info!(
+            "promoted {moved} patterns to the bulk tier in {:.1} ms (source: {source})",
+            elapsed.as_secs_f64() * 1e3
+        );
         moved
     }
 
@@ -157,7 +161,8 @@ impl Shared {
                     return;
                 }
                 let idle = lock(&self.signal);
-                let woken = self.wake.wait_timeout_while(idle, settings.interval, |s| !s.stop && !s.closed && !s.pending);
+                let woken =
+                    self.wake.wait_timeout_while(idle, settings.interval, |s| !s.stop && !s.closed && !s.pending);
                 drop(woken);
             }
         }
@@ -219,7 +224,12 @@ impl SyncManager {
         }
         lock(&self.shared.signal).stop = false;
         let shared = self.shared.clone();
-        *worker = Some(std::thread::Builder::new().name("kato-gpu-sync".into()).spawn(move || shared.run()).expect("spawning the sync thread"));
+        *worker = Some(
+            std::thread::Builder::new()
+                .name("kato-gpu-sync".into())
+                .spawn(move || shared.run())
+                .expect("spawning the sync thread"),
+        );
         true
     }
 
@@ -300,7 +310,8 @@ mod tests {
         false
     }
 
-    const SETTINGS: SyncSettings = SyncSettings { threshold: 100, interval: Duration::from_secs(3600), background: false };
+    const SETTINGS: SyncSettings =
+        SyncSettings { threshold: 100, interval: Duration::from_secs(3600), background: false };
 
     #[test]
     fn threshold_trigger_promotes_in_the_background() {
@@ -314,7 +325,10 @@ mod tests {
         assert!(wait_until(|| recent(&m) == 0));
         assert_eq!(m.read().unwrap().tiers().bulk, 100);
         let stats = sync.stats();
-        assert_eq!((stats.total_syncs, stats.total_patterns_synced, stats.last_source.as_deref()), (1, 100, Some("automatic")));
+        assert_eq!(
+            (stats.total_syncs, stats.total_patterns_synced, stats.last_source.as_deref()),
+            (1, 100, Some("automatic"))
+        );
         sync.stop();
         assert!(!sync.is_running());
     }
@@ -322,7 +336,10 @@ mod tests {
     #[test]
     fn interval_trigger_and_training_mode() {
         let m = shared_matcher();
-        let sync = SyncManager::new(&m, SyncSettings { threshold: 1_000_000, interval: Duration::from_millis(100), background: true });
+        let sync = SyncManager::new(
+            &m,
+            SyncSettings { threshold: 1_000_000, interval: Duration::from_millis(100), background: true },
+        );
         sync.start();
         assert!(sync.enter_training() && !sync.enter_training());
         learn(&m, 0, 10);
@@ -343,7 +360,8 @@ mod tests {
     #[test]
     fn learning_while_the_worker_computes_its_deadline_does_not_deadlock() {
         let m = shared_matcher();
-        let sync = SyncManager::new(&m, SyncSettings { threshold: 1, interval: Duration::from_millis(1), background: true });
+        let sync =
+            SyncManager::new(&m, SyncSettings { threshold: 1, interval: Duration::from_millis(1), background: true });
         sync.start();
         let (done, finished) = std::sync::mpsc::channel();
         let learners: Vec<_> = (0..2)
@@ -377,7 +395,10 @@ mod tests {
     #[test]
     fn new_settings_take_effect_at_once() {
         let m = shared_matcher();
-        let sync = SyncManager::new(&m, SyncSettings { threshold: 1000, interval: Duration::from_secs(3600), background: false });
+        let sync = SyncManager::new(
+            &m,
+            SyncSettings { threshold: 1000, interval: Duration::from_secs(3600), background: false },
+        );
         sync.start();
         learn(&m, 0, 30);
         std::thread::sleep(Duration::from_millis(50));

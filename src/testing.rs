@@ -40,11 +40,8 @@ pub fn naive_lcs(a: &[u32], b: &[u32]) -> usize {
     let mut table = vec![vec![0usize; b.len() + 1]; a.len() + 1];
     for i in 1..=a.len() {
         for j in 1..=b.len() {
-            table[i][j] = if a[i - 1] == b[j - 1] {
-                table[i - 1][j - 1] + 1
-            } else {
-                table[i - 1][j].max(table[i][j - 1])
-            };
+            table[i][j] =
+                if a[i - 1] == b[j - 1] { table[i - 1][j - 1] + 1 } else { table[i - 1][j].max(table[i][j - 1]) };
         }
     }
     table[a.len()][b.len()]
@@ -60,7 +57,15 @@ pub fn naive_difflib(a: &[u32], b: &[u32], autojunk: bool) -> usize {
         let ntest = b.len() / 100 + 1;
         b2j.retain(|_, idxs| idxs.len() <= ntest);
     }
-    fn longest(a: &[u32], b: &[u32], b2j: &HashMap<u32, Vec<usize>>, alo: usize, ahi: usize, blo: usize, bhi: usize) -> (usize, usize, usize) {
+    fn longest(
+        a: &[u32],
+        b: &[u32],
+        b2j: &HashMap<u32, Vec<usize>>,
+        alo: usize,
+        ahi: usize,
+        blo: usize,
+        bhi: usize,
+    ) -> (usize, usize, usize) {
         let (mut bi, mut bj, mut bs) = (alo, blo, 0usize);
         let mut j2len: HashMap<usize, usize> = HashMap::new();
         for i in alo..ahi {
@@ -94,7 +99,15 @@ pub fn naive_difflib(a: &[u32], b: &[u32], autojunk: bool) -> usize {
         }
         (bi, bj, bs)
     }
-    fn recurse(a: &[u32], b: &[u32], b2j: &HashMap<u32, Vec<usize>>, alo: usize, ahi: usize, blo: usize, bhi: usize) -> usize {
+    fn recurse(
+        a: &[u32],
+        b: &[u32],
+        b2j: &HashMap<u32, Vec<usize>>,
+        alo: usize,
+        ahi: usize,
+        blo: usize,
+        bhi: usize,
+    ) -> usize {
         let (i, j, k) = longest(a, b, b2j, alo, ahi, blo, bhi);
         if k == 0 {
             return 0;

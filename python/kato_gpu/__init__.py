@@ -7,8 +7,7 @@ Drop-in replacements for KATO's ``kato.gpu`` classes::
 
 import logging
 
-from . import _native
-from . import cuda
+from . import _native, cuda
 from .config import DEFAULT_GPU_CONFIG, GPUConfig
 from .encoder import SymbolVocabularyEncoder
 from .errors import GPUUnavailableError, KatoGpuError
@@ -26,6 +25,7 @@ def __getattr__(name: str):
     if name == "GPU_AVAILABLE":
         return cuda.available()
     raise AttributeError(f"module 'kato_gpu' has no attribute {name!r}")
+
 
 logging.getLogger("kato_gpu").addHandler(logging.NullHandler())
 

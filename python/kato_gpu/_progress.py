@@ -37,8 +37,16 @@ class Progress:
         min_interval: minimum seconds between terminal redraws.
     """
 
-    def __init__(self, total: int, label: str = "", unit: str = "", stream: Optional[IO[str]] = None,
-                 enabled: bool = True, width: int = 30, min_interval: float = 0.1) -> None:
+    def __init__(
+        self,
+        total: int,
+        label: str = "",
+        unit: str = "",
+        stream: Optional[IO[str]] = None,
+        enabled: bool = True,
+        width: int = 30,
+        min_interval: float = 0.1,
+    ) -> None:
         self.total = max(0, int(total))
         self.label = label
         self.unit = unit
@@ -121,8 +129,10 @@ class Progress:
         if 0 < self.done < self.total and elapsed > 0:
             eta = f", ETA {_duration(elapsed * (self.total - self.done) / self.done)}"
         label = f"{self.label} " if self.label else ""
-        self._write(f"\r{label}[{bar}] {fraction * 100:5.1f}% {self._counts()} "
-                    f"({_duration(elapsed)}{self._rate(elapsed)}{eta})\x1b[K")
+        self._write(
+            f"\r{label}[{bar}] {fraction * 100:5.1f}% {self._counts()} "
+            f"({_duration(elapsed)}{self._rate(elapsed)}{eta})\x1b[K"
+        )
 
     def _report_tenths(self) -> None:
         tenths = int(self._fraction() * 10 + 1e-9)

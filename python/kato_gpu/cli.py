@@ -78,10 +78,12 @@ def _batch_limit(text: str) -> Union[int, None, str]:
 def _version() -> str:
     try:
         from . import __version__
+
         return __version__
     except Exception:  # the native extension may be what is broken; --version should still answer
         try:
             from importlib.metadata import version
+
             return version("kato-gpu")
         except Exception:
             return "unknown"
@@ -107,49 +109,98 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    bench.add_argument("--patterns", type=_positive_int, default=100_000, metavar="N",
-                       help="number of patterns to load")
-    bench.add_argument("--queries", type=_positive_int, default=20, metavar="Q",
-                       help="number of timed queries (plus one untimed warm-up)")
-    bench.add_argument("--shape", choices=("kato", "chunks"), default="kato",
-                       help="kato: KATO's benchmark data (200 symbols, 2-5 events of 3-15 sorted tokens); "
-                            "chunks: 5-token patterns from a 50,000-symbol Zipf vocabulary")
-    bench.add_argument("--metric", choices=("lcs", "difflib", "both"), default="both",
-                       help="similarity metric(s) to run")
-    bench.add_argument("--threshold", type=_threshold, default=0.1,
-                       help="recall threshold: patterns with similarity >= this match")
-    bench.add_argument("--max-predictions", type=_limit, default="all", metavar="K|all",
-                       help="return at most K matches per query ('all': every match)")
-    bench.add_argument("--difflib-sample", type=_non_negative_int, default=2000, metavar="K",
-                       help="patterns per query run through difflib (timed, extrapolated to N, and "
-                            "checked); 0 skips difflib")
+    bench.add_argument(
+        "--patterns", type=_positive_int, default=100_000, metavar="N", help="number of patterns to load"
+    )
+    bench.add_argument(
+        "--queries",
+        type=_positive_int,
+        default=20,
+        metavar="Q",
+        help="number of timed queries (plus one untimed warm-up)",
+    )
+    bench.add_argument(
+        "--shape",
+        choices=("kato", "chunks"),
+        default="kato",
+        help="kato: KATO's benchmark data (200 symbols, 2-5 events of 3-15 sorted tokens); "
+        "chunks: 5-token patterns from a 50,000-symbol Zipf vocabulary",
+    )
+    bench.add_argument(
+        "--metric", choices=("lcs", "difflib", "both"), default="both", help="similarity metric(s) to run"
+    )
+    bench.add_argument(
+        "--threshold", type=_threshold, default=0.1, help="recall threshold: patterns with similarity >= this match"
+    )
+    bench.add_argument(
+        "--max-predictions",
+        type=_limit,
+        default="all",
+        metavar="K|all",
+        help="return at most K matches per query ('all': every match)",
+    )
+    bench.add_argument(
+        "--difflib-sample",
+        type=_non_negative_int,
+        default=2000,
+        metavar="K",
+        help="patterns per query run through difflib (timed, extrapolated to N, and checked); 0 skips difflib",
+    )
     bench.add_argument("--seed", type=int, default=42, help="workload seed")
-    bench.add_argument("--json", dest="json_path", default=None, metavar="PATH",
-                       help="also write every number as JSON to PATH")
-    bench.add_argument("--load-chunk", type=_positive_int, default=50_000, metavar="N",
-                       help="patterns per add_patterns_csr call while loading")
-    bench.add_argument("--learn", type=_non_negative_int, default=20_000, metavar="N",
-                       help="after each metric's queries, learn N new patterns of the same shape into the "
-                            "loaded matcher one add_new_pattern call at a time (each timed: p50/p99/max/mean "
-                            "and patterns/s), then time one sync_cpu_to_gpu() promotion of them; 0 skips it")
-    bench.add_argument("--thresholds", type=_thresholds, default=None, metavar="T1,T2,...",
-                       help="threshold sweep: after each metric's timed queries, time the same queries through "
-                            "match_patterns_arrays(state, T, max_predictions) for every T (median, p95, "
-                            "matches/query) and verify every result (lcs: whole result against RapidFuzz, whose "
-                            "cdist runs once per query and is the reference column; difflib: the difflib sample); "
-                            "e.g. 0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9; none: no sweep")
-    bench.add_argument("--batch", type=_non_negative_int, default=0, metavar="N",
-                       help="batch comparison: N new query states (another seed stream) through one batch call "
-                            "(match_patterns_batch_arrays) against N single match_patterns_arrays calls, "
-                            "best of 3 runs each (states/s both ways and the ratio); every batch result must equal "
-                            "its single call's exactly and 5 are checked against the oracle. 0 skips it")
-    bench.add_argument("--batch-limit", type=_batch_limit, default="same", metavar="K|all|same",
-                       help="max_predictions of the batch part ('same': --max-predictions). A batch returns every "
-                            "state's result at once: with 'all', 1000 states over 1M patterns at threshold 0.1 are "
-                            "about 620M matches (~7.5 GB held at once); use e.g. 100")
-    bench.add_argument("--batch-dicts", action="store_true",
-                       help="also time the public match_patterns_batch, which builds a dict per match (keep "
-                            "--batch-limit small)")
+    bench.add_argument(
+        "--json", dest="json_path", default=None, metavar="PATH", help="also write every number as JSON to PATH"
+    )
+    bench.add_argument(
+        "--load-chunk",
+        type=_positive_int,
+        default=50_000,
+        metavar="N",
+        help="patterns per add_patterns_csr call while loading",
+    )
+    bench.add_argument(
+        "--learn",
+        type=_non_negative_int,
+        default=20_000,
+        metavar="N",
+        help="after each metric's queries, learn N new patterns of the same shape into the "
+        "loaded matcher one add_new_pattern call at a time (each timed: p50/p99/max/mean "
+        "and patterns/s), then time one sync_cpu_to_gpu() promotion of them; 0 skips it",
+    )
+    bench.add_argument(
+        "--thresholds",
+        type=_thresholds,
+        default=None,
+        metavar="T1,T2,...",
+        help="threshold sweep: after each metric's timed queries, time the same queries through "
+        "match_patterns_arrays(state, T, max_predictions) for every T (median, p95, "
+        "matches/query) and verify every result (lcs: whole result against RapidFuzz, whose "
+        "cdist runs once per query and is the reference column; difflib: the difflib sample); "
+        "e.g. 0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9; none: no sweep",
+    )
+    bench.add_argument(
+        "--batch",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="batch comparison: N new query states (another seed stream) through one batch call "
+        "(match_patterns_batch_arrays) against N single match_patterns_arrays calls, "
+        "best of 3 runs each (states/s both ways and the ratio); every batch result must equal "
+        "its single call's exactly and 5 are checked against the oracle. 0 skips it",
+    )
+    bench.add_argument(
+        "--batch-limit",
+        type=_batch_limit,
+        default="same",
+        metavar="K|all|same",
+        help="max_predictions of the batch part ('same': --max-predictions). A batch returns every "
+        "state's result at once: with 'all', 1000 states over 1M patterns at threshold 0.1 are "
+        "about 620M matches (~7.5 GB held at once); use e.g. 100",
+    )
+    bench.add_argument(
+        "--batch-dicts",
+        action="store_true",
+        help="also time the public match_patterns_batch, which builds a dict per match (keep --batch-limit small)",
+    )
     bench.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
 
     predict = commands.add_parser(
@@ -160,15 +211,20 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--patterns", type=_positive_int, default=100_000, metavar="N")
     predict.add_argument("--queries", type=_positive_int, default=10, metavar="Q")
     predict.add_argument("--threshold", type=_threshold, default=0.1)
-    predict.add_argument("--sample", type=_positive_int, default=500, metavar="K",
-                         help="patterns per query run through KATO's Python path (timed, extrapolated, compared)")
+    predict.add_argument(
+        "--sample",
+        type=_positive_int,
+        default=500,
+        metavar="K",
+        help="patterns per query run through KATO's Python path (timed, extrapolated, compared)",
+    )
     predict.add_argument("--metric", choices=("lcs", "difflib", "both"), default="both")
     predict.add_argument("--seed", type=int, default=42)
     predict.add_argument("--json", dest="json_path", default=None, metavar="PATH")
     scale = commands.add_parser(
         "scale-bench",
         help="load millions of KATO-shaped patterns a chunk at a time, report memory, load time and query "
-             "latency, and verify results on seeded samples",
+        "latency, and verify results on seeded samples",
         description=(
             "Generates KATO-shaped patterns (the bench's kato workload: same generator, vocabulary and names) "
             "CHUNK at a time, loading each chunk with one add_patterns_csr call at once, so the benchmark itself "
@@ -181,25 +237,55 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    scale.add_argument("--patterns", type=_positive_int, default=10_000_000, metavar="N",
-                       help="number of patterns to load")
-    scale.add_argument("--queries", type=_positive_int, default=10, metavar="Q",
-                       help="number of timed queries (plus one untimed warm-up per call)")
-    scale.add_argument("--metric", choices=("lcs", "difflib", "both"), default="both",
-                       help="similarity metric(s), one matcher at a time")
+    scale.add_argument(
+        "--patterns", type=_positive_int, default=10_000_000, metavar="N", help="number of patterns to load"
+    )
+    scale.add_argument(
+        "--queries",
+        type=_positive_int,
+        default=10,
+        metavar="Q",
+        help="number of timed queries (plus one untimed warm-up per call)",
+    )
+    scale.add_argument(
+        "--metric",
+        choices=("lcs", "difflib", "both"),
+        default="both",
+        help="similarity metric(s), one matcher at a time",
+    )
     scale.add_argument("--threshold", type=_threshold, default=0.1, help="recall threshold of the timed queries")
-    scale.add_argument("--limit", type=_positive_int, default=100, metavar="K",
-                       help="max_predictions of the second timed call (the first returns every match)")
-    scale.add_argument("--chunk", type=_positive_int, default=100_000, metavar="N",
-                       help="patterns generated and loaded (one add_patterns_csr call) at a time")
-    scale.add_argument("--sample", type=_non_negative_int, default=20_000, metavar="K",
-                       help="stored patterns per query checked against the exact oracle (their tokens are kept)")
-    scale.add_argument("--promote", choices=("each", "end"), default="each",
-                       help="each: add_patterns_csr(promote=True) per chunk; end: promote=False, then one "
-                            "sync_cpu_to_gpu() (counted in the load time)")
+    scale.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=100,
+        metavar="K",
+        help="max_predictions of the second timed call (the first returns every match)",
+    )
+    scale.add_argument(
+        "--chunk",
+        type=_positive_int,
+        default=100_000,
+        metavar="N",
+        help="patterns generated and loaded (one add_patterns_csr call) at a time",
+    )
+    scale.add_argument(
+        "--sample",
+        type=_non_negative_int,
+        default=20_000,
+        metavar="K",
+        help="stored patterns per query checked against the exact oracle (their tokens are kept)",
+    )
+    scale.add_argument(
+        "--promote",
+        choices=("each", "end"),
+        default="each",
+        help="each: add_patterns_csr(promote=True) per chunk; end: promote=False, then one "
+        "sync_cpu_to_gpu() (counted in the load time)",
+    )
     scale.add_argument("--seed", type=int, default=42, help="workload seed")
-    scale.add_argument("--json", dest="json_path", default=None, metavar="PATH",
-                       help="also write every number as JSON to PATH")
+    scale.add_argument(
+        "--json", dest="json_path", default=None, metavar="PATH", help="also write every number as JSON to PATH"
+    )
     scale.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
     return parser
 
@@ -208,10 +294,21 @@ def _scale_bench(args: argparse.Namespace) -> int:
     from .bench.scale import ScaleOptions, run_scale
 
     metrics = ("lcs", "difflib") if args.metric == "both" else (args.metric,)
-    return run_scale(ScaleOptions(
-        patterns=args.patterns, queries=args.queries, metrics=metrics, threshold=args.threshold,
-        limit=args.limit, chunk=args.chunk, sample=args.sample, seed=args.seed, promote=args.promote,
-        json_path=args.json_path, progress=not args.no_progress))
+    return run_scale(
+        ScaleOptions(
+            patterns=args.patterns,
+            queries=args.queries,
+            metrics=metrics,
+            threshold=args.threshold,
+            limit=args.limit,
+            chunk=args.chunk,
+            sample=args.sample,
+            seed=args.seed,
+            promote=args.promote,
+            json_path=args.json_path,
+            progress=not args.no_progress,
+        )
+    )
 
 
 def _predict_bench(args: argparse.Namespace) -> int:

@@ -112,9 +112,7 @@ def _preload_nvrtc() -> Optional[str]:
 
 def _check_min_cc(min_compute_capability: object) -> float:
     if isinstance(min_compute_capability, bool) or not isinstance(min_compute_capability, (int, float)):
-        raise TypeError(
-            f"min_compute_capability must be a number, got {type(min_compute_capability).__name__}"
-        )
+        raise TypeError(f"min_compute_capability must be a number, got {type(min_compute_capability).__name__}")
     return float(min_compute_capability)
 
 
@@ -228,9 +226,7 @@ def _parse_ptxas(output: str) -> Dict[str, Dict[str, Any]]:
         m = re.search(_USED_RE, line)
         if m and current is not None:
             smem = re.search(_SMEM_RE, line)
-            rows[current].update(
-                registers=int(m.group(1)), shared_memory_bytes=int(smem.group(1)) if smem else 0
-            )
+            rows[current].update(registers=int(m.group(1)), shared_memory_bytes=int(smem.group(1)) if smem else 0)
             current = None
     return rows
 

@@ -65,22 +65,17 @@ def _symbol_list(items: Any, what: str) -> List[str]:
     """
     if isinstance(items, _NOT_A_SEQUENCE):
         raise TypeError(
-            f"{what} must be a sequence of str symbols, got {type(items).__name__}; "
-            f"wrap a single symbol in a list"
+            f"{what} must be a sequence of str symbols, got {type(items).__name__}; wrap a single symbol in a list"
         )
     try:
         iterator = iter(items)
     except TypeError:
-        raise TypeError(
-            f"{what} must be a sequence of str symbols, got {_describe(items)}"
-        ) from None
+        raise TypeError(f"{what} must be a sequence of str symbols, got {_describe(items)}") from None
     out: List[str] = []
     for position, symbol in enumerate(iterator):
         if type(symbol) is not str:
             if not isinstance(symbol, str):
-                raise TypeError(
-                    f"{what}[{position}] must be str, got {_describe(symbol)}"
-                )
+                raise TypeError(f"{what}[{position}] must be str, got {_describe(symbol)}")
             # Subclasses such as numpy.str_ are stored as plain str so that the
             # vocabulary serialises identically everywhere.
             symbol = str.__str__(symbol)
@@ -108,9 +103,7 @@ def _parse_document(doc: Any, source: str) -> Tuple[Dict[str, int], Dict[int, st
 
     next_id = _check_int(doc["next_id"], "next_id", source)
     if not 0 <= next_id <= MAX_SYMBOL_ID + 1:
-        raise ValueError(
-            f"corrupt vocabulary in {source}: next_id={next_id} outside [0, {MAX_SYMBOL_ID + 1}]"
-        )
+        raise ValueError(f"corrupt vocabulary in {source}: next_id={next_id} outside [0, {MAX_SYMBOL_ID + 1}]")
 
     raw_s2i = doc["symbol_to_id"]
     raw_i2s = doc["id_to_symbol"]
@@ -128,7 +121,9 @@ def _parse_document(doc: Any, source: str) -> Tuple[Dict[str, int], Dict[int, st
         else:
             raise ValueError(f"corrupt vocabulary in {source}: id_to_symbol key {key!r} is not a non-negative integer")
         if not isinstance(symbol, str):
-            raise ValueError(f"corrupt vocabulary in {source}: id_to_symbol[{key!r}] must be str, got {_describe(symbol)}")
+            raise ValueError(
+                f"corrupt vocabulary in {source}: id_to_symbol[{key!r}] must be str, got {_describe(symbol)}"
+            )
         if symbol_id in id_to_symbol:
             raise ValueError(f"corrupt vocabulary in {source}: id {symbol_id} appears twice in id_to_symbol")
         id_to_symbol[symbol_id] = symbol
@@ -159,9 +154,7 @@ def _parse_document(doc: Any, source: str) -> Tuple[Dict[str, int], Dict[int, st
     if "vocab_size" in doc and doc["vocab_size"] is not None:
         vocab_size = _check_int(doc["vocab_size"], "vocab_size", source)
         if vocab_size != len(pairs):
-            raise ValueError(
-                f"corrupt vocabulary in {source}: vocab_size={vocab_size} but {len(pairs)} symbols stored"
-            )
+            raise ValueError(f"corrupt vocabulary in {source}: vocab_size={vocab_size} but {len(pairs)} symbols stored")
 
     pairs.sort()
     symbol_to_id = {symbol: symbol_id for symbol_id, symbol in pairs}
@@ -363,8 +356,7 @@ class SymbolVocabularyEncoder:
         start = self.next_id
         if start + len(new) - 1 > MAX_SYMBOL_ID:
             raise OverflowError(
-                f"cannot add {len(new)} symbols: ids would exceed {MAX_SYMBOL_ID} "
-                f"(int32 limit; next_id={start})"
+                f"cannot add {len(new)} symbols: ids would exceed {MAX_SYMBOL_ID} (int32 limit; next_id={start})"
             )
         id_to_symbol = self.id_to_symbol
         for offset, symbol in enumerate(new):

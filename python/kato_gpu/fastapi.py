@@ -30,8 +30,7 @@ try:
     from fastapi.responses import Response
 except ImportError as exc:  # pragma: no cover - exercised by a test that hides the package
     raise ImportError(
-        "kato_gpu.fastapi needs the optional dependency fastapi; "
-        "install it with: pip install kato-gpu[fastapi]"
+        "kato_gpu.fastapi needs the optional dependency fastapi; install it with: pip install kato-gpu[fastapi]"
     ) from exc
 
 __all__ = ["router", "METRICS_MEDIA_TYPE"]
@@ -96,13 +95,14 @@ def router(matcher: Any, sync_manager: Any, prefix: str = "/gpu") -> APIRouter:
     def gpu_config() -> Dict[str, Any]:
         return matcher.config.to_dict()
 
-    @api.patch("/config", summary="Change runtime-changeable settings",
-               responses={422: {"description": "Not a JSON object, or an invalid change "
-                                               "(nothing was changed)"}})
+    @api.patch(
+        "/config",
+        summary="Change runtime-changeable settings",
+        responses={422: {"description": "Not a JSON object, or an invalid change (nothing was changed)"}},
+    )
     def gpu_config_update(changes: Any = Body(None, examples=[{"sync_threshold": 500}])) -> Dict[str, Any]:
         if not isinstance(changes, dict) or not changes:
-            raise HTTPException(status_code=422,
-                                detail="the body must be a non-empty JSON object of config fields")
+            raise HTTPException(status_code=422, detail="the body must be a non-empty JSON object of config fields")
         try:
             config = matcher.update_config(**changes)
         except (ValueError, TypeError) as exc:

@@ -61,8 +61,13 @@ __all__ = ["KatoBridge", "LoadReport", "attach", "load_patterns", "SKIP_REASONS"
 logger = logging.getLogger("kato_gpu.kato")
 
 #: The methods of ``PatternSearcher`` that :func:`attach` replaces on the instance.
-PATCHED_METHODS = ("assignNewlyLearnedToWorkers", "delete_pattern", "clearPatternsFromRAM",
-                   "_process_with_rapidfuzz", "_process_with_original")
+PATCHED_METHODS = (
+    "assignNewlyLearnedToWorkers",
+    "delete_pattern",
+    "clearPatternsFromRAM",
+    "_process_with_rapidfuzz",
+    "_process_with_original",
+)
 
 #: Why :func:`load_patterns` skips a record.
 SKIP_REASONS = ("not_a_dict", "missing_name", "duplicate_name", "malformed_pattern_data")
@@ -87,8 +92,11 @@ def _kato_metric(searcher: Any) -> str:
     """The metric that reproduces the matching path ``causalBelief`` will take for ``searcher``."""
     module = sys.modules.get(type(searcher).__module__)
     rapidfuzz_available = bool(getattr(module, "RAPIDFUZZ_AVAILABLE", True))
-    if getattr(searcher, "use_fast_matching", False) and rapidfuzz_available \
-            and getattr(searcher, "use_token_matching", False):
+    if (
+        getattr(searcher, "use_fast_matching", False)
+        and rapidfuzz_available
+        and getattr(searcher, "use_token_matching", False)
+    ):
         return "lcs"
     return "difflib"
 
@@ -173,14 +181,19 @@ class KatoBridge:
         self._count(f"fallback_{reason}")
         if reason not in self._warned:
             self._warned.add(reason)
-            logger.warning("kato_gpu: %s answered by KATO's own method (%s); logged once per reason",
-                           name, reason.replace("_", " "))
+            logger.warning(
+                "kato_gpu: %s answered by KATO's own method (%s); logged once per reason",
+                name,
+                reason.replace("_", " "),
+            )
         self._originals[name](state, candidates, results)
 
     def _lost_track(self, what: str) -> None:
         self.in_sync = False
-        logger.exception("kato_gpu: the matcher could not follow %s; matching falls back to KATO "
-                         "until bridge.resync() or a reload", what)
+        logger.exception(
+            "kato_gpu: the matcher could not follow %s; matching falls back to KATO until bridge.resync() or a reload",
+            what,
+        )
 
     # ------------------------------------------------------------------ learning
     def _learn(self, index: int, pattern_name: str, new_pattern: Sequence[str]) -> Any:
@@ -232,8 +245,9 @@ class KatoBridge:
             return self._fallback(name, "metric_mismatch", state, candidates, results)
         self._accelerated(name, state, candidates, results, token_mode=False)
 
-    def _accelerated(self, name: str, state: List[str], candidates: Iterable[str], results: list,
-                     token_mode: bool) -> None:
+    def _accelerated(
+        self, name: str, state: List[str], candidates: Iterable[str], results: list, token_mode: bool
+    ) -> None:
         searcher = self.searcher
         if not self.in_sync:
             return self._fallback(name, "out_of_sync", state, candidates, results)
@@ -241,8 +255,12 @@ class KatoBridge:
             # KATO's scorer gives 0.0 (not 1.0) when pattern and state are both empty.
             return self._fallback(name, "empty_state", state, candidates, results)
         threshold = _default_threshold(searcher)
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
-                or math.isnan(threshold) or not 0.0 <= threshold <= 1.0:
+        if (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, (int, float))
+            or math.isnan(threshold)
+            or not 0.0 <= threshold <= 1.0
+        ):
             return self._fallback(name, "threshold_out_of_range", state, candidates, results)
         weights = getattr(searcher, "affinity_weights", None)
         if weights is not None and not isinstance(weights, dict):
@@ -264,8 +282,8 @@ class KatoBridge:
         subset = None if len(unique) == len(matcher) else unique
         try:
             found = matcher.match_predictions(
-                state, float(threshold), None, candidates=subset, weights=weights or None,
-                kato_rounding=token_mode)
+                state, float(threshold), None, candidates=subset, weights=weights or None, kato_rounding=token_mode
+            )
         except Exception:
             logger.exception("kato_gpu: match_predictions failed")
             return self._fallback(name, "matcher_error", state, candidates, results)
@@ -294,8 +312,12 @@ class KatoBridge:
                     results.append(t)
 
 
-def attach(searcher: Any, matcher: Optional[HybridGPUMatcher] = None, config: Optional[GPUConfig] = None,
-           sync_manager: Any = None) -> KatoBridge:
+def attach(
+    searcher: Any,
+    matcher: Optional[HybridGPUMatcher] = None,
+    config: Optional[GPUConfig] = None,
+    sync_manager: Any = None,
+) -> KatoBridge:
     """Routes ``searcher``'s pattern matching through a ``HybridGPUMatcher`` (see the module doc).
 
     Args:
@@ -333,11 +355,16 @@ def attach(searcher: Any, matcher: Optional[HybridGPUMatcher] = None, config: Op
     bridge._install()
     expected = _kato_metric(searcher)
     if matcher.config.metric != expected or matcher.config.autojunk:
-        logger.warning("kato_gpu: KATO will take its %s path but the matcher uses metric=%s autojunk=%s: "
-                       "those queries fall back to KATO's own code", expected, matcher.config.metric,
-                       matcher.config.autojunk)
-    logger.info("kato_gpu attached to %s: metric=%s, %d patterns", type(searcher).__name__,
-                matcher.config.metric, len(matcher))
+        logger.warning(
+            "kato_gpu: KATO will take its %s path but the matcher uses metric=%s autojunk=%s: "
+            "those queries fall back to KATO's own code",
+            expected,
+            matcher.config.metric,
+            matcher.config.autojunk,
+        )
+    logger.info(
+        "kato_gpu attached to %s: metric=%s, %d patterns", type(searcher).__name__, matcher.config.metric, len(matcher)
+    )
     return bridge
 
 
@@ -367,8 +394,9 @@ def _check_record(record: Any) -> Tuple[Optional[str], Any]:
     return None, (name, events)
 
 
-def load_patterns(matcher: HybridGPUMatcher, records: Iterable[Any], *, batch_size: int = 50_000,
-                  progress: bool = True) -> LoadReport:
+def load_patterns(
+    matcher: HybridGPUMatcher, records: Iterable[Any], *, batch_size: int = 50_000, progress: bool = True
+) -> LoadReport:
     """Fills ``matcher`` from KATO pattern records ``{'name': ..., 'pattern_data': [[...], ...]}``
     (e.g. a cursor over KATO's patterns collection), ``batch_size`` at a time through
     ``matcher.add_patterns``. Records that are not dicts, have no (or an empty) name, repeat a
@@ -416,7 +444,11 @@ def load_patterns(matcher: HybridGPUMatcher, records: Iterable[Any], *, batch_si
         flush()
     seconds = time.perf_counter() - started
     skipped_total = sum(skipped.values())
-    logger.info("loaded %d patterns in %.2fs; skipped %d%s", loaded, seconds, skipped_total,
-                "" if not skipped_total else " (" + ", ".join(
-                    f"{reason}: {n}" for reason, n in skipped.items() if n) + ")")
+    logger.info(
+        "loaded %d patterns in %.2fs; skipped %d%s",
+        loaded,
+        seconds,
+        skipped_total,
+        "" if not skipped_total else " (" + ", ".join(f"{reason}: {n}" for reason, n in skipped.items() if n) + ")",
+    )
     return LoadReport(loaded=loaded, skipped=skipped, seconds=seconds)

@@ -9,11 +9,11 @@ deduplication is needed and the result is the same whichever tier holds a patter
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import logging
 import math
 import numbers
-import dataclasses
-import gc
 import threading
 import time
 import weakref
@@ -105,9 +105,12 @@ class HybridGPUMatcher:
         self.stats: Dict[str, int] = {"queries": 0}
         #: Sync managers attached to this matcher (told about configuration changes).
         self._sync_managers: "weakref.WeakSet" = weakref.WeakSet()
-        logger.info("HybridGPUMatcher ready: metric=%s autojunk=%s, bulk tier on %s",
-                    config.metric, config.autojunk,
-                    "the GPU" if self.use_gpu else f"all CPU cores ({self.gpu_unavailable_reason})")
+        logger.info(
+            "HybridGPUMatcher ready: metric=%s autojunk=%s, bulk tier on %s",
+            config.metric,
+            config.autojunk,
+            "the GPU" if self.use_gpu else f"all CPU cores ({self.gpu_unavailable_reason})",
+        )
 
     def _enable_gpu(self, config: GPUConfig) -> Optional[str]:
         """Attaches the GPU tier when the configuration asks for it and a device can be used;
@@ -117,8 +120,13 @@ class HybridGPUMatcher:
             return "disabled by configuration (enabled=False)"
         cuda._preload_nvrtc()
         reason = self._core.enable_gpu(
-            config.min_compute_capability, config.memory_usage_fraction, config.growth_buffer_fraction,
-            config.force_max_patterns, config.threads_per_block, config.fallback_to_cpu)
+            config.min_compute_capability,
+            config.memory_usage_fraction,
+            config.growth_buffer_fraction,
+            config.force_max_patterns,
+            config.threads_per_block,
+            config.fallback_to_cpu,
+        )
         if reason is not None:
             if not config.fallback_to_cpu:
                 raise GPUUnavailableError(f"no usable GPU and fallback_to_cpu is off: {reason}")
@@ -135,8 +143,9 @@ class HybridGPUMatcher:
             self.stats[key] += n
 
     # ------------------------------------------------------------------ queries
-    def match_patterns_arrays(self, state: Sequence[str], threshold: float,
-                              max_predictions: Optional[int] = None) -> "_native.MatchResult":
+    def match_patterns_arrays(
+        self, state: Sequence[str], threshold: float, max_predictions: Optional[int] = None
+    ) -> "_native.MatchResult":
         """Like :meth:`match_patterns`, but returns a ``MatchResult`` (``.names``,
         ``.similarities`` as a float64 array) without building a dict per match."""
         threshold = _check_threshold(threshold)
@@ -146,15 +155,17 @@ class HybridGPUMatcher:
         self._count("queries")
         return result
 
-    def match_patterns(self, state: Sequence[str], threshold: float,
-                       max_predictions: Optional[int] = 100) -> List[Dict[str, Any]]:
+    def match_patterns(
+        self, state: Sequence[str], threshold: float, max_predictions: Optional[int] = 100
+    ) -> List[Dict[str, Any]]:
         """Every pattern whose similarity to ``state`` is ``>= threshold``, as
         ``{'pattern_name', 'similarity'}`` dicts ordered by similarity descending then name
         ascending; at most ``max_predictions`` (``None``: all)."""
         return self.match_patterns_arrays(state, threshold, max_predictions).to_dicts()
 
-    def match_patterns_batch_arrays(self, states: Iterable[Sequence[str]], threshold: float,
-                                    max_predictions: Optional[int] = 100) -> List["_native.MatchResult"]:
+    def match_patterns_batch_arrays(
+        self, states: Iterable[Sequence[str]], threshold: float, max_predictions: Optional[int] = 100
+    ) -> List["_native.MatchResult"]:
         """:meth:`match_patterns_arrays` for many states in one call: the states are spread over
         the cores, and no dict is built per match."""
         threshold = _check_threshold(threshold)
@@ -166,17 +177,23 @@ class HybridGPUMatcher:
         self._count("queries", len(lookups))
         return results
 
-    def match_patterns_batch(self, states: Iterable[Sequence[str]], threshold: float,
-                             max_predictions: Optional[int] = 100) -> List[List[Dict[str, Any]]]:
+    def match_patterns_batch(
+        self, states: Iterable[Sequence[str]], threshold: float, max_predictions: Optional[int] = 100
+    ) -> List[List[Dict[str, Any]]]:
         """:meth:`match_patterns` for many states in one call (states spread over the cores)."""
         return [r.to_dicts() for r in self.match_patterns_batch_arrays(states, threshold, max_predictions)]
 
-    def match_predictions(self, state: Sequence[str], threshold: float,
-                          max_predictions: Optional[int] = None, *,
-                          candidates: Optional[Iterable[str]] = None,
-                          weights: Optional[Dict[str, float]] = None,
-                          kato_rounding: bool = False,
-                          fuzzy_token_threshold: float = 0.0) -> List[tuple]:
+    def match_predictions(
+        self,
+        state: Sequence[str],
+        threshold: float,
+        max_predictions: Optional[int] = None,
+        *,
+        candidates: Optional[Iterable[str]] = None,
+        weights: Optional[Dict[str, float]] = None,
+        kato_rounding: bool = False,
+        fuzzy_token_threshold: float = 0.0,
+    ) -> List[tuple]:
         """KATO's prediction tuples for every pattern with similarity ``>= threshold``, in result
         order: ``(pattern_name, pattern, matching_intersection, past, present, missing, extras,
         similarity, number_of_blocks, anomalies, weighted_similarity)`` as KATO's
@@ -219,8 +236,11 @@ class HybridGPUMatcher:
         collecting = gc.isenabled()
         gc.disable()
         try:
-            found = [(name, sim) for name, sim in zip(result.names, result.similarities.tolist())
-                     if allowed is None or name in allowed]
+            found = [
+                (name, sim)
+                for name, sim in zip(result.names, result.similarities.tolist())
+                if allowed is None or name in allowed
+            ]
             if kato_rounding:
                 found = [(name, (sim * 100.0) / 100.0) for name, sim in found]
                 found = sorted(((n, s) for n, s in found if s >= threshold), key=lambda ns: (-ns[1], ns[0]))
@@ -230,14 +250,22 @@ class HybridGPUMatcher:
                 return self._fuzzy_predictions(found, state, threshold, fuzzy, weights)
             id_to_symbol = self.encoder.id_to_symbol
             symbols = [id_to_symbol.get(i) for i in range(self.encoder.next_id)]
-            return self._core.predictions([name for name, _ in found], [sim for _, sim in found],
-                                          state, self.encoder.lookup_ids(state), symbols, threshold > 0.0, weights)
+            return self._core.predictions(
+                [name for name, _ in found],
+                [sim for _, sim in found],
+                state,
+                self.encoder.lookup_ids(state),
+                symbols,
+                threshold > 0.0,
+                weights,
+            )
         finally:
             if collecting:
                 gc.enable()
 
-    def _fuzzy_predictions(self, found, state: List[str], threshold: float, fuzzy: float,
-                           weights: Optional[Dict[str, float]]) -> List[tuple]:
+    def _fuzzy_predictions(
+        self, found, state: List[str], threshold: float, fuzzy: float, weights: Optional[Dict[str, float]]
+    ) -> List[tuple]:
         """KATO's fuzzy token path (see ``match_predictions``), one prediction at a time."""
         try:
             from rapidfuzz import fuzz, process
@@ -272,8 +300,21 @@ class HybridGPUMatcher:
                 total = sum(weights.get(t, 0.0) for t in state) + sum(weights.get(t, 0.0) for t in pattern)
                 if total > 0:
                     weighted = 2.0 * sum(weights.get(t, 0.0) for t in intersection) / total
-            predictions.append((name, pattern, intersection, pattern[:past_end], present, missing, extras,
-                                similarity, len(blocks), anomalies, weighted))
+            predictions.append(
+                (
+                    name,
+                    pattern,
+                    intersection,
+                    pattern[:past_end],
+                    present,
+                    missing,
+                    extras,
+                    similarity,
+                    len(blocks),
+                    anomalies,
+                    weighted,
+                )
+            )
         return predictions
 
     # ------------------------------------------------------------------ learning
@@ -285,8 +326,9 @@ class HybridGPUMatcher:
             return False
         return self._core.add(pattern_name, self.encoder.encode_ids(flat))
 
-    def add_patterns(self, names: Sequence[str], events_list: Sequence[Sequence[Sequence[str]]],
-                     promote: bool = True) -> int:
+    def add_patterns(
+        self, names: Sequence[str], events_list: Sequence[Sequence[Sequence[str]]], promote: bool = True
+    ) -> int:
         """Learns many patterns at once, all or none (one vocabulary write). Raises ValueError on
         a duplicate or already stored name. With ``promote`` they go straight to the bulk tier."""
         names = list(names)
@@ -300,8 +342,9 @@ class HybridGPUMatcher:
         ids = self.encoder.encode_ids([s for f in flats for s in f])
         return self._add_csr(names, np.asarray(ids, dtype=np.uint32), offsets, promote)
 
-    def add_patterns_csr(self, names: Sequence[str], tokens: np.ndarray, offsets: np.ndarray,
-                         promote: bool = True) -> int:
+    def add_patterns_csr(
+        self, names: Sequence[str], tokens: np.ndarray, offsets: np.ndarray, promote: bool = True
+    ) -> int:
         """Bulk load from arrays: pattern k is ``tokens[offsets[k]:offsets[k+1]]``, tokens being
         symbol ids of this matcher's encoder. All or none (names are checked in Rust)."""
         if isinstance(names, (str, bytes)):
@@ -316,12 +359,15 @@ class HybridGPUMatcher:
         if tokens.size:
             low, high = int(tokens.min()), int(tokens.max())
             if low < 0 or high >= self.encoder.next_id:
-                raise ValueError(f"token ids must lie in [0, {self.encoder.next_id}) (the encoder's ids), "
-                                 f"got values in [{low}, {high}]")
+                raise ValueError(
+                    f"token ids must lie in [0, {self.encoder.next_id}) (the encoder's ids), "
+                    f"got values in [{low}, {high}]"
+                )
         if offsets.size and (int(offsets.min()) < 0 or int(offsets.max()) > np.iinfo(np.int64).max):
             raise ValueError("offsets must be non-negative")
-        return self._add_csr(names, np.ascontiguousarray(tokens, dtype=np.uint32),
-                             np.ascontiguousarray(offsets, dtype=np.int64), promote)
+        return self._add_csr(
+            names, np.ascontiguousarray(tokens, dtype=np.uint32), np.ascontiguousarray(offsets, dtype=np.int64), promote
+        )
 
     def _check_new_names(self, names: List[str]) -> None:
         seen = set()
@@ -361,8 +407,12 @@ class HybridGPUMatcher:
         started = time.perf_counter()
         moved = self._core.promote()
         bulk, _ = self._core.tiers()
-        logger.info("promoted %d patterns to the bulk tier in %.1f ms (bulk: %d)",
-                    moved, (time.perf_counter() - started) * 1e3, bulk)
+        logger.info(
+            "promoted %d patterns to the bulk tier in %.1f ms (bulk: %d)",
+            moved,
+            (time.perf_counter() - started) * 1e3,
+            bulk,
+        )
         return moved
 
     @property
@@ -380,8 +430,13 @@ class HybridGPUMatcher:
         return self._core.tiers()[1]
 
     #: Configuration fields that can change while the matcher runs.
-    RUNTIME_CONFIG_FIELDS = ("sync_threshold", "sync_interval_seconds", "enable_background_sync",
-                             "log_memory_usage", "log_kernel_timing")
+    RUNTIME_CONFIG_FIELDS = (
+        "sync_threshold",
+        "sync_interval_seconds",
+        "enable_background_sync",
+        "log_memory_usage",
+        "log_kernel_timing",
+    )
 
     def update_config(self, **changes: Any) -> GPUConfig:
         """Changes runtime settings (``RUNTIME_CONFIG_FIELDS``), validated on a copy first: an
@@ -394,8 +449,10 @@ class HybridGPUMatcher:
             if name not in known:
                 raise ValueError(f"unknown configuration field {name!r}")
             if name not in self.RUNTIME_CONFIG_FIELDS:
-                raise ValueError(f"{name!r} cannot change while the matcher runs "
-                                 f"(runtime fields: {', '.join(self.RUNTIME_CONFIG_FIELDS)})")
+                raise ValueError(
+                    f"{name!r} cannot change while the matcher runs "
+                    f"(runtime fields: {', '.join(self.RUNTIME_CONFIG_FIELDS)})"
+                )
         candidate = dataclasses.replace(self.config, **changes)
         candidate.validate()
         for name, value in changes.items():
@@ -451,12 +508,14 @@ class HybridGPUMatcher:
         }
         if use_gpu:
             capacity = self.get_capacity_info()
-            stats.update({
-                "gpu_capacity": capacity["max_capacity"],
-                "gpu_utilization": capacity["utilization"],
-                "gpu_memory_gb": capacity["memory_used_gb"],
-                "gpu_overflow_patterns": device["overflow_patterns"],
-            })
+            stats.update(
+                {
+                    "gpu_capacity": capacity["max_capacity"],
+                    "gpu_utilization": capacity["utilization"],
+                    "gpu_memory_gb": capacity["memory_used_gb"],
+                    "gpu_overflow_patterns": device["overflow_patterns"],
+                }
+            )
         return stats
 
     def get_memory_usage_gb(self) -> float:

@@ -56,43 +56,56 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # it from a CounterMetricFamily's name and adds it back to the sample and HELP/TYPE lines, so
 # the exposition shows exactly these names.
 _HISTOGRAMS: Tuple[Tuple[str, str], ...] = (
-    ("kato_gpu_query_duration_seconds",
-     "Wall time of pattern-matching queries whose bulk tier was scored on the GPU, in seconds."),
-    ("kato_cpu_query_duration_seconds",
-     "Wall time of pattern-matching queries scored on CPU cores only (no GPU, or after a "
-     "fallback), in seconds."),
-    ("kato_gpu_sync_duration_seconds",
-     "Wall time of promoting the recent (CPU) tier into the bulk (GPU) tier, in seconds."),
+    (
+        "kato_gpu_query_duration_seconds",
+        "Wall time of pattern-matching queries whose bulk tier was scored on the GPU, in seconds.",
+    ),
+    (
+        "kato_cpu_query_duration_seconds",
+        "Wall time of pattern-matching queries scored on CPU cores only (no GPU, or after a fallback), in seconds.",
+    ),
+    (
+        "kato_gpu_sync_duration_seconds",
+        "Wall time of promoting the recent (CPU) tier into the bulk (GPU) tier, in seconds.",
+    ),
 )
 _COUNTERS: Tuple[Tuple[str, str], ...] = (
-    ("kato_patterns_matched_total",
-     "Patterns returned as matches (at or above the query threshold), summed over all queries."),
-    ("kato_patterns_learned_total",
-     "Patterns learned into the matcher (added to the recent tier or bulk-loaded)."),
-    ("kato_gpu_sync_events_total",
-     "Syncs run: promotions of the recent (CPU) tier into the bulk (GPU) tier."),
-    ("kato_gpu_fallback_events_total",
-     "Times the matcher fell back from the GPU to CPU cores after a device failure."),
+    (
+        "kato_patterns_matched_total",
+        "Patterns returned as matches (at or above the query threshold), summed over all queries.",
+    ),
+    ("kato_patterns_learned_total", "Patterns learned into the matcher (added to the recent tier or bulk-loaded)."),
+    ("kato_gpu_sync_events_total", "Syncs run: promotions of the recent (CPU) tier into the bulk (GPU) tier."),
+    ("kato_gpu_fallback_events_total", "Times the matcher fell back from the GPU to CPU cores after a device failure."),
 )
 _ERRORS = ("kato_gpu_errors_total", "GPU tier errors, by error type.")
 _GAUGES: Tuple[Tuple[str, str], ...] = (
     ("kato_gpu_memory_bytes", "Device memory held by the GPU tier, in bytes (0 without a GPU)."),
     ("kato_gpu_pattern_count", "Patterns held on the GPU and scored there (0 without a GPU)."),
-    ("kato_cpu_pattern_count",
-     "Patterns scored on CPU cores: the recent tier waiting for a sync, plus the bulk tier when "
-     "no GPU is in use."),
+    (
+        "kato_cpu_pattern_count",
+        "Patterns scored on CPU cores: the recent tier waiting for a sync, plus the bulk tier when no GPU is in use.",
+    ),
 )
 _ACTIVE = ("kato_gpu_active", "1 while the bulk tier is scored on a GPU, 0 on CPU cores only.")
 _SYNC_GAUGES: Tuple[Tuple[str, str, str], ...] = (
-    ("kato_gpu_training_mode", "training_mode",
-     "1 while the sync manager is in training mode (automatic syncs paused), else 0."),
-    ("kato_gpu_background_sync_running", "background_sync_running",
-     "1 while the background sync thread is running, else 0."),
-    ("kato_gpu_patterns_pending_sync", "patterns_since_last_sync",
-     "Patterns learned since the last sync (not yet promoted to the bulk tier)."),
+    (
+        "kato_gpu_training_mode",
+        "training_mode",
+        "1 while the sync manager is in training mode (automatic syncs paused), else 0.",
+    ),
+    (
+        "kato_gpu_background_sync_running",
+        "background_sync_running",
+        "1 while the background sync thread is running, else 0.",
+    ),
+    (
+        "kato_gpu_patterns_pending_sync",
+        "patterns_since_last_sync",
+        "Patterns learned since the last sync (not yet promoted to the bulk tier).",
+    ),
 )
-_LAST_SYNC = ("kato_gpu_last_sync_timestamp_seconds",
-              "Unix time of the last sync; absent until the first one.")
+_LAST_SYNC = ("kato_gpu_last_sync_timestamp_seconds", "Unix time of the last sync; absent until the first one.")
 
 
 def _le(bound: Any) -> str:
@@ -176,8 +189,9 @@ _registered: "weakref.WeakKeyDictionary[CollectorRegistry, KatoGpuCollector]" = 
 _registered_lock = threading.Lock()
 
 
-def register_collector(matcher: Any, sync_manager: Any = None,
-                       registry: Optional[CollectorRegistry] = None) -> KatoGpuCollector:
+def register_collector(
+    matcher: Any, sync_manager: Any = None, registry: Optional[CollectorRegistry] = None
+) -> KatoGpuCollector:
     """Registers a :class:`KatoGpuCollector` for ``matcher`` with ``registry``
     (default: ``prometheus_client.REGISTRY``) and returns it.
 
@@ -198,8 +212,10 @@ def register_collector(matcher: Any, sync_manager: Any = None,
         if existing is not None:
             if existing.matcher is matcher and sync_manager in (None, existing.sync_manager):
                 return existing
-            logger.info("replacing the kato_gpu Prometheus collector registered for %s",
-                        "another sync manager" if existing.matcher is matcher else "another matcher")
+            logger.info(
+                "replacing the kato_gpu Prometheus collector registered for %s",
+                "another sync manager" if existing.matcher is matcher else "another matcher",
+            )
             _unregister(registry, existing)
         collector = KatoGpuCollector(matcher, sync_manager)
         registry.register(collector)

@@ -56,17 +56,23 @@ class SyncManager:
         config.validate()
         self.matcher = matcher
         self.config = config
-        self._native = _native.SyncManager(matcher._core, config.sync_threshold,
-                                           float(config.sync_interval_seconds), config.enable_background_sync)
+        self._native = _native.SyncManager(
+            matcher._core, config.sync_threshold, float(config.sync_interval_seconds), config.enable_background_sync
+        )
         matcher._sync_managers.add(self)
         _live_managers.add(self)
-        logger.info("sync manager ready: threshold %d patterns, interval %ss (background %s)",
-                    config.sync_threshold, config.sync_interval_seconds,
-                    "on" if config.enable_background_sync else "off")
+        logger.info(
+            "sync manager ready: threshold %d patterns, interval %ss (background %s)",
+            config.sync_threshold,
+            config.sync_interval_seconds,
+            "on" if config.enable_background_sync else "off",
+        )
 
     def _apply_config(self) -> None:
         config = self.matcher.config if self.config is not self.matcher.config else self.config
-        self._native.configure(config.sync_threshold, float(config.sync_interval_seconds), config.enable_background_sync)
+        self._native.configure(
+            config.sync_threshold, float(config.sync_interval_seconds), config.enable_background_sync
+        )
 
     # ------------------------------------------------------------------ worker
     def start_background_sync(self) -> None:
@@ -115,19 +121,23 @@ class SyncManager:
     # ------------------------------------------------------------------ status
     def get_stats(self) -> Dict[str, Any]:
         stats = dict(self._native.stats())
-        stats.update({
-            "background_sync_enabled": self.matcher.config.enable_background_sync,
-            "background_sync_running": self._native.is_running(),
-            "training_mode": self.training_mode,
-            "cpu_tier_patterns": self.matcher.patterns_since_sync,
-            "patterns_since_last_sync": self.matcher.patterns_since_sync,
-        })
+        stats.update(
+            {
+                "background_sync_enabled": self.matcher.config.enable_background_sync,
+                "background_sync_running": self._native.is_running(),
+                "training_mode": self.training_mode,
+                "cpu_tier_patterns": self.matcher.patterns_since_sync,
+                "patterns_since_last_sync": self.matcher.patterns_since_sync,
+            }
+        )
         return stats
 
     def __repr__(self) -> str:
         s = self._native.stats()
-        return (f"SyncManager(syncs={s['total_syncs']}, patterns={s['total_patterns_synced']:,}, "
-                f"training={self.training_mode}, running={self._native.is_running()})")
+        return (
+            f"SyncManager(syncs={s['total_syncs']}, patterns={s['total_patterns_synced']:,}, "
+            f"training={self.training_mode}, running={self._native.is_running()})"
+        )
 
 
 def _check_source(source: object) -> str:

@@ -66,8 +66,8 @@ fn probe_into(info: &mut DeviceInfo, min_compute_capability: f64) -> Result<(), 
     if info.device_count == 0 {
         return Err(CudaError::NoDevice);
     }
-    let device = driver::device::get(0)
-        .map_err(|e| CudaError::Driver(format!("cuDeviceGet(0) failed: {}", describe(e))))?;
+    let device =
+        driver::device::get(0).map_err(|e| CudaError::Driver(format!("cuDeviceGet(0) failed: {}", describe(e))))?;
     info.name = driver::device::get_name(device).ok();
     // SAFETY: `device` was returned by cuDeviceGet.
     let attribute = |a| unsafe { driver::device::get_attribute(device, a) };

@@ -62,7 +62,11 @@ impl CudaBackend {
     }
 
     fn config(&self, threads: u32) -> LaunchConfig {
-        LaunchConfig { grid_dim: (threads.div_ceil(self.threads_per_block).max(1), 1, 1), block_dim: (self.threads_per_block, 1, 1), shared_mem_bytes: 0 }
+        LaunchConfig {
+            grid_dim: (threads.div_ceil(self.threads_per_block).max(1), 1, 1),
+            block_dim: (self.threads_per_block, 1, 1),
+            shared_mem_bytes: 0,
+        }
     }
 
     fn buffer(&self, buf: Buf) -> Result<&CudaSlice<u8>, CudaError> {
@@ -109,8 +113,11 @@ impl Backend for CudaBackend {
         catch(|| {
             let offset = at * buf.elem_bytes();
             let stream = self.stream.clone();
-            let target = self.buffers.get_mut(&buf).ok_or_else(|| CudaError::Driver(format!("{buf:?} not allocated")))?;
-            stream.memcpy_htod(data, &mut target.slice_mut(offset..offset + data.len())).map_err(driver_error("copying to the device"))
+            let target =
+                self.buffers.get_mut(&buf).ok_or_else(|| CudaError::Driver(format!("{buf:?} not allocated")))?;
+            stream
+                .memcpy_htod(data, &mut target.slice_mut(offset..offset + data.len()))
+                .map_err(driver_error("copying to the device"))
         })
     }
 
@@ -121,7 +128,9 @@ impl Backend for CudaBackend {
         catch(|| {
             let offset = at * buf.elem_bytes();
             let source = self.buffer(buf)?;
-            self.stream.memcpy_dtoh(&source.slice(offset..offset + out.len()), out).map_err(driver_error("copying from the device"))
+            self.stream
+                .memcpy_dtoh(&source.slice(offset..offset + out.len()), out)
+                .map_err(driver_error("copying from the device"))
         })
     }
 
@@ -143,7 +152,8 @@ impl Backend for CudaBackend {
                     unsafe { args.launch(cfg) }.map_err(driver_error("launching lcs_count"))?;
                 }
                 CountLaunch::Difflib { state_len, table_len } => {
-                    let (state, slot_of_id, starts, positions) = (b(Buf::State)?, b(Buf::SlotOfId)?, b(Buf::PosStarts)?, b(Buf::Positions)?);
+                    let (state, slot_of_id, starts, positions) =
+                        (b(Buf::State)?, b(Buf::SlotOfId)?, b(Buf::PosStarts)?, b(Buf::Positions)?);
                     let mut args = self.stream.launch_builder(&self.difflib);
                     args.arg(tokens).arg(offsets).arg(live).arg(order).arg(&begin).arg(&slots);
                     args.arg(state).arg(&state_len).arg(slot_of_id).arg(&table_len).arg(starts).arg(positions);
@@ -156,13 +166,27 @@ impl Backend for CudaBackend {
         })
     }
 
-    fn launch_histogram(&mut self, slots: u32, state_len: u32, threshold: f64, prefix: u64, mask: u64, shift: u32) -> Result<(), CudaError> {
+    fn launch_histogram(
+        &mut self,
+        slots: u32,
+        state_len: u32,
+        threshold: f64,
+        prefix: u64,
+        mask: u64,
+        shift: u32,
+    ) -> Result<(), CudaError> {
         catch(|| {
             let cfg = self.config(slots);
             let b = |buf| self.buffer(buf);
             let begin = 0u32;
             let mut args = self.stream.launch_builder(&self.histogram);
-            args.arg(b(Buf::Counts)?).arg(b(Buf::Offsets)?).arg(b(Buf::Order)?).arg(&begin).arg(&slots).arg(&state_len).arg(&threshold);
+            args.arg(b(Buf::Counts)?)
+                .arg(b(Buf::Offsets)?)
+                .arg(b(Buf::Order)?)
+                .arg(&begin)
+                .arg(&slots)
+                .arg(&state_len)
+                .arg(&threshold);
             args.arg(&prefix).arg(&mask).arg(&shift).arg(b(Buf::Histogram)?);
             // SAFETY: as above, for `key_histogram`; the histogram holds 256 counters.
             unsafe { args.launch(cfg) }.map_err(driver_error("launching key_histogram"))?;
@@ -176,7 +200,14 @@ impl Backend for CudaBackend {
             let b = |buf| self.buffer(buf);
             let begin = 0u32;
             let mut args = self.stream.launch_builder(&self.select);
-            args.arg(b(Buf::Counts)?).arg(b(Buf::Offsets)?).arg(b(Buf::Order)?).arg(&begin).arg(&slots).arg(&state_len).arg(&threshold).arg(&max_key);
+            args.arg(b(Buf::Counts)?)
+                .arg(b(Buf::Offsets)?)
+                .arg(b(Buf::Order)?)
+                .arg(&begin)
+                .arg(&slots)
+                .arg(&state_len)
+                .arg(&threshold)
+                .arg(&max_key);
             args.arg(b(Buf::OutSlots)?).arg(b(Buf::OutCounts)?).arg(b(Buf::OutLen)?);
             // SAFETY: as above, for `select_matches`; the outputs hold `slots` entries.
             unsafe { args.launch(cfg) }.map_err(driver_error("launching select_matches"))?;

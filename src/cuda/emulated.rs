@@ -10,22 +10,64 @@ use super::tier::{Backend, Buf, CountLaunch};
 
 extern "C" {
     pub fn emulate_lcs_count(
-        tokens: *const u32, offsets: *const u64, live: *const u8, order: *const u32, begin: u32, end: u32,
-        masks: *const u64, table_len: u32, words: u32, state_len: u32, threshold: f64, counts: *mut u32, block_dim: u32,
+        tokens: *const u32,
+        offsets: *const u64,
+        live: *const u8,
+        order: *const u32,
+        begin: u32,
+        end: u32,
+        masks: *const u64,
+        table_len: u32,
+        words: u32,
+        state_len: u32,
+        threshold: f64,
+        counts: *mut u32,
+        block_dim: u32,
     );
     pub fn emulate_difflib_count(
-        tokens: *const u32, offsets: *const u64, live: *const u8, order: *const u32, begin: u32, end: u32,
-        b: *const u32, lb: u32, slot_of_id: *const i32, table_len: u32, pos_starts: *const u32,
-        positions: *const u16, threshold: f64, counts: *mut u32, block_dim: u32,
+        tokens: *const u32,
+        offsets: *const u64,
+        live: *const u8,
+        order: *const u32,
+        begin: u32,
+        end: u32,
+        b: *const u32,
+        lb: u32,
+        slot_of_id: *const i32,
+        table_len: u32,
+        pos_starts: *const u32,
+        positions: *const u16,
+        threshold: f64,
+        counts: *mut u32,
+        block_dim: u32,
     );
     pub fn emulate_key_histogram(
-        counts: *const u32, offsets: *const u64, order: *const u32, begin: u32, end: u32, state_len: u32, threshold: f64,
-        prefix: u64, prefix_mask: u64, shift: u32, histogram: *mut u32, block_dim: u32,
+        counts: *const u32,
+        offsets: *const u64,
+        order: *const u32,
+        begin: u32,
+        end: u32,
+        state_len: u32,
+        threshold: f64,
+        prefix: u64,
+        prefix_mask: u64,
+        shift: u32,
+        histogram: *mut u32,
+        block_dim: u32,
     );
     pub fn emulate_select_matches(
-        counts: *const u32, offsets: *const u64, order: *const u32, begin: u32, end: u32, state_len: u32, threshold: f64,
+        counts: *const u32,
+        offsets: *const u64,
+        order: *const u32,
+        begin: u32,
+        end: u32,
+        state_len: u32,
+        threshold: f64,
         max_key: u64,
-        out_slots: *mut u32, out_counts: *mut u32, out_len: *mut u32, block_dim: u32,
+        out_slots: *mut u32,
+        out_counts: *mut u32,
+        out_len: *mut u32,
+        block_dim: u32,
     );
 }
 
@@ -118,27 +160,68 @@ impl Backend for EmulatedBackend {
         unsafe {
             match launch {
                 CountLaunch::Lcs { table_len, words, state_len } => emulate_lcs_count(
-                    self.ptr(Buf::Tokens), self.ptr(Buf::Offsets), self.ptr(Buf::Live), self.ptr(Buf::Order), 0, slots,
-                    self.ptr(Buf::Masks), table_len, words, state_len, threshold, counts, BLOCK_DIM,
+                    self.ptr(Buf::Tokens),
+                    self.ptr(Buf::Offsets),
+                    self.ptr(Buf::Live),
+                    self.ptr(Buf::Order),
+                    0,
+                    slots,
+                    self.ptr(Buf::Masks),
+                    table_len,
+                    words,
+                    state_len,
+                    threshold,
+                    counts,
+                    BLOCK_DIM,
                 ),
                 CountLaunch::Difflib { state_len, table_len } => emulate_difflib_count(
-                    self.ptr(Buf::Tokens), self.ptr(Buf::Offsets), self.ptr(Buf::Live), self.ptr(Buf::Order), 0, slots,
-                    self.ptr(Buf::State), state_len, self.ptr(Buf::SlotOfId), table_len,
-                    self.ptr(Buf::PosStarts), self.ptr(Buf::Positions), threshold, counts, BLOCK_DIM,
+                    self.ptr(Buf::Tokens),
+                    self.ptr(Buf::Offsets),
+                    self.ptr(Buf::Live),
+                    self.ptr(Buf::Order),
+                    0,
+                    slots,
+                    self.ptr(Buf::State),
+                    state_len,
+                    self.ptr(Buf::SlotOfId),
+                    table_len,
+                    self.ptr(Buf::PosStarts),
+                    self.ptr(Buf::Positions),
+                    threshold,
+                    counts,
+                    BLOCK_DIM,
                 ),
             }
         }
         Ok(())
     }
 
-    fn launch_histogram(&mut self, slots: u32, state_len: u32, threshold: f64, prefix: u64, mask: u64, shift: u32) -> Result<(), CudaError> {
+    fn launch_histogram(
+        &mut self,
+        slots: u32,
+        state_len: u32,
+        threshold: f64,
+        prefix: u64,
+        mask: u64,
+        shift: u32,
+    ) -> Result<(), CudaError> {
         self.check_failure()?;
         let histogram = self.ptr_mut::<u32>(Buf::Histogram);
         // SAFETY: as above; the histogram holds 256 counters.
         unsafe {
             emulate_key_histogram(
-                self.ptr(Buf::Counts), self.ptr(Buf::Offsets), self.ptr(Buf::Order), 0, slots, state_len, threshold,
-                prefix, mask, shift, histogram, BLOCK_DIM,
+                self.ptr(Buf::Counts),
+                self.ptr(Buf::Offsets),
+                self.ptr(Buf::Order),
+                0,
+                slots,
+                state_len,
+                threshold,
+                prefix,
+                mask,
+                shift,
+                histogram,
+                BLOCK_DIM,
             )
         };
         Ok(())
@@ -151,8 +234,18 @@ impl Backend for EmulatedBackend {
         // SAFETY: as above.
         unsafe {
             emulate_select_matches(
-                self.ptr(Buf::Counts), self.ptr(Buf::Offsets), self.ptr(Buf::Order), 0, slots, state_len, threshold,
-                max_key, out_slots, out_counts, out_len, BLOCK_DIM,
+                self.ptr(Buf::Counts),
+                self.ptr(Buf::Offsets),
+                self.ptr(Buf::Order),
+                0,
+                slots,
+                state_len,
+                threshold,
+                max_key,
+                out_slots,
+                out_counts,
+                out_len,
+                BLOCK_DIM,
             )
         };
         Ok(())

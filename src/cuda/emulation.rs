@@ -20,7 +20,8 @@ struct Store {
 
 impl Store {
     fn random(rng: &mut Rng, patterns: usize, max_len: usize, alphabet: usize) -> Store {
-        let mut store = Store { tokens: Vec::new(), offsets: vec![0], live: Vec::new(), order: (0..patterns as u32).collect() };
+        let mut store =
+            Store { tokens: Vec::new(), offsets: vec![0], live: Vec::new(), order: (0..patterns as u32).collect() };
         for k in (1..patterns).rev() {
             store.order.swap(k, rng.below(k + 1));
         }
@@ -80,9 +81,19 @@ fn lcs_kernel_equals_cpu_metric() {
             // SAFETY: every pointer covers the lengths the kernel reads for positions [begin, end).
             unsafe {
                 emulate_lcs_count(
-                    store.tokens.as_ptr(), store.offsets.as_ptr(), store.live.as_ptr(), store.order.as_ptr(), begin, end,
-                    plan.masks.as_ptr(), plan.table_len, plan.words, plan.state_len, threshold,
-                    counts.as_mut_ptr(), 128,
+                    store.tokens.as_ptr(),
+                    store.offsets.as_ptr(),
+                    store.live.as_ptr(),
+                    store.order.as_ptr(),
+                    begin,
+                    end,
+                    plan.masks.as_ptr(),
+                    plan.table_len,
+                    plan.words,
+                    plan.state_len,
+                    threshold,
+                    counts.as_mut_ptr(),
+                    128,
                 );
             }
             for k in begin as usize..end as usize {
@@ -117,9 +128,21 @@ fn difflib_kernel_equals_cpu_metric() {
                 // SAFETY: as above.
                 unsafe {
                     emulate_difflib_count(
-                        store.tokens.as_ptr(), store.offsets.as_ptr(), store.live.as_ptr(), store.order.as_ptr(), 0, n,
-                        plan.b.as_ptr(), plan.b.len() as u32, plan.slot_of_id.as_ptr(), plan.slot_of_id.len() as u32,
-                        plan.pos_starts.as_ptr(), plan.positions.as_ptr(), threshold, counts.as_mut_ptr(), 256,
+                        store.tokens.as_ptr(),
+                        store.offsets.as_ptr(),
+                        store.live.as_ptr(),
+                        store.order.as_ptr(),
+                        0,
+                        n,
+                        plan.b.as_ptr(),
+                        plan.b.len() as u32,
+                        plan.slot_of_id.as_ptr(),
+                        plan.slot_of_id.len() as u32,
+                        plan.pos_starts.as_ptr(),
+                        plan.positions.as_ptr(),
+                        threshold,
+                        counts.as_mut_ptr(),
+                        256,
                     );
                 }
                 for (k, &got) in counts.iter().enumerate() {
@@ -148,12 +171,33 @@ fn select_matches_keeps_exactly_the_matches() {
         // SAFETY: as above; outputs have room for every slot.
         unsafe {
             emulate_lcs_count(
-                store.tokens.as_ptr(), store.offsets.as_ptr(), store.live.as_ptr(), store.order.as_ptr(), 0, n, plan.masks.as_ptr(),
-                plan.table_len, plan.words, plan.state_len, threshold, counts.as_mut_ptr(), 64,
+                store.tokens.as_ptr(),
+                store.offsets.as_ptr(),
+                store.live.as_ptr(),
+                store.order.as_ptr(),
+                0,
+                n,
+                plan.masks.as_ptr(),
+                plan.table_len,
+                plan.words,
+                plan.state_len,
+                threshold,
+                counts.as_mut_ptr(),
+                64,
             );
             emulate_select_matches(
-                counts.as_ptr(), store.offsets.as_ptr(), store.order.as_ptr(), 0, n, state.len() as u32, threshold, u64::MAX,
-                out_slots.as_mut_ptr(), out_counts.as_mut_ptr(), &mut out_len, 64,
+                counts.as_ptr(),
+                store.offsets.as_ptr(),
+                store.order.as_ptr(),
+                0,
+                n,
+                state.len() as u32,
+                threshold,
+                u64::MAX,
+                out_slots.as_mut_ptr(),
+                out_counts.as_mut_ptr(),
+                &mut out_len,
+                64,
             );
         }
         let mut got: Vec<(u32, u32)> = (0..out_len as usize).map(|k| (out_slots[k], out_counts[k])).collect();
@@ -184,7 +228,8 @@ mod device_tier {
     use crate::testing::Rng;
     use crate::{KatoError, Matcher, Metric};
 
-    const LIMITS: TierLimits = TierLimits { memory_usage_fraction: 0.6, growth_buffer_fraction: 0.2, force_max_patterns: None };
+    const LIMITS: TierLimits =
+        TierLimits { memory_usage_fraction: 0.6, growth_buffer_fraction: 0.2, force_max_patterns: None };
 
     fn with_device(metric: Metric, backend: EmulatedBackend, limits: TierLimits, fallback: bool) -> Matcher {
         let mut m = Matcher::new(metric);
@@ -198,7 +243,13 @@ mod device_tier {
 
     fn assert_same(gpu: &Matcher, cpu: &Matcher, rng: &mut Rng, alphabet: usize, long_states: bool) {
         for q in 0..4 {
-            let len = if long_states && q == 3 { 1100 + rng.below(200) } else if q == 2 { 65 + rng.below(150) } else { rng.below(40) };
+            let len = if long_states && q == 3 {
+                1100 + rng.below(200)
+            } else if q == 2 {
+                65 + rng.below(150)
+            } else {
+                rng.below(40)
+            };
             let state: Vec<u32> = (0..len).map(|_| rng.below(alphabet) as u32).collect();
             for (threshold, limit) in [(0.0, None), (0.3, Some(10)), (0.6, None)] {
                 assert_eq!(results(gpu, &state, threshold, limit), results(cpu, &state, threshold, limit));
@@ -207,7 +258,8 @@ mod device_tier {
     }
 
     fn batch(rng: &mut Rng, first: usize, count: usize, alphabet: usize) -> (Vec<String>, Vec<u32>, Vec<u64>) {
-        let names: Vec<String> = (first..first + count).map(|k| format!("PTRN|{:08x}", k.wrapping_mul(2654435761) % (1 << 32))).collect();
+        let names: Vec<String> =
+            (first..first + count).map(|k| format!("PTRN|{:08x}", k.wrapping_mul(2654435761) % (1 << 32))).collect();
         let (mut tokens, mut offsets) = (Vec::new(), vec![0u64]);
         for _ in 0..count {
             let len = rng.below(30);
@@ -317,7 +369,10 @@ mod device_tier {
             gpu.promote();
             cpu.promote();
             let info = gpu.device_status().capacity.unwrap();
-            assert!(info.mirrored_patterns < 4000 && info.overflow_patterns == 4000 - info.mirrored_patterns, "{info:?}");
+            assert!(
+                info.mirrored_patterns < 4000 && info.overflow_patterns == 4000 - info.mirrored_patterns,
+                "{info:?}"
+            );
             assert!(info.used_bytes <= info.budget_bytes.max(1 << 30));
             assert_same(&gpu, &cpu, &mut rng, 9, false);
         }

@@ -17,7 +17,13 @@ pub trait DeviceMirror: Send {
     fn kill(&mut self, slot: usize) -> Result<(), CudaError>;
     fn reset(&mut self);
     fn mirrored(&self) -> usize;
-    fn query(&mut self, metric: Metric, state: &[u32], threshold: f64, limit: Option<usize>) -> Result<Option<Vec<(u32, u32)>>, CudaError>;
+    fn query(
+        &mut self,
+        metric: Metric,
+        state: &[u32],
+        threshold: f64,
+        limit: Option<usize>,
+    ) -> Result<Option<Vec<(u32, u32)>>, CudaError>;
     fn capacity_info(&self) -> CapacityInfo;
 }
 
@@ -34,7 +40,13 @@ impl<B: Backend> DeviceMirror for DeviceTier<B> {
     fn mirrored(&self) -> usize {
         DeviceTier::mirrored(self)
     }
-    fn query(&mut self, metric: Metric, state: &[u32], threshold: f64, limit: Option<usize>) -> Result<Option<Vec<(u32, u32)>>, CudaError> {
+    fn query(
+        &mut self,
+        metric: Metric,
+        state: &[u32],
+        threshold: f64,
+        limit: Option<usize>,
+    ) -> Result<Option<Vec<(u32, u32)>>, CudaError> {
         DeviceTier::query(self, metric, state, threshold, limit)
     }
     fn capacity_info(&self) -> CapacityInfo {
@@ -88,7 +100,13 @@ impl DeviceLink {
     }
 
     /// Takes a device tier into use and mirrors the bulk tier onto it.
-    pub fn attach(&mut self, tier: Box<dyn DeviceMirror>, fallback_to_cpu: bool, store: &PatternStore, bulk_end: usize) {
+    pub fn attach(
+        &mut self,
+        tier: Box<dyn DeviceMirror>,
+        fallback_to_cpu: bool,
+        store: &PatternStore,
+        bulk_end: usize,
+    ) {
         self.fallback_to_cpu = fallback_to_cpu;
         self.lost.store(false, Relaxed);
         *self.lock() = Some(tier);
@@ -144,7 +162,13 @@ impl DeviceLink {
 
     /// Scores the mirrored slots on the device. `Err` only when the device was lost and the
     /// configuration forbids serving from the CPU.
-    pub fn query(&self, metric: Metric, state: &[u32], threshold: f64, limit: Option<usize>) -> Result<DevicePart, String> {
+    pub fn query(
+        &self,
+        metric: Metric,
+        state: &[u32],
+        threshold: f64,
+        limit: Option<usize>,
+    ) -> Result<DevicePart, String> {
         let cpu_only = DevicePart { pairs: Vec::new(), cpu_from: 0 };
         let mut tier = self.lock();
         let Some(t) = tier.as_mut() else {

@@ -26,9 +26,8 @@ const MIN_ARCH: u32 = 50;
 pub fn parse_arch(arch: &str) -> Result<u32, CudaError> {
     let invalid = || CudaError::InvalidArch(arch.to_string());
     let digits = arch.strip_prefix("sm_").or_else(|| arch.strip_prefix("compute_")).ok_or_else(invalid)?;
-    let well_formed = matches!(digits.len(), 2 | 3)
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && !digits.starts_with('0');
+    let well_formed =
+        matches!(digits.len(), 2 | 3) && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0');
     if !well_formed {
         return Err(invalid());
     }
@@ -58,9 +57,7 @@ pub fn nvrtc_version() -> Option<(i32, i32)> {
     catch(|| {
         let (mut major, mut minor) = (0, 0);
         // SAFETY: both pointers are valid for writes; the library is present.
-        unsafe { nvrtc::sys::nvrtcVersion(&mut major, &mut minor) }
-            .result()
-            .map_err(|_| CudaError::NvrtcMissing)?;
+        unsafe { nvrtc::sys::nvrtcVersion(&mut major, &mut minor) }.result().map_err(|_| CudaError::NvrtcMissing)?;
         Ok((major, minor))
     })
     .ok()
@@ -204,11 +201,7 @@ fn write_atomic(dir: &Path, path: &Path, header: &str, ptx: &str) -> std::io::Re
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     fs::create_dir_all(dir)?;
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("match.ptx");
-    let tmp = dir.join(format!(
-        ".{file_name}.{}.{}.tmp",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+    let tmp = dir.join(format!(".{file_name}.{}.{}.tmp", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
     let result = (|| {
         let mut file = fs::File::create(&tmp)?;
         file.write_all(header.as_bytes())?;

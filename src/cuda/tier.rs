@@ -40,8 +40,20 @@ pub enum Buf {
 
 impl Buf {
     pub const ALL: [Buf; 14] = [
-        Buf::Tokens, Buf::Offsets, Buf::Live, Buf::Order, Buf::Counts, Buf::OutSlots, Buf::OutCounts, Buf::OutLen, Buf::Histogram,
-        Buf::Masks, Buf::State, Buf::SlotOfId, Buf::PosStarts, Buf::Positions,
+        Buf::Tokens,
+        Buf::Offsets,
+        Buf::Live,
+        Buf::Order,
+        Buf::Counts,
+        Buf::OutSlots,
+        Buf::OutCounts,
+        Buf::OutLen,
+        Buf::Histogram,
+        Buf::Masks,
+        Buf::State,
+        Buf::SlotOfId,
+        Buf::PosStarts,
+        Buf::Positions,
     ];
 
     pub fn elem_bytes(self) -> usize {
@@ -77,7 +89,15 @@ pub trait Backend: Send {
     fn launch_count(&mut self, slots: u32, threshold: f64, launch: CountLaunch) -> Result<(), CudaError>;
     /// One radix-select pass: `Histogram[b]` += passing positions whose rank key matches
     /// `prefix` on `mask` and has byte `b` at `shift`.
-    fn launch_histogram(&mut self, slots: u32, state_len: u32, threshold: f64, prefix: u64, mask: u64, shift: u32) -> Result<(), CudaError>;
+    fn launch_histogram(
+        &mut self,
+        slots: u32,
+        state_len: u32,
+        threshold: f64,
+        prefix: u64,
+        mask: u64,
+        shift: u32,
+    ) -> Result<(), CudaError>;
     /// Appends passing `(slot, M)` pairs with rank key <= `max_key` to `OutSlots`/`OutCounts`.
     fn launch_select(&mut self, slots: u32, state_len: u32, threshold: f64, max_key: u64) -> Result<(), CudaError>;
 }
@@ -180,7 +200,8 @@ impl<B: Backend> DeviceTier<B> {
             want_slots = want_slots.min(max);
         }
         let want_tokens = grow(tokens).max(self.backend.capacity(Buf::Tokens));
-        let per_slot_now: usize = self.backend.capacity(Buf::Live) * Self::SLOT_BYTES + self.backend.capacity(Buf::Tokens) * 4;
+        let per_slot_now: usize =
+            self.backend.capacity(Buf::Live) * Self::SLOT_BYTES + self.backend.capacity(Buf::Tokens) * 4;
         let needed = (want_slots * Self::SLOT_BYTES + want_tokens * 4) as u64;
         let others = self.used_bytes().saturating_sub(per_slot_now as u64);
         if needed + others > self.budget_bytes {
@@ -283,7 +304,13 @@ impl<B: Backend> DeviceTier<B> {
     /// Scores the mirrored slots against `state`: `(slot, M)` for every match — with `limit`,
     /// only the best `limit` by similarity, plus any tied with the last — in no order, or
     /// `None` when the state does not fit the kernels (the caller scores on the CPU).
-    pub fn query(&mut self, metric: Metric, state: &[u32], threshold: f64, limit: Option<usize>) -> Result<Option<Vec<(u32, u32)>>, CudaError> {
+    pub fn query(
+        &mut self,
+        metric: Metric,
+        state: &[u32],
+        threshold: f64,
+        limit: Option<usize>,
+    ) -> Result<Option<Vec<(u32, u32)>>, CudaError> {
         let slots = self.mirrored as u32;
         let launch = match metric {
             Metric::Lcs => {

@@ -200,7 +200,14 @@ impl DifflibQuery {
     /// first block): the recursion of `get_matching_blocks` over the cells, stopped as soon as
     /// the blocks found reach `lcs` (nothing more can be found) or what remains cannot reach
     /// `needed` (then any value below `needed` is returned).
-    fn matches_from_cells(&self, a_len: usize, first: Block, lcs: u32, needed: u32, scratch: &mut DifflibScratch) -> u32 {
+    fn matches_from_cells(
+        &self,
+        a_len: usize,
+        first: Block,
+        lcs: u32,
+        needed: u32,
+        scratch: &mut DifflibScratch,
+    ) -> u32 {
         let DifflibScratch { pending, cells, .. } = scratch;
         pending.clear();
         let mut total = first.size as u32;
@@ -314,7 +321,10 @@ impl DifflibQuery {
             best_j -= 1;
             best_size += 1;
         }
-        while best_i + best_size < ahi && best_j + best_size < bhi && a[best_i + best_size].into() == b[best_j + best_size] {
+        while best_i + best_size < ahi
+            && best_j + best_size < bhi
+            && a[best_i + best_size].into() == b[best_j + best_size]
+        {
             best_size += 1;
         }
         (best_i, best_j, best_size)
@@ -352,7 +362,13 @@ impl Scorer for DifflibQuery {
     /// `needed` cannot pass; LCS <= 1 is M itself (any common symbol is a block). The others go
     /// through the recursion on precomputed cells. States with popular symbols (autojunk) take
     /// the literal algorithm, whose block extension across popular symbols the bounds ignore.
-    fn matches_at_least<T: Token>(&self, run: PatternRun<'_, T>, needed: &[u32], out: &mut [u32], scratch: &mut DifflibScratch) {
+    fn matches_at_least<T: Token>(
+        &self,
+        run: PatternRun<'_, T>,
+        needed: &[u32],
+        out: &mut [u32],
+        scratch: &mut DifflibScratch,
+    ) {
         if self.index.has_popular {
             for k in 0..run.len() {
                 if needed[k] != SKIP {
@@ -374,7 +390,11 @@ impl Scorer for DifflibQuery {
                 lcs
             } else {
                 let a = run.pattern(k);
-                let first = if self.lcs.is_one_word() { self.build_cells_one_word(a, &mut scratch.cells) } else { self.build_cells(a, &mut scratch.cells) };
+                let first = if self.lcs.is_one_word() {
+                    self.build_cells_one_word(a, &mut scratch.cells)
+                } else {
+                    self.build_cells(a, &mut scratch.cells)
+                };
                 if first.size as u32 == lcs {
                     lcs
                 } else {
@@ -389,7 +409,12 @@ impl Scorer for DifflibQuery {
 impl DifflibQuery {
     /// Calls `found(i, j, size)` for every matching block of `a` against the state, in the
     /// order CPython's `get_matching_blocks` finds them (not sorted).
-    fn for_each_block<T: Token>(&self, a: &[T], scratch: &mut DifflibScratch, mut found: impl FnMut(usize, usize, usize)) {
+    fn for_each_block<T: Token>(
+        &self,
+        a: &[T],
+        scratch: &mut DifflibScratch,
+        mut found: impl FnMut(usize, usize, usize),
+    ) {
         let mut pending = std::mem::take(&mut scratch.pending);
         pending.clear();
         pending.push((0, a.len(), 0, self.b.len()));

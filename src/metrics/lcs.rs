@@ -108,7 +108,13 @@ impl LcsQuery {
     /// Single-word LCS of a run of patterns, grouped by length and stepped [`LANES`] at a time:
     /// one pattern's steps form a dependency chain, so interleaving independent patterns of the
     /// same length keeps the core busy without per-step bookkeeping.
-    fn matches_one_word_grouped<T: Token>(&self, run: PatternRun<'_, T>, needed: &[u32], out: &mut [u32], scratch: &mut LcsScratch) {
+    fn matches_one_word_grouped<T: Token>(
+        &self,
+        run: PatternRun<'_, T>,
+        needed: &[u32],
+        out: &mut [u32],
+        scratch: &mut LcsScratch,
+    ) {
         let masks = &*self.slot_masks;
         let mask = |c: T| masks[self.short_slot_of(c.into()) as usize];
         let LcsScratch { by_length, starts, .. } = scratch;
@@ -208,7 +214,13 @@ impl Scorer for LcsQuery {
         self.len
     }
 
-    fn matches_at_least<T: Token>(&self, run: PatternRun<'_, T>, needed: &[u32], out: &mut [u32], scratch: &mut LcsScratch) {
+    fn matches_at_least<T: Token>(
+        &self,
+        run: PatternRun<'_, T>,
+        needed: &[u32],
+        out: &mut [u32],
+        scratch: &mut LcsScratch,
+    ) {
         if !self.short_slot.is_empty() {
             self.matches_one_word_grouped(run, needed, out, scratch);
         } else {

@@ -111,7 +111,13 @@ pub trait Scorer: Sync {
     /// `needed[k]`, and otherwise any value below it (a scorer may stop once it knows M cannot
     /// reach it). Patterns with `needed[k] == SKIP` are not scored. A whole run at once lets a
     /// scorer interleave independent patterns.
-    fn matches_at_least<T: Token>(&self, run: PatternRun<'_, T>, needed: &[u32], out: &mut [u32], scratch: &mut Self::Scratch) {
+    fn matches_at_least<T: Token>(
+        &self,
+        run: PatternRun<'_, T>,
+        needed: &[u32],
+        out: &mut [u32],
+        scratch: &mut Self::Scratch,
+    ) {
         for k in 0..run.len() {
             if needed[k] != SKIP {
                 out[k] = self.matches(run.pattern(k), scratch) as u32;
@@ -167,7 +173,8 @@ mod tests {
             }
             let state_len = [0, 1, 13, 64, 65, 130, 230][case % 7];
             let state: Vec<u32> = (0..state_len).map(|_| big(rng.below(alphabet) as u32)).collect();
-            let needed: Vec<u32> = (0..store.slots()).map(|_| if rng.below(7) == 0 { SKIP } else { rng.below(8) as u32 }).collect();
+            let needed: Vec<u32> =
+                (0..store.slots()).map(|_| if rng.below(7) == 0 { SKIP } else { rng.below(8) as u32 }).collect();
             for metric in [Metric::Lcs, Metric::Difflib { autojunk: false }, Metric::Difflib { autojunk: true }] {
                 let mut out = vec![u32::MAX - 1; store.slots()];
                 let run = store.run(0, store.slots());

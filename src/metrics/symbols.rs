@@ -18,12 +18,7 @@ impl QuerySymbols {
 
     /// Gives every distinct symbol of `state` a slot, in order of first occurrence.
     pub fn new(state: &[u32]) -> QuerySymbols {
-        let dense_len = state
-            .iter()
-            .copied()
-            .filter(|&s| s < DENSE_LIMIT)
-            .max()
-            .map_or(0, |m| m as usize + 1);
+        let dense_len = state.iter().copied().filter(|&s| s < DENSE_LIMIT).max().map_or(0, |m| m as usize + 1);
         let mut symbols = QuerySymbols { dense: vec![Self::NONE; dense_len], sparse: HashMap::new(), distinct: 0 };
         for &s in state {
             if symbols.slot(s) == Self::NONE {

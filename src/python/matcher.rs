@@ -115,7 +115,9 @@ impl PyMatcher {
     #[setter]
     fn set_last_promotion(&self, py: Python<'_>, unix_seconds: f64) -> PyResult<()> {
         if !unix_seconds.is_finite() || unix_seconds < 0.0 {
-            return Err(PyValueError::new_err(format!("last promotion time must be a non-negative unix time, got {unix_seconds}")));
+            return Err(PyValueError::new_err(format!(
+                "last promotion time must be a non-negative unix time, got {unix_seconds}"
+            )));
         }
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(unix_seconds);
         py.allow_threads(|| self.write().set_last_promotion(at));
@@ -217,7 +219,8 @@ impl PyMatcher {
         let limits = TierLimits { memory_usage_fraction, growth_buffer_fraction, force_max_patterns };
         py.allow_threads(|| {
             guard(|| {
-                let tier = CudaBackend::open(min_compute_capability, threads_per_block).and_then(|b| DeviceTier::new(b, limits));
+                let tier = CudaBackend::open(min_compute_capability, threads_per_block)
+                    .and_then(|b| DeviceTier::new(b, limits));
                 match tier {
                     Ok(tier) => {
                         self.write().attach_device(Box::new(tier), fallback_to_cpu);
@@ -281,7 +284,17 @@ impl PyMatcher {
         let Some(patterns) = patterns else {
             return Err(PyValueError::new_err("a matched pattern was removed before its prediction was built"));
         };
-        super::predictions::build_predictions(py, names, similarities, patterns, state, state_lookup, symbols, cutoff_positive, weights)
+        super::predictions::build_predictions(
+            py,
+            names,
+            similarities,
+            patterns,
+            state,
+            state_lookup,
+            symbols,
+            cutoff_positive,
+            weights,
+        )
     }
 
     /// Every pattern with similarity >= threshold, in result order, at most `limit`.
@@ -300,7 +313,13 @@ impl PyMatcher {
     }
 
     #[pyo3(signature = (states, threshold, limit = None))]
-    fn query_batch(&self, py: Python<'_>, states: Vec<Vec<i64>>, threshold: f64, limit: Option<i64>) -> PyResult<Vec<MatchResult>> {
+    fn query_batch(
+        &self,
+        py: Python<'_>,
+        states: Vec<Vec<i64>>,
+        threshold: f64,
+        limit: Option<i64>,
+    ) -> PyResult<Vec<MatchResult>> {
         let limit = check_limit(limit)?;
         let states: Vec<Vec<u32>> = states.iter().map(|ids| query_from_lookup(ids)).collect();
         py.allow_threads(|| {

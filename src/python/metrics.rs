@@ -20,7 +20,12 @@ type PartsTuple = (Vec<(usize, usize, usize)>, usize, (usize, usize), Ranges, Ra
 /// lookup: negative = unknown symbol): `None`, or `(blocks, past_end, (present_lo, present_hi),
 /// missing ranges in the pattern, extras ranges in the state)`. Computed on all cores.
 #[pyfunction]
-fn prediction_parts(py: Python<'_>, patterns: Vec<Vec<u32>>, state: Vec<i64>, cutoff_positive: bool) -> PyResult<Vec<Option<PartsTuple>>> {
+fn prediction_parts(
+    py: Python<'_>,
+    patterns: Vec<Vec<u32>>,
+    state: Vec<i64>,
+    cutoff_positive: bool,
+) -> PyResult<Vec<Option<PartsTuple>>> {
     let state = crate::matcher::query_from_lookup(&state);
     py.allow_threads(|| {
         guard(|| {

@@ -30,14 +30,16 @@ pub fn build_predictions<'py>(
         return Err(PyValueError::new_err(format!("symbol id {bad} has no entry in the symbol table")));
     }
     let lookup = crate::matcher::query_from_lookup(&state_lookup);
-    let parts = py.allow_threads(|| guard(|| crate::prediction::prediction_parts_many(&patterns, &lookup, cutoff_positive)))?;
+    let parts =
+        py.allow_threads(|| guard(|| crate::prediction::prediction_parts_many(&patterns, &lookup, cutoff_positive)))?;
     let weight = |symbol: &Bound<'py, PyAny>| -> PyResult<f64> {
         match weights.as_ref().map(|w| w.get_item(symbol)).transpose()?.flatten() {
             Some(value) => value.extract::<f64>(),
             None => Ok(0.0),
         }
     };
-    let weighted_total = |items: &[Bound<'py, PyAny>]| -> PyResult<f64> { items.iter().try_fold(0.0, |sum, t| Ok(sum + weight(t)?)) };
+    let weighted_total =
+        |items: &[Bound<'py, PyAny>]| -> PyResult<f64> { items.iter().try_fold(0.0, |sum, t| Ok(sum + weight(t)?)) };
     let use_weights = weights.as_ref().is_some_and(|w| !w.is_empty());
     let state_weight = if use_weights { weighted_total(&state)? } else { 0.0 };
     let out = PyList::empty(py);
@@ -51,7 +53,11 @@ pub fn build_predictions<'py>(
         let intersection = slice_of(&state, &block_ranges);
         let weighted = if use_weights {
             let total = state_weight + weighted_total(&pattern)?;
-            if total > 0.0 { Some(2.0 * weighted_total(&intersection)? / total) } else { None }
+            if total > 0.0 {
+                Some(2.0 * weighted_total(&intersection)? / total)
+            } else {
+                None
+            }
         } else {
             None
         };
@@ -72,4 +78,3 @@ pub fn build_predictions<'py>(
     }
     Ok(out)
 }
-

@@ -38,7 +38,13 @@ fn check_source(source: &str) -> PyResult<&str> {
 #[pymethods]
 impl PySyncManager {
     #[new]
-    fn new(py: Python<'_>, matcher: &PyMatcher, threshold: usize, interval_seconds: f64, background: bool) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        matcher: &PyMatcher,
+        threshold: usize,
+        interval_seconds: f64,
+        background: bool,
+    ) -> PyResult<Self> {
         let settings = settings(threshold, interval_seconds, background)?;
         let shared = matcher.inner.clone();
         Ok(PySyncManager { inner: py.allow_threads(|| SyncManager::new(&shared, settings)) })

@@ -31,8 +31,14 @@ def reference(metric: str, autojunk: bool = False):
     return lambda p, s: ref_difflib(p, s, autojunk)
 
 
-def brute_force(patterns: Dict[str, List[str]], state: List[str], metric: str, autojunk: bool,
-                threshold: float, limit: Optional[int]) -> List[Dict[str, object]]:
+def brute_force(
+    patterns: Dict[str, List[str]],
+    state: List[str],
+    metric: str,
+    autojunk: bool,
+    threshold: float,
+    limit: Optional[int],
+) -> List[Dict[str, object]]:
     """The matcher's contract, computed naively: every pattern with sim >= threshold, ordered by
     similarity descending then name ascending, the first `limit`."""
     sim = reference(metric, autojunk)

@@ -20,15 +20,22 @@ def m():
 
 def snapshot(m):
     stats = m.get_stats()
-    return (len(m), stats["bulk_tier_patterns"], stats["recent_tier_patterns"], stats["patterns_learned"],
-            dict(m.encoder.symbol_to_id), m.encoder.next_id, m.match_patterns(["a", "c"], 0.0, None))
+    return (
+        len(m),
+        stats["bulk_tier_patterns"],
+        stats["recent_tier_patterns"],
+        stats["patterns_learned"],
+        dict(m.encoder.symbol_to_id),
+        m.encoder.next_id,
+        m.match_patterns(["a", "c"], 0.0, None),
+    )
 
 
 BAD_PATTERNS = [
     ([["a", None]], TypeError),
     ([["a", 1]], TypeError),
     ([["a", b"bytes"]], TypeError),
-    (["abc"], TypeError),          # an event that is a str, not a list of str
+    (["abc"], TypeError),  # an event that is a str, not a list of str
     ("abc", TypeError),
     (None, TypeError),
     ([["a"], 5], TypeError),
@@ -55,13 +62,16 @@ def test_bad_names(m, name, exc):
     assert snapshot(m) == before
 
 
-@pytest.mark.parametrize("names,patterns", [
-    (["X", "X"], [[["a"]], [["b"]]]),               # duplicate in the batch
-    (["X", "P0"], [[["a"]], [["b"]]]),              # already stored (bulk)
-    (["X", "R0"], [[["a"]], [["b"]]]),              # already stored (recent)
-    (["X"], [[["a"]], [["b"]]]),                    # length mismatch
-    (["X", "Y"], [[["new-symbol"]], [["a", None]]]),  # a bad symbol after a good one
-])
+@pytest.mark.parametrize(
+    "names,patterns",
+    [
+        (["X", "X"], [[["a"]], [["b"]]]),  # duplicate in the batch
+        (["X", "P0"], [[["a"]], [["b"]]]),  # already stored (bulk)
+        (["X", "R0"], [[["a"]], [["b"]]]),  # already stored (recent)
+        (["X"], [[["a"]], [["b"]]]),  # length mismatch
+        (["X", "Y"], [[["new-symbol"]], [["a", None]]]),  # a bad symbol after a good one
+    ],
+)
 def test_add_patterns_is_all_or_nothing(m, names, patterns):
     before = snapshot(m)
     with pytest.raises((ValueError, TypeError)):
@@ -74,18 +84,18 @@ def test_csr_bad_arrays(m):
     enc = m.encoder
     ok_tokens = np.array([0, 1], dtype=np.int32)
     cases = [
-        (["X"], ok_tokens.astype(np.float64), np.array([0, 2]), TypeError),       # float ids
-        (["X"], ok_tokens.reshape(1, 2), np.array([0, 2]), ValueError),           # 2-D
-        (["X"], ok_tokens, np.array([0, 3]), ValueError),                         # offsets past the end
-        (["X", "Y"], ok_tokens, np.array([0, 2, 1]), ValueError),                 # decreasing
-        (["X"], ok_tokens, np.array([0, 1, 2]), ValueError),                      # too many offsets
-        (["X"], np.array([0, -1], dtype=np.int32), np.array([0, 2]), ValueError), # negative id
+        (["X"], ok_tokens.astype(np.float64), np.array([0, 2]), TypeError),  # float ids
+        (["X"], ok_tokens.reshape(1, 2), np.array([0, 2]), ValueError),  # 2-D
+        (["X"], ok_tokens, np.array([0, 3]), ValueError),  # offsets past the end
+        (["X", "Y"], ok_tokens, np.array([0, 2, 1]), ValueError),  # decreasing
+        (["X"], ok_tokens, np.array([0, 1, 2]), ValueError),  # too many offsets
+        (["X"], np.array([0, -1], dtype=np.int32), np.array([0, 2]), ValueError),  # negative id
         (["X"], np.array([0, enc.next_id], dtype=np.int64), np.array([0, 2]), ValueError),  # unknown id
-        (["X", "X"], ok_tokens, np.array([0, 1, 2]), ValueError),                 # duplicate name
-        (["P1"], ok_tokens, np.array([0, 2]), ValueError),                        # stored name
-        ([""], ok_tokens, np.array([0, 2]), ValueError),                          # empty name
-        ([None], ok_tokens, np.array([0, 2]), TypeError),                         # non-str name
-        ("X", ok_tokens, np.array([0, 2]), TypeError),                            # names as one str
+        (["X", "X"], ok_tokens, np.array([0, 1, 2]), ValueError),  # duplicate name
+        (["P1"], ok_tokens, np.array([0, 2]), ValueError),  # stored name
+        ([""], ok_tokens, np.array([0, 2]), ValueError),  # empty name
+        ([None], ok_tokens, np.array([0, 2]), TypeError),  # non-str name
+        ("X", ok_tokens, np.array([0, 2]), TypeError),  # names as one str
     ]
     for names, tokens, offsets, exc in cases:
         with pytest.raises(exc):
@@ -93,10 +103,18 @@ def test_csr_bad_arrays(m):
         assert snapshot(m) == before, (names, tokens, offsets)
 
 
-@pytest.mark.parametrize("threshold,exc", [
-    (math.nan, ValueError), (-0.01, ValueError), (1.01, ValueError), (math.inf, ValueError),
-    ("0.5", TypeError), (None, TypeError), (True, TypeError),
-])
+@pytest.mark.parametrize(
+    "threshold,exc",
+    [
+        (math.nan, ValueError),
+        (-0.01, ValueError),
+        (1.01, ValueError),
+        (math.inf, ValueError),
+        ("0.5", TypeError),
+        (None, TypeError),
+        (True, TypeError),
+    ],
+)
 def test_bad_thresholds(m, threshold, exc):
     with pytest.raises(exc):
         m.match_patterns(["a"], threshold)
@@ -104,7 +122,9 @@ def test_bad_thresholds(m, threshold, exc):
         m.match_patterns_batch([["a"]], threshold)
 
 
-@pytest.mark.parametrize("state,exc", [("abc", TypeError), (None, TypeError), (["a", None], TypeError), ([1, 2], TypeError)])
+@pytest.mark.parametrize(
+    "state,exc", [("abc", TypeError), (None, TypeError), (["a", None], TypeError), ([1, 2], TypeError)]
+)
 def test_bad_states(m, state, exc):
     before = snapshot(m)
     with pytest.raises(exc):

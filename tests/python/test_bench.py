@@ -26,8 +26,23 @@ LEARN = 300  # patterns learned one by one after the queries (every bench run he
 
 def _bench(tmp_path, *extra, name="bench.json"):
     path = tmp_path / name
-    argv = ["bench", "--patterns", str(N), "--queries", str(Q), "--seed", str(SEED),
-            "--threshold", str(THRESHOLD), "--no-progress", "--json", str(path), "--learn", str(LEARN), *extra]
+    argv = [
+        "bench",
+        "--patterns",
+        str(N),
+        "--queries",
+        str(Q),
+        "--seed",
+        str(SEED),
+        "--threshold",
+        str(THRESHOLD),
+        "--no-progress",
+        "--json",
+        str(path),
+        "--learn",
+        str(LEARN),
+        *extra,
+    ]
     code = cli.main(argv)
     report = json.loads(path.read_text()) if path.exists() else None
     return code, report
@@ -49,15 +64,19 @@ def _recount(shape, query, metric):
 
 
 # ---------------------------------------------------------------------------- the command
-@pytest.mark.parametrize("shape,metric,limit", [
-    ("kato", "both", "all"),
-    ("chunks", "both", "10"),
-    ("kato", "difflib", "10"),
-    ("chunks", "lcs", "all"),
-])
+@pytest.mark.parametrize(
+    "shape,metric,limit",
+    [
+        ("kato", "both", "all"),
+        ("chunks", "both", "10"),
+        ("kato", "difflib", "10"),
+        ("chunks", "lcs", "all"),
+    ],
+)
 def test_bench_runs_and_reports(tmp_path, capsys, shape, metric, limit):
-    code, report = _bench(tmp_path, "--shape", shape, "--metric", metric, "--max-predictions", limit,
-                          "--difflib-sample", "400")
+    code, report = _bench(
+        tmp_path, "--shape", shape, "--metric", metric, "--max-predictions", limit, "--difflib-sample", "400"
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     metrics = ["lcs", "difflib"] if metric == "both" else [metric]
@@ -95,9 +114,21 @@ def test_bench_runs_and_reports(tmp_path, capsys, shape, metric, limit):
 
 
 # ---------------------------------------------------------------------------- learning latency
-LEARNING_KEYS = {"patterns", "learned", "p50_us", "p99_us", "max_us", "mean_us", "min_us", "total_s",
-                 "patterns_per_s", "promotion", "matcher_patterns_after", "bulk_tier_patterns_after",
-                 "recent_tier_patterns_after"}
+LEARNING_KEYS = {
+    "patterns",
+    "learned",
+    "p50_us",
+    "p99_us",
+    "max_us",
+    "mean_us",
+    "min_us",
+    "total_s",
+    "patterns_per_s",
+    "promotion",
+    "matcher_patterns_after",
+    "bulk_tier_patterns_after",
+    "recent_tier_patterns_after",
+}
 
 
 @pytest.mark.parametrize("shape", ["kato", "chunks"])
@@ -178,10 +209,17 @@ def test_help_and_bad_arguments(capsys):
     assert "--max-predictions" in capsys.readouterr().out
     assert cli.main(["--version"]) == 0
     assert kato_gpu.__version__ in capsys.readouterr().out
-    for bad in (["bench", "--patterns", "0"], ["bench", "--max-predictions", "some"],
-                ["bench", "--threshold", "1.5"], ["bench", "--metric", "cosine"],
-                ["bench", "--shape", "round"], ["bench", "--difflib-sample", "-1"], ["bench", "--learn", "-1"],
-                ["bench", "--learn", "many"], ["frobnicate"]):
+    for bad in (
+        ["bench", "--patterns", "0"],
+        ["bench", "--max-predictions", "some"],
+        ["bench", "--threshold", "1.5"],
+        ["bench", "--metric", "cosine"],
+        ["bench", "--shape", "round"],
+        ["bench", "--difflib-sample", "-1"],
+        ["bench", "--learn", "-1"],
+        ["bench", "--learn", "many"],
+        ["frobnicate"],
+    ):
         assert cli.main(bad) == 2, bad
     assert cli.main([]) == 2
 
@@ -351,7 +389,9 @@ def test_predict_bench_verifies_and_detects_a_wrong_tuple(monkeypatch, capsys):
         return [row[:5] + (row[5][1:],) + row[6:] if row[5] else row for row in rows]
 
     monkeypatch.setattr(HybridGPUMatcher, "match_predictions", drop_one_missing)
-    assert main(["predict-bench", "--patterns", "1500", "--queries", "2", "--sample", "300", "--metric", "difflib"]) == 1
+    assert (
+        main(["predict-bench", "--patterns", "1500", "--queries", "2", "--sample", "300", "--metric", "difflib"]) == 1
+    )
     assert "MISMATCHES" in capsys.readouterr().out
 
 
@@ -383,8 +423,19 @@ def _brute_force(shape, metric, states=None, key="queries"):
 
 @pytest.mark.parametrize("metric,limit", [("lcs", "all"), ("difflib", "all"), ("lcs", "25")])
 def test_threshold_sweep(tmp_path, capsys, metric, limit):
-    code, report = _bench(tmp_path, "--metric", metric, "--thresholds", SWEEP_ARG, "--max-predictions", limit,
-                          "--difflib-sample", "500", "--learn", "0")
+    code, report = _bench(
+        tmp_path,
+        "--metric",
+        metric,
+        "--thresholds",
+        SWEEP_ARG,
+        "--max-predictions",
+        limit,
+        "--difflib-sample",
+        "500",
+        "--learn",
+        "0",
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert report["options"]["thresholds"] == list(SWEEP)
@@ -406,8 +457,17 @@ def test_threshold_sweep(tmp_path, capsys, metric, limit):
     assert [row["threshold"] for row in sweep["rows"]] == list(SWEEP)
     previous = None
     for row in sweep["rows"]:
-        assert set(row) >= {"threshold", "median_ms", "p95_ms", "times_ms", "matches_per_query", "mean_matches",
-                            "cdist_median_ms", "speedup", "ok"}
+        assert set(row) >= {
+            "threshold",
+            "median_ms",
+            "p95_ms",
+            "times_ms",
+            "matches_per_query",
+            "mean_matches",
+            "cdist_median_ms",
+            "speedup",
+            "ok",
+        }
         assert row["ok"] and len(row["times_ms"]) == Q
         assert 0 < row["median_ms"] <= row["p95_ms"] <= max(row["times_ms"])
         expected = [int(np.count_nonzero(sims[q] >= row["threshold"])) for q in range(Q)]
@@ -442,8 +502,9 @@ def test_sweep_mismatch_is_detected(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(kato_gpu.HybridGPUMatcher, "match_patterns_arrays", wrong_at_03)
     for metric in ("lcs", "difflib"):
-        code, report = _bench(tmp_path, "--metric", metric, "--thresholds", SWEEP_ARG, "--difflib-sample", str(N),
-                              "--learn", "0")
+        code, report = _bench(
+            tmp_path, "--metric", metric, "--thresholds", SWEEP_ARG, "--difflib-sample", str(N), "--learn", "0"
+        )
         assert code == 1
         assert report["ok"] is False
         r = report["results"][metric]
@@ -462,8 +523,14 @@ def test_sweep_and_batch_arguments():
     assert parser.parse_args(["bench"]).batch_limit == "same"
     assert parser.parse_args(["bench", "--batch-limit", "all"]).batch_limit is None
     assert parser.parse_args(["bench", "--batch-limit", "7"]).batch_limit == 7
-    for bad in (["bench", "--thresholds", "0,1.5"], ["bench", "--thresholds", "0,,1"], ["bench", "--thresholds", "x"],
-                ["bench", "--batch", "-1"], ["bench", "--batch-limit", "0"], ["bench", "--batch-limit", "many"]):
+    for bad in (
+        ["bench", "--thresholds", "0,1.5"],
+        ["bench", "--thresholds", "0,,1"],
+        ["bench", "--thresholds", "x"],
+        ["bench", "--batch", "-1"],
+        ["bench", "--batch-limit", "0"],
+        ["bench", "--batch-limit", "many"],
+    ):
         assert cli.main(bad) == 2, bad
 
 
@@ -475,8 +542,19 @@ BATCH = 40
 def test_batch(tmp_path, capsys, metric, batch_limit):
     from kato_gpu.bench.workload import generate_queries
 
-    code, report = _bench(tmp_path, "--metric", metric, "--batch", str(BATCH), "--batch-limit", batch_limit,
-                          "--difflib-sample", "300", "--learn", "0")
+    code, report = _bench(
+        tmp_path,
+        "--metric",
+        metric,
+        "--batch",
+        str(BATCH),
+        "--batch-limit",
+        batch_limit,
+        "--difflib-sample",
+        "300",
+        "--learn",
+        "0",
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     r = report["results"][metric]
@@ -509,8 +587,20 @@ def test_batch(tmp_path, capsys, metric, batch_limit):
 
 
 def test_batch_dicts(tmp_path, capsys):
-    code, report = _bench(tmp_path, "--metric", "lcs", "--batch", "20", "--batch-limit", "10", "--batch-dicts",
-                          "--difflib-sample", "0", "--learn", "0")
+    code, report = _bench(
+        tmp_path,
+        "--metric",
+        "lcs",
+        "--batch",
+        "20",
+        "--batch-limit",
+        "10",
+        "--batch-dicts",
+        "--difflib-sample",
+        "0",
+        "--learn",
+        "0",
+    )
     assert code == 0
     d = report["results"]["lcs"]["batch"]["dicts"]
     assert d["api"].startswith("match_patterns_batch") and d["compared_with_single"] == 20
@@ -537,8 +627,9 @@ def test_batch_mismatch_is_detected(tmp_path, monkeypatch, capsys, metric):
         return wrong, label
 
     monkeypatch.setattr(runner, "batch_arrays_call", corrupted)
-    code, report = _bench(tmp_path, "--metric", metric, "--batch", "12", "--batch-limit", "10",
-                          "--difflib-sample", "200", "--learn", "0")
+    code, report = _bench(
+        tmp_path, "--metric", metric, "--batch", "12", "--batch-limit", "10", "--difflib-sample", "200", "--learn", "0"
+    )
     assert code == 1
     r = report["results"][metric]
     assert r["verification"]["queries_with_differences"] == 0 and not r["verification"]["batch_ok"]
@@ -573,8 +664,9 @@ def test_batch_wrong_everywhere_is_caught_by_the_oracle(tmp_path, monkeypatch, c
 
     monkeypatch.setattr(runner, "batch_arrays_call", corrupted)
     monkeypatch.setattr(kato_gpu.HybridGPUMatcher, "match_patterns_arrays", single)
-    code, report = _bench(tmp_path, "--metric", "lcs", "--batch", "10", "--batch-limit", "10",
-                          "--difflib-sample", "0", "--learn", "0")
+    code, report = _bench(
+        tmp_path, "--metric", "lcs", "--batch", "10", "--batch-limit", "10", "--difflib-sample", "0", "--learn", "0"
+    )
     assert code == 1
     v = report["results"]["lcs"]["batch"]["verification"]
     assert not v["ok"] and v["compared_with_single"] == 10 and v["states_with_differences"] == 1
@@ -587,8 +679,21 @@ SCALE_N = 20_000
 
 def _scale(tmp_path, *extra):
     path = tmp_path / "scale.json"
-    code = cli.main(["scale-bench", "--patterns", str(SCALE_N), "--queries", "2", "--chunk", "6000",
-                     "--no-progress", "--json", str(path), *extra])
+    code = cli.main(
+        [
+            "scale-bench",
+            "--patterns",
+            str(SCALE_N),
+            "--queries",
+            "2",
+            "--chunk",
+            "6000",
+            "--no-progress",
+            "--json",
+            str(path),
+            *extra,
+        ]
+    )
     return code, (json.loads(path.read_text()) if path.exists() else None)
 
 
@@ -627,7 +732,7 @@ def test_scale_bench(tmp_path, capsys):
     src = int(np.random.default_rng([42, 1]).integers(SCALE_N, size=2)[0])
     chunk = next(c for c in chunks if c.start <= src < c.stop)
     state = vocab[np.concatenate(chunk.query(np.random.default_rng([42, 1, 0]), src - chunk.start))].tolist()
-    patterns = [vocab[c.tokens[c.offsets[i]: c.offsets[i + 1]]].tolist() for c in chunks for i in range(c.n_patterns)]
+    patterns = [vocab[c.tokens[c.offsets[i] : c.offsets[i + 1]]].tolist() for c in chunks for i in range(c.n_patterns)]
     assert len(patterns) == SCALE_N
     for m in ("lcs", "difflib"):
         count = sum(_similarity(m, p, state) >= 0.1 for p in patterns)
@@ -676,6 +781,10 @@ def test_scale_bench_arguments(capsys):
     assert cli.main(["scale-bench", "--help"]) == 0
     text = capsys.readouterr().out
     assert "--patterns" in text and "--chunk" in text and "--metric" in text
-    for bad in (["scale-bench", "--patterns", "0"], ["scale-bench", "--metric", "x"],
-                ["scale-bench", "--promote", "never"], ["scale-bench", "--limit", "all"]):
+    for bad in (
+        ["scale-bench", "--patterns", "0"],
+        ["scale-bench", "--metric", "x"],
+        ["scale-bench", "--promote", "never"],
+        ["scale-bench", "--limit", "all"],
+    ):
         assert cli.main(bad) == 2, bad

@@ -102,8 +102,18 @@ def test_from_env_each_variable(clean_env: pytest.MonkeyPatch, var: str, field: 
 
 @pytest.mark.parametrize(
     "text,expected",
-    [("true", True), ("TRUE", True), (" 1 ", True), ("yes", True), ("On", True),
-     ("false", False), ("FaLsE", False), ("0", False), ("NO", False), ("off\n", False)],
+    [
+        ("true", True),
+        ("TRUE", True),
+        (" 1 ", True),
+        ("yes", True),
+        ("On", True),
+        ("false", False),
+        ("FaLsE", False),
+        ("0", False),
+        ("NO", False),
+        ("off\n", False),
+    ],
 )
 def test_bool_spellings(clean_env: pytest.MonkeyPatch, text: str, expected: bool) -> None:
     clean_env.setenv("KATO_GPU_LOG_TIMING", text)
@@ -230,9 +240,17 @@ def test_validate_accepts(changes: Dict[str, Any]) -> None:
 def test_str_lists_settings() -> None:
     text = str(GPUConfig(metric="lcs", autojunk=True, threads_per_block=512))
     assert text.startswith("GPUConfig(")
-    for line in ("enabled=True", "min_compute_capability=7.0", "max_pattern_length=100",
-                 "memory_usage_fraction=0.6", "threads_per_block=512", "sync_threshold=1000",
-                 "sync_interval=300s", "metric=lcs", "autojunk=True"):
+    for line in (
+        "enabled=True",
+        "min_compute_capability=7.0",
+        "max_pattern_length=100",
+        "memory_usage_fraction=0.6",
+        "threads_per_block=512",
+        "sync_threshold=1000",
+        "sync_interval=300s",
+        "metric=lcs",
+        "autojunk=True",
+    ):
         assert f"  {line}\n" in text
 
 

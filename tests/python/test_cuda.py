@@ -85,8 +85,16 @@ def test_non_string_arch_is_a_type_error(arch):
 def test_device_info_keys_and_consistency():
     info = kc.device_info()
     assert set(info) == {
-        "available", "reason", "driver_found", "nvrtc_found", "nvrtc_version", "device_count", "name",
-        "compute_capability", "total_memory_bytes", "free_memory_bytes",
+        "available",
+        "reason",
+        "driver_found",
+        "nvrtc_found",
+        "nvrtc_version",
+        "device_count",
+        "name",
+        "compute_capability",
+        "total_memory_bytes",
+        "free_memory_bytes",
     }
     assert isinstance(info["available"], bool)
     assert info["available"] == (info["reason"] is None)
@@ -191,10 +199,24 @@ def test_ptxas_output_parsing():
     )
     rows = kc._parse_ptxas(output)
     assert rows == {
-        "k1": {"kernel": "k1", "arch": "sm_80", "registers": 64, "stack_frame_bytes": 16, "spill_stores_bytes": 8,
-               "spill_loads_bytes": 4, "shared_memory_bytes": 1024},
-        "k2": {"kernel": "k2", "arch": "sm_80", "registers": 12, "stack_frame_bytes": 0, "spill_stores_bytes": 0,
-               "spill_loads_bytes": 0, "shared_memory_bytes": 0},
+        "k1": {
+            "kernel": "k1",
+            "arch": "sm_80",
+            "registers": 64,
+            "stack_frame_bytes": 16,
+            "spill_stores_bytes": 8,
+            "spill_loads_bytes": 4,
+            "shared_memory_bytes": 1024,
+        },
+        "k2": {
+            "kernel": "k2",
+            "arch": "sm_80",
+            "registers": 12,
+            "stack_frame_bytes": 0,
+            "spill_stores_bytes": 0,
+            "spill_loads_bytes": 0,
+            "shared_memory_bytes": 0,
+        },
     }
 
 

@@ -27,8 +27,10 @@ try:
 except ImportError:  # `make venv` installs them; CI must never skip these tests
     if os.environ.get("CI"):
         raise
-    pytest.skip("fastapi/httpx/uvicorn/prometheus_client are not installed "
-                "(make venv, or pip install kato-gpu[fastapi])", allow_module_level=True)
+    pytest.skip(
+        "fastapi/httpx/uvicorn/prometheus_client are not installed (make venv, or pip install kato-gpu[fastapi])",
+        allow_module_level=True,
+    )
 
 from kato_gpu import GPUConfig, HybridGPUMatcher, SymbolVocabularyEncoder, SyncManager
 from kato_gpu.fastapi import METRICS_MEDIA_TYPE, router
@@ -38,8 +40,7 @@ PATTERNS = {f"PTRN|{k:03d}": [["a", f"s{k % 5}"], ["b"], [f"t{k % 4}"]] for k in
 
 @pytest.fixture
 def parts():
-    m = HybridGPUMatcher(SymbolVocabularyEncoder(None),
-                         GPUConfig(enable_background_sync=False, sync_threshold=1000))
+    m = HybridGPUMatcher(SymbolVocabularyEncoder(None), GPUConfig(enable_background_sync=False, sync_threshold=1000))
     for name, events in PATTERNS.items():
         assert m.add_new_pattern(name, events)
     s = SyncManager(m, m.config)
@@ -60,8 +61,12 @@ def test_status(parts, client):
     assert r.status_code == 200
     body = r.json()
     stats = m.get_stats()
-    assert body["tiers"] == {"bulk": 0, "recent": len(PATTERNS), "total": len(PATTERNS),
-                             "bulk_device": stats["bulk_tier_device"]}
+    assert body["tiers"] == {
+        "bulk": 0,
+        "recent": len(PATTERNS),
+        "total": len(PATTERNS),
+        "bulk_device": stats["bulk_tier_device"],
+    }
     assert body["use_gpu"] == stats["use_gpu"]
     assert body["gpu_unavailable_reason"] == stats["gpu_unavailable_reason"]
     assert body["memory"]["memory_bytes"] == stats["memory_bytes"] > 0
@@ -115,27 +120,30 @@ def test_patch_config_applies_a_valid_change(parts, client):
     assert s.config.sync_threshold == 7  # the sync manager sees the change too
 
 
-@pytest.mark.parametrize("body", [
-    {"sync_threshold": -1},
-    {"sync_threshold": 0},
-    {"sync_threshold": "ten"},
-    {"sync_threshold": 2.5},
-    {"sync_interval_seconds": -5},
-    {"enable_background_sync": "yes"},
-    {"no_such_field": 1},
-    {"metric": "lcs"},
-    {"autojunk": True},
-    {"threads_per_block": 128},
-    {"sync_threshold": 5, "metric": "lcs"},  # one bad field: nothing at all changes
-    {"sync_threshold": 5, "no_such_field": 1},
-    {"self": 1},  # not a keyword update_config can take
-    {},
-    [],
-    [{"sync_threshold": 5}],
-    "sync_threshold",
-    5,
-    None,
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"sync_threshold": -1},
+        {"sync_threshold": 0},
+        {"sync_threshold": "ten"},
+        {"sync_threshold": 2.5},
+        {"sync_interval_seconds": -5},
+        {"enable_background_sync": "yes"},
+        {"no_such_field": 1},
+        {"metric": "lcs"},
+        {"autojunk": True},
+        {"threads_per_block": 128},
+        {"sync_threshold": 5, "metric": "lcs"},  # one bad field: nothing at all changes
+        {"sync_threshold": 5, "no_such_field": 1},
+        {"self": 1},  # not a keyword update_config can take
+        {},
+        [],
+        [{"sync_threshold": 5}],
+        "sync_threshold",
+        5,
+        None,
+    ],
+)
 def test_patch_config_rejects_an_invalid_change(parts, client, body):
     m, _, _ = parts
     before = client.get("/gpu/config").json()
@@ -159,12 +167,14 @@ def test_metrics(parts, client):
     r = client.get("/gpu/metrics")
     assert r.status_code == 200
     assert r.headers["content-type"] == METRICS_MEDIA_TYPE == "text/plain; version=0.0.4; charset=utf-8"
-    for line in ("# TYPE kato_gpu_query_duration_seconds histogram",
-                 "# TYPE kato_patterns_learned_total counter",
-                 "# TYPE kato_cpu_pattern_count gauge",
-                 "# TYPE kato_gpu_training_mode gauge",
-                 f"kato_patterns_learned_total {float(len(PATTERNS))}",
-                 f"kato_cpu_pattern_count {float(len(PATTERNS))}"):
+    for line in (
+        "# TYPE kato_gpu_query_duration_seconds histogram",
+        "# TYPE kato_patterns_learned_total counter",
+        "# TYPE kato_cpu_pattern_count gauge",
+        "# TYPE kato_gpu_training_mode gauge",
+        f"kato_patterns_learned_total {float(len(PATTERNS))}",
+        f"kato_cpu_pattern_count {float(len(PATTERNS))}",
+    ):
         assert line in r.text.splitlines(), line
 
 
@@ -189,8 +199,7 @@ def test_custom_prefix(parts):
 
 def test_over_real_http_on_localhost(parts):
     m, _, app = parts
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                           lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
     try:
@@ -205,8 +214,9 @@ def test_over_real_http_on_localhost(parts):
 
         def call(method, path, body=None):
             data = None if body is None else json.dumps(body).encode()
-            req = urllib.request.Request(base + path, data=data, method=method,
-                                         headers={"content-type": "application/json"})
+            req = urllib.request.Request(
+                base + path, data=data, method=method, headers={"content-type": "application/json"}
+            )
             try:
                 with opener.open(req, timeout=10) as resp:
                     return resp.status, resp.headers.get("content-type"), resp.read().decode()
@@ -218,8 +228,12 @@ def test_over_real_http_on_localhost(parts):
         status, _, text = call("POST", "/sync")
         assert status == 200 and json.loads(text) == {"patterns_promoted": len(PATTERNS), "source": "manual"}
         status, _, text = call("GET", "/status")
-        assert json.loads(text)["tiers"] == {"bulk": len(PATTERNS), "recent": 0, "total": len(PATTERNS),
-                                             "bulk_device": m.get_stats()["bulk_tier_device"]}
+        assert json.loads(text)["tiers"] == {
+            "bulk": len(PATTERNS),
+            "recent": 0,
+            "total": len(PATTERNS),
+            "bulk_device": m.get_stats()["bulk_tier_device"],
+        }
         status, _, text = call("PATCH", "/config", {"sync_threshold": 11})
         assert status == 200 and json.loads(text)["sync_threshold"] == 11
         status, _, text = call("PATCH", "/config", {"sync_threshold": -3})

@@ -62,7 +62,10 @@ def test_without_a_gpu_and_no_fallback_the_matcher_refuses_to_start():
     with pytest.raises(GPUUnavailableError, match="fallback_to_cpu is off"):
         HybridGPUMatcher(SymbolVocabularyEncoder(None), GPUConfig(fallback_to_cpu=False))
     # Disabling the GPU on purpose is not an error.
-    assert HybridGPUMatcher(SymbolVocabularyEncoder(None), GPUConfig(enabled=False, fallback_to_cpu=False)).use_gpu is False
+    assert (
+        HybridGPUMatcher(SymbolVocabularyEncoder(None), GPUConfig(enabled=False, fallback_to_cpu=False)).use_gpu
+        is False
+    )
 
 
 @pytest.mark.gpu
@@ -76,14 +79,14 @@ def test_gpu_equals_cpu_on_random_sets(metric, autojunk):
     data = patterns(rng, 20_000, vocab, long_every=500)
     names = list(data)
     for m in (gpu, cpu):
-        m.add_patterns(names[:15_000], [data[n] for n in names[:15_000]])      # bulk: on the device
+        m.add_patterns(names[:15_000], [data[n] for n in names[:15_000]])  # bulk: on the device
         for n in names[15_000:]:
-            m.add_new_pattern(n, data[n])                                      # recent: CPU
+            m.add_new_pattern(n, data[n])  # recent: CPU
         for n in names[::11]:
             m.remove_pattern(n)
     assert gpu.get_stats()["gpu_tier_patterns"] >= 15_000 - len(names[:15_000:11])
     for q in range(30):
-        length = 2000 if q == 29 else rng.randint(0, 60)                       # the last: too long, CPU
+        length = 2000 if q == 29 else rng.randint(0, 60)  # the last: too long, CPU
         state = [rng.choice(vocab) for _ in range(length)]
         for threshold, limit in [(0.0, None), (0.2, 100), (0.5, None), (0.9, 5)]:
             assert gpu.match_patterns(state, threshold, limit) == cpu.match_patterns(state, threshold, limit)
@@ -179,4 +182,4 @@ def test_a_device_failure_falls_back_to_the_cpu_or_reports(fallback):
     assert gpu.use_gpu is False
     stats = gpu.get_stats()
     assert stats["gpu_fallbacks"] == 1 and "simulated device failure" in stats["gpu_unavailable_reason"]
-    assert len(gpu) == 2000                                                     # nothing learned is lost
+    assert len(gpu) == 2000  # nothing learned is lost

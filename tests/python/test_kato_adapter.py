@@ -35,13 +35,13 @@ def _lcs(a: List[str], b: List[str]) -> int:
 def _info(pattern, state, cutoff, similarity, weights, zero_block_extras):
     """Prediction info per REFERENCE.md; None when the pattern is dropped."""
     blocks = difflib.SequenceMatcher(None, pattern, state, autojunk=False).get_matching_blocks()[:-1]
-    intersection = [sym for _, j, n in blocks for sym in state[j:j + n]]
+    intersection = [sym for _, j, n in blocks for sym in state[j : j + n]]
     if len(blocks) >= 2:
         i0, i1, n1 = blocks[0][0], blocks[-1][0], blocks[-1][2]
-        past, present = pattern[:i0], (pattern[i0:i1 + n1] if i1 + n1 > i0 else pattern[i0:])
+        past, present = pattern[:i0], (pattern[i0 : i1 + n1] if i1 + n1 > i0 else pattern[i0:])
     elif len(blocks) == 1:
         i0, _, n0 = blocks[0]
-        past, present = pattern[:i0], pattern[i0:i0 + n0]
+        past, present = pattern[:i0], pattern[i0 : i0 + n0]
     else:
         if cutoff > 0.0:
             return None
@@ -116,8 +116,14 @@ class StandInSearcher:
         for name, score in scored:
             similarity = score / 100.0
             if similarity >= self._threshold():
-                info = _info(self.patterns_cache[name], state, self._threshold(), similarity,
-                             self.affinity_weights, zero_block_extras=False)
+                info = _info(
+                    self.patterns_cache[name],
+                    state,
+                    self._threshold(),
+                    similarity,
+                    self.affinity_weights,
+                    zero_block_extras=False,
+                )
                 if info:
                     results.append((name,) + info)
 
@@ -128,8 +134,9 @@ class StandInSearcher:
                 pattern = self.patterns_cache[name]
                 similarity = difflib.SequenceMatcher(None, pattern, state, autojunk=False).ratio()
                 if similarity >= self._threshold():
-                    info = _info(pattern, state, self._threshold(), similarity, self.affinity_weights,
-                                 zero_block_extras=True)
+                    info = _info(
+                        pattern, state, self._threshold(), similarity, self.affinity_weights, zero_block_extras=True
+                    )
                     if info:
                         results.append((name,) + info)
 
@@ -141,7 +148,7 @@ def _patterns(n: int, seed: int) -> Dict[str, List[str]]:
     rng = random.Random(seed)
     out = {"PTRN|metrics-differ": ["0", "2", "1", "0"], "PTRN|empty": []}
     for k in range(n):
-        flat = [rng.choice(VOCAB[:rng.randint(3, len(VOCAB))]) for _ in range(rng.randint(1, 12))]
+        flat = [rng.choice(VOCAB[: rng.randint(3, len(VOCAB))]) for _ in range(rng.randint(1, 12))]
         out[f"PTRN|{rng.getrandbits(64):016x}{k}"] = flat
     out["PTRN|copy"] = list(out[next(iter(list(out)[1:]))])  # an equal pattern: ties
     return out
@@ -198,6 +205,7 @@ def test_learn_predict_delete_clear_detach(token_mode, threshold):
         names = list(s.patterns_cache)
         random.Random(3).shuffle(names)
         return names[:40] + names[:5] + ["PTRN|unknown"]
+
     _assert_same(fast, twin, states, bridge, shuffled)
 
     # affinity weights
@@ -227,8 +235,13 @@ def test_learn_predict_delete_clear_detach(token_mode, threshold):
     # detach restores the class's own methods
     bridge.detach()
     assert not bridge.active
-    for name in ("assignNewlyLearnedToWorkers", "delete_pattern", "clearPatternsFromRAM",
-                 "_process_with_rapidfuzz", "_process_with_original"):
+    for name in (
+        "assignNewlyLearnedToWorkers",
+        "delete_pattern",
+        "clearPatternsFromRAM",
+        "_process_with_rapidfuzz",
+        "_process_with_original",
+    ):
         assert name not in vars(fast)
         assert getattr(fast, name).__func__ is getattr(StandInSearcher, name)
     _learn((fast, twin), {"PTRN|after": ["w1"]})
@@ -298,22 +311,25 @@ def test_load_patterns_counts_and_skips():
     matcher.add_new_pattern("PTRN|stored", [["a"]])
     good = [{"name": f"PTRN|{k}", "pattern_data": [["a", "b"], [f"s{k}"]]} for k in range(7)]
     bad = [
-        ["not", "a", "dict"], None, "PTRN|str",                                  # not_a_dict: 3
-        {"pattern_data": [["a"]]}, {"name": "", "pattern_data": [["a"]]},
-        {"name": 5, "pattern_data": [["a"]]},                                   # missing_name: 3
+        ["not", "a", "dict"],
+        None,
+        "PTRN|str",  # not_a_dict: 3
+        {"pattern_data": [["a"]]},
+        {"name": "", "pattern_data": [["a"]]},
+        {"name": 5, "pattern_data": [["a"]]},  # missing_name: 3
         {"name": "PTRN|stored", "pattern_data": [["a"]]},
-        {"name": "PTRN|0", "pattern_data": [["z"]]},                            # duplicate_name: 2
+        {"name": "PTRN|0", "pattern_data": [["z"]]},  # duplicate_name: 2
         {"name": "PTRN|m1", "pattern_data": ["a", "b"]},
         {"name": "PTRN|m2", "pattern_data": [["a", 3]]},
-        {"name": "PTRN|m3"}, {"name": "PTRN|m4", "pattern_data": "ab"},
-        {"name": "PTRN|m5", "pattern_data": [("a",)]},                          # malformed: 5
+        {"name": "PTRN|m3"},
+        {"name": "PTRN|m4", "pattern_data": "ab"},
+        {"name": "PTRN|m5", "pattern_data": [("a",)]},  # malformed: 5
     ]
     records = good[:3] + bad[:7] + good[3:] + bad[7:]
     report = load_patterns(matcher, iter(records), batch_size=2, progress=False)
     assert isinstance(report, LoadReport)
     assert report.loaded == 7 and report.seconds >= 0
-    assert report.skipped == {"not_a_dict": 3, "missing_name": 3, "duplicate_name": 2,
-                              "malformed_pattern_data": 5}
+    assert report.skipped == {"not_a_dict": 3, "missing_name": 3, "duplicate_name": 2, "malformed_pattern_data": 5}
     assert len(matcher) == 8
     assert not any(f"PTRN|m{k}" in matcher for k in range(1, 6))
     # the first record of a repeated name wins; the stored pattern is untouched

@@ -8,9 +8,8 @@ import threading
 import numpy as np
 import pytest
 
-import kato_gpu
-from kato_gpu import GPUConfig, HybridGPUMatcher, SymbolVocabularyEncoder
 from conftest import brute_force, ref_difflib
+from kato_gpu import GPUConfig, HybridGPUMatcher, SymbolVocabularyEncoder
 
 METRICS = [("difflib", False), ("difflib", True), ("lcs", False)]
 THRESHOLDS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
@@ -45,8 +44,8 @@ def test_matches_brute_force_over_both_tiers(metric, autojunk):
     rng.shuffle(names)
     m = make_matcher(metric, autojunk)
     bulk, recent = names[:900], names[900:]
-    assert m.add_patterns(bulk, [patterns[n] for n in bulk]) == 900       # promoted: bulk tier
-    for n in recent:                                                       # recent tier
+    assert m.add_patterns(bulk, [patterns[n] for n in bulk]) == 900  # promoted: bulk tier
+    for n in recent:  # recent tier
         assert m.add_new_pattern(n, patterns[n]) is True
     assert m.get_stats()["bulk_tier_patterns"] == 900
     assert m.get_stats()["recent_tier_patterns"] == 600
@@ -96,7 +95,10 @@ def test_threshold_zero_includes_patterns_sharing_nothing_and_empty_ones():
     got = {r["pattern_name"]: r["similarity"] for r in m.match_patterns(["a"], 0.0, None)}
     assert got == {"disjoint": 0.0, "empty": 0.0}
     # Both empty: difflib's ratio is 1.0.
-    assert m.match_patterns([], 0.0, None) == [{"pattern_name": "empty", "similarity": 1.0}, {"pattern_name": "disjoint", "similarity": 0.0}]
+    assert m.match_patterns([], 0.0, None) == [
+        {"pattern_name": "empty", "similarity": 1.0},
+        {"pattern_name": "disjoint", "similarity": 0.0},
+    ]
     assert m.match_patterns(["a"], 0.0000001, None) == []
 
 
@@ -144,7 +146,7 @@ def test_max_predictions_none_zero_and_default():
     m = make_matcher("lcs", False)
     m.add_patterns([f"P{k:03d}" for k in range(150)], [[["a", str(k)]] for k in range(150)])
     assert len(m.match_patterns(["a"], 0.0, None)) == 150
-    assert len(m.match_patterns(["a"], 0.0)) == 100          # KATO's default
+    assert len(m.match_patterns(["a"], 0.0)) == 100  # KATO's default
     assert m.match_patterns(["a"], 0.0, 0) == []
 
 
@@ -153,7 +155,9 @@ def test_match_result_arrays_equal_dicts():
     m.add_patterns([f"P{k}" for k in range(50)], [[["a", "b"], [str(k % 7)]] for k in range(50)])
     res = m.match_patterns_arrays(["a", "3"], 0.0)
     assert isinstance(res.similarities, np.ndarray) and res.similarities.dtype == np.float64
-    assert [{"pattern_name": n, "similarity": s} for n, s in zip(res.names, res.similarities.tolist())] == m.match_patterns(["a", "3"], 0.0, None)
+    assert [
+        {"pattern_name": n, "similarity": s} for n, s in zip(res.names, res.similarities.tolist())
+    ] == m.match_patterns(["a", "3"], 0.0, None)
     assert len(res) == 50
 
 
@@ -177,10 +181,10 @@ def test_csr_loading_equals_list_loading(encoder):
 def test_learning_api_like_kato():
     m = make_matcher("difflib", False)
     assert m.add_new_pattern("PTRN|1", [["a", "b"], ["c"]]) is True
-    assert m.add_new_pattern("PTRN|1", [["z"]]) is False                 # already held
+    assert m.add_new_pattern("PTRN|1", [["z"]]) is False  # already held
     assert len(m) == 1 and "PTRN|1" in m and "PTRN|2" not in m
     assert m.remove_pattern("PTRN|1") is True and m.remove_pattern("PTRN|1") is False
-    assert m.add_new_pattern("PTRN|1", [["z"]]) is True                  # a removed name can return
+    assert m.add_new_pattern("PTRN|1", [["z"]]) is True  # a removed name can return
     assert m.match_patterns(["z"], 0.5) == [{"pattern_name": "PTRN|1", "similarity": 1.0}]
     assert m.use_gpu is False and m.get_stats()["gpu_unavailable_reason"]
     assert "HybridGPUMatcher" in repr(m)
@@ -228,12 +232,12 @@ def test_concurrent_queries_and_learning_agree_with_oracle():
         try:
             for _ in range(30):
                 res = m.match_patterns(rng.sample(vocab, 4), 0.0, None)
-                assert len({r["pattern_name"] for r in res}) == len(res)   # never twice
-                assert len(res) >= 200                                     # never missing committed ones
+                assert len({r["pattern_name"] for r in res}) == len(res)  # never twice
+                assert len(res) >= 200  # never missing committed ones
         except Exception as exc:  # pragma: no cover
             errors.append(exc)
 
-    threads = [threading.Thread(target=learner, args=(names[200 + k * 100:300 + k * 100],)) for k in range(4)]
+    threads = [threading.Thread(target=learner, args=(names[200 + k * 100 : 300 + k * 100],)) for k in range(4)]
     threads += [threading.Thread(target=querier) for _ in range(3)]
     for t in threads:
         t.start()
@@ -262,7 +266,7 @@ def test_match_result_outlives_compaction_learning_and_clear():
     m.add_patterns(names, [[["a", str(k % 13)]] for k in range(10_000)])
     res = m.match_patterns_arrays(["a", "3"], 0.0, None)
     expected_names, expected_sims = list(res.names), res.similarities.copy()
-    for n in names[:8000]:            # enough removals to compact the store
+    for n in names[:8000]:  # enough removals to compact the store
         m.remove_pattern(n)
     m.add_new_pattern("NEW", [["a", "3"]])
     assert res.names == expected_names and np.array_equal(res.similarities, expected_sims)

@@ -97,7 +97,12 @@ def _random_pairs(seed: int, count: int):
     multi-word LCS, >= 200 for autojunk), repeats."""
     rng = np.random.default_rng(seed)
     regimes = [  # (weight, alphabet size, max len)
-        (0.35, 8, 40), (0.25, 200, 60), (0.15, 3, 30), (0.1, 5000, 30), (0.1, 20, 150), (0.05, 6, 300),
+        (0.35, 8, 40),
+        (0.25, 200, 60),
+        (0.15, 3, 30),
+        (0.1, 5000, 30),
+        (0.1, 20, 150),
+        (0.05, 6, 300),
     ]
     weights = np.array([r[0] for r in regimes])
     picks = rng.choice(len(regimes), size=count, p=weights / weights.sum())
@@ -110,9 +115,14 @@ def _random_pairs(seed: int, count: int):
         yield p, s
 
 
-@pytest.mark.parametrize("metric,autojunk,count,seed", [
-    ("difflib", False, 200_000, 1), ("difflib", True, 40_000, 2), ("lcs", False, 200_000, 3),
-])
+@pytest.mark.parametrize(
+    "metric,autojunk,count,seed",
+    [
+        ("difflib", False, 200_000, 1),
+        ("difflib", True, 40_000, 2),
+        ("lcs", False, 200_000, 3),
+    ],
+)
 def test_seeded_random_pairs_bit_exact(metric, autojunk, count, seed):
     ref = ref_lcs if metric == "lcs" else (lambda p, s: ref_difflib(p, s, autojunk))
     similarity = kato_gpu.similarity

@@ -8,23 +8,26 @@ import random
 from typing import Dict, List, Optional
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from kato_gpu import GPUConfig, HybridGPUMatcher, SymbolVocabularyEncoder
 from conftest import ref_difflib, ref_lcs
+from kato_gpu import GPUConfig, HybridGPUMatcher, SymbolVocabularyEncoder
 
 
-def oracle_info(name: str, p: List[str], s: List[str], similarity: float, cutoff: float,
-                weights: Optional[Dict[str, float]]):
+def oracle_info(
+    name: str, p: List[str], s: List[str], similarity: float, cutoff: float, weights: Optional[Dict[str, float]]
+):
     matcher = difflib.SequenceMatcher(None, p, s, autojunk=False)
     blocks = matcher.get_matching_blocks()[:-1]
-    intersection = [x for i, j, n in blocks for x in s[j:j + n]]
+    intersection = [x for i, j, n in blocks for x in s[j : j + n]]
     k = len(blocks)
     if k >= 2:
         i0, i1, n1 = blocks[0][0], blocks[-1][0], blocks[-1][2]
-        past, present = p[:i0], (p[i0:i1 + n1] if i1 + n1 > i0 else p[i0:])
+        past, present = p[:i0], (p[i0 : i1 + n1] if i1 + n1 > i0 else p[i0:])
     elif k == 1:
         i0, n0 = blocks[0][0], blocks[0][2]
-        past, present = p[:i0], p[i0:i0 + n0]
+        past, present = p[:i0], p[i0 : i0 + n0]
     else:
         if cutoff > 0:
             return None
@@ -43,7 +46,9 @@ def oracle_info(name: str, p: List[str], s: List[str], similarity: float, cutoff
     return (name, p, intersection, past, present, missing, extras, similarity, k, [], weighted)
 
 
-def oracle(patterns: Dict[str, List[List[str]]], state, metric, threshold, limit, weights, candidates=None, rounding=False):
+def oracle(
+    patterns: Dict[str, List[List[str]]], state, metric, threshold, limit, weights, candidates=None, rounding=False
+):
     rows = []
     for name, events in patterns.items():
         if candidates is not None and name not in candidates:
@@ -121,7 +126,9 @@ def test_kato_rounding_reproduces_katos_rapidfuzz_path():
         differs += sum(plain.get(row[0]) != row[7] for row in got)
     assert differs > 0, "the sample must contain similarities where KATO's rounding changes the last bit"
     with pytest.raises(ValueError):
-        HybridGPUMatcher(SymbolVocabularyEncoder(None), GPUConfig(metric="difflib")).match_predictions(["a"], 0.1, kato_rounding=True)
+        HybridGPUMatcher(SymbolVocabularyEncoder(None), GPUConfig(metric="difflib")).match_predictions(
+            ["a"], 0.1, kato_rounding=True
+        )
 
 
 def test_bad_arguments():
@@ -143,9 +150,9 @@ def fuzzy_oracle_row(name, p, s, sim, cutoff, fuzzy, weights):
         return None
     if len(blocks) >= 2:
         i0, (i1, _, n1) = blocks[0][0], blocks[-1]
-        past, present = p[:i0], (p[i0:i1 + n1] if i1 + n1 > i0 else p[i0:])
+        past, present = p[:i0], (p[i0 : i1 + n1] if i1 + n1 > i0 else p[i0:])
     elif len(blocks) == 1:
-        past, present = p[:blocks[0][0]], p[blocks[0][0]:blocks[0][0] + blocks[0][2]]
+        past, present = p[: blocks[0][0]], p[blocks[0][0] : blocks[0][0] + blocks[0][2]]
     else:
         past, present = [], p
     chosen, intersection, anomalies = {}, [], []
@@ -165,8 +172,19 @@ def fuzzy_oracle_row(name, p, s, sim, cutoff, fuzzy, weights):
     if weights:
         total = sum(weights.get(t, 0.0) for t in s) + sum(weights.get(t, 0.0) for t in p)
         weighted = 2.0 * sum(weights.get(t, 0.0) for t in intersection) / total if total > 0 else None
-    return (name, p, intersection, past, present, [t for t in present if t not in used],
-            [t for t in s if t not in chosen], sim, len(blocks), anomalies, weighted)
+    return (
+        name,
+        p,
+        intersection,
+        past,
+        present,
+        [t for t in present if t not in used],
+        [t for t in s if t not in chosen],
+        sim,
+        len(blocks),
+        anomalies,
+        weighted,
+    )
 
 
 @pytest.mark.parametrize("metric", ["difflib", "lcs"])
@@ -190,18 +208,22 @@ def test_fuzzy_token_path_equals_the_oracle(metric):
     assert compared > 500 and anomalies > 0
 
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 _events = st.lists(st.lists(st.sampled_from(["a", "b", "c", "d", "", "é"]), min_size=0, max_size=5), max_size=4)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(_events, min_size=1, max_size=6), st.lists(st.sampled_from(["a", "b", "c", "d", "z", ""]), max_size=12),
-       st.sampled_from([0.0, 0.2, 0.5]), st.sampled_from(["difflib", "lcs"]), st.booleans())
+@given(
+    st.lists(_events, min_size=1, max_size=6),
+    st.lists(st.sampled_from(["a", "b", "c", "d", "z", ""]), max_size=12),
+    st.sampled_from([0.0, 0.2, 0.5]),
+    st.sampled_from(["difflib", "lcs"]),
+    st.booleans(),
+)
 def test_property_prediction_tuples(pattern_events, state, threshold, metric, weighted):
     patterns = {f"P{k}": events for k, events in enumerate(pattern_events)}
     m = HybridGPUMatcher(SymbolVocabularyEncoder(None), GPUConfig(metric=metric, enabled=False))
     m.add_patterns(list(patterns), list(patterns.values()))
     weights = {"a": 1.0, "b": 0.5, "": 2.0} if weighted else None
-    assert m.match_predictions(state, threshold, weights=weights) == oracle(patterns, state, metric, threshold, None, weights)
+    assert m.match_predictions(state, threshold, weights=weights) == oracle(
+        patterns, state, metric, threshold, None, weights
+    )

@@ -17,28 +17,34 @@ try:
 except ImportError:  # `make venv` installs it; CI must never skip these tests
     if os.environ.get("CI"):
         raise
-    pytest.skip("prometheus_client is not installed (make venv, or pip install kato-gpu[prometheus])",
-                allow_module_level=True)
+    pytest.skip(
+        "prometheus_client is not installed (make venv, or pip install kato-gpu[prometheus])", allow_module_level=True
+    )
 
 from kato_gpu import GPUConfig, HybridGPUMatcher, SymbolVocabularyEncoder, SyncManager
-from kato_gpu.prometheus import (CONTENT_TYPE, KatoGpuCollector, register_collector, render_text,
-                                 unregister_collector)
+from kato_gpu.prometheus import CONTENT_TYPE, KatoGpuCollector, register_collector, render_text, unregister_collector
 
-HISTOGRAMS = ["kato_gpu_query_duration_seconds", "kato_cpu_query_duration_seconds",
-              "kato_gpu_sync_duration_seconds"]
-COUNTERS = ["kato_patterns_matched_total", "kato_patterns_learned_total", "kato_gpu_sync_events_total",
-            "kato_gpu_fallback_events_total"]
+HISTOGRAMS = ["kato_gpu_query_duration_seconds", "kato_cpu_query_duration_seconds", "kato_gpu_sync_duration_seconds"]
+COUNTERS = [
+    "kato_patterns_matched_total",
+    "kato_patterns_learned_total",
+    "kato_gpu_sync_events_total",
+    "kato_gpu_fallback_events_total",
+]
 GAUGES = ["kato_gpu_memory_bytes", "kato_gpu_pattern_count", "kato_cpu_pattern_count"]
-TYPES = {**{n: "histogram" for n in HISTOGRAMS}, **{n: "counter" for n in COUNTERS},
-         "kato_gpu_errors_total": "counter", **{n: "gauge" for n in GAUGES}}
+TYPES = {
+    **{n: "histogram" for n in HISTOGRAMS},
+    **{n: "counter" for n in COUNTERS},
+    "kato_gpu_errors_total": "counter",
+    **{n: "gauge" for n in GAUGES},
+}
 
 PATTERNS = {f"PTRN|{k:03d}": [["a", f"s{k % 7}"], ["b", f"t{k % 3}"], ["c"]] for k in range(40)}
 STATES = [["a", "s1", "b"], ["a", "b", "c"], ["zzz"], ["s3", "t2", "c"], ["a", "s5", "b", "t0", "c"]]
 
 
 def make_matcher(n_bulk: int = 30, n_total: int = len(PATTERNS)):
-    m = HybridGPUMatcher(SymbolVocabularyEncoder(None),
-                         GPUConfig(enable_background_sync=False, sync_threshold=1000))
+    m = HybridGPUMatcher(SymbolVocabularyEncoder(None), GPUConfig(enable_background_sync=False, sync_threshold=1000))
     names = list(PATTERNS)[:n_total]
     for name in names[:n_bulk]:
         assert m.add_new_pattern(name, PATTERNS[name])
@@ -95,8 +101,9 @@ def test_values_equal_get_kpis(matcher):
     for name in GAUGES:
         assert sample(fams, name, name) == kpis[name], name
     errors = fams["kato_gpu_errors"]
-    assert {s.labels["error_type"]: s.value for s in errors.samples if s.name == "kato_gpu_errors_total"} \
-        == {k: float(v) for k, v in kpis["kato_gpu_errors_total"].items()}
+    assert {s.labels["error_type"]: s.value for s in errors.samples if s.name == "kato_gpu_errors_total"} == {
+        k: float(v) for k, v in kpis["kato_gpu_errors_total"].items()
+    }
 
     stats = matcher.get_stats()
     assert kpis["kato_patterns_learned_total"] == len(PATTERNS) == stats["patterns_learned"]
@@ -128,8 +135,7 @@ def test_histograms_are_consistent(matcher):
         assert [float(le) for le, _ in buckets] == [float(b) for b, _ in kpis[name]["buckets"]]
         assert counts == [float(n) for _, n in kpis[name]["buckets"]]
     # Every single query is observed once, on the GPU or on the CPU histogram.
-    observed = sum(kpis[n]["count"] for n in ("kato_gpu_query_duration_seconds",
-                                              "kato_cpu_query_duration_seconds"))
+    observed = sum(kpis[n]["count"] for n in ("kato_gpu_query_duration_seconds", "kato_cpu_query_duration_seconds"))
     assert observed == len(STATES)
     assert kpis["kato_gpu_sync_duration_seconds"]["count"] == kpis["kato_gpu_sync_events_total"] >= 1
 
@@ -229,10 +235,12 @@ def test_collector_needs_a_matcher():
 
 
 def test_importing_kato_gpu_does_not_import_the_optional_packages():
-    code = ("import sys, kato_gpu; "
-            "bad = [m for m in ('prometheus_client', 'fastapi', 'uvicorn', 'httpx', 'starlette') "
-            "if m in sys.modules]; "
-            "assert not bad, bad")
+    code = (
+        "import sys, kato_gpu; "
+        "bad = [m for m in ('prometheus_client', 'fastapi', 'uvicorn', 'httpx', 'starlette') "
+        "if m in sys.modules]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 

@@ -19,8 +19,9 @@ STRESS_SECONDS = float(os.environ.get("KATO_GPU_STRESS_SECONDS", "20"))
 
 
 def make(threshold: int = 50, interval: int = 3600, background: bool = False, metric: str = "lcs"):
-    config = GPUConfig(metric=metric, sync_threshold=threshold, sync_interval_seconds=interval,
-                       enable_background_sync=background)
+    config = GPUConfig(
+        metric=metric, sync_threshold=threshold, sync_interval_seconds=interval, enable_background_sync=background
+    )
     matcher = HybridGPUMatcher(SymbolVocabularyEncoder(None), config)
     return matcher, SyncManager(matcher, config)
 
@@ -83,7 +84,7 @@ def test_training_mode_pauses_automatic_sync_and_exit_promotes():
         sync.enter_training_mode()
         assert sync.training_mode
         learn(matcher, [f"T{k:03d}" for k in range(100)])
-        time.sleep(1.5)                                    # past the interval and the threshold
+        time.sleep(1.5)  # past the interval and the threshold
         assert matcher.patterns_since_sync == 100
         assert sync.check_sync_needed("automatic") is False and sync.check_sync_needed("manual") is True
         sync.exit_training_mode(trigger_sync=True)
@@ -118,12 +119,12 @@ def test_config_changes_reach_the_worker():
         learn(matcher, [f"C{k}" for k in range(30)])
         time.sleep(0.1)
         assert matcher.patterns_since_sync == 30
-        matcher.update_config(sync_threshold=10)           # below what already waits: promotes now
+        matcher.update_config(sync_threshold=10)  # below what already waits: promotes now
         assert wait_until(lambda: matcher.patterns_since_sync == 0)
         learn(matcher, [f"D{k}" for k in range(9)])
         time.sleep(0.1)
         assert matcher.patterns_since_sync == 9
-        learn(matcher, ["D9"])                             # the new threshold, reached by learning
+        learn(matcher, ["D9"])  # the new threshold, reached by learning
         assert wait_until(lambda: matcher.patterns_since_sync == 0)
     finally:
         sync.stop_background_sync()
@@ -169,8 +170,8 @@ def test_stress_concurrent_learning_queries_removals_and_syncs():
     sync.start_background_sync()
     vocab = [f"s{k}" for k in range(30)]
     lock = threading.Lock()
-    committed = {}          # name -> events, added and not (being) removed
-    removing = set()        # names whose removal has started
+    committed = {}  # name -> events, added and not (being) removed
+    removing = set()  # names whose removal has started
     stop = threading.Event()
     errors = []
     counts = {"queries": 0, "learned": 0, "removed": 0, "toggles": 0}
@@ -182,6 +183,7 @@ def test_stress_concurrent_learning_queries_removals_and_syncs():
             except Exception as exc:  # pragma: no cover - reported below
                 errors.append(exc)
                 stop.set()
+
         return run
 
     def learner(worker: int):
@@ -251,7 +253,9 @@ def test_stress_concurrent_learning_queries_removals_and_syncs():
     assert not any(t.is_alive() for t in threads), "a thread did not finish (deadlock?)"
     sync.stop_background_sync()
     assert not errors, errors[:3]
-    assert counts["queries"] > 10 and counts["learned"] > 500 and counts["removed"] > 20 and counts["toggles"] > 3, counts
+    assert counts["queries"] > 10 and counts["learned"] > 500 and counts["removed"] > 20 and counts["toggles"] > 3, (
+        counts
+    )
     assert sync.get_stats()["total_syncs"] > 0
 
     # Quiesce and compare with a single-threaded oracle built from what was committed.

@@ -32,20 +32,21 @@ def kato_similarity(pattern: Sequence[str], state: Sequence[str], metric: str) -
     return (2.0 * LCSseq.similarity(p, s) / total * 100.0) / 100.0
 
 
-def prediction_info(pattern: List[str], state: List[str], similarity: float, cutoff: float,
-                    weights: Optional[Dict[str, float]] = None) -> Optional[Tuple]:
+def prediction_info(
+    pattern: List[str], state: List[str], similarity: float, cutoff: float, weights: Optional[Dict[str, float]] = None
+) -> Optional[Tuple]:
     """``(matching_intersection, past, present, missing, extras, similarity, number_of_blocks,
     anomalies, weighted_similarity)``, or None where KATO returns None."""
     if similarity < cutoff:
         return None
     blocks = difflib.SequenceMatcher(None, pattern, state, autojunk=False).get_matching_blocks()[:-1]
-    intersection = [x for _, j, n in blocks for x in state[j:j + n]]
+    intersection = [x for _, j, n in blocks for x in state[j : j + n]]
     if len(blocks) >= 2:
         i0, (i1, _, n1) = blocks[0][0], blocks[-1]
-        past, present = pattern[:i0], (pattern[i0:i1 + n1] if i1 + n1 > i0 else pattern[i0:])
+        past, present = pattern[:i0], (pattern[i0 : i1 + n1] if i1 + n1 > i0 else pattern[i0:])
     elif len(blocks) == 1:
         i0, _, n0 = blocks[0]
-        past, present = pattern[:i0], pattern[i0:i0 + n0]
+        past, present = pattern[:i0], pattern[i0 : i0 + n0]
     elif cutoff > 0:
         return None
     else:
@@ -67,8 +68,14 @@ def prediction_info(pattern: List[str], state: List[str], similarity: float, cut
     return (intersection, past, present, missing, extras, similarity, len(blocks), [], weighted)
 
 
-def kato_prediction(name: str, pattern: List[str], state: List[str], metric: str, threshold: float,
-                    weights: Optional[Dict[str, float]] = None) -> Optional[Tuple]:
+def kato_prediction(
+    name: str,
+    pattern: List[str],
+    state: List[str],
+    metric: str,
+    threshold: float,
+    weights: Optional[Dict[str, float]] = None,
+) -> Optional[Tuple]:
     """The 11-tuple KATO appends for one pattern, or None when it is not a prediction."""
     similarity = kato_similarity(pattern, state, metric)
     if similarity < threshold:

@@ -22,16 +22,29 @@ from .kato_reference import kato_prediction
 from .workload import generate_workload, pattern_names
 
 
-def run_predictions(patterns: int = 100_000, queries: int = 10, threshold: float = 0.1, sample: int = 500,
-                    metrics=("difflib", "lcs"), seed: int = 42, json_path: Optional[str] = None,
-                    out: Optional[IO[str]] = None) -> int:
+def run_predictions(
+    patterns: int = 100_000,
+    queries: int = 10,
+    threshold: float = 0.1,
+    sample: int = 500,
+    metrics=("difflib", "lcs"),
+    seed: int = 42,
+    json_path: Optional[str] = None,
+    out: Optional[IO[str]] = None,
+) -> int:
     import kato_gpu
 
     out = out or sys.stdout
     wl = generate_workload(patterns, queries + 1, "kato", seed)
     names = pattern_names(0, wl.n_patterns)
     rng = np.random.default_rng(seed + 7)
-    report: Dict[str, Any] = {"patterns": patterns, "queries": queries, "threshold": threshold, "sample": sample, "results": {}}
+    report: Dict[str, Any] = {
+        "patterns": patterns,
+        "queries": queries,
+        "threshold": threshold,
+        "sample": sample,
+        "results": {},
+    }
     status = 0
     print(f"kato-gpu predict-bench: N={patterns:,} Q={queries} threshold={threshold} sample={sample:,}", file=out)
     for metric in metrics:
@@ -51,7 +64,9 @@ def run_predictions(patterns: int = 100_000, queries: int = 10, threshold: float
             picks = rng.choice(wl.n_patterns, size=min(sample, wl.n_patterns), replace=False)
             gc.collect()
             started = time.perf_counter()
-            expected = [(names[i], kato_prediction(names[i], wl.pattern_symbols(i), state, metric, threshold)) for i in picks]
+            expected = [
+                (names[i], kato_prediction(names[i], wl.pattern_symbols(i), state, metric, threshold)) for i in picks
+            ]
             reference = (time.perf_counter() - started) * wl.n_patterns / len(picks)
             gc.collect()
             started = time.perf_counter()
@@ -68,14 +83,27 @@ def run_predictions(patterns: int = 100_000, queries: int = 10, threshold: float
             del got, by_name
         median_ours, median_theirs = float(np.median(ours)) * 1e3, float(np.median(theirs)) * 1e3
         print(f"metric {metric}{' (KATO RapidFuzz rounding)' if rounding else ''}:", file=out)
-        print(f"  kato_gpu match_predictions          median {median_ours:10.1f} ms   p95 {np.percentile(ours, 95) * 1e3:10.1f} ms"
-              f"   predictions/query {np.mean(counts):,.0f}", file=out)
-        print(f"  KATO Python path (extrapolated)     median {median_theirs:10.1f} ms   p95 {np.percentile(theirs, 95) * 1e3:10.1f} ms"
-              f"   speed-up {median_theirs / median_ours:,.1f}x", file=out)
+        print(
+            f"  kato_gpu match_predictions          median {median_ours:10.1f} ms   p95 {np.percentile(ours, 95) * 1e3:10.1f} ms"
+            f"   predictions/query {np.mean(counts):,.0f}",
+            file=out,
+        )
+        print(
+            f"  KATO Python path (extrapolated)     median {median_theirs:10.1f} ms   p95 {np.percentile(theirs, 95) * 1e3:10.1f} ms"
+            f"   speed-up {median_theirs / median_ours:,.1f}x",
+            file=out,
+        )
         verdict = "verified" if not mismatches else f"{len(mismatches)} MISMATCHES, e.g. {mismatches[0]}"
-        print(f"  {verdict}: {len(ours) * min(sample, wl.n_patterns):,} sampled prediction tuples compared exactly", file=out)
-        report["results"][metric] = {"kato_gpu_median_ms": median_ours, "kato_python_median_ms": median_theirs,
-                                     "predictions_per_query": float(np.mean(counts)), "mismatches": len(mismatches)}
+        print(
+            f"  {verdict}: {len(ours) * min(sample, wl.n_patterns):,} sampled prediction tuples compared exactly",
+            file=out,
+        )
+        report["results"][metric] = {
+            "kato_gpu_median_ms": median_ours,
+            "kato_python_median_ms": median_theirs,
+            "predictions_per_query": float(np.mean(counts)),
+            "mismatches": len(mismatches),
+        }
         status |= 1 if mismatches else 0
     if json_path:
         with open(json_path, "w") as fh:

@@ -116,8 +116,13 @@ def _bits(a: np.ndarray) -> np.ndarray:
 
 def _summary(times_s: Sequence[float]) -> Dict[str, float]:
     ms = np.asarray(times_s, dtype=np.float64) * 1e3
-    return {"median_ms": float(np.median(ms)), "p95_ms": float(np.percentile(ms, 95)),
-            "mean_ms": float(np.mean(ms)), "min_ms": float(np.min(ms)), "max_ms": float(np.max(ms))}
+    return {
+        "median_ms": float(np.median(ms)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "mean_ms": float(np.mean(ms)),
+        "min_ms": float(np.min(ms)),
+        "max_ms": float(np.max(ms)),
+    }
 
 
 def _cpu_counts() -> Tuple[Optional[int], Optional[int]]:
@@ -145,17 +150,24 @@ def _jsonable(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------- references
-def rapidfuzz_lcs_matches(cdist, scorer, state_ids: List[int], choices: List[List[int]],
-                          pattern_lengths: np.ndarray, threshold: float,
-                          max_predictions: Optional[int]) -> Tuple[np.ndarray, np.ndarray, int]:
+def rapidfuzz_lcs_matches(
+    cdist,
+    scorer,
+    state_ids: List[int],
+    choices: List[List[int]],
+    pattern_lengths: np.ndarray,
+    threshold: float,
+    max_predictions: Optional[int],
+) -> Tuple[np.ndarray, np.ndarray, int]:
     """The expected ``lcs`` result with RapidFuzz: (indices, similarities, matches before the
     limit), ordered by similarity descending then index (== name) ascending."""
     sims = rapidfuzz_lcs_similarities(cdist, scorer, state_ids, choices, pattern_lengths)
     return filter_and_order(sims, threshold, max_predictions)
 
 
-def rapidfuzz_lcs_similarities(cdist, scorer, state_ids: List[int], choices: List[List[int]],
-                               pattern_lengths: np.ndarray) -> np.ndarray:
+def rapidfuzz_lcs_similarities(
+    cdist, scorer, state_ids: List[int], choices: List[List[int]], pattern_lengths: np.ndarray
+) -> np.ndarray:
     """``2.0*LCS/(len_p+len_s)`` of every pattern with RapidFuzz's ``cdist`` (1.0 when both are
     empty); does not depend on the threshold."""
     lcs = cdist([state_ids], choices, scorer=scorer, workers=-1, dtype=np.int32)[0]
@@ -165,8 +177,9 @@ def rapidfuzz_lcs_similarities(cdist, scorer, state_ids: List[int], choices: Lis
     return sims
 
 
-def filter_and_order(sims: np.ndarray, threshold: float,
-                     max_predictions: Optional[int]) -> Tuple[np.ndarray, np.ndarray, int]:
+def filter_and_order(
+    sims: np.ndarray, threshold: float, max_predictions: Optional[int]
+) -> Tuple[np.ndarray, np.ndarray, int]:
     """(indices, similarities, matches before the limit) of ``sims >= threshold``, ordered by
     similarity descending then index ascending, at most ``max_predictions``."""
     idx = np.flatnonzero(sims >= threshold)
@@ -196,8 +209,9 @@ def _describe(idx: int, sim: Optional[float]) -> str:
     return f"{name} {sim!r}" if sim is not None else name
 
 
-def compare_full(got_idx: np.ndarray, got_sims: np.ndarray, exp_idx: np.ndarray, exp_sims: np.ndarray,
-                 limit: int = 3) -> List[str]:
+def compare_full(
+    got_idx: np.ndarray, got_sims: np.ndarray, exp_idx: np.ndarray, exp_sims: np.ndarray, limit: int = 3
+) -> List[str]:
     """Differences between kato_gpu's whole result and the expected one (bit for bit)."""
     problems: List[str] = []
     if len(got_idx) != len(exp_idx):
@@ -205,8 +219,10 @@ def compare_full(got_idx: np.ndarray, got_sims: np.ndarray, exp_idx: np.ndarray,
     n = min(len(got_idx), len(exp_idx))
     differ = np.flatnonzero((got_idx[:n] != exp_idx[:n]) | (_bits(got_sims[:n]) != _bits(exp_sims[:n])))
     for j in differ[:limit].tolist():
-        problems.append(f"position {j}: kato_gpu {_describe(int(got_idx[j]), float(got_sims[j]))}, "
-                        f"expected {_describe(int(exp_idx[j]), float(exp_sims[j]))}")
+        problems.append(
+            f"position {j}: kato_gpu {_describe(int(got_idx[j]), float(got_sims[j]))}, "
+            f"expected {_describe(int(exp_idx[j]), float(exp_sims[j]))}"
+        )
     if len(differ) > limit:
         problems.append(f"... {len(differ) - limit:,} more differing positions")
     if not differ.size and len(got_idx) > n:
@@ -216,15 +232,17 @@ def compare_full(got_idx: np.ndarray, got_sims: np.ndarray, exp_idx: np.ndarray,
     return problems
 
 
-def check_result_shape(got_idx: np.ndarray, got_sims: np.ndarray, threshold: float,
-                       max_predictions: Optional[int]) -> List[str]:
+def check_result_shape(
+    got_idx: np.ndarray, got_sims: np.ndarray, threshold: float, max_predictions: Optional[int]
+) -> List[str]:
     """Properties every result has: known names, similarity >= threshold, strictly ordered by
     (similarity descending, name ascending) (so no duplicates), at most max_predictions."""
     problems: List[str] = []
     unknown = np.flatnonzero(got_idx < 0)
     if unknown.size:
-        problems.append(f"{unknown.size:,} result names are not names of loaded patterns "
-                        f"(first at position {int(unknown[0])})")
+        problems.append(
+            f"{unknown.size:,} result names are not names of loaded patterns (first at position {int(unknown[0])})"
+        )
     if max_predictions is not None and len(got_idx) > max_predictions:
         problems.append(f"{len(got_idx):,} matches returned, max_predictions is {max_predictions}")
     below = np.flatnonzero(~(got_sims >= threshold))
@@ -237,14 +255,24 @@ def check_result_shape(got_idx: np.ndarray, got_sims: np.ndarray, threshold: flo
         bad = np.flatnonzero(~ok)
         if bad.size:
             j = int(bad[0])
-            problems.append(f"positions {j}, {j + 1} out of order: {_describe(int(got_idx[j]), float(got_sims[j]))} "
-                            f"then {_describe(int(got_idx[j + 1]), float(got_sims[j + 1]))}")
+            problems.append(
+                f"positions {j}, {j + 1} out of order: {_describe(int(got_idx[j]), float(got_sims[j]))} "
+                f"then {_describe(int(got_idx[j + 1]), float(got_sims[j + 1]))}"
+            )
     return problems
 
 
-def check_sample(sample: np.ndarray, values: np.ndarray, got_idx: np.ndarray, got_sims: np.ndarray,
-                 n_patterns: int, threshold: float, max_predictions: Optional[int], oracle: str,
-                 limit: int = 3) -> List[str]:
+def check_sample(
+    sample: np.ndarray,
+    values: np.ndarray,
+    got_idx: np.ndarray,
+    got_sims: np.ndarray,
+    n_patterns: int,
+    threshold: float,
+    max_predictions: Optional[int],
+    oracle: str,
+    limit: int = 3,
+) -> List[str]:
     """Every sampled pattern must be in kato_gpu's result with the identical float exactly when
     the oracle says it matches (and, with a limit, ranks within the returned top K)."""
     pos = np.full(n_patterns, -1, dtype=np.int64)
@@ -264,11 +292,13 @@ def check_sample(sample: np.ndarray, values: np.ndarray, got_idx: np.ndarray, go
     for k in missing[:limit].tolist():
         problems.append(f"missing {_describe(int(sample[k]), None)}: {oracle} gives {float(values[k])!r}")
     for k in extra[:limit].tolist():
-        problems.append(f"unexpected {_describe(int(sample[k]), float(got_sims[where[k]]))}: "
-                        f"{oracle} gives {float(values[k])!r}")
+        problems.append(
+            f"unexpected {_describe(int(sample[k]), float(got_sims[where[k]]))}: {oracle} gives {float(values[k])!r}"
+        )
     for k in wrong[:limit].tolist():
-        problems.append(f"{_describe(int(sample[k]), None)}: kato_gpu {float(got_sims[where[k]])!r}, "
-                        f"{oracle} {float(values[k])!r}")
+        problems.append(
+            f"{_describe(int(sample[k]), None)}: kato_gpu {float(got_sims[where[k]])!r}, {oracle} {float(values[k])!r}"
+        )
     hidden = len(missing) + len(extra) + len(wrong) - sum(min(limit, len(x)) for x in (missing, extra, wrong))
     if hidden > 0:
         problems.append(f"... {hidden:,} more sampled patterns differ")
@@ -276,8 +306,7 @@ def check_sample(sample: np.ndarray, values: np.ndarray, got_idx: np.ndarray, go
 
 
 # ---------------------------------------------------------------------------- one metric
-def _load(kato_gpu, encoder, metric: str, wl: Workload, tokens_enc: np.ndarray, opts: BenchOptions,
-          err: IO[str]):
+def _load(kato_gpu, encoder, metric: str, wl: Workload, tokens_enc: np.ndarray, opts: BenchOptions, err: IO[str]):
     gc.collect()
     rss_before = _rss_bytes()
     matcher = kato_gpu.HybridGPUMatcher(encoder, kato_gpu.GPUConfig(metric=metric))
@@ -289,8 +318,9 @@ def _load(kato_gpu, encoder, metric: str, wl: Workload, tokens_enc: np.ndarray, 
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
             a, b = int(offsets[start]), int(offsets[stop])
-            added = matcher.add_patterns_csr(pattern_names(start, stop), tokens_enc[a:b],
-                                             offsets[start: stop + 1] - a, promote=True)
+            added = matcher.add_patterns_csr(
+                pattern_names(start, stop), tokens_enc[a:b], offsets[start : stop + 1] - a, promote=True
+            )
             if added != stop - start:
                 raise RuntimeError(f"add_patterns_csr added {added} of {stop - start} patterns")
             bar.update(stop - start)
@@ -395,14 +425,26 @@ def _result_arrays(res, n: int) -> Tuple[np.ndarray, np.ndarray, List[str]]:
     sims = np.asarray(res.similarities, dtype=np.float64)
     names = list(res.names)
     if len(names) != len(sims) or len(res) != len(sims):
-        return (np.full(0, -1, dtype=np.int64), sims[:0],
-                [f"len(res)={len(res)}, {len(names)} names, {len(sims)} similarities"])
+        return (
+            np.full(0, -1, dtype=np.int64),
+            sims[:0],
+            [f"len(res)={len(res)}, {len(names)} names, {len(sims)} similarities"],
+        )
     return pattern_index(names, n), sims, []
 
 
-def _threshold_sweep(matcher, rf, metric: str, wl: Workload, states: List[List[str]], state_ids: List[List[int]],
-                     choices: List[List[int]], difflib_samples: Dict[int, Tuple[np.ndarray, np.ndarray]],
-                     opts: BenchOptions, err: IO[str]) -> Tuple[Dict[str, Any], List[str]]:
+def _threshold_sweep(
+    matcher,
+    rf,
+    metric: str,
+    wl: Workload,
+    states: List[List[str]],
+    state_ids: List[List[int]],
+    choices: List[List[int]],
+    difflib_samples: Dict[int, Tuple[np.ndarray, np.ndarray]],
+    opts: BenchOptions,
+    err: IO[str],
+) -> Tuple[Dict[str, Any], List[str]]:
     """Times ``match_patterns_arrays(state, t, max_predictions)`` over the queries for every
     threshold ``t`` in ``opts.thresholds`` and checks every result: against RapidFuzz (one
     ``cdist`` per query, timed once, filtered per threshold) for ``lcs``; on the main path's
@@ -426,8 +468,9 @@ def _threshold_sweep(matcher, rf, metric: str, wl: Workload, states: List[List[s
                     problems.append(f"threshold {thresholds[j]!r} query {q}: {text}")
 
     gc.collect()
-    with Progress(wl.n_queries, label=f"threshold sweep ({metric})", unit="queries", stream=err,
-                  enabled=opts.progress) as bar:
+    with Progress(
+        wl.n_queries, label=f"threshold sweep ({metric})", unit="queries", stream=err, enabled=opts.progress
+    ) as bar:
         for q in range(wl.n_queries):
             t0 = time.perf_counter()
             all_sims = rapidfuzz_lcs_similarities(cdist, lcs_scorer, state_ids[q], choices, lengths)
@@ -460,25 +503,31 @@ def _threshold_sweep(matcher, rf, metric: str, wl: Workload, states: List[List[s
     rows = []
     for j, t in enumerate(thresholds):
         k = _summary(kato_t[j])
-        rows.append({
-            "threshold": t,
-            **k,
-            "times_ms": [x * 1e3 for x in kato_t[j]],
-            "matches_per_query": counts[j],
-            "mean_matches": float(np.mean(counts[j])),
-            "cdist_median_ms": cdist_sum["median_ms"],
-            "speedup": cdist_sum["median_ms"] / k["median_ms"] if k["median_ms"] > 0 else None,
-            "rapidfuzz_filter_median_ms": float(np.median(filter_t[j]) * 1e3) if filter_t[j] else None,
-            "ok": not any(jq[0] == j for jq in bad),
-        })
+        rows.append(
+            {
+                "threshold": t,
+                **k,
+                "times_ms": [x * 1e3 for x in kato_t[j]],
+                "matches_per_query": counts[j],
+                "mean_matches": float(np.mean(counts[j])),
+                "cdist_median_ms": cdist_sum["median_ms"],
+                "speedup": cdist_sum["median_ms"] / k["median_ms"] if k["median_ms"] > 0 else None,
+                "rapidfuzz_filter_median_ms": float(np.median(filter_t[j]) * 1e3) if filter_t[j] else None,
+                "ok": not any(jq[0] == j for jq in bad),
+            }
+        )
     sweep = {
         "max_predictions": limit,
         "kato_gpu": "match_patterns_arrays(state, threshold, max_predictions)",
         "cdist": {
             "label": "rapidfuzz cdist LCSseq (workers=-1), once per query",
-            "role": ("exact oracle (whole result, filtered per threshold)" if metric == "lcs"
-                     else "speed reference only (LCS, not difflib)"),
-            "times_ms": [x * 1e3 for x in cdist_t], **cdist_sum,
+            "role": (
+                "exact oracle (whole result, filtered per threshold)"
+                if metric == "lcs"
+                else "speed reference only (LCS, not difflib)"
+            ),
+            "times_ms": [x * 1e3 for x in cdist_t],
+            **cdist_sum,
         },
         "rows": rows,
         "verification": {
@@ -521,8 +570,9 @@ class _DictResult:
         return len(self.names)
 
 
-def _batch_bench(matcher, rf, metric: str, wl: Workload, choices: List[List[int]], opts: BenchOptions,
-                 err: IO[str]) -> Tuple[Dict[str, Any], List[str]]:
+def _batch_bench(
+    matcher, rf, metric: str, wl: Workload, choices: List[List[int]], opts: BenchOptions, err: IO[str]
+) -> Tuple[Dict[str, Any], List[str]]:
     """``opts.batch`` new states (stream ``BATCH_STREAM``) through one batch call against as many
     ``match_patterns_arrays`` calls, best of ``BATCH_RUNS`` each. Every batch result must equal
     the single call's (names and similarity bits; compared by digest, a differing state is
@@ -553,8 +603,9 @@ def _batch_bench(matcher, rf, metric: str, wl: Workload, choices: List[List[int]
     single_runs: List[float] = []
     single = matcher.match_patterns_arrays
     clock = time.perf_counter
-    with Progress(BATCH_RUNS * count, label=f"batch: single calls ({metric})", unit="queries", stream=err,
-                  enabled=opts.progress) as bar:
+    with Progress(
+        BATCH_RUNS * count, label=f"batch: single calls ({metric})", unit="queries", stream=err, enabled=opts.progress
+    ) as bar:
         for run in range(BATCH_RUNS):
             gc.collect()
             total = 0.0
@@ -587,8 +638,14 @@ def _batch_bench(matcher, rf, metric: str, wl: Workload, choices: List[List[int]
                 again = single(states[k], threshold, limit)
                 s_idx, s_sims, _ = _result_arrays(again, n)
                 diff = compare_full(idx, sims, s_idx, s_sims)
-                note(k, [f"differs from the single call: {t}".replace("expected", "single call")
-                         for t in (diff or ["differs from the single call (digest)"])], what)
+                note(
+                    k,
+                    [
+                        f"differs from the single call: {t}".replace("expected", "single call")
+                        for t in (diff or ["differs from the single call (digest)"])
+                    ],
+                    what,
+                )
         return count
 
     oracle_states = sorted(set(np.linspace(0, count - 1, min(BATCH_ORACLE_CHECKS, count)).astype(int).tolist()))
@@ -613,8 +670,9 @@ def _batch_bench(matcher, rf, metric: str, wl: Workload, choices: List[List[int]
         return runs, compared, kept
 
     if opts.progress:
-        print(f"batch ({metric}): {BATCH_RUNS} runs of one {batch_api.split(',')[0]} call of {count:,} states",
-              file=err)
+        print(
+            f"batch ({metric}): {BATCH_RUNS} runs of one {batch_api.split(',')[0]} call of {count:,} states", file=err
+        )
     batch_runs, compared, kept = timed_batch(batch_call, "batch")
 
     # The oracle, on a few of the batch results.
@@ -625,29 +683,35 @@ def _batch_bench(matcher, rf, metric: str, wl: Workload, choices: List[List[int]
         if found:
             continue  # already reported
         if metric == "lcs":
-            exp_idx, exp_sims, _ = rapidfuzz_lcs_matches(cdist, lcs_scorer, queries[k].tolist(), choices,
-                                                         wl.lengths, threshold, limit)
+            exp_idx, exp_sims, _ = rapidfuzz_lcs_matches(
+                cdist, lcs_scorer, queries[k].tolist(), choices, wl.lengths, threshold, limit
+            )
             note(k, compare_full(got_idx, got_sims, exp_idx, exp_sims), "batch (oracle)")
             oracle_checked += 1
         elif sample_size:
             sample = sample_indices(opts.seed, BATCH_SAMPLE_STREAM, k, n, sample_size)
-            values = np.asarray(difflib_ratios([wl.pattern_symbols(int(i)) for i in sample], states[k]),
-                                dtype=np.float64)
-            note(k, check_sample(sample, values, got_idx, got_sims, n, threshold, limit, "difflib"),
-                 "batch (oracle)")
+            values = np.asarray(
+                difflib_ratios([wl.pattern_symbols(int(i)) for i in sample], states[k]), dtype=np.float64
+            )
+            note(k, check_sample(sample, values, got_idx, got_sims, n, threshold, limit, "difflib"), "batch (oracle)")
             oracle_checked += 1
     del kept
 
     dict_part = None
     if opts.batch_dicts:
         # Timed: the public call, dicts included; turning them back into arrays is not timed.
-        runs, dict_compared, _ = timed_batch(matcher.match_patterns_batch, "match_patterns_batch",
-                                             as_result=_DictResult)
+        runs, dict_compared, _ = timed_batch(
+            matcher.match_patterns_batch, "match_patterns_batch", as_result=_DictResult
+        )
         best = min(runs)
-        dict_part = {"api": "match_patterns_batch (a dict per match)", "runs_s": runs, "best_s": best,
-                     "states_per_s": count / best if best > 0 else None,
-                     "speedup": min(single_runs) / best if best > 0 else None,
-                     "compared_with_single": dict_compared}
+        dict_part = {
+            "api": "match_patterns_batch (a dict per match)",
+            "runs_s": runs,
+            "best_s": best,
+            "states_per_s": count / best if best > 0 else None,
+            "speedup": min(single_runs) / best if best > 0 else None,
+            "compared_with_single": dict_compared,
+        }
 
     single_best, batch_best = min(single_runs), min(batch_runs)
     single_rate = count / single_best if single_best > 0 else None
@@ -659,8 +723,12 @@ def _batch_bench(matcher, rf, metric: str, wl: Workload, choices: List[List[int]
         "runs": BATCH_RUNS,
         "mean_matches": float(np.mean(counts)) if counts else 0.0,
         "total_matches": int(np.sum(counts)) if counts else 0,
-        "single": {"api": f"{count:,} x match_patterns_arrays", "runs_s": single_runs, "best_s": single_best,
-                   "states_per_s": single_rate},
+        "single": {
+            "api": f"{count:,} x match_patterns_arrays",
+            "runs_s": single_runs,
+            "best_s": single_best,
+            "states_per_s": single_rate,
+        },
         "batch": {"api": batch_api, "runs_s": batch_runs, "best_s": batch_best, "states_per_s": batch_rate},
         "dicts": dict_part,
         "speedup": single_best / batch_best if batch_best > 0 else None,
@@ -669,17 +737,31 @@ def _batch_bench(matcher, rf, metric: str, wl: Workload, choices: List[List[int]
             "states_with_differences": len(bad),
             "compared_with_single": compared,
             "oracle_checked": oracle_checked,
-            "oracle": ("rapidfuzz (whole result)" if metric == "lcs"
-                       else f"difflib (sample of {sample_size:,})" if sample_size else "none (--difflib-sample 0)"),
+            "oracle": (
+                "rapidfuzz (whole result)"
+                if metric == "lcs"
+                else f"difflib (sample of {sample_size:,})"
+                if sample_size
+                else "none (--difflib-sample 0)"
+            ),
             "first_differences": problems,
         },
     }
     return result, problems if bad else []
 
 
-def _bench_metric(kato_gpu, rf, encoder, metric: str, wl: Workload, tokens_enc: np.ndarray,
-                  choices: List[List[int]], opts: BenchOptions, err: IO[str],
-                  lw: Optional[Workload] = None) -> Dict[str, Any]:
+def _bench_metric(
+    kato_gpu,
+    rf,
+    encoder,
+    metric: str,
+    wl: Workload,
+    tokens_enc: np.ndarray,
+    choices: List[List[int]],
+    opts: BenchOptions,
+    err: IO[str],
+    lw: Optional[Workload] = None,
+) -> Dict[str, Any]:
     cdist, lcs_scorer = rf["cdist"], rf["LCSseq"].similarity
     matcher, load = _load(kato_gpu, encoder, metric, wl, tokens_enc, opts, err)
     n = wl.n_patterns
@@ -715,8 +797,7 @@ def _bench_metric(kato_gpu, rf, encoder, metric: str, wl: Workload, tokens_enc: 
     matcher.match_patterns_arrays(states[0], threshold, limit)
     rapidfuzz_lcs_matches(cdist, lcs_scorer, state_ids[0], choices, lengths, threshold, limit)
     gc.collect()
-    with Progress(wl.n_queries, label=f"queries ({metric})", unit="queries", stream=err,
-                  enabled=opts.progress) as bar:
+    with Progress(wl.n_queries, label=f"queries ({metric})", unit="queries", stream=err, enabled=opts.progress) as bar:
         for q in range(wl.n_queries):
             state, sid = states[q], state_ids[q]
 
@@ -738,8 +819,7 @@ def _bench_metric(kato_gpu, rf, encoder, metric: str, wl: Workload, tokens_enc: 
 
             # RapidFuzz cdist: timed call plus the filter and ordering
             t0 = time.perf_counter()
-            exp_idx, exp_sims, above = rapidfuzz_lcs_matches(cdist, lcs_scorer, sid, choices, lengths,
-                                                             threshold, limit)
+            exp_idx, exp_sims, above = rapidfuzz_lcs_matches(cdist, lcs_scorer, sid, choices, lengths, threshold, limit)
             rf_t.append(time.perf_counter() - t0)
             rf_counts.append(len(exp_idx))
             rf_above.append(above)
@@ -763,8 +843,13 @@ def _bench_metric(kato_gpu, rf, encoder, metric: str, wl: Workload, tokens_enc: 
                         difflib_samples[q] = (sample, values)
                 else:
                     total = lengths[sample] + len(sid)
-                    values = np.array([2.0 * lcs_scorer(choices[int(i)], sid) / t if t else 1.0
-                                       for i, t in zip(sample, total.tolist())], dtype=np.float64)
+                    values = np.array(
+                        [
+                            2.0 * lcs_scorer(choices[int(i)], sid) / t if t else 1.0
+                            for i, t in zip(sample, total.tolist())
+                        ],
+                        dtype=np.float64,
+                    )
                     oracle = "2.0*LCSseq.similarity/T"
                 note(q, check_sample(sample, values, got_idx, got_sims, n, threshold, limit, oracle))
                 sample_checked += sample_size
@@ -774,8 +859,7 @@ def _bench_metric(kato_gpu, rf, encoder, metric: str, wl: Workload, tokens_enc: 
     sweep = None
     sweep_ok = batch_ok = True
     if opts.thresholds:
-        sweep, found = _threshold_sweep(matcher, rf, metric, wl, states, state_ids, choices, difflib_samples,
-                                        opts, err)
+        sweep, found = _threshold_sweep(matcher, rf, metric, wl, states, state_ids, choices, difflib_samples, opts, err)
         sweep_ok = not found
         problems.extend(f"[{metric}] {text}" for text in found[:MAX_REPORTED])
     batch = None
@@ -826,8 +910,11 @@ def _bench_metric(kato_gpu, rf, encoder, metric: str, wl: Workload, tokens_enc: 
         scale = n / sample_size
         engines["difflib"] = {
             "label": f"difflib loop (extrapolated from {sample_size:,})",
-            "role": ("exact oracle (sample)" if metric == "difflib"
-                     else "KATO's baseline (difflib ratio; the sample is checked with LCSseq)"),
+            "role": (
+                "exact oracle (sample)"
+                if metric == "difflib"
+                else "KATO's baseline (difflib ratio; the sample is checked with LCSseq)"
+            ),
             "extrapolated": True,
             "sample": sample_size,
             "times_ms": [t * 1e3 for t in dl_t],
@@ -861,9 +948,12 @@ def _table(metric: str, result: Dict[str, Any], opts: BenchOptions, out: IO[str]
     load = result["load"]
     rate = load["patterns_per_s"]
     print(f"\nmetric {metric}: {result['formula']}", file=out)
-    print(f"  load: {opts.patterns:,} patterns in {load['seconds']:.2f} s "
-          f"({rate:,.0f} patterns/s); matcher memory {_mb(load['memory_bytes'])}; "
-          f"process RSS growth {_mb(load['rss_growth_bytes'])}", file=out)
+    print(
+        f"  load: {opts.patterns:,} patterns in {load['seconds']:.2f} s "
+        f"({rate:,.0f} patterns/s); matcher memory {_mb(load['memory_bytes'])}; "
+        f"process RSS growth {_mb(load['rss_growth_bytes'])}",
+        file=out,
+    )
     header = f"  {'engine':<48} {'median ms':>11} {'p95 ms':>11} {'kato_gpu speedup':>17} {'matches/query':>14}"
     print(header, file=out)
     print("  " + "-" * (len(header) - 2), file=out)
@@ -873,8 +963,7 @@ def _table(metric: str, result: Dict[str, Any], opts: BenchOptions, out: IO[str]
             continue
         speed = "-" if key == "kato_gpu" else (f"{e['speedup']:,.1f}x" if e["speedup"] else "n/a")
         matches = f"{e['mean_matches']:,.1f}" + ("*" if key == "difflib" else "")
-        print(f"  {e['label']:<48} {e['median_ms']:>11,.2f} {e['p95_ms']:>11,.2f} {speed:>17} {matches:>14}",
-              file=out)
+        print(f"  {e['label']:<48} {e['median_ms']:>11,.2f} {e['p95_ms']:>11,.2f} {speed:>17} {matches:>14}", file=out)
     notes = []
     rf = result["engines"].get("rapidfuzz")
     if rf is not None:
@@ -891,8 +980,10 @@ def _table(metric: str, result: Dict[str, Any], opts: BenchOptions, out: IO[str]
         if v["queries_checked_whole_result"]:
             what.append(f"whole result bit-identical to rapidfuzz on {v['queries_checked_whole_result']} queries")
         if v["sampled_pairs_checked"]:
-            what.append(f"{v['sampled_pairs_checked']:,} sampled patterns agree with "
-                        f"{'difflib' if metric == 'difflib' else 'LCSseq.similarity'}")
+            what.append(
+                f"{v['sampled_pairs_checked']:,} sampled patterns agree with "
+                f"{'difflib' if metric == 'difflib' else 'LCSseq.similarity'}"
+            )
         notes.append("verified: " + ("; ".join(what) if what else "result order and threshold"))
     else:
         notes.append(f"MISMATCH on {v['queries_with_differences']} queries")
@@ -908,45 +999,66 @@ def _table(metric: str, result: Dict[str, Any], opts: BenchOptions, out: IO[str]
     if learning:
         rate = learning["patterns_per_s"]
         promo = learning["promotion"]
-        print(f"  learning: {learning['patterns']:,} patterns, one add_new_pattern call each "
-              f"(mean {learning['mean_pattern_len']:.1f} symbols): p50 {learning['p50_us']:,.1f} us, "
-              f"p99 {learning['p99_us']:,.1f} us, max {learning['max_us']:,.1f} us, "
-              f"mean {learning['mean_us']:,.1f} us ({'n/a' if rate is None else f'{rate:,.0f}'} patterns/s)",
-              file=out)
+        print(
+            f"  learning: {learning['patterns']:,} patterns, one add_new_pattern call each "
+            f"(mean {learning['mean_pattern_len']:.1f} symbols): p50 {learning['p50_us']:,.1f} us, "
+            f"p99 {learning['p99_us']:,.1f} us, max {learning['max_us']:,.1f} us, "
+            f"mean {learning['mean_us']:,.1f} us ({'n/a' if rate is None else f'{rate:,.0f}'} patterns/s)",
+            file=out,
+        )
         per = promo["us_per_pattern"]
-        print(f"  promotion: sync_cpu_to_gpu() of {promo['patterns']:,} patterns in {promo['ms']:,.2f} ms "
-              f"({'n/a' if per is None else f'{per:.2f} us'} per pattern, bulk tier on {promo['bulk_device']}); "
-              f"matcher now holds {learning['matcher_patterns_after']:,}", file=out)
+        print(
+            f"  promotion: sync_cpu_to_gpu() of {promo['patterns']:,} patterns in {promo['ms']:,.2f} ms "
+            f"({'n/a' if per is None else f'{per:.2f} us'} per pattern, bulk tier on {promo['bulk_device']}); "
+            f"matcher now holds {learning['matcher_patterns_after']:,}",
+            file=out,
+        )
 
 
 def _sweep_table(metric: str, sweep: Dict[str, Any], out: IO[str]) -> None:
     limit = sweep["max_predictions"]
-    print(f"  threshold sweep ({metric}, max_predictions={'all' if limit is None else limit}): "
-          f"kato_gpu {sweep['kato_gpu']} against {sweep['cdist']['label']}", file=out)
-    header = (f"  {'threshold':>9} {'kato_gpu median ms':>19} {'p95 ms':>9} {'matches/query':>14} "
-              f"{'cdist ms':>9} {'speed-up':>9}")
+    print(
+        f"  threshold sweep ({metric}, max_predictions={'all' if limit is None else limit}): "
+        f"kato_gpu {sweep['kato_gpu']} against {sweep['cdist']['label']}",
+        file=out,
+    )
+    header = (
+        f"  {'threshold':>9} {'kato_gpu median ms':>19} {'p95 ms':>9} {'matches/query':>14} "
+        f"{'cdist ms':>9} {'speed-up':>9}"
+    )
     print(header, file=out)
     print("  " + "-" * (len(header) - 2), file=out)
     for row in sweep["rows"]:
         speed = "n/a" if row["speedup"] is None else f"{row['speedup']:,.1f}x"
-        print(f"  {row['threshold']:>9g} {row['median_ms']:>19,.2f} {row['p95_ms']:>9,.2f} "
-              f"{row['mean_matches']:>14,.1f} {row['cdist_median_ms']:>9,.2f} {speed:>9}"
-              + ("" if row["ok"] else "  MISMATCH"), file=out)
+        print(
+            f"  {row['threshold']:>9g} {row['median_ms']:>19,.2f} {row['p95_ms']:>9,.2f} "
+            f"{row['mean_matches']:>14,.1f} {row['cdist_median_ms']:>9,.2f} {speed:>9}"
+            + ("" if row["ok"] else "  MISMATCH"),
+            file=out,
+        )
     v = sweep["verification"]
     if v["ok"]:
-        what = (f"{v['whole_results_checked']} whole results bit-identical to rapidfuzz" if metric == "lcs"
-                else f"{v['sampled_pairs_checked']:,} sampled patterns agree with difflib")
-        print(f"  cdist: {sweep['cdist']['role']}; median of one call per query (same for every row); "
-              f"verified: {what}", file=out)
+        what = (
+            f"{v['whole_results_checked']} whole results bit-identical to rapidfuzz"
+            if metric == "lcs"
+            else f"{v['sampled_pairs_checked']:,} sampled patterns agree with difflib"
+        )
+        print(
+            f"  cdist: {sweep['cdist']['role']}; median of one call per query (same for every row); verified: {what}",
+            file=out,
+        )
     else:
         print(f"  MISMATCH in {v['results_with_differences']} (threshold, query) results", file=out)
 
 
 def _batch_table(metric: str, batch: Dict[str, Any], out: IO[str]) -> None:
     limit = batch["max_predictions"]
-    print(f"  batch ({metric}): {batch['states']:,} new states, threshold {batch['threshold']}, "
-          f"max_predictions={'all' if limit is None else limit}, {batch['mean_matches']:,.1f} matches/state; "
-          f"best of {batch['runs']} runs", file=out)
+    print(
+        f"  batch ({metric}): {batch['states']:,} new states, threshold {batch['threshold']}, "
+        f"max_predictions={'all' if limit is None else limit}, {batch['mean_matches']:,.1f} matches/state; "
+        f"best of {batch['runs']} runs",
+        file=out,
+    )
     rows = [("single", batch["single"], None), ("batch", batch["batch"], batch["speedup"])]
     if batch.get("dicts"):
         rows.append(("dicts", batch["dicts"], batch["dicts"]["speedup"]))
@@ -956,8 +1068,11 @@ def _batch_table(metric: str, batch: Dict[str, Any], out: IO[str]) -> None:
         print(f"    {part['api']:<78} {part['best_s']:>9,.3f} s {rate:>12} states/s{ratio}", file=out)
     v = batch["verification"]
     if v["ok"]:
-        print(f"  verified: {v['compared_with_single']:,} batch results identical to the single calls; "
-              f"{v['oracle_checked']} checked against {v['oracle']}", file=out)
+        print(
+            f"  verified: {v['compared_with_single']:,} batch results identical to the single calls; "
+            f"{v['oracle_checked']} checked against {v['oracle']}",
+            file=out,
+        )
     else:
         print(f"  MISMATCH on {v['states_with_differences']} batch states", file=out)
 
@@ -980,9 +1095,12 @@ def finish_report(report: Dict[str, Any], json_path: Optional[str], out: IO[str]
 
 
 def _versions(kato_gpu, rapidfuzz) -> Dict[str, str]:
-    return {"python": platform.python_version(), "numpy": np.__version__,
-            "rapidfuzz": getattr(rapidfuzz, "__version__", "?"),
-            "kato_gpu": getattr(kato_gpu, "__version__", "?")}
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "rapidfuzz": getattr(rapidfuzz, "__version__", "?"),
+        "kato_gpu": getattr(kato_gpu, "__version__", "?"),
+    }
 
 
 # ---------------------------------------------------------------------------- entry point
@@ -996,28 +1114,40 @@ def run(opts: BenchOptions, out: Optional[IO[str]] = None, err: Optional[IO[str]
         from rapidfuzz import process as rf_process
         from rapidfuzz.distance import LCSseq
     except ImportError:
-        print("kato-gpu bench needs rapidfuzz, which is not installed. Install it with:\n"
-              "    pip install 'kato-gpu[bench]'", file=err)
+        print(
+            "kato-gpu bench needs rapidfuzz, which is not installed. Install it with:\n"
+            "    pip install 'kato-gpu[bench]'",
+            file=err,
+        )
         return EXIT_MISSING_DEPENDENCY
     import kato_gpu
 
     total_cpus, usable_cpus = _cpu_counts()
     versions = _versions(kato_gpu, rapidfuzz)
-    print(f"kato-gpu bench: shape={opts.shape} N={opts.patterns:,} Q={opts.queries} "
-          f"metrics={','.join(opts.metrics)} threshold={opts.threshold} "
-          f"max_predictions={'all' if opts.max_predictions is None else opts.max_predictions} seed={opts.seed} "
-          f"learn={opts.learn:,}"
-          + (f" thresholds={','.join(f'{t:g}' for t in opts.thresholds)}" if opts.thresholds else "")
-          + (f" batch={opts.batch:,} (max_predictions={'all' if batch_limit(opts) is None else batch_limit(opts)})"
-             if opts.batch else ""),
-          file=out)
-    print(f"machine: {total_cpus} CPUs ({usable_cpus if usable_cpus is not None else '?'} usable); "
-          + ", ".join(f"{k} {v}" for k, v in versions.items()), file=out)
+    print(
+        f"kato-gpu bench: shape={opts.shape} N={opts.patterns:,} Q={opts.queries} "
+        f"metrics={','.join(opts.metrics)} threshold={opts.threshold} "
+        f"max_predictions={'all' if opts.max_predictions is None else opts.max_predictions} seed={opts.seed} "
+        f"learn={opts.learn:,}"
+        + (f" thresholds={','.join(f'{t:g}' for t in opts.thresholds)}" if opts.thresholds else "")
+        + (
+            f" batch={opts.batch:,} (max_predictions={'all' if batch_limit(opts) is None else batch_limit(opts)})"
+            if opts.batch
+            else ""
+        ),
+        file=out,
+    )
+    print(
+        f"machine: {total_cpus} CPUs ({usable_cpus if usable_cpus is not None else '?'} usable); "
+        + ", ".join(f"{k} {v}" for k, v in versions.items()),
+        file=out,
+    )
     out.flush()
 
     rss0 = _rss_bytes()
-    print(f"generating {opts.patterns:,} {opts.shape} patterns and {opts.queries} queries (seed {opts.seed})...",
-          file=err)
+    print(
+        f"generating {opts.patterns:,} {opts.shape} patterns and {opts.queries} queries (seed {opts.seed})...", file=err
+    )
     t0 = time.perf_counter()
     wl = generate_workload(opts.patterns, opts.queries, opts.shape, opts.seed)
     generate_s = time.perf_counter() - t0
@@ -1034,17 +1164,24 @@ def run(opts: BenchOptions, out: Optional[IO[str]] = None, err: Optional[IO[str]
         tokens_enc = id_map[wl.tokens].astype(np.int32)
 
     workload_info = {
-        "shape": wl.shape, "n_patterns": wl.n_patterns, "n_queries": wl.n_queries,
-        "vocab_size": len(wl.vocab), "total_tokens": int(wl.tokens.size),
+        "shape": wl.shape,
+        "n_patterns": wl.n_patterns,
+        "n_queries": wl.n_queries,
+        "vocab_size": len(wl.vocab),
+        "total_tokens": int(wl.tokens.size),
         "mean_pattern_len": float(wl.lengths.mean()),
         "mean_state_len": float(np.mean([len(s) for s in wl.queries])) if wl.queries else 0.0,
-        "generate_s": generate_s, "rapidfuzz_input_s": choices_s,
+        "generate_s": generate_s,
+        "rapidfuzz_input_s": choices_s,
         "rss_growth_bytes": (rss1 - rss0) if rss0 is not None and rss1 is not None else None,
         "encoder_ids_sorted": tokens_enc is wl.tokens,
     }
-    print(f"workload: generated in {generate_s:.2f} s (rapidfuzz input lists {choices_s:.2f} s); "
-          f"vocabulary {len(wl.vocab):,}; mean pattern length {workload_info['mean_pattern_len']:.1f}, "
-          f"mean state length {workload_info['mean_state_len']:.1f} tokens", file=out)
+    print(
+        f"workload: generated in {generate_s:.2f} s (rapidfuzz input lists {choices_s:.2f} s); "
+        f"vocabulary {len(wl.vocab):,}; mean pattern length {workload_info['mean_pattern_len']:.1f}, "
+        f"mean state length {workload_info['mean_state_len']:.1f} tokens",
+        file=out,
+    )
     out.flush()
 
     lw = learn_workload(opts)
@@ -1068,8 +1205,12 @@ def run(opts: BenchOptions, out: Optional[IO[str]] = None, err: Optional[IO[str]
     report = {
         "ok": ok,
         "options": {k: v for k, v in asdict(opts).items() if k != "json_path"},
-        "environment": {"cpu_count": total_cpus, "usable_cpus": usable_cpus,
-                        "platform": platform.platform(), **versions},
+        "environment": {
+            "cpu_count": total_cpus,
+            "usable_cpus": usable_cpus,
+            "platform": platform.platform(),
+            **versions,
+        },
         "workload": workload_info,
         "results": results,
     }

@@ -37,9 +37,23 @@ from typing import IO, Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from .._progress import Progress
-from .runner import (EXIT_MISSING_DEPENDENCY, MAX_REPORTED, METRIC_FORMULAS, SAMPLE_STREAM,
-                     _cpu_counts, _mb, _summary, _versions, check_result_shape, check_sample, finish_report,
-                     compare_full, difflib_ratios, rapidfuzz_lcs_similarities, sample_indices)
+from .runner import (
+    EXIT_MISSING_DEPENDENCY,
+    MAX_REPORTED,
+    METRIC_FORMULAS,
+    SAMPLE_STREAM,
+    _cpu_counts,
+    _mb,
+    _summary,
+    _versions,
+    check_result_shape,
+    check_sample,
+    compare_full,
+    difflib_ratios,
+    finish_report,
+    rapidfuzz_lcs_similarities,
+    sample_indices,
+)
 from .workload import iter_kato_chunks, kato_vocab, pattern_index, pattern_names
 
 __all__ = ["ScaleOptions", "run_scale"]
@@ -114,7 +128,7 @@ class _Kept:
     offsets: np.ndarray
 
     def pattern_ids(self, k: int) -> np.ndarray:
-        return self.tokens[self.offsets[k]: self.offsets[k + 1]]
+        return self.tokens[self.offsets[k] : self.offsets[k + 1]]
 
 
 def _plan(opts: ScaleOptions) -> _Plan:
@@ -127,8 +141,9 @@ def _plan(opts: ScaleOptions) -> _Plan:
 
 
 # ---------------------------------------------------------------------------- loading
-def _load(kato_gpu, encoder, metric: str, plan: _Plan, opts: ScaleOptions, collect: bool,
-          err: IO[str]) -> Tuple[Any, Dict[str, Any], Optional[_Kept]]:
+def _load(
+    kato_gpu, encoder, metric: str, plan: _Plan, opts: ScaleOptions, collect: bool, err: IO[str]
+) -> Tuple[Any, Dict[str, Any], Optional[_Kept]]:
     """Builds a matcher and loads ``plan.n`` patterns chunk by chunk; with ``collect``, also
     makes the queries and keeps the sampled patterns (the same every metric, so once)."""
     n = plan.n
@@ -164,7 +179,7 @@ def _load(kato_gpu, encoder, metric: str, plan: _Plan, opts: ScaleOptions, colle
             if collect:
                 lo, hi = np.searchsorted(plan.keep, [chunk.start, chunk.stop])
                 for i in (plan.keep[lo:hi] - chunk.start).tolist():
-                    ids = chunk.tokens[chunk.offsets[i]: chunk.offsets[i + 1]]
+                    ids = chunk.tokens[chunk.offsets[i] : chunk.offsets[i + 1]]
                     kept_tokens.append(ids.copy())
                     kept_lengths.append(len(ids))
                 lo, hi = np.searchsorted(sorted_sources, [chunk.start, chunk.stop])
@@ -218,7 +233,7 @@ def _indices(names: List[str], n: int) -> np.ndarray:
     """``pattern_index`` a block of names at a time (its temporaries grow with the block)."""
     if len(names) <= NAME_BLOCK:
         return pattern_index(names, n)
-    return np.concatenate([pattern_index(names[a: a + NAME_BLOCK], n) for a in range(0, len(names), NAME_BLOCK)])
+    return np.concatenate([pattern_index(names[a : a + NAME_BLOCK], n) for a in range(0, len(names), NAME_BLOCK)])
 
 
 def _result(res, n: int) -> Tuple[np.ndarray, np.ndarray, List[str], float]:
@@ -228,8 +243,12 @@ def _result(res, n: int) -> Tuple[np.ndarray, np.ndarray, List[str], float]:
     names = list(res.names)
     names_s = time.perf_counter() - t0
     if len(names) != len(sims) or len(res) != len(sims):
-        return (np.zeros(0, dtype=np.int64), sims[:0],
-                [f"len(res)={len(res)}, {len(names)} names, {len(sims)} similarities"], names_s)
+        return (
+            np.zeros(0, dtype=np.int64),
+            sims[:0],
+            [f"len(res)={len(res)}, {len(names)} names, {len(sims)} similarities"],
+            names_s,
+        )
     idx = _indices(names, n)
     return idx, sims, [], names_s
 
@@ -242,14 +261,17 @@ def _oracle_values(rf, metric: str, plan: _Plan, kept: _Kept, q: int, vocab: np.
     if metric == "lcs":
         choices = [kept.pattern_ids(int(k)).tolist() for k in where]
         lengths = np.diff(kept.offsets)[where]
-        return (rapidfuzz_lcs_similarities(rf["cdist"], rf["LCSseq"].similarity, state_ids.tolist(), choices, lengths),
-                "2.0*LCSseq.similarity/T")
+        return (
+            rapidfuzz_lcs_similarities(rf["cdist"], rf["LCSseq"].similarity, state_ids.tolist(), choices, lengths),
+            "2.0*LCSseq.similarity/T",
+        )
     patterns = [vocab[kept.pattern_ids(int(k))].tolist() for k in where]
     return np.asarray(difflib_ratios(patterns, vocab[state_ids].tolist()), dtype=np.float64), "difflib"
 
 
-def _serve(matcher, rf, metric: str, plan: _Plan, kept: _Kept, opts: ScaleOptions, vocab: np.ndarray,
-           err: IO[str]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+def _serve(
+    matcher, rf, metric: str, plan: _Plan, kept: _Kept, opts: ScaleOptions, vocab: np.ndarray, err: IO[str]
+) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     n, threshold = plan.n, opts.threshold
     limits: Tuple[Optional[int], ...] = (None, opts.limit)
     states = [vocab[ids].tolist() for ids in kept.queries]
@@ -291,22 +313,41 @@ def _serve(matcher, rf, metric: str, plan: _Plan, kept: _Kept, opts: ScaleOption
                     continue
                 label = "all" if lim is None else lim
                 note(q, [f"max_predictions={label}: {t}" for t in check_result_shape(idx, sims, threshold, lim)])
-                note(q, [f"max_predictions={label}: {t}" for t in
-                         check_sample(plan.samples[q], values, idx, sims, n, threshold, lim, oracle)])
+                note(
+                    q,
+                    [
+                        f"max_predictions={label}: {t}"
+                        for t in check_sample(plan.samples[q], values, idx, sims, n, threshold, lim, oracle)
+                    ],
+                )
                 sampled += len(values)
                 if lim is None:
-                    whole = (idx[:opts.limit], sims[:opts.limit])
+                    whole = (idx[: opts.limit], sims[: opts.limit])
                 elif whole is not None:
-                    note(q, [f"max_predictions={lim} is not the head of the whole result: {t}"
-                             .replace("expected", "whole result") for t in compare_full(idx, sims, *whole)])
+                    note(
+                        q,
+                        [
+                            f"max_predictions={lim} is not the head of the whole result: {t}".replace(
+                                "expected", "whole result"
+                            )
+                            for t in compare_full(idx, sims, *whole)
+                        ],
+                    )
                 del idx, sims
             bar.update(1)
     peak = _memory()
 
     rows = []
     for lim in limits:
-        rows.append({"max_predictions": lim, **_summary(times[lim]), "times_ms": [t * 1e3 for t in times[lim]],
-                     "matches_per_query": counts[lim], "mean_matches": float(np.mean(counts[lim]))})
+        rows.append(
+            {
+                "max_predictions": lim,
+                **_summary(times[lim]),
+                "times_ms": [t * 1e3 for t in times[lim]],
+                "matches_per_query": counts[lim],
+                "mean_matches": float(np.mean(counts[lim])),
+            }
+        )
     latency = {
         "threshold": threshold,
         "call": "match_patterns_arrays(state, threshold, max_predictions)",
@@ -335,28 +376,44 @@ def _table(metric: str, r: Dict[str, Any], opts: ScaleOptions, out: IO[str]) -> 
     load, lat, v = r["load"], r["latency"], r["verification"]
     print(f"\nmetric {metric}: {r['formula']}", file=out)
     what = "add_patterns_csr calls" + (" + the final sync_cpu_to_gpu()" if opts.promote == "end" else "")
-    print(f"  load: {opts.patterns:,} patterns in {load['chunks']:,} chunks: {load['seconds']:.2f} s inside the "
-          f"{what} ({load['patterns_per_s']:,.0f} patterns/s); wall {load['wall_s']:.2f} s with generation "
-          f"({load['generate_s']:.2f} s generating)", file=out)
-    peak = (f"; peak during the load {_mb(load['peak_rss_bytes'])} (VmHWM, "
-            f"{_mb(load['peak_over_after_bytes'])} above the RSS after)" if load["peak_reset_before_load"]
-            else f"; process peak {_mb(load['peak_rss_bytes'])} (VmHWM, not reset)")
-    print(f"  memory: matcher memory_bytes {_mb(load['memory_bytes'])}; process RSS {_mb(load['rss_before_bytes'])} "
-          f"before, {_mb(load['rss_after_bytes'])} after ({_signed_mb(load['rss_growth_bytes'])}){peak}", file=out)
+    print(
+        f"  load: {opts.patterns:,} patterns in {load['chunks']:,} chunks: {load['seconds']:.2f} s inside the "
+        f"{what} ({load['patterns_per_s']:,.0f} patterns/s); wall {load['wall_s']:.2f} s with generation "
+        f"({load['generate_s']:.2f} s generating)",
+        file=out,
+    )
+    peak = (
+        f"; peak during the load {_mb(load['peak_rss_bytes'])} (VmHWM, "
+        f"{_mb(load['peak_over_after_bytes'])} above the RSS after)"
+        if load["peak_reset_before_load"]
+        else f"; process peak {_mb(load['peak_rss_bytes'])} (VmHWM, not reset)"
+    )
+    print(
+        f"  memory: matcher memory_bytes {_mb(load['memory_bytes'])}; process RSS {_mb(load['rss_before_bytes'])} "
+        f"before, {_mb(load['rss_after_bytes'])} after ({_signed_mb(load['rss_growth_bytes'])}){peak}",
+        file=out,
+    )
     header = f"  {'query (threshold ' + str(lat['threshold']) + ')':<58} {'median ms':>10} {'p95 ms':>10} {'matches/query':>14}"
     print(header, file=out)
     print("  " + "-" * (len(header) - 2), file=out)
     for row in lat["rows"]:
         lim = "None" if row["max_predictions"] is None else row["max_predictions"]
         label = f"match_patterns_arrays(state, {lat['threshold']}, {lim})"
-        print(f"  {label:<58} {row['median_ms']:>10,.2f} {row['p95_ms']:>10,.2f} {row['mean_matches']:>14,.1f}",
-              file=out)
+        print(
+            f"  {label:<58} {row['median_ms']:>10,.2f} {row['p95_ms']:>10,.2f} {row['mean_matches']:>14,.1f}", file=out
+        )
     if lat["names_median_ms"] is not None:
-        print(f"  res.names of the whole result (not timed above): {lat['names_median_ms']:,.2f} ms median; "
-              f"process peak while querying and checking {_mb(lat['peak_rss_bytes'])}", file=out)
+        print(
+            f"  res.names of the whole result (not timed above): {lat['names_median_ms']:,.2f} ms median; "
+            f"process peak while querying and checking {_mb(lat['peak_rss_bytes'])}",
+            file=out,
+        )
     if v["ok"]:
-        print(f"  verified: every result ordered, limited = head of whole; {v['sampled_pairs_checked']:,} sampled "
-              f"patterns ({v['sample_per_query']:,} per query and call) agree with {v['oracle']}", file=out)
+        print(
+            f"  verified: every result ordered, limited = head of whole; {v['sampled_pairs_checked']:,} sampled "
+            f"patterns ({v['sample_per_query']:,} per query and call) agree with {v['oracle']}",
+            file=out,
+        )
     else:
         print(f"  MISMATCH on {v['queries_with_differences']} queries", file=out)
 
@@ -371,8 +428,11 @@ def run_scale(opts: ScaleOptions, out: Optional[IO[str]] = None, err: Optional[I
         from rapidfuzz import process as rf_process
         from rapidfuzz.distance import LCSseq
     except ImportError:
-        print("kato-gpu scale-bench needs rapidfuzz, which is not installed. Install it with:\n"
-              "    pip install 'kato-gpu[bench]'", file=err)
+        print(
+            "kato-gpu scale-bench needs rapidfuzz, which is not installed. Install it with:\n"
+            "    pip install 'kato-gpu[bench]'",
+            file=err,
+        )
         return EXIT_MISSING_DEPENDENCY
     import kato_gpu
 
@@ -380,11 +440,17 @@ def run_scale(opts: ScaleOptions, out: Optional[IO[str]] = None, err: Optional[I
         raise ValueError(f"promote must be 'each' or 'end', got {opts.promote!r}")
     total_cpus, usable_cpus = _cpu_counts()
     versions = _versions(kato_gpu, rapidfuzz)
-    print(f"kato-gpu scale-bench: shape=kato N={opts.patterns:,} Q={opts.queries} metrics={','.join(opts.metrics)} "
-          f"threshold={opts.threshold} limit={opts.limit} chunk={opts.chunk:,} promote={opts.promote} "
-          f"sample={min(opts.sample, opts.patterns):,} seed={opts.seed}", file=out)
-    print(f"machine: {total_cpus} CPUs ({usable_cpus if usable_cpus is not None else '?'} usable); "
-          + ", ".join(f"{k} {v}" for k, v in versions.items()), file=out)
+    print(
+        f"kato-gpu scale-bench: shape=kato N={opts.patterns:,} Q={opts.queries} metrics={','.join(opts.metrics)} "
+        f"threshold={opts.threshold} limit={opts.limit} chunk={opts.chunk:,} promote={opts.promote} "
+        f"sample={min(opts.sample, opts.patterns):,} seed={opts.seed}",
+        file=out,
+    )
+    print(
+        f"machine: {total_cpus} CPUs ({usable_cpus if usable_cpus is not None else '?'} usable); "
+        + ", ".join(f"{k} {v}" for k, v in versions.items()),
+        file=out,
+    )
     out.flush()
 
     rss_start = _status_bytes("VmRSS")
@@ -407,8 +473,12 @@ def run_scale(opts: ScaleOptions, out: Optional[IO[str]] = None, err: Optional[I
         latency, verification = _serve(matcher, rf, metric, plan, kept, opts, vocab, err)
         del matcher
         gc.collect()
-        results[metric] = {"formula": METRIC_FORMULAS[metric], "load": load, "latency": latency,
-                           "verification": verification}
+        results[metric] = {
+            "formula": METRIC_FORMULAS[metric],
+            "load": load,
+            "latency": latency,
+            "verification": verification,
+        }
         _table(metric, results[metric], opts, out)
         out.flush()
 
@@ -416,13 +486,24 @@ def run_scale(opts: ScaleOptions, out: Optional[IO[str]] = None, err: Optional[I
     report = {
         "ok": ok,
         "options": {k: v for k, v in asdict(opts).items() if k != "json_path"},
-        "environment": {"cpu_count": total_cpus, "usable_cpus": usable_cpus, "platform": platform.platform(),
-                        **versions},
+        "environment": {
+            "cpu_count": total_cpus,
+            "usable_cpus": usable_cpus,
+            "platform": platform.platform(),
+            **versions,
+        },
         "workload": {
-            "shape": "kato", "generator": "iter_kato_chunks", "n_patterns": opts.patterns, "n_queries": opts.queries,
-            "chunk": opts.chunk, "vocab_size": len(vocab_list), "kept_patterns": int(len(plan.keep)),
+            "shape": "kato",
+            "generator": "iter_kato_chunks",
+            "n_patterns": opts.patterns,
+            "n_queries": opts.queries,
+            "chunk": opts.chunk,
+            "vocab_size": len(vocab_list),
+            "kept_patterns": int(len(plan.keep)),
             "kept_tokens": int(kept.tokens.size) if kept is not None else 0,
-            "mean_state_len": float(np.mean([len(s) for s in kept.queries])) if kept is not None and kept.queries else 0.0,
+            "mean_state_len": float(np.mean([len(s) for s in kept.queries]))
+            if kept is not None and kept.queries
+            else 0.0,
             "rss_at_start_bytes": rss_start,
         },
         "results": results,

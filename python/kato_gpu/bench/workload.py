@@ -39,8 +39,18 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["SHAPES", "Workload", "generate_workload", "generate_queries", "pattern_name", "pattern_names",
-           "pattern_index", "KatoChunk", "kato_vocab", "iter_kato_chunks"]
+__all__ = [
+    "SHAPES",
+    "Workload",
+    "generate_workload",
+    "generate_queries",
+    "pattern_name",
+    "pattern_names",
+    "pattern_index",
+    "KatoChunk",
+    "kato_vocab",
+    "iter_kato_chunks",
+]
 
 SHAPES = ("kato", "chunks")
 
@@ -92,7 +102,7 @@ def pattern_index(names: Sequence[str], n_patterns: int) -> np.ndarray:
     codes = arr.view(np.uint32).reshape(count, width).astype(np.int64)
     prefix = np.array([ord(c) for c in NAME_PREFIX], dtype=np.int64)
     ok = np.all(codes[:, : len(NAME_PREFIX)] == prefix, axis=1)
-    hexcodes = codes[:, len(NAME_PREFIX):]
+    hexcodes = codes[:, len(NAME_PREFIX) :]
     digits = np.full(hexcodes.shape, -1, dtype=np.int64)
     dec = (hexcodes >= 48) & (hexcodes <= 57)
     low = (hexcodes >= 97) & (hexcodes <= 102)
@@ -101,7 +111,7 @@ def pattern_index(names: Sequence[str], n_patterns: int) -> np.ndarray:
     ok &= np.all(digits >= 0, axis=1)
     # Indices fit in 60 bits: the leading 25 hex digits must be zero.
     ok &= np.all(digits[:, : NAME_DIGITS - 15] == 0, axis=1)
-    tail = np.where(digits[:, NAME_DIGITS - 15:] < 0, 0, digits[:, NAME_DIGITS - 15:])
+    tail = np.where(digits[:, NAME_DIGITS - 15 :] < 0, 0, digits[:, NAME_DIGITS - 15 :])
     powers = np.int64(16) ** np.arange(14, -1, -1, dtype=np.int64)
     values = tail @ powers
     ok &= values < n_patterns
@@ -112,10 +122,9 @@ def pattern_index(names: Sequence[str], n_patterns: int) -> np.ndarray:
 def _pattern_index_slow(names: Sequence[str], n_patterns: int) -> np.ndarray:
     out = np.full(len(names), -1, dtype=np.int64)
     for k, name in enumerate(names):
-        if (isinstance(name, str) and len(name) == len(NAME_PREFIX) + NAME_DIGITS
-                and name.startswith(NAME_PREFIX)):
+        if isinstance(name, str) and len(name) == len(NAME_PREFIX) + NAME_DIGITS and name.startswith(NAME_PREFIX):
             try:
-                value = int(name[len(NAME_PREFIX):], 16)
+                value = int(name[len(NAME_PREFIX) :], 16)
             except ValueError:
                 continue
             if value < n_patterns and name == pattern_name(value):
@@ -158,7 +167,7 @@ class Workload:
         return np.diff(self.offsets)
 
     def pattern_ids(self, i: int) -> np.ndarray:
-        return self.tokens[self.offsets[i]: self.offsets[i + 1]]
+        return self.tokens[self.offsets[i] : self.offsets[i + 1]]
 
     def symbols(self, ids: np.ndarray) -> List[str]:
         """Local ids to symbols."""
@@ -175,7 +184,7 @@ class Workload:
         if self.event_offsets is None or self.pattern_event_offsets is None:
             return [[s] for s in syms]
         lo, hi = self.pattern_event_offsets[i], self.pattern_event_offsets[i + 1]
-        bounds = self.event_offsets[lo: hi + 1] - self.offsets[i]
+        bounds = self.event_offsets[lo : hi + 1] - self.offsets[i]
         return [syms[a:b] for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist())]
 
     def state_ids(self, q: int) -> np.ndarray:
@@ -225,8 +234,9 @@ class _Alias:
         return np.where(coin < self.prob[column], column, self.alias[column])
 
 
-def _distinct_weighted_rows(rng: np.random.Generator, alias: _Alias, weights: np.ndarray,
-                            sizes: np.ndarray, width: int) -> np.ndarray:
+def _distinct_weighted_rows(
+    rng: np.random.Generator, alias: _Alias, weights: np.ndarray, sizes: np.ndarray, width: int
+) -> np.ndarray:
     """For every row r, ``sizes[r]`` distinct ranks drawn by weight without replacement
     (successive sampling), in draw order, padded to ``width`` columns with -1.
 
@@ -301,13 +311,14 @@ def _kato_patterns(rng: np.random.Generator, n: int, chunk_events: int = 1 << 17
         ranks = _distinct_weighted_rows(rng, alias, weights, k, width)
         ids = id_padded[ranks]  # -1 -> the padding sentinel (last entry)
         ids.sort(axis=1)  # sorted ids == symbols sorted as strings
-        tokens[event_offsets[start]: event_offsets[stop]] = ids[cols < k[:, None]]
+        tokens[event_offsets[start] : event_offsets[stop]] = ids[cols < k[:, None]]
     offsets = event_offsets[pattern_event_offsets]
     return vocab, id_of_rank, weights, tokens, offsets, event_offsets, pattern_event_offsets
 
 
-def _kato_query_from(rng: np.random.Generator, src: int, tokens, event_offsets, pattern_event_offsets,
-                     id_of_rank, rank_of_id, inv) -> List[np.ndarray]:
+def _kato_query_from(
+    rng: np.random.Generator, src: int, tokens, event_offsets, pattern_event_offsets, id_of_rank, rank_of_id, inv
+) -> List[np.ndarray]:
     """One ``kato`` query (its events, local ids) made from pattern ``src`` of the given arrays."""
     keep_fraction = float(rng.uniform(*KATO_KEEP))
     lo, hi = int(pattern_event_offsets[src]), int(pattern_event_offsets[src + 1])
@@ -315,7 +326,7 @@ def _kato_query_from(rng: np.random.Generator, src: int, tokens, event_offsets, 
     used = int(rng.integers(1, min(KATO_STM_EVENTS, n_ev) + 1))
     events = []
     for e in range(lo, lo + used):
-        event = tokens[event_offsets[e]: event_offsets[e + 1]]
+        event = tokens[event_offsets[e] : event_offsets[e + 1]]
         keep = min(len(event), max(1, int(len(event) * keep_fraction)))
         kept = rng.choice(event, size=keep, replace=False)
         noise_count = int(rng.integers(KATO_NOISE[0], KATO_NOISE[1] + 1))
@@ -334,16 +345,18 @@ def _rank_of_id(id_of_rank: np.ndarray) -> np.ndarray:
     return rank_of_id
 
 
-def _kato_queries(rng: np.random.Generator, count: int, tokens, offsets, event_offsets,
-                  pattern_event_offsets, id_of_rank, weights):
+def _kato_queries(
+    rng: np.random.Generator, count: int, tokens, offsets, event_offsets, pattern_event_offsets, id_of_rank, weights
+):
     n = len(offsets) - 1
     rank_of_id = _rank_of_id(id_of_rank)
     inv = 1.0 / weights
     states, sources = [], []
     for _ in range(count):
         src = int(rng.integers(n))
-        states.append(_kato_query_from(rng, src, tokens, event_offsets, pattern_event_offsets,
-                                       id_of_rank, rank_of_id, inv))
+        states.append(
+            _kato_query_from(rng, src, tokens, event_offsets, pattern_event_offsets, id_of_rank, rank_of_id, inv)
+        )
         sources.append(src)
     return states, np.asarray(sources, dtype=np.int64)
 
@@ -368,14 +381,14 @@ def _chunks_queries(rng: np.random.Generator, count: int, tokens, offsets, id_of
     states, sources = [], []
     for _ in range(count):
         src = int(rng.integers(n))
-        state = tokens[offsets[src]: offsets[src + 1]].copy()
+        state = tokens[offsets[src] : offsets[src + 1]].copy()
         replaced = int(rng.integers(CHUNK_REPLACED[0], CHUNK_REPLACED[1] + 1))
         for pos in rng.choice(CHUNK_LEN, size=replaced, replace=False).tolist():
             new = state[pos]
             while new == state[pos]:  # a replacement really changes the token
                 new = id_of_rank[int(alias.draw(rng, 1)[0])]
             state[pos] = new
-        states.append([state[i: i + 1] for i in range(CHUNK_LEN)])
+        states.append([state[i : i + 1] for i in range(CHUNK_LEN)])
         sources.append(src)
     return states, np.asarray(sources, dtype=np.int64)
 
@@ -395,10 +408,12 @@ def generate_workload(n_patterns: int, n_queries: int, shape: str = "kato", seed
     pattern_rng = np.random.default_rng([seed, 0])
     query_rng = np.random.default_rng([seed, 1])
     if shape == "kato":
-        vocab, id_of_rank, weights, tokens, offsets, event_offsets, pattern_event_offsets = \
-            _kato_patterns(pattern_rng, n_patterns)
-        states, sources = _kato_queries(query_rng, n_queries, tokens, offsets, event_offsets,
-                                        pattern_event_offsets, id_of_rank, weights)
+        vocab, id_of_rank, weights, tokens, offsets, event_offsets, pattern_event_offsets = _kato_patterns(
+            pattern_rng, n_patterns
+        )
+        states, sources = _kato_queries(
+            query_rng, n_queries, tokens, offsets, event_offsets, pattern_event_offsets, id_of_rank, weights
+        )
     else:
         vocab, id_of_rank, alias, tokens, offsets = _chunks_patterns(pattern_rng, n_patterns)
         event_offsets = pattern_event_offsets = None
@@ -420,7 +435,9 @@ def generate_workload(n_patterns: int, n_queries: int, shape: str = "kato", seed
     )
 
 
-def generate_queries(wl: Workload, count: int, stream: int) -> Tuple[List[np.ndarray], List[List[List[str]]], np.ndarray]:
+def generate_queries(
+    wl: Workload, count: int, stream: int
+) -> Tuple[List[np.ndarray], List[List[List[str]]], np.ndarray]:
     """``count`` more queries for ``wl``, made as ``generate_workload`` makes its own, from the
     stream ``[wl.seed, stream]`` (``stream`` >= 3: 0 and 1 are the workload's, 2 the benchmark's
     samples). Returns (flattened states as int32 local ids, the states as events of symbols, the
@@ -430,8 +447,9 @@ def generate_queries(wl: Workload, count: int, stream: int) -> Tuple[List[np.nda
     rng = np.random.default_rng([wl.seed, stream])
     if wl.shape == "kato":
         _, id_of_rank, weights = kato_vocab()
-        states, sources = _kato_queries(rng, count, wl.tokens, wl.offsets, wl.event_offsets,
-                                        wl.pattern_event_offsets, id_of_rank, weights)
+        states, sources = _kato_queries(
+            rng, count, wl.tokens, wl.offsets, wl.event_offsets, wl.pattern_event_offsets, id_of_rank, weights
+        )
     else:
         _, id_of_rank = _local_ids([f"sym_{i}" for i in range(CHUNK_VOCAB)])
         alias = _Alias(_zipf_weights(CHUNK_VOCAB, CHUNK_ZIPF))
@@ -474,8 +492,16 @@ class KatoChunk:
         """A query (its events, local ids) made from pattern ``start + local`` as
         ``generate_workload`` makes its queries."""
         _, id_of_rank, weights = kato_vocab()
-        return _kato_query_from(rng, local, self.tokens, self.event_offsets, self.pattern_event_offsets,
-                                id_of_rank, _rank_of_id(id_of_rank), 1.0 / weights)
+        return _kato_query_from(
+            rng,
+            local,
+            self.tokens,
+            self.event_offsets,
+            self.pattern_event_offsets,
+            id_of_rank,
+            _rank_of_id(id_of_rank),
+            1.0 / weights,
+        )
 
 
 #: Events drawn at a time by :func:`iter_kato_chunks` (bounds its temporaries to a few tens of MB).
@@ -491,6 +517,7 @@ def iter_kato_chunks(n_patterns: int, chunk: int, seed: int = 42) -> Iterator[Ka
         raise ValueError(f"n_patterns and chunk must be >= 1, got {n_patterns} and {chunk}")
     for c, start in enumerate(range(0, n_patterns, chunk)):
         count = min(chunk, n_patterns - start)
-        _, _, _, tokens, offsets, event_offsets, pattern_event_offsets = \
-            _kato_patterns(np.random.default_rng([seed, 0, c]), count, CHUNK_DRAW_EVENTS)
+        _, _, _, tokens, offsets, event_offsets, pattern_event_offsets = _kato_patterns(
+            np.random.default_rng([seed, 0, c]), count, CHUNK_DRAW_EVENTS
+        )
         yield KatoChunk(c, start, tokens, offsets, event_offsets, pattern_event_offsets)
