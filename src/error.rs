@@ -31,6 +31,27 @@ pub enum KatoError {
 
     #[error("the store is full: at most {0} patterns and {1} symbols in all")]
     CapacityExceeded(u64, u64),
+
+    /// A stored vocabulary that does not round-trip; the text names the store and the problem.
+    #[error("corrupt vocabulary in {0}")]
+    CorruptVocabulary(String),
+
+    #[error("vocabulary store {0} is in use: another open store holds its lock (in this or another process)")]
+    StoreLocked(String),
+
+    /// The text names the file, the operation and the OS error.
+    #[error("vocabulary store I/O error: {0}")]
+    StoreIo(String),
+
+    /// The caller persisted ids out of order (a push not persisted, or persisted twice).
+    #[error("vocabulary store out of sync with the vocabulary: {0}")]
+    StoreOutOfSync(String),
+
+    #[error(
+        "the vocabulary is full: adding {adding} symbols from id {next_id} would pass the largest symbol id {max}",
+        max = crate::store::MAX_SYMBOL_ID
+    )]
+    VocabularyFull { next_id: u64, adding: usize },
 }
 
 pub type Result<T> = std::result::Result<T, KatoError>;

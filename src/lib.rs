@@ -4,7 +4,8 @@
 //! - [`metrics`]: the `difflib` and `lcs` metrics and the similarity formula;
 //! - [`ordering`]: the result order;
 //! - [`store`]: the columnar pattern store;
-//! - [`matcher`]: the tiered matcher that scans the store on all cores.
+//! - [`matcher`]: the tiered matcher that scans the store on all cores;
+//! - [`vocabulary`]: the symbol <-> id vocabulary and its crash-safe file store.
 
 pub mod cuda;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod ordering;
 pub mod prediction;
 pub mod store;
 pub mod sync;
+pub mod vocabulary;
 
 #[cfg(test)]
 mod testing;
