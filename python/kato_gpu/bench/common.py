@@ -9,16 +9,13 @@ from typing import IO, Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-#: Seed offset of the learned patterns' workload (a stream distinct from the loaded patterns').
-LEARN_SEED_OFFSET = 1_000_003
-#: Seed streams (one numbering for every benchmark: a stream is never reused): ``[seed, 2, q]`` is query q's difflib sample (main path and threshold sweep);
-#: ``[seed, BATCH_STREAM]`` makes the batch states, ``[seed, BATCH_SAMPLE_STREAM, k]`` the difflib
-#: sample that checks batch state k.
+#: Seed streams: 0 and 1 make a workload's patterns and queries (``workload``, where scale-bench's
+#: queries come from stream 1 too); ``[seed, SAMPLE_STREAM, q]`` is query q's difflib sample (main
+#: path, threshold sweep, scale-bench); ``[seed, BATCH_STREAM]`` makes the batch states and
+#: ``[seed, BATCH_SAMPLE_STREAM, k]`` the difflib sample that checks batch state k.
 SAMPLE_STREAM = 2
 BATCH_STREAM = 3
 BATCH_SAMPLE_STREAM = 4
-BATCH_RUNS = 3  # the batch and the single calls are each timed this many times; the best counts
-BATCH_ORACLE_CHECKS = 5  # batch results also checked against the oracle
 
 EXIT_OK = 0
 EXIT_MISMATCH = 1

@@ -41,7 +41,8 @@ def rapidfuzz_lcs_similarities(
     cdist, scorer, state_ids: List[int], choices: List[List[int]], pattern_lengths: np.ndarray
 ) -> np.ndarray:
     """``2.0*LCS/(len_p+len_s)`` of every pattern with RapidFuzz's ``cdist`` (1.0 when both are
-    empty); does not depend on the threshold."""
+    empty): :func:`.oracles.lcs_of_ids` for all patterns at once, the same float64 operations.
+    Does not depend on the threshold."""
     lcs = cdist([state_ids], choices, scorer=scorer, workers=-1, dtype=np.int32)[0]
     total = pattern_lengths + len(state_ids)
     sims = np.ones(len(total), dtype=np.float64)
