@@ -1,7 +1,6 @@
 """``kato-gpu bench`` at tiny sizes: exit codes, JSON contents, independent recounts, and that a
 wrong result is caught. Also the workload generator and the progress bar on their own."""
 
-import difflib
 import io
 import json
 import sys
@@ -10,12 +9,12 @@ import numpy as np
 import pytest
 
 rapidfuzz = pytest.importorskip("rapidfuzz")
-from rapidfuzz.distance import LCSseq  # noqa: E402
 
 import kato_gpu  # noqa: E402
 from kato_gpu import cli  # noqa: E402
 from kato_gpu._progress import Progress  # noqa: E402
 from kato_gpu.bench import generate_workload, pattern_index, pattern_name, pattern_names  # noqa: E402
+from kato_gpu.bench.oracles import reference  # noqa: E402
 
 N = 2000
 Q = 3
@@ -55,11 +54,7 @@ def _recount(shape, query, metric):
     count = 0
     for i in range(N):
         pattern = [s for event in wl.pattern_events(i) for s in event]
-        if metric == "difflib":
-            sim = difflib.SequenceMatcher(None, pattern, state, autojunk=False).ratio()
-        else:
-            sim = 2.0 * LCSseq.similarity(pattern, state) / (len(pattern) + len(state))
-        count += sim >= THRESHOLD
+        count += reference(metric)(pattern, state) >= THRESHOLD
     return count
 
 
@@ -400,12 +395,6 @@ SWEEP = (0.0, 0.1, 0.3, 0.5, 0.9)
 SWEEP_ARG = ",".join(str(t) for t in SWEEP)
 
 
-def _similarity(metric, pattern, state):
-    if metric == "difflib":
-        return difflib.SequenceMatcher(None, pattern, state, autojunk=False).ratio()
-    return 2.0 * LCSseq.similarity(pattern, state) / (len(pattern) + len(state))
-
-
 _SIMS = {}
 
 
@@ -417,7 +406,7 @@ def _brute_force(shape, metric, states=None, key="queries"):
         if states is None:
             states = [[s for event in events for s in event] for events in wl.query_events]
         patterns = [wl.pattern_symbols(i) for i in range(N)]
-        _SIMS[(shape, metric, key)] = np.array([[_similarity(metric, p, s) for p in patterns] for s in states])
+        _SIMS[(shape, metric, key)] = np.array([[reference(metric)(p, s) for p in patterns] for s in states])
     return _SIMS[(shape, metric, key)]
 
 
@@ -611,9 +600,9 @@ def test_batch_dicts(tmp_path, capsys):
 @pytest.mark.parametrize("metric", ["lcs", "difflib"])
 def test_batch_mismatch_is_detected(tmp_path, monkeypatch, capsys, metric):
     """A batch result that differs from its single call (one match dropped from state 7) fails the run."""
-    from kato_gpu.bench import runner
+    from kato_gpu.bench import batch
 
-    real = runner.batch_arrays_call
+    real = batch.batch_arrays_call
 
     def corrupted(matcher):
         call, label = real(matcher)
@@ -626,7 +615,7 @@ def test_batch_mismatch_is_detected(tmp_path, monkeypatch, capsys, metric):
 
         return wrong, label
 
-    monkeypatch.setattr(runner, "batch_arrays_call", corrupted)
+    monkeypatch.setattr(batch, "batch_arrays_call", corrupted)
     code, report = _bench(
         tmp_path, "--metric", metric, "--batch", "12", "--batch-limit", "10", "--difflib-sample", "200", "--learn", "0"
     )
@@ -642,12 +631,12 @@ def test_batch_mismatch_is_detected(tmp_path, monkeypatch, capsys, metric):
 def test_batch_wrong_everywhere_is_caught_by_the_oracle(tmp_path, monkeypatch, capsys):
     """Batch and single calls that agree on a wrong value (batch state 0, one ulp off at position
     1) are caught by the oracle check."""
-    from kato_gpu.bench import runner
+    from kato_gpu.bench import batch
     from kato_gpu.bench.workload import generate_queries
 
     wl = generate_workload(N, Q, "kato", SEED)
     target = [s for e in generate_queries(wl, 10, 3)[1][0] for s in e]  # batch state 0
-    real_batch = runner.batch_arrays_call
+    real_batch = batch.batch_arrays_call
     real_single = kato_gpu.HybridGPUMatcher.match_patterns_arrays
 
     def corrupted(matcher):
@@ -662,7 +651,7 @@ def test_batch_wrong_everywhere_is_caught_by_the_oracle(tmp_path, monkeypatch, c
         res = real_single(self, state, threshold, max_predictions)
         return _Altered(res, bump=1) if state == target else res
 
-    monkeypatch.setattr(runner, "batch_arrays_call", corrupted)
+    monkeypatch.setattr(batch, "batch_arrays_call", corrupted)
     monkeypatch.setattr(kato_gpu.HybridGPUMatcher, "match_patterns_arrays", single)
     code, report = _bench(
         tmp_path, "--metric", "lcs", "--batch", "10", "--batch-limit", "10", "--difflib-sample", "0", "--learn", "0"
@@ -735,7 +724,7 @@ def test_scale_bench(tmp_path, capsys):
     patterns = [vocab[c.tokens[c.offsets[i] : c.offsets[i + 1]]].tolist() for c in chunks for i in range(c.n_patterns)]
     assert len(patterns) == SCALE_N
     for m in ("lcs", "difflib"):
-        count = sum(_similarity(m, p, state) >= 0.1 for p in patterns)
+        count = sum(reference(m)(p, state) >= 0.1 for p in patterns)
         assert report["results"][m]["latency"]["rows"][0]["matches_per_query"][0] == count
 
 

@@ -11,39 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import ref_difflib, ref_lcs
+from conftest import prediction_info, ref_difflib, ref_lcs
 from kato_gpu import GPUConfig, HybridGPUMatcher, SymbolVocabularyEncoder
 
 
 def oracle_info(
     name: str, p: List[str], s: List[str], similarity: float, cutoff: float, weights: Optional[Dict[str, float]]
 ):
-    matcher = difflib.SequenceMatcher(None, p, s, autojunk=False)
-    blocks = matcher.get_matching_blocks()[:-1]
-    intersection = [x for i, j, n in blocks for x in s[j : j + n]]
-    k = len(blocks)
-    if k >= 2:
-        i0, i1, n1 = blocks[0][0], blocks[-1][0], blocks[-1][2]
-        past, present = p[:i0], (p[i0 : i1 + n1] if i1 + n1 > i0 else p[i0:])
-    elif k == 1:
-        i0, n0 = blocks[0][0], blocks[0][2]
-        past, present = p[:i0], p[i0 : i0 + n0]
-    else:
-        if cutoff > 0:
-            return None
-        past, present = [], p
-    missing, extras = [], []
-    if present:
-        for tag, alo, ahi, blo, bhi in difflib.SequenceMatcher(None, present, s, autojunk=False).get_opcodes():
-            if tag in ("replace", "delete"):
-                missing += present[alo:ahi]
-            if tag in ("replace", "insert"):
-                extras += s[blo:bhi]
-    weighted = None
-    if weights:
-        total = sum(weights.get(t, 0.0) for t in s) + sum(weights.get(t, 0.0) for t in p)
-        weighted = 2.0 * sum(weights.get(t, 0.0) for t in intersection) / total if total > 0 else None
-    return (name, p, intersection, past, present, missing, extras, similarity, k, [], weighted)
+    info = prediction_info(p, s, similarity, cutoff, weights)
+    return None if info is None else (name, p) + info
 
 
 def oracle(

@@ -1,7 +1,7 @@
 """End-to-end benchmark: KATO's prediction tuples, not only similarities.
 
 For each query, kato_gpu's ``HybridGPUMatcher.match_predictions`` (every prediction above the
-threshold, tuples built) is timed against KATO's Python path (``kato_reference``: similarity,
+threshold, tuples built) is timed against KATO's Python path (``oracles.kato_prediction``: similarity,
 then ``extract_prediction_info``) over a seeded sample of patterns, timed and extrapolated to N.
 Every sampled pattern's tuple must equal kato_gpu's tuple for it (or both be absent): exit 1
 otherwise. ``difflib`` reproduces KATO's ``_process_with_original``; ``lcs`` with
@@ -18,7 +18,7 @@ from typing import IO, Any, Dict, List, Optional
 
 import numpy as np
 
-from .kato_reference import kato_prediction
+from .oracles import kato_prediction
 from .workload import generate_workload, pattern_names
 
 

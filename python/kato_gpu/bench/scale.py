@@ -37,7 +37,7 @@ from typing import IO, Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from .._progress import Progress
-from .runner import (
+from .common import (
     EXIT_MISSING_DEPENDENCY,
     MAX_REPORTED,
     METRIC_FORMULAS,
@@ -46,14 +46,12 @@ from .runner import (
     _mb,
     _summary,
     _versions,
-    check_result_shape,
-    check_sample,
-    compare_full,
-    difflib_ratios,
-    finish_report,
-    rapidfuzz_lcs_similarities,
+    require_rapidfuzz,
     sample_indices,
 )
+from .oracles import difflib_ratios
+from .report import finish_report
+from .verify import check_result_shape, check_sample, compare_full, rapidfuzz_lcs_similarities
 from .workload import iter_kato_chunks, kato_vocab, pattern_index, pattern_names
 
 __all__ = ["ScaleOptions", "run_scale"]
@@ -423,16 +421,8 @@ def run_scale(opts: ScaleOptions, out: Optional[IO[str]] = None, err: Optional[I
     """Runs the scale benchmark; returns 0 (verified), 1 (a result differs) or 2 (rapidfuzz missing)."""
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
-    try:
-        import rapidfuzz
-        from rapidfuzz import process as rf_process
-        from rapidfuzz.distance import LCSseq
-    except ImportError:
-        print(
-            "kato-gpu scale-bench needs rapidfuzz, which is not installed. Install it with:\n"
-            "    pip install 'kato-gpu[bench]'",
-            file=err,
-        )
+    rapidfuzz = require_rapidfuzz("scale-bench", err)
+    if rapidfuzz is None:
         return EXIT_MISSING_DEPENDENCY
     import kato_gpu
 
@@ -461,7 +451,7 @@ def run_scale(opts: ScaleOptions, out: Optional[IO[str]] = None, err: Optional[I
     id_map = np.asarray(encoder.encode_ids(list(vocab_list)), dtype=np.int64)
     if not np.array_equal(id_map, np.arange(len(vocab_list))):
         raise RuntimeError("a fresh SymbolVocabularyEncoder did not number the sorted vocabulary 0..n-1")
-    rf = {"cdist": rf_process.cdist, "LCSseq": LCSseq}
+    rf = {"cdist": rapidfuzz.process.cdist, "LCSseq": rapidfuzz.distance.LCSseq}
 
     results: Dict[str, Any] = {}
     kept: Optional[_Kept] = None
