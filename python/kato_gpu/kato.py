@@ -277,7 +277,7 @@ class KatoBridge:
             self._count("accelerated")
             return
         matcher = self.matcher
-        if not all(map(matcher._core.__contains__, unique)):
+        if not all(map(matcher.__contains__, unique)):
             return self._fallback(name, "pattern_not_loaded", state, candidates, results)
         subset = None if len(unique) == len(matcher) else unique
         try:

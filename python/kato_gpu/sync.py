@@ -34,7 +34,8 @@ def _stop_all_workers() -> None:
         manager.stop_background_sync()
 
 
-SOURCES = ("manual", "automatic", "background", "training", "api")
+#: The sync sources (the native worker validates them).
+SOURCES = tuple(_native.SYNC_SOURCES)
 
 
 class SyncManager:
@@ -57,7 +58,7 @@ class SyncManager:
         self.matcher = matcher
         self.config = config
         self._native = _native.SyncManager(
-            matcher._core, config.sync_threshold, float(config.sync_interval_seconds), config.enable_background_sync
+            matcher, config.sync_threshold, config.sync_interval_seconds, config.enable_background_sync
         )
         matcher._sync_managers.add(self)
         _live_managers.add(self)
@@ -71,7 +72,7 @@ class SyncManager:
     def _apply_config(self) -> None:
         config = self.matcher.config if self.config is not self.matcher.config else self.config
         self._native.configure(
-            config.sync_threshold, float(config.sync_interval_seconds), config.enable_background_sync
+            config.sync_threshold, config.sync_interval_seconds, config.enable_background_sync
         )
 
     # ------------------------------------------------------------------ worker
@@ -92,12 +93,12 @@ class SyncManager:
     # ------------------------------------------------------------------ triggers
     def check_sync_needed(self, trigger_source: str = "manual") -> bool:
         """Whether a promotion is due; in training mode only for ``trigger_source="manual"``."""
-        return self._native.check_needed(_check_source(trigger_source))
+        return self._native.check_needed(trigger_source)
 
     def trigger_sync(self, source: str = "manual") -> int:
         """Promotes the recent tier now; returns how many patterns moved. Works with and without
         a GPU (without one the bulk tier is on the CPU)."""
-        return self._native.trigger(_check_source(source))
+        return self._native.trigger(source)
 
     def enter_training_mode(self) -> None:
         """Pauses the automatic and background triggers (manual syncs still work)."""
@@ -138,11 +139,3 @@ class SyncManager:
             f"SyncManager(syncs={s['total_syncs']}, patterns={s['total_patterns_synced']:,}, "
             f"training={self.training_mode}, running={self._native.is_running()})"
         )
-
-
-def _check_source(source: object) -> str:
-    if not isinstance(source, str):
-        raise TypeError(f"sync source must be a str, got {type(source).__name__}")
-    if source not in SOURCES:
-        raise ValueError(f"unknown sync source {source!r}: expected one of {SOURCES}")
-    return source

@@ -2,7 +2,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::PyErr;
 
 use crate::error::KatoError;
@@ -10,7 +10,9 @@ use crate::error::KatoError;
 impl From<KatoError> for PyErr {
     fn from(err: KatoError) -> PyErr {
         match err {
-            KatoError::DeviceLost(_) => PyRuntimeError::new_err(err.to_string()),
+            // The device failed, or another encoder holds the vocabulary file: not the caller's values.
+            KatoError::DeviceLost(_) | KatoError::StoreLocked(_) => PyRuntimeError::new_err(err.to_string()),
+            KatoError::StoreIo(_) => PyOSError::new_err(err.to_string()),
             // Every other core error is a caller's mistake with the values passed.
             _ => PyValueError::new_err(err.to_string()),
         }

@@ -1,28 +1,39 @@
-//! `kato_gpu._native.Matcher` (the tiered store and its queries) and `MatchResult`.
+//! `kato_gpu._native.HybridGPUMatcher` (the tiered matcher over the vocabulary it was built on)
+//! and `MatchResult`. Every call goes from Python strings to results in one native call: the
+//! symbols are looked up (queries) or interned (learns) here, and every rule (validation, order,
+//! candidates, rounding, weights) is the core's.
 
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use numpy::{PyArray1, PyReadonlyArray1};
-use pyo3::exceptions::PyValueError;
+use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyBool, PyDict, PyList, PyString};
 use rayon::prelude::*;
 
 use super::error::guard;
+use super::vocabulary::{describe, events_of, is_text, strs, symbols_of, PyVocabulary, SharedVocabulary};
 use crate::cuda::driver::CudaBackend;
 use crate::cuda::tier::{DeviceTier, TierLimits};
 use crate::kpi::HistogramSnapshot;
 use crate::matcher::{query_from_lookup, Matcher, SharedMatcher};
 use crate::metrics::Metric;
-use crate::ordering::Matches;
+use crate::ordering::{Matches, QueryOptions, SimilarityRule};
 use crate::store::NameSnapshot;
+use crate::sync::SyncSettings;
 
-#[pyclass(module = "kato_gpu._native", name = "Matcher", frozen)]
+/// KATO's default number of results of `match_patterns` and its siblings.
+const DEFAULT_MAX_PREDICTIONS: Option<usize> = Some(100);
+
+#[pyclass(module = "kato_gpu._native", name = "HybridGPUMatcher", subclass, frozen)]
 pub struct PyMatcher {
     /// Shared with the sync worker (`SyncManager`), which holds only a weak reference.
     pub(crate) inner: SharedMatcher,
+    vocab: Arc<SharedVocabulary>,
+    encoder: Py<PyVocabulary>,
+    /// The sync triggers `check_sync_needed` applies (set by `_configure_sync`).
+    sync: Mutex<SyncSettings>,
 }
 
 impl PyMatcher {
@@ -35,6 +46,79 @@ impl PyMatcher {
     fn write(&self) -> RwLockWriteGuard<'_, Matcher> {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Query ids of a state: vocabulary ids, unknown symbols each their own id that matches
+    /// nothing.
+    fn state_ids(&self, state: &[String]) -> Vec<u32> {
+        let vocab = self.vocab.read();
+        let lookup: Vec<i64> = state.iter().map(|s| vocab.id(s).map_or(-1, i64::from)).collect();
+        query_from_lookup(&lookup)
+    }
+
+    fn query(&self, py: Python<'_>, state: &Bound<'_, PyAny>, threshold: f64, limit: Option<usize>) -> PyResult<MatchResult> {
+        let state = state_of(state)?;
+        py.allow_threads(|| {
+            guard(|| {
+                let ids = self.state_ids(&state);
+                let matcher = self.read();
+                let hits = matcher.query(&ids, threshold, limit)?;
+                Ok(collect(&matcher, hits))
+            })
+        })?
+    }
+
+    fn query_batch(
+        &self,
+        py: Python<'_>,
+        states: &Bound<'_, PyAny>,
+        threshold: f64,
+        limit: Option<usize>,
+    ) -> PyResult<Vec<MatchResult>> {
+        if is_text(states) {
+            return Err(PyTypeError::new_err("states must be a list of states (lists of str), not a str"));
+        }
+        let states: Vec<Vec<String>> = states
+            .try_iter()
+            .map_err(|_| PyTypeError::new_err(format!("states must be a list of states, got {}", describe(states))))?
+            .map(|s| state_of(&s?))
+            .collect::<PyResult<_>>()?;
+        py.allow_threads(|| {
+            guard(|| {
+                let ids: Vec<Vec<u32>> = states.iter().map(|s| self.state_ids(s)).collect();
+                let matcher = self.read();
+                let hits = matcher.query_batch(&ids, threshold, limit)?;
+                Ok(hits.into_iter().map(|h| collect(&matcher, h)).collect())
+            })
+        })?
+    }
+
+    /// Learns patterns (names and flattened symbols) in one transaction: names and lengths are
+    /// checked, new symbols interned and persisted, then the patterns inserted; all or nothing.
+    /// `None` when `skip_stored` and the one name is already stored.
+    fn learn(&self, names: &[String], patterns: &[Vec<String>], skip_stored: bool) -> PyResult<Option<usize>> {
+        let names: Vec<&str> = strs(names);
+        let flat: Vec<&str> = patterns.iter().flat_map(|p| p.iter().map(String::as_str)).collect();
+        let lengths: Vec<usize> = patterns.iter().map(Vec::len).collect();
+        self.vocab.learn(
+            &flat,
+            || {
+                let matcher = self.read();
+                if skip_stored && names.len() == 1 && matcher.contains(names[0]) {
+                    return Ok(false);
+                }
+                matcher.check_new_patterns(&names, &lengths)?;
+                Ok(true)
+            },
+            |ids| {
+                let mut offsets = Vec::with_capacity(lengths.len() + 1);
+                offsets.push(0u64);
+                for &len in &lengths {
+                    offsets.push(offsets.last().unwrap() + len as u64);
+                }
+                Ok(self.write().insert_batch(&names, ids, &offsets)?)
+            },
+        )
+    }
 }
 
 /// Detaches a query's hits from the matcher: similarities, slots, and a snapshot of the name
@@ -43,19 +127,126 @@ fn collect(matcher: &Matcher, hits: Matches) -> MatchResult {
     MatchResult { similarities: hits.similarities, slots: hits.slots, names: matcher.names() }
 }
 
-fn check_limit(limit: Option<i64>) -> PyResult<Option<usize>> {
-    match limit {
-        Some(k) if k < 0 => Err(PyValueError::new_err(format!("max_predictions must be >= 0 or None, got {k}"))),
-        other => Ok(other.map(|k| k as usize)),
+fn state_of(state: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    symbols_of(state, "state")
+}
+
+/// A pattern name: a non-empty `str` of valid Unicode.
+fn name_of(name: &Bound<'_, PyAny>) -> PyResult<String> {
+    let name = super::vocabulary::symbol_of(name, &|| "pattern name".to_string())?;
+    if name.is_empty() {
+        return Err(crate::error::KatoError::EmptyName.into());
     }
+    Ok(name)
+}
+
+/// A sequence of names (a bare `str` is refused, not taken as one name per character).
+fn names_of(names: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<String>> {
+    symbols_of(names, what)
+}
+
+/// A threshold argument: a real number (not a bool) in [0.0, 1.0]; the range rule is the core's.
+pub struct Threshold(pub f64);
+
+impl<'py> FromPyObject<'py> for Threshold {
+    fn extract_bound(value: &Bound<'py, PyAny>) -> PyResult<Self> {
+        let threshold = real_of(value, "threshold")?;
+        crate::metrics::validate_threshold(threshold)?;
+        Ok(Threshold(threshold))
+    }
+}
+
+/// A real number (not a bool) as f64; one too large for a float (10**400) is a ValueError.
+pub fn real_of(value: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
+    if value.is_instance_of::<PyBool>() || !is_instance_of_abc(value, "Real")? {
+        return Err(PyTypeError::new_err(format!("{what} must be a real number, got {}", describe(value))));
+    }
+    value.extract::<f64>().map_err(|_| PyValueError::new_err(format!("{what} is out of range: {}", describe(value))))
+}
+
+/// A `max_predictions` argument: None (no limit) or an int >= 0 (not a bool).
+#[derive(Clone, Copy)]
+pub struct Limit(pub Option<usize>);
+
+impl Limit {
+    /// KATO's default number of results of `match_patterns` and its siblings.
+    const KATO_DEFAULT: Limit = Limit(Some(100));
+    const NONE: Limit = Limit(None);
+}
+
+impl<'py> FromPyObject<'py> for Limit {
+    fn extract_bound(value: &Bound<'py, PyAny>) -> PyResult<Self> {
+        if value.is_none() {
+            return Ok(Limit(None));
+        }
+        if value.is_instance_of::<PyBool>() || !is_instance_of_abc(value, "Integral")? {
+            return Err(PyTypeError::new_err(format!("max_predictions must be an int or None, got {}", describe(value))));
+        }
+        let limit = value.extract::<i128>().ok().filter(|&k| k >= 0).and_then(|k| usize::try_from(k).ok());
+        limit.map(|k| Limit(Some(k))).ok_or_else(|| {
+            PyValueError::new_err(format!("max_predictions must be None or an int in [0, 2**64), got {}", describe(value)))
+        })
+    }
+}
+
+/// A strict bool argument: `promote="no"` is a mistake, not `True`.
+pub struct Flag(pub bool);
+
+impl<'py> FromPyObject<'py> for Flag {
+    fn extract_bound(value: &Bound<'py, PyAny>) -> PyResult<Self> {
+        // numpy.bool_ is no subclass of bool but is a bool.
+        if value.is_instance_of::<PyBool>() || value.get_type().name()?.to_cow()? == "bool" {
+            return Ok(Flag(value.is_truthy()?));
+        }
+        Err(PyTypeError::new_err(format!("must be a bool, got {}", describe(value))))
+    }
+}
+
+fn is_instance_of_abc(value: &Bound<'_, PyAny>, abc: &str) -> PyResult<bool> {
+    let class = value.py().import("numbers")?.getattr(abc)?;
+    value.is_instance(&class)
+}
+
+/// Affinity weights: a dict of symbol -> finite real weight.
+fn weights_of<'py>(weights: Option<Bound<'py, PyAny>>) -> PyResult<Option<Bound<'py, PyDict>>> {
+    let Some(weights) = weights.filter(|w| !w.is_none()) else { return Ok(None) };
+    let weights = weights.downcast_into::<PyDict>().map_err(|e| {
+        PyTypeError::new_err(format!("weights must be a dict of symbol -> weight, got {}", describe(e.from())))
+    })?;
+    for (symbol, weight) in weights.iter() {
+        let value = real_of(&weight, &format!("weight of {}", describe(&symbol)))?;
+        if !value.is_finite() {
+            return Err(PyValueError::new_err(format!("weight of {} must be finite, got {value}", describe(&symbol))));
+        }
+    }
+    Ok(Some(weights))
 }
 
 #[pymethods]
 impl PyMatcher {
+    /// Built on `encoder` (whose ids it uses; learning through the matcher adds symbols to it),
+    /// with the given metric. `max_pattern_length` (None: unlimited) refuses longer patterns
+    /// and query states.
     #[new]
-    #[pyo3(signature = (metric = "difflib", autojunk = false))]
-    fn new(metric: &str, autojunk: bool) -> PyResult<Self> {
-        Ok(PyMatcher { inner: Arc::new(RwLock::new(Matcher::new(Metric::from_name(metric, autojunk)?))) })
+    #[pyo3(signature = (encoder, metric = "difflib", autojunk = false, max_pattern_length = None))]
+    fn new(
+        encoder: Bound<'_, PyVocabulary>,
+        metric: &str,
+        autojunk: bool,
+        max_pattern_length: Option<usize>,
+    ) -> PyResult<Self> {
+        let mut matcher = Matcher::new(Metric::from_name(metric, autojunk)?);
+        matcher.set_max_pattern_length(max_pattern_length);
+        let inner = Arc::new(RwLock::new(matcher));
+        let vocab = encoder.get().shared.clone();
+        vocab.add_user(&inner);
+        Ok(PyMatcher { inner, vocab, encoder: encoder.unbind(), sync: Mutex::new(SyncSettings::default()) })
+    }
+
+    /// The vocabulary this matcher's ids come from.
+    #[getter]
+    fn encoder(&self, py: Python<'_>) -> Py<PyVocabulary> {
+        self.encoder.clone_ref(py)
     }
 
     #[getter]
@@ -63,75 +254,326 @@ impl PyMatcher {
         py.allow_threads(|| self.read().metric().name())
     }
 
-    /// Adds one pattern (vocabulary ids) to the recent tier; False when the name is stored.
-    fn add(&self, py: Python<'_>, name: &str, ids: Vec<i64>) -> PyResult<bool> {
-        let tokens = ids_to_tokens(&ids)?;
-        Ok(py.allow_threads(|| guard(|| self.write().insert(name, &tokens)))??)
-    }
+    // ---------------------------------------------------------------- queries
 
-    /// Adds many patterns, all or none: pattern k is `tokens[offsets[k]:offsets[k+1]]`.
-    fn add_csr(
+
+    /// Like `match_patterns`, but a `MatchResult` (`.names`, `.similarities` as a float64 array)
+    /// without a dict per match.
+    #[pyo3(signature = (state, threshold, max_predictions = Limit::KATO_DEFAULT))]
+    fn match_patterns_arrays(
         &self,
         py: Python<'_>,
-        names: Vec<String>,
-        tokens: PyReadonlyArray1<'_, u32>,
-        offsets: PyReadonlyArray1<'_, i64>,
+        state: Bound<'_, PyAny>,
+        threshold: Threshold,
+        max_predictions: Limit,
+    ) -> PyResult<MatchResult> {
+        self.query(py, &state, threshold.0, max_predictions.0)
+    }
+
+    /// Every pattern whose similarity to `state` is `>= threshold`, as `{'pattern_name',
+    /// 'similarity'}` dicts ordered by similarity descending then name ascending; at most
+    /// `max_predictions` (None: all).
+    #[pyo3(signature = (state, threshold, max_predictions = Limit::KATO_DEFAULT))]
+    fn match_patterns<'py>(
+        &self,
+        py: Python<'py>,
+        state: Bound<'py, PyAny>,
+        threshold: Threshold,
+        max_predictions: Limit,
+    ) -> PyResult<Bound<'py, PyList>> {
+        self.query(py, &state, threshold.0, max_predictions.0)?.to_dicts(py)
+    }
+
+    /// `match_patterns_arrays` for many states in one call, the states spread over the cores.
+    #[pyo3(signature = (states, threshold, max_predictions = Limit::KATO_DEFAULT))]
+    fn match_patterns_batch_arrays(
+        &self,
+        py: Python<'_>,
+        states: Bound<'_, PyAny>,
+        threshold: Threshold,
+        max_predictions: Limit,
+    ) -> PyResult<Vec<MatchResult>> {
+        self.query_batch(py, &states, threshold.0, max_predictions.0)
+    }
+
+    /// `match_patterns` for many states in one call, the states spread over the cores.
+    #[pyo3(signature = (states, threshold, max_predictions = Limit::KATO_DEFAULT))]
+    fn match_patterns_batch<'py>(
+        &self,
+        py: Python<'py>,
+        states: Bound<'py, PyAny>,
+        threshold: Threshold,
+        max_predictions: Limit,
+    ) -> PyResult<Vec<Bound<'py, PyList>>> {
+        self.query_batch(py, &states, threshold.0, max_predictions.0)?.iter().map(|r| r.to_dicts(py)).collect()
+    }
+
+    /// KATO's prediction tuples for every pattern with similarity `>= threshold`, in result
+    /// order: `(pattern_name, pattern, matching_intersection, past, present, missing, extras,
+    /// similarity, number_of_blocks, anomalies, weighted_similarity)`, `pattern` flattened.
+    ///
+    /// `candidates`: only these pattern names are considered (KATO's filter pipeline).
+    /// `weights`: symbol -> weight, for `weighted_similarity` (else None). `kato_rounding`:
+    /// similarities as KATO's RapidFuzz path computes them, `(2.0*l/T*100.0)/100.0` (metric
+    /// "lcs" only); threshold and order use that value. `fuzzy_token_threshold` > 0: KATO's fuzzy
+    /// token path (per-token `fuzz.ratio` matches, inexact ones reported as anomalies).
+    #[pyo3(signature = (state, threshold, max_predictions = Limit::NONE, *, candidates = None, weights = None,
+                        kato_rounding = Flag(false), fuzzy_token_threshold = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn match_predictions<'py>(
+        &self,
+        py: Python<'py>,
+        state: Bound<'py, PyAny>,
+        threshold: Threshold,
+        max_predictions: Limit,
+        candidates: Option<Bound<'py, PyAny>>,
+        weights: Option<Bound<'py, PyAny>>,
+        kato_rounding: Flag,
+        fuzzy_token_threshold: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let state_list = PyList::new(py, symbols_of(&state, "state")?)?;
+        let state: Vec<String> = state_list.extract()?;
+        let fuzzy = match fuzzy_token_threshold.filter(|f| !f.is_none()) {
+            Some(f) => real_of(&f, "fuzzy_token_threshold")?,
+            None => 0.0,
+        };
+        crate::metrics::validate_threshold(fuzzy)?;
+        let weights = weights_of(weights)?;
+        let candidates = match candidates.filter(|c| !c.is_none()) {
+            Some(c) => Some(names_of(&c, "candidates")?),
+            None => None,
+        };
+        let rule = if kato_rounding.0 { SimilarityRule::KatoRounded } else { SimilarityRule::Exact };
+        let (hits, patterns) = py.allow_threads(|| {
+            guard(|| -> crate::Result<_> {
+                let ids = self.state_ids(&state);
+                // One read lock for the query and the patterns it matched: a pattern removed
+                // meanwhile is either in both or in neither.
+                let matcher = self.read();
+                let mut options = QueryOptions { rule, ..QueryOptions::default() };
+                if let Some(names) = &candidates {
+                    options = options.with_candidates(&matcher, names.iter().map(String::as_str));
+                }
+                let hits = matcher.query_with(&ids, threshold.0, max_predictions.0, &options)?;
+                let names = matcher.names();
+                let patterns: Vec<Vec<u32>> = hits.slots.iter().map(|&slot| matcher.tokens(slot).into_owned()).collect();
+                Ok(((hits, names), patterns))
+            })
+        })??;
+        let ((hits, names), patterns) = ((hits.0, hits.1), patterns);
+        let names: Vec<&str> = hits.slots.iter().map(|&slot| names.name(slot)).collect();
+        let state_ids = self.state_ids(&state);
+        let state_symbols: Vec<Bound<'py, PyString>> =
+            state_list.iter().map(|s| s.downcast_into::<PyString>().map_err(PyErr::from)).collect::<PyResult<_>>()?;
+        let threshold_positive = threshold.0 > 0.0;
+        let _gc = GcPause::new(py)?;
+        let out = super::predictions::build_predictions(
+            py,
+            &self.vocab,
+            &names,
+            &hits.similarities,
+            &patterns,
+            &state_symbols,
+            &state_ids,
+            threshold_positive,
+            weights.as_ref(),
+            fuzzy,
+        );
+        out
+    }
+
+    // --------------------------------------------------------------- learning
+
+    /// Learns one pattern into the recent tier: its new symbols are added to the vocabulary and
+    /// persisted in the same transaction. False (nothing changed) when the name is stored.
+    fn add_new_pattern(
+        &self,
+        py: Python<'_>,
+        pattern_name: Bound<'_, PyAny>,
+        pattern_sequence: Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let name = name_of(&pattern_name)?;
+        let flat: Vec<String> = events_of(&pattern_sequence, "pattern_sequence")?.concat();
+        let added = py.allow_threads(|| guard(|| self.learn(&[name], &[flat], true)))??;
+        Ok(added.is_some())
+    }
+
+    /// Learns many patterns at once, all or none (one vocabulary write). ValueError on a name
+    /// given twice or already stored. With `promote` they go straight to the bulk tier.
+    #[pyo3(signature = (names, events_list, promote = Flag(true)))]
+    fn add_patterns(
+        &self,
+        py: Python<'_>,
+        names: Bound<'_, PyAny>,
+        events_list: Bound<'_, PyAny>,
+        promote: Flag,
     ) -> PyResult<usize> {
-        let tokens = tokens.as_slice()?;
-        let offsets = offsets.as_slice()?;
-        if let Some(bad) = offsets.iter().find(|&&o| o < 0) {
-            return Err(PyValueError::new_err(format!("invalid pattern layout: negative offset {bad}")));
+        let names = names_of(&names, "names")?;
+        if is_text(&events_list) {
+            return Err(PyTypeError::new_err("events_list must be a list of patterns (lists of events), not a str"));
         }
-        // i64 -> u64 is a same-size reinterpretation of non-negative values.
-        let offsets: Vec<u64> = offsets.iter().map(|&o| o as u64).collect();
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        let added = py.allow_threads(|| guard(|| self.write().insert_batch(&names, tokens, &offsets)))??;
-        log::debug!("bulk-loaded {added} patterns");
+        let patterns: Vec<Vec<String>> = events_list
+            .try_iter()
+            .map_err(|_| {
+                PyTypeError::new_err(format!("events_list must be a list of patterns, got {}", describe(&events_list)))
+            })?
+            .enumerate()
+            .map(|(k, events)| Ok(events_of(&events?, &format!("pattern {k}"))?.concat()))
+            .collect::<PyResult<_>>()?;
+        if names.len() != patterns.len() {
+            return Err(PyValueError::new_err(format!("got {} names but {} patterns", names.len(), patterns.len())));
+        }
+        let added = py.allow_threads(|| guard(|| self.learn(&names, &patterns, false)))??.unwrap_or(0);
+        if promote.0 {
+            self.sync_cpu_to_gpu(py)?;
+        }
         Ok(added)
     }
 
-    fn remove(&self, py: Python<'_>, name: &str) -> PyResult<bool> {
-        py.allow_threads(|| guard(|| self.write().remove(name)))
-    }
-
-    /// Moves the recent tier into the bulk tier; returns how many patterns moved. The work is
-    /// done under the read lock; queries wait only for the final swap.
-    fn promote(&self, py: Python<'_>) -> PyResult<usize> {
-        py.allow_threads(|| {
+    /// Bulk load from arrays: pattern k is `tokens[offsets[k]:offsets[k+1]]`, the tokens being ids
+    /// of this matcher's vocabulary. All or none.
+    #[pyo3(signature = (names, tokens, offsets, promote = Flag(true)))]
+    fn add_patterns_csr(
+        &self,
+        py: Python<'_>,
+        names: Bound<'_, PyAny>,
+        tokens: Bound<'_, PyAny>,
+        offsets: Bound<'_, PyAny>,
+        promote: Flag,
+    ) -> PyResult<usize> {
+        let names = names_of(&names, "names")?;
+        let tokens = int_array(&tokens, "tokens")?;
+        let offsets = int_array(&offsets, "offsets")?;
+        let added = py.allow_threads(|| {
             guard(|| {
-                let plan = self.read().plan_promotion();
-                self.write().apply_promotion(plan)
+                self.vocab.hold(|vocab| {
+                    let known = |t: i64| u32::try_from(t).ok().is_some_and(|id| vocab.symbol(id).is_some());
+                    if let Some(&bad) = tokens.iter().find(|&&t| !known(t)) {
+                        return Err(PyValueError::new_err(format!(
+                            "token id {bad} is not an id of this matcher's vocabulary (ids in [0, {}))",
+                            vocab.next_id()
+                        )));
+                    }
+                    if let Some(&bad) = offsets.iter().find(|&&o| o < 0) {
+                        return Err(PyValueError::new_err(format!("invalid pattern layout: negative offset {bad}")));
+                    }
+                    let tokens: Vec<u32> = tokens.iter().map(|&t| t as u32).collect();
+                    let offsets: Vec<u64> = offsets.iter().map(|&o| o as u64).collect();
+                    Ok(self.write().insert_batch(&strs(&names), &tokens, &offsets)?)
+                })
             })
-        })
+        })??;
+        log::debug!("bulk-loaded {added} patterns");
+        if promote.0 {
+            self.sync_cpu_to_gpu(py)?;
+        }
+        Ok(added)
     }
 
-    /// Unix time of the last promotion (creation time before the first).
+    /// Forgets a pattern, whichever tier holds it. False when no such pattern is stored.
+    fn remove_pattern(&self, py: Python<'_>, pattern_name: Bound<'_, PyAny>) -> PyResult<bool> {
+        let name = name_of(&pattern_name)?;
+        py.allow_threads(|| guard(|| self.write().remove(&name)))
+    }
+
+    /// Forgets every pattern in both tiers (the vocabulary is kept).
+    fn clear_all(&self, py: Python<'_>) -> PyResult<()> {
+        py.allow_threads(|| guard(|| self.write().clear()))?;
+        log::info!("cleared all patterns");
+        Ok(())
+    }
+
+    fn __len__(&self, py: Python<'_>) -> usize {
+        py.allow_threads(|| self.read().len())
+    }
+
+    /// Whether a pattern of this name is stored (False for anything that is not a valid name).
+    fn __contains__(&self, py: Python<'_>, pattern_name: Bound<'_, PyAny>) -> bool {
+        let Ok(name) = name_of(&pattern_name) else { return false };
+        py.allow_threads(|| self.read().contains(&name))
+    }
+
+    /// The stored symbols of a pattern (flattened), or None.
+    fn pattern_symbols<'py>(
+        &self,
+        py: Python<'py>,
+        pattern_name: Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyList>>> {
+        let name = name_of(&pattern_name)?;
+        let ids = py.allow_threads(|| self.read().pattern(&name).map(std::borrow::Cow::into_owned));
+        ids.map(|ids| PyList::new(py, self.vocab.py_symbols(py, &ids))).transpose()
+    }
+
+    // ------------------------------------------------------------------ tiers
+
+    /// Promotes every recent pattern into the bulk tier (onto the GPU when there is one);
+    /// returns how many moved. Queries keep running meanwhile; they wait only for the swap.
+    fn sync_cpu_to_gpu(&self, py: Python<'_>) -> PyResult<usize> {
+        let (moved, bulk, seconds) = py.allow_threads(|| {
+            guard(|| {
+                let started = std::time::Instant::now();
+                let plan = self.read().plan_promotion();
+                let mut matcher = self.write();
+                let moved = matcher.apply_promotion(plan);
+                (moved, matcher.tiers().bulk, started.elapsed().as_secs_f64())
+            })
+        })?;
+        log::info!("promoted {moved} patterns to the bulk tier in {:.1} ms (bulk: {bulk})", seconds * 1e3);
+        Ok(moved)
+    }
+
+    /// True when a sync is due by the configured triggers (see `_configure_sync`).
+    fn check_sync_needed(&self, py: Python<'_>) -> bool {
+        let settings = self.sync.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        py.allow_threads(|| crate::sync::sync_needed(&self.read(), &settings))
+    }
+
+    /// The sync triggers `check_sync_needed` applies.
+    fn _configure_sync(&self, threshold: Bound<'_, PyAny>, interval_seconds: Bound<'_, PyAny>, background: Flag) -> PyResult<()> {
+        let settings = super::sync::settings_of(&threshold, &interval_seconds, background.0)?;
+        *self.sync.lock().unwrap_or_else(|e| e.into_inner()) = settings;
+        Ok(())
+    }
+
+    /// Unix time of the last sync (the matcher's creation before the first).
     #[getter]
-    fn last_promotion(&self, py: Python<'_>) -> f64 {
+    fn get_last_sync_time(&self, py: Python<'_>) -> f64 {
         let at = py.allow_threads(|| self.read().last_promotion());
-        at.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+        at.duration_since(std::time::SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
     }
 
     #[setter]
-    fn set_last_promotion(&self, py: Python<'_>, unix_seconds: f64) -> PyResult<()> {
-        if !unix_seconds.is_finite() || unix_seconds < 0.0 {
-            return Err(PyValueError::new_err(format!(
-                "last promotion time must be a non-negative unix time, got {unix_seconds}"
-            )));
-        }
-        let at = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(unix_seconds);
+    fn set_last_sync_time(&self, py: Python<'_>, unix_seconds: Bound<'_, PyAny>) -> PyResult<()> {
+        let at = crate::sync::unix_time(real_of(&unix_seconds, "last_sync_time")?)?;
         py.allow_threads(|| self.write().set_last_promotion(at));
         Ok(())
     }
 
-    /// Seconds since the last promotion.
-    fn seconds_since_promotion(&self, py: Python<'_>) -> f64 {
-        py.allow_threads(|| self.read().since_last_promotion().as_secs_f64())
+    /// Patterns waiting in the recent tier.
+    #[getter]
+    fn patterns_since_sync(&self, py: Python<'_>) -> usize {
+        py.allow_threads(|| self.read().tiers().recent)
+    }
+
+    /// `(bulk, recent)` live pattern counts.
+    fn _tiers(&self, py: Python<'_>) -> (usize, usize) {
+        py.allow_threads(|| {
+            let t = self.read().tiers();
+            (t.bulk, t.recent)
+        })
+    }
+
+    fn _memory_bytes(&self, py: Python<'_>) -> usize {
+        py.allow_threads(|| self.read().memory_bytes())
+    }
+
+    fn _token_count(&self, py: Python<'_>) -> usize {
+        py.allow_threads(|| self.read().token_count())
     }
 
     /// The matcher's counters under the seed plan's KPI names (histograms as cumulative
     /// `(le, count)` buckets with `sum` and `count`); gauges are added by the Python wrapper.
-    fn kpis<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    fn _kpis<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let (gpu, cpu, sync, matched, learned, events, errors, status) = py.allow_threads(|| {
             let m = self.read();
             let k = m.kpis();
@@ -168,45 +610,12 @@ impl PyMatcher {
         Ok(d)
     }
 
-    fn clear(&self, py: Python<'_>) -> PyResult<()> {
-        py.allow_threads(|| guard(|| self.write().clear()))
-    }
-
-    /// `(bulk, recent)` live pattern counts.
-    fn tiers(&self, py: Python<'_>) -> (usize, usize) {
-        py.allow_threads(|| {
-            let t = self.read().tiers();
-            (t.bulk, t.recent)
-        })
-    }
-
-    fn memory_bytes(&self, py: Python<'_>) -> usize {
-        py.allow_threads(|| self.read().memory_bytes())
-    }
-
-    fn token_count(&self, py: Python<'_>) -> usize {
-        py.allow_threads(|| self.read().token_count())
-    }
-
-    /// The stored symbol ids of a pattern, or None.
-    fn pattern(&self, py: Python<'_>, name: &str) -> Option<Vec<u32>> {
-        py.allow_threads(|| self.read().pattern(name).map(std::borrow::Cow::into_owned))
-    }
-
-    fn __len__(&self, py: Python<'_>) -> usize {
-        py.allow_threads(|| self.read().len())
-    }
-
-    fn __contains__(&self, py: Python<'_>, name: &str) -> bool {
-        py.allow_threads(|| self.read().contains(name))
-    }
-
     /// Attaches device 0 as the bulk tier's mirror. Returns `None` on success, else why the GPU
     /// tier cannot be used (no driver, no device, below `min_compute_capability`, NVRTC missing,
     /// compilation or allocation failure); the matcher then keeps serving from the CPU.
     #[pyo3(signature = (min_compute_capability, memory_usage_fraction, growth_buffer_fraction, force_max_patterns, threads_per_block, fallback_to_cpu))]
     #[allow(clippy::too_many_arguments)]
-    fn enable_gpu(
+    fn _enable_gpu(
         &self,
         py: Python<'_>,
         min_compute_capability: f64,
@@ -239,7 +648,7 @@ impl PyMatcher {
     }
 
     /// The device tier's state and counters (see `HybridGPUMatcher.get_stats`).
-    fn device_status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    fn _device_status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let status = py.allow_threads(|| self.read().device_status());
         let d = PyDict::new(py);
         d.set_item("active", status.active)?;
@@ -261,87 +670,53 @@ impl PyMatcher {
         Ok(d)
     }
 
-    /// KATO's prediction tuples for the given matches (names and similarities from a query),
-    /// their patterns read from the store; see `predictions::build_predictions`.
-    #[pyo3(signature = (names, similarities, state, state_lookup, symbols, cutoff_positive, weights = None))]
-    #[allow(clippy::too_many_arguments)]
-    fn predictions<'py>(
-        &self,
-        py: Python<'py>,
-        names: Vec<Bound<'py, PyAny>>,
-        similarities: Vec<f64>,
-        state: Vec<Bound<'py, PyAny>>,
-        state_lookup: Vec<i64>,
-        symbols: Vec<Bound<'py, PyAny>>,
-        cutoff_positive: bool,
-        weights: Option<Bound<'py, PyDict>>,
-    ) -> PyResult<Bound<'py, PyList>> {
-        let keys: Vec<String> = names.iter().map(|n| n.extract::<String>()).collect::<PyResult<_>>()?;
-        let patterns = py.allow_threads(|| {
-            let matcher = self.read();
-            keys.iter().map(|k| matcher.pattern(k).map(std::borrow::Cow::into_owned)).collect::<Option<Vec<_>>>()
-        });
-        let Some(patterns) = patterns else {
-            return Err(PyValueError::new_err("a matched pattern was removed before its prediction was built"));
-        };
-        super::predictions::build_predictions(
-            py,
-            names,
-            similarities,
-            patterns,
-            state,
-            state_lookup,
-            symbols,
-            cutoff_positive,
-            weights,
-        )
-    }
+}
 
-    /// Every pattern with similarity >= threshold, in result order, at most `limit`.
-    /// `ids` is a vocabulary lookup: negative entries are symbols the vocabulary does not know.
-    #[pyo3(signature = (ids, threshold, limit = None))]
-    fn query(&self, py: Python<'_>, ids: Vec<i64>, threshold: f64, limit: Option<i64>) -> PyResult<MatchResult> {
-        let limit = check_limit(limit)?;
-        let state = query_from_lookup(&ids);
-        py.allow_threads(|| {
-            guard(|| {
-                let matcher = self.read();
-                let hits = matcher.query(&state, threshold, limit)?;
-                Ok(collect(&matcher, hits))
-            })
-        })?
+/// A 1-D integer array (anything `numpy.asarray` takes) as i64 values.
+fn int_array(value: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<i64>> {
+    let np = value.py().import("numpy")?;
+    let array = np.call_method1("asarray", (value,))?;
+    let ndim: usize = array.getattr("ndim")?.extract()?;
+    let kind: String = array.getattr("dtype")?.getattr("kind")?.extract()?;
+    if ndim != 1 {
+        return Err(PyValueError::new_err(format!("{what} must be a 1-D array, got {ndim} dimensions")));
     }
+    if kind != "i" && kind != "u" {
+        return Err(PyTypeError::new_err(format!("{what} must be an integer array, got dtype kind {kind:?}")));
+    }
+    if kind == "u" && array.getattr("size")?.extract::<usize>()? > 0 {
+        let high: u64 = array.call_method0("max")?.extract()?;
+        if high > i64::MAX as u64 {
+            return Err(PyValueError::new_err(format!("{what} holds a value too large: {high}")));
+        }
+    }
+    let array = np.call_method1("ascontiguousarray", (array, "int64"))?;
+    let array: PyReadonlyArray1<'_, i64> = array.extract()?;
+    Ok(array.as_slice()?.to_vec())
+}
 
-    #[pyo3(signature = (states, threshold, limit = None))]
-    fn query_batch(
-        &self,
-        py: Python<'_>,
-        states: Vec<Vec<i64>>,
-        threshold: f64,
-        limit: Option<i64>,
-    ) -> PyResult<Vec<MatchResult>> {
-        let limit = check_limit(limit)?;
-        let states: Vec<Vec<u32>> = states.iter().map(|ids| query_from_lookup(ids)).collect();
-        py.allow_threads(|| {
-            guard(|| {
-                let matcher = self.read();
-                let hits = matcher.query_batch(&states, threshold, limit)?;
-                Ok(hits.into_iter().map(|h| collect(&matcher, h)).collect())
-            })
-        })?
+/// Pauses Python's cyclic garbage collector while many tuples and lists are built: it would
+/// otherwise run over and over, scanning every live container.
+struct GcPause<'py> {
+    gc: Bound<'py, PyModule>,
+    was_enabled: bool,
+}
+
+impl<'py> GcPause<'py> {
+    fn new(py: Python<'py>) -> PyResult<Self> {
+        let gc = py.import("gc")?;
+        let was_enabled = gc.call_method0("isenabled")?.is_truthy()?;
+        gc.call_method0("disable")?;
+        Ok(GcPause { gc, was_enabled })
     }
 }
 
-fn ids_to_tokens(ids: &[i64]) -> PyResult<Vec<u32>> {
-    ids.iter()
-        .map(|&id| {
-            if (0..=crate::store::MAX_SYMBOL_ID as i64).contains(&id) {
-                Ok(id as u32)
-            } else {
-                Err(crate::error::KatoError::SymbolIdOutOfRange(id).into())
-            }
-        })
-        .collect()
+impl Drop for GcPause<'_> {
+    fn drop(&mut self) {
+        if self.was_enabled {
+            let _ = self.gc.call_method0("enable");
+        }
+    }
 }
 
 /// The matches of one query, in result order, detached from the matcher.

@@ -12,6 +12,7 @@ mod matcher;
 mod metrics;
 mod predictions;
 mod sync;
+mod vocabulary;
 
 use pyo3::prelude::*;
 
@@ -24,6 +25,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("MAX_SYMBOL_ID", crate::store::MAX_SYMBOL_ID)?;
     metrics::register(m)?;
+    vocabulary::register(m)?;
     matcher::register(m)?;
     sync::register(m)?;
     cuda::register(m)?;

@@ -2,12 +2,13 @@
 
 use std::time::{Duration, SystemTime};
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::error::guard;
-use super::matcher::PyMatcher;
+use super::matcher::{real_of, Flag, PyMatcher};
+use super::vocabulary::describe;
 use crate::sync::{SyncManager, SyncSettings};
 
 #[pyclass(module = "kato_gpu._native", name = "SyncManager", frozen)]
@@ -17,14 +18,24 @@ pub struct PySyncManager {
 
 const SOURCES: [&str; 5] = ["manual", "automatic", "background", "training", "api"];
 
-fn settings(threshold: usize, interval_seconds: f64, background: bool) -> PyResult<SyncSettings> {
-    if threshold == 0 {
-        return Err(PyValueError::new_err("sync_threshold must be positive"));
+/// Sync settings from Python values: a positive int threshold and a positive number of seconds
+/// (the core validates the duration; a threshold too large for usize is refused, not truncated).
+pub fn settings_of(threshold: &Bound<'_, PyAny>, interval_seconds: &Bound<'_, PyAny>, background: bool) -> PyResult<SyncSettings> {
+    if threshold.is_instance_of::<pyo3::types::PyBool>() || !threshold.is_instance_of::<pyo3::types::PyInt>() {
+        return Err(PyTypeError::new_err(format!("sync_threshold must be an int, got {}", describe(threshold))));
     }
-    if !interval_seconds.is_finite() || interval_seconds <= 0.0 {
-        return Err(PyValueError::new_err(format!("sync_interval_seconds must be positive, got {interval_seconds}")));
+    let threshold = threshold
+        .extract::<i128>()
+        .ok()
+        .and_then(|t| usize::try_from(t).ok())
+        .filter(|&t| t > 0)
+        .ok_or_else(|| PyValueError::new_err(format!("sync_threshold must be a positive int below 2**64, got {}", describe(threshold))))?;
+    let seconds = real_of(interval_seconds, "sync_interval_seconds")?;
+    if seconds <= 0.0 {
+        return Err(PyValueError::new_err(format!("sync_interval_seconds must be positive, got {seconds}")));
     }
-    Ok(SyncSettings { threshold, interval: Duration::from_secs_f64(interval_seconds), background })
+    let interval = crate::sync::duration_from_secs(seconds, "sync_interval_seconds")?;
+    Ok(SyncSettings { threshold, interval, background })
 }
 
 fn check_source(source: &str) -> PyResult<&str> {
@@ -41,17 +52,17 @@ impl PySyncManager {
     fn new(
         py: Python<'_>,
         matcher: &PyMatcher,
-        threshold: usize,
-        interval_seconds: f64,
-        background: bool,
+        threshold: Bound<'_, PyAny>,
+        interval_seconds: Bound<'_, PyAny>,
+        background: Flag,
     ) -> PyResult<Self> {
-        let settings = settings(threshold, interval_seconds, background)?;
+        let settings = settings_of(&threshold, &interval_seconds, background.0)?;
         let shared = matcher.inner.clone();
         Ok(PySyncManager { inner: py.allow_threads(|| SyncManager::new(&shared, settings)) })
     }
 
-    fn configure(&self, threshold: usize, interval_seconds: f64, background: bool) -> PyResult<()> {
-        self.inner.configure(settings(threshold, interval_seconds, background)?);
+    fn configure(&self, threshold: Bound<'_, PyAny>, interval_seconds: Bound<'_, PyAny>, background: Flag) -> PyResult<()> {
+        self.inner.configure(settings_of(&threshold, &interval_seconds, background.0)?);
         Ok(())
     }
 
@@ -68,11 +79,13 @@ impl PySyncManager {
         self.inner.is_running()
     }
 
+    #[pyo3(signature = (source = "manual"))]
     fn check_needed(&self, py: Python<'_>, source: &str) -> PyResult<bool> {
         let source = check_source(source)?;
         py.allow_threads(|| guard(|| self.inner.check_needed(source)))
     }
 
+    #[pyo3(signature = (source = "manual"))]
     fn trigger(&self, py: Python<'_>, source: &str) -> PyResult<usize> {
         let source = check_source(source)?;
         py.allow_threads(|| guard(|| self.inner.trigger(source)))
@@ -115,5 +128,6 @@ impl Drop for PySyncManager {
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("SYNC_SOURCES", SOURCES.to_vec())?;
     m.add_class::<PySyncManager>()
 }

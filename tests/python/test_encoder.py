@@ -61,8 +61,14 @@ class FakeCollection:
             assert upsert, "vocabulary write must upsert"
             self.docs[key] = {"class": key}
         # Deep copy: a real database serialises, so later mutation of the
-        # caller's dicts must not show up in the stored document.
-        self.docs[key].update(copy.deepcopy(update["$set"]))
+        # caller's dicts must not show up in the stored document. A dotted key
+        # names a nested field, as in MongoDB.
+        for field, value in copy.deepcopy(update["$set"]).items():
+            *parents, leaf = field.split(".")
+            target = self.docs[key]
+            for parent in parents:
+                target = target.setdefault(parent, {})
+            target[leaf] = value
 
 
 class CountingCollection:
@@ -158,34 +164,67 @@ class MongomockBackend(Backend):
         return {k: doc[k] for k in ("symbol_to_id", "id_to_symbol", "vocab_size", "next_id")}
 
 
+def read_file_store(path: Path) -> Optional[Dict[str, Any]]:
+    """The vocabulary a file store holds, read independently of kato_gpu: the JSON snapshot at
+    ``path`` (KATO's layout) plus the symbols appended to ``<path>.log`` since, one JSON line
+    each after a header line naming the snapshot."""
+    log = path.with_name(path.name + ".log")
+    if not path.exists() and not (log.exists() and log.stat().st_size):
+        return None
+    doc = {"symbol_to_id": {}, "id_to_symbol": {}, "vocab_size": 0, "next_id": 0}
+    if path.exists():
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        assert doc.pop("class") == "gpu_vocabulary"
+    if log.exists():
+        lines = log.read_text(encoding="utf-8").splitlines()
+        for line in lines[1:]:
+            entry = json.loads(line)
+            assert entry["id"] == doc["next_id"]
+            doc["symbol_to_id"][entry["symbol"]] = entry["id"]
+            doc["id_to_symbol"][str(entry["id"])] = entry["symbol"]
+            doc["next_id"] += 1
+            doc["vocab_size"] += 1
+    return doc
+
+
 class FileBackend(Backend):
+    """A file store. One encoder holds a vocabulary file at a time (a lock), so opening another
+    closes the previous one. Writes are counted by watching the files change: an append grows
+    the log, a rewrite replaces the snapshot."""
+
     name = "file"
     persistent = True
 
-    def __init__(self, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.replaces = 0
-        real_replace = os.replace
+        self.current: Optional[SymbolVocabularyEncoder] = None
+        self.count = 0
+        self.seen = self._state()
 
-        def counting_replace(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
-            if Path(dst) == self.path:
-                self.replaces += 1
-            real_replace(src, dst, *args, **kwargs)
-
-        monkeypatch.setattr(encoder_module.os, "replace", counting_replace)
+    def _state(self) -> tuple:
+        log = self.path.with_name(self.path.name + ".log")
+        snapshot = self.path.stat() if self.path.exists() else None
+        return (
+            (snapshot.st_ino, snapshot.st_mtime_ns) if snapshot else None,
+            log.stat().st_size if log.exists() else 0,
+        )
 
     def open(self) -> SymbolVocabularyEncoder:
-        return SymbolVocabularyEncoder(self.path)
+        self.writes()
+        if self.current is not None:
+            self.current.close()
+        self.current = SymbolVocabularyEncoder(self.path)
+        return self.current
 
     def writes(self) -> int:
-        return self.replaces
+        state = self._state()
+        if state != self.seen:
+            self.count += 1
+            self.seen = state
+        return self.count
 
     def stored(self) -> Optional[Dict[str, Any]]:
-        if not self.path.exists():
-            return None
-        doc = json.loads(self.path.read_text(encoding="utf-8"))
-        assert doc.pop("class") == "gpu_vocabulary"
-        return doc
+        return read_file_store(self.path)
 
 
 @pytest.fixture(params=["memory", "fake", "mongomock", "file"])
@@ -196,7 +235,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.
         return FakeBackend()
     if request.param == "mongomock":
         return MongomockBackend()
-    return FileBackend(tmp_path / "vocab.json", monkeypatch)
+    return FileBackend(tmp_path / "vocab.json")
 
 
 @pytest.fixture(params=["fake", "mongomock", "file"])
@@ -206,7 +245,7 @@ def pbackend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest
         return FakeBackend()
     if request.param == "mongomock":
         return MongomockBackend()
-    return FileBackend(tmp_path / "vocab.json", monkeypatch)
+    return FileBackend(tmp_path / "vocab.json")
 
 
 @pytest.fixture
@@ -445,14 +484,33 @@ class TestPersistence:
         query, update, upsert = coll.calls[0]
         assert query == {"class": "gpu_vocabulary"}
         assert upsert is True
+        # Only the new entries, by dotted field path: the write does not grow with the vocabulary.
         assert update == {
             "$set": {
-                "symbol_to_id": {"x": 0, "y": 1},
-                "id_to_symbol": {"0": "x", "1": "y"},
+                "symbol_to_id.x": 0,
+                "id_to_symbol.0": "x",
+                "symbol_to_id.y": 1,
+                "id_to_symbol.1": "y",
                 "vocab_size": 2,
                 "next_id": 2,
             }
         }
+
+    def test_symbols_that_are_no_field_path_rewrite_the_document(self) -> None:
+        coll = FakeCollection()
+        enc = SymbolVocabularyEncoder(coll)
+        enc.encode_ids(["x"])
+        enc.encode_ids(["a.b", "y"])
+        _, update, _ = coll.calls[-1]
+        assert update == {
+            "$set": {
+                "symbol_to_id": {"x": 0, "a.b": 1, "y": 2},
+                "id_to_symbol": {"0": "x", "1": "a.b", "2": "y"},
+                "vocab_size": 3,
+                "next_id": 3,
+            }
+        }
+        assert SymbolVocabularyEncoder(coll).symbol_to_id == {"x": 0, "a.b": 1, "y": 2}
 
     def test_loads_kato_written_document(self) -> None:
         coll = FakeCollection()
@@ -500,8 +558,15 @@ class TestPersistence:
     def test_file_store_format(self, tmp_path: Path) -> None:
         path = tmp_path / "sub" / "dir" / "vocab.json"
         enc = SymbolVocabularyEncoder(path)
-        assert not path.exists()  # nothing written until there is something to write
+        assert not path.exists()  # no snapshot until a flush or a compaction
         enc.encode_ids(["α", ""])
+        assert read_file_store(path) == {
+            "symbol_to_id": {"α": 0, "": 1},
+            "id_to_symbol": {"0": "α", "1": ""},
+            "vocab_size": 2,
+            "next_id": 2,
+        }
+        enc.flush()
         doc = json.loads(path.read_text(encoding="utf-8"))
         assert doc == {
             "class": "gpu_vocabulary",
@@ -510,7 +575,45 @@ class TestPersistence:
             "vocab_size": 2,
             "next_id": 2,
         }
-        assert [p.name for p in path.parent.iterdir()] == ["vocab.json"]  # no temp files left
+        assert sorted(p.name for p in path.parent.iterdir()) == ["vocab.json", "vocab.json.lock", "vocab.json.log"]
+
+    def test_second_encoder_on_one_file_is_refused(self, tmp_path: Path) -> None:
+        path = tmp_path / "vocab.json"
+        first = SymbolVocabularyEncoder(path)
+        first.encode_ids(["a"])
+        with pytest.raises(RuntimeError, match="vocab.json"):
+            SymbolVocabularyEncoder(path)
+        first.close()
+        with pytest.raises(ValueError, match="closed"):
+            first.encode_ids(["b"])
+        assert first.lookup_ids(["a"]) == [0]  # still readable
+        with SymbolVocabularyEncoder(path) as second:
+            assert second.encode_ids(["a", "b"]) == [0, 1]
+        assert SymbolVocabularyEncoder(path).symbol_to_id == {"a": 0, "b": 1}
+
+    def test_second_process_on_one_file_is_refused(self, tmp_path: Path) -> None:
+        path = tmp_path / "vocab.json"
+        holder = SymbolVocabularyEncoder(path)
+        holder.encode_ids(["a"])
+        code = "import sys\nfrom kato_gpu import SymbolVocabularyEncoder\nSymbolVocabularyEncoder(sys.argv[1])"
+        proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
+        assert proc.returncode != 0 and "RuntimeError" in proc.stderr, proc.stderr
+        holder.close()
+        proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+
+    def test_symlink_keeps_writing_through_the_link(self, tmp_path: Path) -> None:
+        target = tmp_path / "real" / "vocab.json"
+        target.parent.mkdir()
+        link = tmp_path / "link.json"
+        link.symlink_to(target)
+        with SymbolVocabularyEncoder(link) as enc:
+            enc.encode_ids(["a", "b"])
+            enc.flush()
+            enc.encode_ids(["c"])
+        assert link.is_symlink()
+        assert json.loads(target.read_text())["symbol_to_id"] == {"a": 0, "b": 1}
+        assert SymbolVocabularyEncoder(target).symbol_to_id == {"a": 0, "b": 1, "c": 2}
 
     def test_flush(self, pbackend: Backend) -> None:
         enc = pbackend.open()
@@ -673,48 +776,58 @@ class TestStoreFailure:
         assert enc.encode_ids(["n1", "n2"]) == [2, 3]
         assert SymbolVocabularyEncoder(coll).symbol_to_id == {"a": 0, "b": 1, "n1": 2, "n2": 3}
 
-    def test_file_write_failure_rolls_back(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_file_write_failure_rolls_back(self, tmp_path: Path) -> None:
+        """A real write failure: the process's file-size limit (RLIMIT_FSIZE) makes the log's
+        next append fail with EFBIG."""
+        resource = pytest.importorskip("resource")
         path = tmp_path / "vocab.json"
         enc = SymbolVocabularyEncoder(path)
         enc.encode_ids(["a", "b"])
-        content = path.read_bytes()
+        stored = read_file_store(path)
         before = snapshot(enc)
-
-        def broken_replace(*args: Any, **kwargs: Any) -> None:
-            raise OSError("disk full")
-
-        monkeypatch.setattr(encoder_module.os, "replace", broken_replace)
-        with pytest.raises(OSError, match="disk full"):
-            enc.encode_ids(["c"])
-        with pytest.raises(OSError, match="disk full"):
-            enc.clear()
+        log_size = path.with_name("vocab.json.log").stat().st_size
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (log_size + 8, hard))
+        try:
+            with pytest.raises(OSError):
+                enc.encode_ids(["c" * 100])
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            signal.signal(signal.SIGXFSZ, old_handler)
         assert snapshot(enc) == before
-        assert path.read_bytes() == content
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["vocab.json"]
-        monkeypatch.undo()
+        assert read_file_store(path) == stored
         assert enc.encode_ids(["c"]) == [2]
+        enc.close()
         assert SymbolVocabularyEncoder(path).symbol_to_id == {"a": 0, "b": 1, "c": 2}
 
 
 class TestOverflow:
-    def test_ids_stay_below_int32_max(self) -> None:
+    def test_ids_stay_within_int32(self) -> None:
         coll = FakeCollection()
+        # A vocabulary whose id space is nearly used up.
+        coll.docs["gpu_vocabulary"] = {
+            "class": "gpu_vocabulary",
+            "symbol_to_id": {},
+            "id_to_symbol": {},
+            "vocab_size": 0,
+            "next_id": MAX_SYMBOL_ID,
+        }
         enc = SymbolVocabularyEncoder(coll)
-        enc.next_id = MAX_SYMBOL_ID  # pretend the id space is nearly used up
-        assert MAX_SYMBOL_ID == 2**31 - 2
-        with pytest.raises(OverflowError):
+        assert MAX_SYMBOL_ID == 2**31 - 1
+        with pytest.raises(ValueError, match="full"):
             enc.encode_sequence(["x", "y"])
-        assert (enc.symbol_to_id, enc.id_to_symbol, enc.next_id, coll.writes) == ({}, {}, MAX_SYMBOL_ID, 0)
-        assert enc.encode_sequence(["x"]).tolist() == [2**31 - 2]
-        with pytest.raises(OverflowError):
+        assert (dict(enc.symbol_to_id), dict(enc.id_to_symbol), enc.next_id, coll.writes) == ({}, {}, MAX_SYMBOL_ID, 0)
+        assert enc.encode_sequence(["x"]).tolist() == [MAX_SYMBOL_ID]
+        with pytest.raises(ValueError, match="full"):
             enc.encode_symbol("y")
-        with pytest.raises(OverflowError):
+        with pytest.raises(ValueError, match="full"):
             enc.encode_pattern([["x"], ["y"]])
-        assert enc.symbol_to_id == {"x": 2**31 - 2}
-        assert enc.next_id == 2**31 - 1
+        assert enc.symbol_to_id == {"x": MAX_SYMBOL_ID}
+        assert enc.next_id == 2**31
         assert coll.writes == 1
-        assert enc.encode_symbol("x") == 2**31 - 2  # known symbols still work
-        assert SymbolVocabularyEncoder(coll).symbol_to_id == {"x": 2**31 - 2}
+        assert enc.encode_symbol("x") == MAX_SYMBOL_ID  # known symbols still work
+        assert SymbolVocabularyEncoder(coll).symbol_to_id == {"x": MAX_SYMBOL_ID}
 
 
 # --------------------------------------------------------------------------
