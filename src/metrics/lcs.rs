@@ -14,6 +14,7 @@ const LANES: usize = 8;
 const GROUPED_LENGTHS: usize = 256;
 
 /// Per-thread working memory.
+#[derive(Default)]
 pub struct LcsScratch {
     /// The bit vector of a multi-word state.
     words: Vec<u64>,
