@@ -7,6 +7,7 @@
 //! - [`matcher`]: the tiered matcher that scans the store on all cores.
 
 pub mod cuda;
+pub mod device;
 pub mod error;
 pub mod kpi;
 pub mod matcher;
