@@ -31,6 +31,15 @@ pub enum KatoError {
 
     #[error("the store is full: at most {0} patterns and {1} symbols in all")]
     CapacityExceeded(u64, u64),
+
+    #[error("invalid value: {0}")]
+    InvalidValue(String),
+
+    #[error("pattern of {len} symbols is longer than max_pattern_length = {max}")]
+    PatternTooLong { len: usize, max: usize },
+
+    #[error("state of {len} symbols is longer than max_pattern_length = {max}")]
+    StateTooLong { len: usize, max: usize },
 }
 
 pub type Result<T> = std::result::Result<T, KatoError>;

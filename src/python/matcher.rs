@@ -1,7 +1,7 @@
 //! `kato_gpu._native.Matcher` (the tiered store and its queries) and `MatchResult`.
 
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::exceptions::PyValueError;
@@ -119,7 +119,7 @@ impl PyMatcher {
                 "last promotion time must be a non-negative unix time, got {unix_seconds}"
             )));
         }
-        let at = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(unix_seconds);
+        let at = crate::sync::unix_time(unix_seconds)?;
         py.allow_threads(|| self.write().set_last_promotion(at));
         Ok(())
     }

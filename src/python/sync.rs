@@ -1,6 +1,6 @@
 //! `kato_gpu._native.SyncManager`: the Rust sync worker (see `crate::sync`).
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -8,7 +8,7 @@ use pyo3::types::PyDict;
 
 use super::error::guard;
 use super::matcher::PyMatcher;
-use crate::sync::{SyncManager, SyncSettings};
+use crate::sync::{duration_from_secs, SyncManager, SyncSettings};
 
 #[pyclass(module = "kato_gpu._native", name = "SyncManager", frozen)]
 pub struct PySyncManager {
@@ -24,7 +24,7 @@ fn settings(threshold: usize, interval_seconds: f64, background: bool) -> PyResu
     if !interval_seconds.is_finite() || interval_seconds <= 0.0 {
         return Err(PyValueError::new_err(format!("sync_interval_seconds must be positive, got {interval_seconds}")));
     }
-    Ok(SyncSettings { threshold, interval: Duration::from_secs_f64(interval_seconds), background })
+    Ok(SyncSettings { threshold, interval: duration_from_secs(interval_seconds, "sync_interval_seconds")?, background })
 }
 
 fn check_source(source: &str) -> PyResult<&str> {
