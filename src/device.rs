@@ -119,10 +119,6 @@ impl DeviceLink {
         self.sync(store, bulk_end);
     }
 
-    pub fn is_active(&self) -> bool {
-        self.lock().is_some()
-    }
-
     fn fail(&self, tier: &mut Option<Box<dyn DeviceMirror>>, error: DeviceError) {
         log::warn!("GPU tier failed, every pattern is now scored on the CPU: {error}");
         *tier = None;

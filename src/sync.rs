@@ -23,7 +23,7 @@ use crate::matcher::{LearnListener, Matcher, SharedMatcher};
 /// A duration given in seconds by a user (configuration, Python): finite, non-negative and
 /// representable, or [`KatoError::InvalidValue`] naming `what`.
 pub fn duration_from_secs(secs: f64, what: &str) -> Result<Duration> {
-    if !(secs >= 0.0) {
+    if secs.is_nan() || secs < 0.0 {
         return Err(KatoError::InvalidValue(format!("{what} must be a non-negative number of seconds, got {secs}")));
     }
     Duration::try_from_secs_f64(secs)

@@ -96,8 +96,8 @@ fn lcs_kernel_equals_cpu_metric() {
                     128,
                 );
             }
-            for k in begin as usize..end as usize {
-                let (got, slot) = (counts[k], store.order[k] as usize);
+            for (&got, &slot) in counts[begin as usize..end as usize].iter().zip(&store.order[begin as usize..]) {
+                let slot = slot as usize;
                 let want = expected(&store, slot, &state, threshold, |p| lcs::matches(p, &state));
                 assert_eq!(got, want, "slot {slot} state {state:?}");
                 compared += 1;

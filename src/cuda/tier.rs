@@ -103,11 +103,6 @@ pub trait Backend: Send {
     fn launch_select(&mut self, slots: u32, state_len: u32, threshold: f64, max_key: u64) -> Result<(), CudaError>;
 }
 
-/// The rank key of a similarity, as `kato_rank_key` in the kernels: smaller is better.
-pub fn rank_key(similarity: f64) -> u64 {
-    !similarity.to_bits()
-}
-
 fn bytes_of<T: Copy>(values: &[T]) -> &[u8] {
     // SAFETY: only called with u8/u16/u32/i32/u64 slices, which have no padding or invalid bit
     // patterns; the byte view covers exactly the same memory.

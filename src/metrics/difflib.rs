@@ -307,8 +307,8 @@ impl DifflibQuery {
         let b = &self.b[..];
         let (mut best_i, mut best_j, mut best_size) = (alo, blo, 0usize);
         let DifflibScratch { prev, cur, prev_set, cur_set, .. } = scratch;
-        for i in alo..ahi {
-            let positions = self.positions_of(a[i].into());
+        for (i, &symbol) in (alo..ahi).zip(&a[alo..ahi]) {
+            let positions = self.positions_of(symbol.into());
             let start = positions.partition_point(|&j| (j as usize) < blo);
             for &j in &positions[start..] {
                 let j = j as usize;
@@ -510,13 +510,6 @@ pub fn opcodes(blocks: &[Block], la: usize, lb: usize) -> Vec<Opcode> {
         }
     }
     out
-}
-
-/// Matching blocks of one pair, no junk (as KATO's own SequenceMatcher).
-pub fn matching_blocks(a: &[u32], b: &[u32]) -> Vec<Block> {
-    let query = DifflibQuery::new(b, false);
-    let mut scratch = query.new_scratch();
-    query.matching_blocks(a, &mut scratch)
 }
 
 /// Total matching-block size of one pair (`a` = pattern, `b` = state).
