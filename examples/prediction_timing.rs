@@ -13,7 +13,7 @@ fn main() {
     let state: Vec<u32> = (0..13).map(|_| (next() % 200) as u32).collect();
     for _ in 0..3 {
         let t = Instant::now();
-        let parts = kato_gpu::prediction::prediction_parts_many(&patterns, &state, true);
+        let parts = kato_gpu::prediction_parts_many(&patterns, &state, true);
         println!("{} parts in {:.1} ms", parts.len(), t.elapsed().as_secs_f64() * 1e3);
     }
 }

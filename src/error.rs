@@ -52,6 +52,15 @@ pub enum KatoError {
         max = crate::store::MAX_SYMBOL_ID
     )]
     VocabularyFull { next_id: u64, adding: usize },
+
+    #[error("invalid value: {0}")]
+    InvalidValue(String),
+
+    #[error("pattern of {len} symbols is longer than max_pattern_length = {max}")]
+    PatternTooLong { len: usize, max: usize },
+
+    #[error("state of {len} symbols is longer than max_pattern_length = {max}")]
+    StateTooLong { len: usize, max: usize },
 }
 
 pub type Result<T> = std::result::Result<T, KatoError>;

@@ -49,8 +49,12 @@ pub struct Kpis {
     pub gpu_query_duration: Histogram,
     pub cpu_query_duration: Histogram,
     pub sync_duration: Histogram,
+    /// Queries answered, whichever tier scored them (each state of a batch counts once); the
+    /// device link counts those whose bulk tier was scored on the GPU.
+    pub queries: AtomicU64,
     pub patterns_matched: AtomicU64,
     pub patterns_learned: AtomicU64,
+    /// Promotions applied (see `Matcher::apply_promotion` for what counts).
     pub sync_events: AtomicU64,
 }
 

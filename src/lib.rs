@@ -1,23 +1,32 @@
 //! kato_gpu: exact similarity matching of one state against millions of learned patterns.
 //!
-//! The core (everything outside `python`) is plain Rust and knows nothing of Python:
-//! - [`metrics`]: the `difflib` and `lcs` metrics and the similarity formula;
-//! - [`ordering`]: the result order;
-//! - [`store`]: the columnar pattern store;
-//! - [`matcher`]: the tiered matcher that scans the store on all cores;
-//! - [`vocabulary`]: the symbol <-> id vocabulary and its crash-safe file store.
+//! The core (everything outside `python` and `cuda`) is plain Rust and knows nothing of Python
+//! or CUDA:
+//! - `metrics`: the `difflib` and `lcs` metrics and the similarity formula;
+//! - `ordering`: the result order;
+//! - `store`: the columnar pattern store;
+//! - `matcher`: the tiered matcher that scans the store on all cores;
+//! - `device`: what the matcher needs from a device tier, and its failure policy;
+//! - `sync`: promotion of the recent tier on its triggers;
+//! - `vocabulary`: the symbol <-> id vocabulary and its crash-safe file store.
+//!
+//! `cuda` implements the device tier. The modules are private: what the bindings, benches and
+//! examples use is re-exported below, so code nothing uses shows up as dead.
 
-pub mod cuda;
-pub mod error;
-pub mod kpi;
-pub mod matcher;
-pub mod metrics;
+// Reached only through the Python bindings (they attach a CUDA device tier to the matcher).
+#[cfg_attr(not(feature = "python"), allow(dead_code))]
+mod cuda;
+mod device;
+mod error;
+mod kpi;
+mod matcher;
+mod metrics;
 mod name_index;
-pub mod ordering;
-pub mod prediction;
-pub mod store;
-pub mod sync;
-pub mod vocabulary;
+mod ordering;
+mod prediction;
+mod store;
+mod sync;
+mod vocabulary;
 
 #[cfg(test)]
 mod testing;
@@ -25,6 +34,13 @@ mod testing;
 #[cfg(feature = "python")]
 mod python;
 
+pub use device::{CapacityInfo, DeviceError, DeviceStatus};
 pub use error::{KatoError, Result};
-pub use matcher::{Matcher, TierCounts};
+pub use kpi::{HistogramSnapshot, Kpis, DURATION_BUCKETS};
+pub use matcher::{query_from_lookup, Matcher, PromotionPlan, SharedMatcher, TierCounts};
 pub use metrics::Metric;
+pub use ordering::Matches;
+pub use prediction::prediction_parts_many;
+pub use store::MAX_SYMBOL_ID;
+pub use sync::{duration_from_secs, unix_time, SyncManager, SyncSettings, SyncStats};
+pub use vocabulary::{FileStore, Vocabulary, VocabularyDocument};

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rayon::prelude::*;
 
-use crate::cuda::link::{DeviceLink, DeviceMirror, DeviceStatus};
+use crate::device::{DeviceLink, DeviceMirror, DeviceStatus};
 use crate::error::{KatoError, Result};
 use crate::kpi::Kpis;
 use crate::metrics::{self, Metric, PreparedQuery, Scorer};
@@ -45,6 +45,8 @@ pub struct Matcher {
     kpis: Kpis,
     listener: Option<Arc<dyn LearnListener>>,
     last_promotion: SystemTime,
+    /// Longest pattern learned and longest state queried; `None` = unlimited.
+    max_pattern_length: Option<usize>,
 }
 
 /// A matcher shared between Python threads and the sync worker.
@@ -113,6 +115,30 @@ impl Matcher {
             kpis: Kpis::default(),
             listener: None,
             last_promotion: SystemTime::now(),
+            max_pattern_length: None,
+        }
+    }
+
+    /// A matcher that refuses patterns and states longer than `max_pattern_length`.
+    pub fn with_max_pattern_length(metric: Metric, max_pattern_length: Option<usize>) -> Matcher {
+        let mut matcher = Matcher::new(metric);
+        matcher.max_pattern_length = max_pattern_length;
+        matcher
+    }
+
+    pub fn max_pattern_length(&self) -> Option<usize> {
+        self.max_pattern_length
+    }
+
+    /// Applies to later learning and queries; patterns already stored stay.
+    pub fn set_max_pattern_length(&mut self, max_pattern_length: Option<usize>) {
+        self.max_pattern_length = max_pattern_length;
+    }
+
+    fn check_pattern_len(&self, len: usize) -> Result<()> {
+        match self.max_pattern_length {
+            Some(max) if len > max => Err(KatoError::PatternTooLong { len, max }),
+            _ => Ok(()),
         }
     }
 
@@ -156,6 +182,7 @@ impl Matcher {
             return Err(KatoError::EmptyName);
         }
         check_symbols(tokens)?;
+        self.check_pattern_len(tokens.len())?;
         if self.index.contains(name, &self.store) {
             return Ok(false);
         }
@@ -189,6 +216,27 @@ impl Matcher {
             return Err(KatoError::InvalidLayout(format!("offsets decrease at index {}", k + 1)));
         }
         check_symbols(tokens)?;
+        let lengths: Vec<usize> = offsets.windows(2).map(|w| (w[1] - w[0]) as usize).collect();
+        self.check_new_patterns(names, &lengths)?;
+        self.store.reserve(names.len(), tokens.len());
+        self.index.reserve(names.len());
+        self.order.reserve(names.len());
+        for (k, &name) in names.iter().enumerate() {
+            let slot = self.store.push(name, &tokens[offsets[k] as usize..offsets[k + 1] as usize]);
+            self.order.push(&self.store, name);
+            self.index.insert(name, slot);
+        }
+        self.learned(names.len());
+        Ok(names.len())
+    }
+
+    /// Whether patterns of these names and lengths may be added, all of them: every name
+    /// non-empty, given once and not stored, every length within `max_pattern_length`, room in
+    /// the store. The one check before any learn (the bindings run it before interning symbols).
+    pub fn check_new_patterns(&self, names: &[&str], lengths: &[usize]) -> Result<()> {
+        if let Some(&longest) = lengths.iter().max() {
+            self.check_pattern_len(longest)?;
+        }
         let mut seen = HashSet::with_capacity(names.len());
         for &name in names {
             if name.is_empty() {
@@ -201,17 +249,7 @@ impl Matcher {
                 return Err(KatoError::AlreadyStored(name.to_string()));
             }
         }
-        self.check_capacity(names.len(), tokens.len())?;
-        self.store.reserve(names.len(), tokens.len());
-        self.index.reserve(names.len());
-        self.order.reserve(names.len());
-        for (k, &name) in names.iter().enumerate() {
-            let slot = self.store.push(name, &tokens[offsets[k] as usize..offsets[k + 1] as usize]);
-            self.order.push(&self.store, name);
-            self.index.insert(name, slot);
-        }
-        self.learned(names.len());
-        Ok(names.len())
+        self.check_capacity(names.len(), lengths.iter().sum())
     }
 
     fn learned(&self, count: usize) {
@@ -302,10 +340,19 @@ impl Matcher {
     /// The other half, with exclusive access: swaps the prepared order in and moves the tier
     /// boundary. Patterns learned since the plan get their keys in the new order and stay
     /// recent. If slots were renumbered in between, the promotion is redone here.
+    ///
+    /// Promotions may be planned concurrently and applied in any order, so the boundary only
+    /// moves forward: a plan overtaken by a newer one (it covers fewer slots than the bulk tier
+    /// already has) changes nothing, returns 0 and is not counted as a sync event, since the
+    /// promotion that overtook it moved and counted its patterns. A plan that finds nothing new
+    /// to move (an empty recent tier) still counts: a sync was asked for and ran.
     pub fn apply_promotion(&mut self, plan: PromotionPlan) -> usize {
         if plan.generation != self.generation {
             let fresh = self.plan_promotion();
             return self.apply_promotion(PromotionPlan { started: plan.started, ..fresh });
+        }
+        if plan.slots < self.bulk_end {
+            return 0;
         }
         let moved = (self.bulk_end as u32..plan.slots as u32).filter(|&s| self.store.is_live(s)).count();
         if let Some(order) = plan.order {
@@ -327,7 +374,7 @@ impl Matcher {
         let device = std::mem::take(&mut self.device);
         let listener = self.listener.take();
         let (generation, kpis) = (self.generation + 1, std::mem::take(&mut self.kpis));
-        *self = Matcher::new(self.metric);
+        *self = Matcher::with_max_pattern_length(self.metric, self.max_pattern_length);
         (self.device, self.listener, self.generation, self.kpis) = (device, listener, generation, kpis);
         self.device.rebuild(&self.store, 0);
     }
@@ -355,6 +402,7 @@ impl Matcher {
     /// at most `limit` of them.
     pub fn query(&self, state: &[u32], threshold: f64, limit: Option<usize>) -> Result<Matches> {
         metrics::validate_threshold(threshold)?;
+        self.check_state_len(state.len())?;
         let started = Instant::now();
         let device = self.device.query(self.metric, state, threshold, limit).map_err(KatoError::DeviceLost)?;
         let plan = QueryPlan::new(state.len(), threshold, self.store.lengths());
@@ -375,6 +423,7 @@ impl Matcher {
         let hits = plan.finish(parts, limit, &self.store, &self.order);
         let histogram = if device.cpu_from > 0 { &self.kpis.gpu_query_duration } else { &self.kpis.cpu_query_duration };
         histogram.observe(started.elapsed());
+        self.kpis.queries.fetch_add(1, Relaxed);
         self.kpis.patterns_matched.fetch_add(hits.len() as u64, Relaxed);
         Ok(hits)
     }
@@ -382,7 +431,18 @@ impl Matcher {
     /// [`Matcher::query`] for many states; states are spread over the cores.
     pub fn query_batch(&self, states: &[Vec<u32>], threshold: f64, limit: Option<usize>) -> Result<Vec<Matches>> {
         metrics::validate_threshold(threshold)?;
+        // Refused before any state is scored, so a bad batch counts no query.
+        if let Some(longest) = states.iter().map(Vec::len).max() {
+            self.check_state_len(longest)?;
+        }
         states.par_iter().map(|state| self.query(state, threshold, limit)).collect()
+    }
+
+    fn check_state_len(&self, len: usize) -> Result<()> {
+        match self.max_pattern_length {
+            Some(max) if len > max => Err(KatoError::StateTooLong { len, max }),
+            _ => Ok(()),
+        }
     }
 
     /// Scores slots `from..` on the CPU; one list of candidates per chunk of slots.
@@ -527,5 +587,113 @@ mod tests {
         let state = query_from_lookup(&[-1, 5, -1]);
         let hits = m.query(&state, 0.0, None).unwrap();
         assert_eq!(hits.similarities[0], 2.0 * 1.0 / 5.0);
+    }
+
+    impl Matcher {
+        /// Recounts the tier sizes from the store, independently of the running counters.
+        fn recount(&self) -> TierCounts {
+            let bulk = (0..self.bulk_end as u32).filter(|&s| self.store.is_live(s)).count();
+            TierCounts { bulk, recent: self.store.live_count() - bulk }
+        }
+    }
+
+    /// Regression: a plan prepared before a newer promotion and applied after it moved the
+    /// boundary back, counted its patterns a second time and made `recent` underflow.
+    #[test]
+    fn a_stale_plan_never_moves_the_boundary_back() {
+        let mut m = Matcher::new(Metric::Lcs);
+        m.insert_batch(&["a", "b"], &[1, 2], &[0, 1, 2]).unwrap();
+        let stale = m.plan_promotion();
+        m.insert_batch(&["c", "d", "e"], &[3, 4, 5], &[0, 1, 2, 3]).unwrap();
+        let newer = m.plan_promotion();
+        assert_eq!(m.apply_promotion(newer), 5);
+        let events = m.kpis().sync_events.load(Relaxed);
+        assert_eq!(m.apply_promotion(stale), 0);
+        assert_eq!(m.tiers(), TierCounts { bulk: 5, recent: 0 });
+        assert_eq!(m.tiers(), m.recount());
+        assert_eq!(m.kpis().sync_events.load(Relaxed), events, "an overtaken plan is not a sync event");
+        // The names keep their order: queries still return every pattern, name-ordered on ties.
+        let hits = m.query(&[9], 0.0, None).unwrap();
+        let names: Vec<&str> = hits.iter().map(|h| m.name(h.slot)).collect();
+        assert_eq!(names, ["a", "b", "c", "d", "e"]);
+        // An empty promotion is still a sync.
+        assert_eq!(m.promote(), 0);
+        assert_eq!(m.kpis().sync_events.load(Relaxed), events + 1);
+        assert_eq!(m.kpis().sync_duration.snapshot().count, events + 1);
+    }
+
+    /// Learners and promoters on real threads, planning under the read lock and applying under
+    /// the write lock as the bindings and the sync worker do: every pattern is moved exactly
+    /// once and the counters always agree with a recount.
+    #[test]
+    fn concurrent_learning_and_promotions_count_every_pattern_once() {
+        use std::sync::atomic::AtomicUsize;
+        use std::sync::RwLock;
+        let m: SharedMatcher = Arc::new(RwLock::new(Matcher::new(Metric::Lcs)));
+        let moved = Arc::new(AtomicUsize::new(0));
+        let (learners, per_learner) = (3, 3000);
+        std::thread::scope(|scope| {
+            for t in 0..learners {
+                let m = &m;
+                scope.spawn(move || {
+                    for k in 0..per_learner {
+                        m.write().unwrap().insert(&format!("L{t}-{k:05}"), &[k as u32 % 11, 1]).unwrap();
+                    }
+                });
+            }
+            for _ in 0..3 {
+                let (m, moved) = (&m, &moved);
+                scope.spawn(move || {
+                    for _ in 0..400 {
+                        let plan = m.read().unwrap().plan_promotion();
+                        let mut w = m.write().unwrap();
+                        moved.fetch_add(w.apply_promotion(plan), Relaxed);
+                        let (tiers, recount) = (w.tiers(), w.recount());
+                        assert_eq!(tiers, recount);
+                        assert!(w.bulk_end <= w.store.slots());
+                    }
+                });
+            }
+        });
+        let mut w = m.write().unwrap();
+        moved.fetch_add(w.promote(), Relaxed);
+        assert_eq!(moved.load(Relaxed), learners * per_learner);
+        assert_eq!(w.tiers(), TierCounts { bulk: learners * per_learner, recent: 0 });
+        let k = w.kpis();
+        assert_eq!(k.sync_duration.snapshot().count, k.sync_events.load(Relaxed));
+    }
+
+    #[test]
+    fn max_pattern_length_refuses_long_patterns_and_states_changing_nothing() {
+        let mut m = Matcher::with_max_pattern_length(Metric::Difflib { autojunk: false }, Some(3));
+        assert_eq!(m.max_pattern_length(), Some(3));
+        assert!(m.insert("ok", &[1, 2, 3]).unwrap());
+        assert_eq!(m.insert("long", &[1, 2, 3, 4]), Err(KatoError::PatternTooLong { len: 4, max: 3 }));
+        assert_eq!(
+            m.insert_batch(&["b", "c"], &[1, 2, 3, 4, 5], &[0, 1, 5]),
+            Err(KatoError::PatternTooLong { len: 4, max: 3 })
+        );
+        assert_eq!((m.len(), m.contains("b"), m.kpis().patterns_learned.load(Relaxed)), (1, false, 1));
+        assert_eq!(m.query(&[1, 2, 3, 4], 0.0, None).unwrap_err(), KatoError::StateTooLong { len: 4, max: 3 });
+        let states = vec![vec![1], vec![1, 2, 3, 4]];
+        assert_eq!(m.query_batch(&states, 0.0, None).unwrap_err(), KatoError::StateTooLong { len: 4, max: 3 });
+        assert_eq!(m.kpis().queries.load(Relaxed), 0, "refused queries are not counted");
+        assert_eq!(m.query(&[1, 2, 3], 0.0, None).unwrap().len(), 1);
+        // The limit survives a clear; lifting it lets longer patterns in.
+        m.clear();
+        assert!(m.insert("long", &[1, 2, 3, 4]).is_err());
+        m.set_max_pattern_length(None);
+        assert!(m.insert("long", &[1, 2, 3, 4]).unwrap());
+        assert_eq!(m.query(&[1, 2, 3, 4, 5], 0.0, None).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn every_query_of_a_batch_is_counted_once() {
+        let mut m = Matcher::new(Metric::Lcs);
+        m.insert("a", &[1]).unwrap();
+        m.query(&[1], 0.5, None).unwrap();
+        m.query_batch(&[vec![1], vec![2], vec![]], 0.5, None).unwrap();
+        assert!(m.query(&[1], 2.0, None).is_err());
+        assert_eq!(m.kpis().queries.load(Relaxed), 4);
     }
 }

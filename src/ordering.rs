@@ -148,10 +148,6 @@ impl NameOrder {
         self.sweep_buffers = Mutex::default();
     }
 
-    pub fn clear(&mut self) {
-        *self = NameOrder::default();
-    }
-
     pub fn memory_bytes(&self) -> usize {
         let buffers: usize = self.sweep_buffers.lock().map_or(0, |b| b.iter().map(|v| v.capacity() * 4).sum());
         self.keys.capacity() * 8 + self.ranked.capacity() * 4 + buffers

@@ -22,7 +22,9 @@ pub struct PredictionParts {
 }
 
 /// KATO's prediction info for one pattern, or `None` where KATO returns none (no matching block
-/// and a positive cutoff).
+/// and a positive cutoff). The bindings use [`prediction_parts_many`]; this pair form is the
+/// tests'.
+#[cfg(test)]
 pub fn prediction_parts(pattern: &[u32], state: &[u32], cutoff_positive: bool) -> Option<PredictionParts> {
     let query = DifflibQuery::new(state, false);
     parts_with(&query, &mut query.new_scratch(), pattern, cutoff_positive)

@@ -17,8 +17,30 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::error::{KatoError, Result};
 use crate::matcher::{LearnListener, Matcher, SharedMatcher};
 
+/// A duration given in seconds by a user (configuration, Python): finite, non-negative and
+/// representable, or [`KatoError::InvalidValue`] naming `what`.
+pub fn duration_from_secs(secs: f64, what: &str) -> Result<Duration> {
+    if secs.is_nan() || secs < 0.0 {
+        return Err(KatoError::InvalidValue(format!("{what} must be a non-negative number of seconds, got {secs}")));
+    }
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| KatoError::InvalidValue(format!("{what} of {secs} seconds is too large to represent")))
+}
+
+/// A point in time given as unix seconds by a user, validated as [`duration_from_secs`] and
+/// representable as a [`SystemTime`].
+pub fn unix_time(secs: f64) -> Result<SystemTime> {
+    let since_epoch = duration_from_secs(secs, "a unix time")?;
+    SystemTime::UNIX_EPOCH
+        .checked_add(since_epoch)
+        .ok_or_else(|| KatoError::InvalidValue(format!("unix time {secs} is too far in the future to represent")))
+}
+
+/// Any threshold and interval are accepted: a threshold no recent tier reaches and an interval
+/// too long to reach in this process's lifetime both mean "never".
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SyncSettings {
     /// Promote once the recent tier holds this many patterns.
@@ -29,6 +51,18 @@ pub struct SyncSettings {
     pub background: bool,
 }
 
+impl SyncSettings {
+    /// The one rule for whether a promotion is due: the recent tier has reached the threshold,
+    /// or the background trigger is on, the recent tier is not empty and the interval has passed
+    /// since the last promotion. Training mode is the caller's concern.
+    pub fn due(&self, matcher: &Matcher) -> bool {
+        let recent = matcher.tiers().recent;
+        recent >= self.threshold || (self.background && recent > 0 && matcher.since_last_promotion() >= self.interval)
+    }
+}
+
+/// Counts every trigger that ran, including one that found nothing to move or was overtaken by
+/// a concurrent promotion (the matcher's `sync_events` KPI counts only promotions applied).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SyncStats {
     pub total_syncs: u64,
@@ -87,10 +121,8 @@ impl Shared {
         }
         let Some(matcher) = self.matcher.upgrade() else { return false };
         let settings = *lock(&self.settings);
-        let m = Self::read(&matcher);
-        let recent = m.tiers().recent;
-        recent >= settings.threshold
-            || (settings.background && recent > 0 && m.since_last_promotion() >= settings.interval)
+        let due = settings.due(&Self::read(&matcher));
+        due
     }
 
     fn trigger(&self, source: &str) -> usize {
@@ -121,13 +153,14 @@ impl Shared {
             // matcher's write lock, so holding the signal lock while waiting for the matcher
             // would deadlock.
             let settings = *lock(&self.settings);
+            // An interval too long to add to now has no deadline: it never passes.
             let deadline = settings.background.then(|| {
                 let since = self.matcher.upgrade().map(|m| Self::read(&m).since_last_promotion()).unwrap_or_default();
-                Instant::now() + settings.interval.saturating_sub(since)
+                Instant::now().checked_add(settings.interval.saturating_sub(since))
             });
             let mut signal = lock(&self.signal);
             while !signal.stop && !signal.closed && !signal.pending && !signal.poked {
-                match deadline {
+                match deadline.flatten() {
                     Some(deadline) => {
                         let now = Instant::now();
                         if now >= deadline {
@@ -161,9 +194,12 @@ impl Shared {
                     return;
                 }
                 let idle = lock(&self.signal);
-                let woken =
-                    self.wake.wait_timeout_while(idle, settings.interval, |s| !s.stop && !s.closed && !s.pending);
-                drop(woken);
+                let asleep = |s: &mut Signal| !s.stop && !s.closed && !s.pending;
+                // Waiting "until never" is a plain wait.
+                match Instant::now().checked_add(settings.interval) {
+                    Some(_) => drop(self.wake.wait_timeout_while(idle, settings.interval, asleep)),
+                    None => drop(self.wake.wait_while(idle, asleep)),
+                }
             }
         }
     }
@@ -423,5 +459,55 @@ mod tests {
         drop(m);
         assert!(wait_until(|| !sync.is_running()), "the worker ends with the matcher");
         assert_eq!(sync.trigger("manual"), 0);
+    }
+
+    #[test]
+    fn user_durations_and_times_are_validated_not_panicking() {
+        assert_eq!(duration_from_secs(1.5, "x"), Ok(Duration::from_millis(1500)));
+        assert_eq!(duration_from_secs(0.0, "x"), Ok(Duration::ZERO));
+        for bad in [f64::NAN, -1.0, f64::INFINITY, f64::NEG_INFINITY, 1e20] {
+            assert!(matches!(duration_from_secs(bad, "x"), Err(KatoError::InvalidValue(_))), "{bad}");
+        }
+        assert_eq!(unix_time(2.0), Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(2)));
+        // Representable as a duration, not as a time.
+        assert!(duration_from_secs(1e19, "x").is_ok());
+        assert!(matches!(unix_time(1e19), Err(KatoError::InvalidValue(_))));
+        assert!(matches!(unix_time(-3.0), Err(KatoError::InvalidValue(_))));
+    }
+
+    #[test]
+    fn the_sync_needed_rule() {
+        let m = shared_matcher();
+        let due = |settings: SyncSettings| settings.due(&m.read().unwrap());
+        let background = SyncSettings { threshold: usize::MAX, interval: Duration::ZERO, background: true };
+        assert!(!due(background), "nothing recent, nothing due");
+        learn(&m, 0, 3);
+        assert!(due(background));
+        assert!(!due(SyncSettings { background: false, ..background }));
+        assert!(due(SyncSettings { threshold: 3, ..SETTINGS }));
+        assert!(!due(SyncSettings { threshold: 4, ..SETTINGS }));
+        assert!(!due(SyncSettings { interval: Duration::MAX, ..background }));
+        // A last promotion in the future is "just now".
+        m.write().unwrap().set_last_promotion(unix_time(1e12).unwrap());
+        assert!(!due(SyncSettings { interval: Duration::from_secs(1), ..background }));
+        m.write().unwrap().promote();
+        assert!(!due(background));
+    }
+
+    /// Regression: an interval too long to add to `Instant::now()` panicked the worker thread.
+    #[test]
+    fn an_endless_interval_or_threshold_means_never_not_a_panic() {
+        let m = shared_matcher();
+        let settings = SyncSettings { threshold: usize::MAX, interval: Duration::MAX, background: true };
+        let sync = SyncManager::new(&m, settings);
+        assert!(sync.start());
+        learn(&m, 0, 5);
+        sync.configure(SyncSettings { interval: Duration::from_secs_f64(1e19), ..settings });
+        assert!(!sync.check_needed("background"));
+        assert_eq!(sync.trigger("manual"), 5);
+        lock(&sync.shared.signal).stop = true;
+        sync.shared.wake.notify_all();
+        let worker = lock(&sync.worker).take().unwrap();
+        assert!(worker.join().is_ok(), "the sync worker panicked");
     }
 }

@@ -68,9 +68,9 @@ pub fn naive_difflib(a: &[u32], b: &[u32], autojunk: bool) -> usize {
     ) -> (usize, usize, usize) {
         let (mut bi, mut bj, mut bs) = (alo, blo, 0usize);
         let mut j2len: HashMap<usize, usize> = HashMap::new();
-        for i in alo..ahi {
+        for (i, symbol) in (alo..ahi).zip(&a[alo..ahi]) {
             let mut new: HashMap<usize, usize> = HashMap::new();
-            if let Some(js) = b2j.get(&a[i]) {
+            if let Some(js) = b2j.get(symbol) {
                 for &j in js {
                     if j < blo {
                         continue;

@@ -96,8 +96,8 @@ fn lcs_kernel_equals_cpu_metric() {
                     128,
                 );
             }
-            for k in begin as usize..end as usize {
-                let (got, slot) = (counts[k], store.order[k] as usize);
+            for (&got, &slot) in counts[begin as usize..end as usize].iter().zip(&store.order[begin as usize..]) {
+                let slot = slot as usize;
                 let want = expected(&store, slot, &state, threshold, |p| lcs::matches(p, &state));
                 assert_eq!(got, want, "slot {slot} state {state:?}");
                 compared += 1;
@@ -296,6 +296,10 @@ mod device_tier {
                 assert!(gpu.remove(name) && cpu.remove(name));
             }
             assert_same(&gpu, &cpu, &mut rng, alphabet, false);
+            // Removed slots stay mirrored until a compaction, but are not counted as live.
+            let info = gpu.device_status().capacity.unwrap();
+            assert_eq!((info.mirrored_patterns, info.live_mirrored_patterns), (6000, 4000));
+            assert_eq!(info.live_mirrored_patterns, gpu.tiers().bulk);
             // Enough removals to compact: slots move and the device is mirrored again.
             for name in first.iter().filter(|n| n.as_bytes()[12] % 4 != 0) {
                 gpu.remove(name);
@@ -308,6 +312,7 @@ mod device_tier {
             assert!(status.active && status.gpu_queries > 0 && status.long_state_cpu_queries > 0, "{status:?}");
             let info = status.capacity.unwrap();
             assert!(info.mirrored_patterns >= gpu.tiers().bulk && info.overflow_patterns == 0, "{info:?}");
+            assert_eq!(info.live_mirrored_patterns, gpu.len());
             gpu.clear();
             cpu.clear();
             load(&mut [&mut gpu, &mut cpu], &mut rng, 9000, 500, alphabet);

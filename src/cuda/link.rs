@@ -1,38 +1,23 @@
-//! How the matcher holds its device tier: behind a mutex (queries share the device's buffers),
-//! with the failure policy in one place. A device error never loses a pattern: the device is
-//! dropped, the CPU scans everything, the failure is logged once and counted, and — when the
-//! configuration forbids falling back — later queries report it instead of answering.
-
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+//! The CUDA device tier as the core's [`DeviceMirror`].
 
 use super::error::CudaError;
-use super::tier::{Backend, CapacityInfo, DeviceTier};
+use super::tier::{Backend, DeviceTier};
+use crate::device::{CapacityInfo, DeviceError, DeviceMirror};
 use crate::metrics::Metric;
 use crate::store::PatternStore;
 
-/// The operations the matcher needs from a device tier, whatever its backend.
-pub trait DeviceMirror: Send {
-    fn sync(&mut self, store: &PatternStore, bulk_end: usize) -> Result<usize, CudaError>;
-    fn kill(&mut self, slot: usize) -> Result<(), CudaError>;
-    fn reset(&mut self);
-    fn mirrored(&self) -> usize;
-    fn query(
-        &mut self,
-        metric: Metric,
-        state: &[u32],
-        threshold: f64,
-        limit: Option<usize>,
-    ) -> Result<Option<Vec<(u32, u32)>>, CudaError>;
-    fn capacity_info(&self) -> CapacityInfo;
+impl From<CudaError> for DeviceError {
+    fn from(error: CudaError) -> Self {
+        DeviceError { kind: error.kind(), message: error.to_string() }
+    }
 }
 
 impl<B: Backend> DeviceMirror for DeviceTier<B> {
-    fn sync(&mut self, store: &PatternStore, bulk_end: usize) -> Result<usize, CudaError> {
-        DeviceTier::sync(self, store, bulk_end)
+    fn sync(&mut self, store: &PatternStore, bulk_end: usize) -> Result<usize, DeviceError> {
+        Ok(DeviceTier::sync(self, store, bulk_end)?)
     }
-    fn kill(&mut self, slot: usize) -> Result<(), CudaError> {
-        DeviceTier::kill(self, slot)
+    fn kill(&mut self, slot: usize) -> Result<(), DeviceError> {
+        Ok(DeviceTier::kill(self, slot)?)
     }
     fn reset(&mut self) {
         DeviceTier::reset(self)
@@ -46,173 +31,10 @@ impl<B: Backend> DeviceMirror for DeviceTier<B> {
         state: &[u32],
         threshold: f64,
         limit: Option<usize>,
-    ) -> Result<Option<Vec<(u32, u32)>>, CudaError> {
-        DeviceTier::query(self, metric, state, threshold, limit)
+    ) -> Result<Option<Vec<(u32, u32)>>, DeviceError> {
+        Ok(DeviceTier::query(self, metric, state, threshold, limit)?)
     }
     fn capacity_info(&self) -> CapacityInfo {
         DeviceTier::capacity_info(self)
-    }
-}
-
-/// Counters and state of the device tier, for `get_stats()`.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct DeviceStatus {
-    pub active: bool,
-    pub capacity: Option<CapacityInfo>,
-    /// Queries whose bulk tier was scored on the device.
-    pub gpu_queries: u64,
-    /// Queries whose state did not fit the kernels and were scored on the CPU.
-    pub long_state_cpu_queries: u64,
-    /// Device failures that moved all work back to the CPU.
-    pub fallbacks: u64,
-    pub last_error: Option<String>,
-}
-
-/// The device part of one query: `(slot, M)` pairs from the device, and the first slot the
-/// CPU must scan.
-pub struct DevicePart {
-    pub pairs: Vec<(u32, u32)>,
-    pub cpu_from: usize,
-}
-
-#[derive(Default)]
-pub struct DeviceLink {
-    tier: Mutex<Option<Box<dyn DeviceMirror>>>,
-    fallback_to_cpu: bool,
-    lost: AtomicBool,
-    last_error: Mutex<Option<String>>,
-    gpu_queries: AtomicU64,
-    long_state_cpu_queries: AtomicU64,
-    fallbacks: AtomicU64,
-    /// Test hook: the next device query fails as a driver error would.
-    fail_next_query: AtomicBool,
-    errors: Mutex<std::collections::BTreeMap<String, u64>>,
-}
-
-impl DeviceLink {
-    /// Makes the next device query fail, to exercise the fallback path on a real device.
-    pub fn simulate_failure(&self) {
-        self.fail_next_query.store(true, Relaxed);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Box<dyn DeviceMirror>>> {
-        self.tier.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Takes a device tier into use and mirrors the bulk tier onto it.
-    pub fn attach(
-        &mut self,
-        tier: Box<dyn DeviceMirror>,
-        fallback_to_cpu: bool,
-        store: &PatternStore,
-        bulk_end: usize,
-    ) {
-        self.fallback_to_cpu = fallback_to_cpu;
-        self.lost.store(false, Relaxed);
-        *self.lock() = Some(tier);
-        self.sync(store, bulk_end);
-    }
-
-    pub fn is_active(&self) -> bool {
-        self.lock().is_some()
-    }
-
-    fn fail(&self, tier: &mut Option<Box<dyn DeviceMirror>>, error: CudaError) {
-        log::warn!("GPU tier failed, every pattern is now scored on the CPU: {error}");
-        *tier = None;
-        self.lost.store(true, Relaxed);
-        self.fallbacks.fetch_add(1, Relaxed);
-        *self.errors.lock().unwrap_or_else(|e| e.into_inner()).entry(error.kind().to_string()).or_default() += 1;
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
-    }
-
-    /// Runs `op` on the attached tier; a failure drops the tier (see the module documentation).
-    fn with_tier(&self, op: impl FnOnce(&mut dyn DeviceMirror) -> Result<(), CudaError>) {
-        let mut tier = self.lock();
-        if let Some(t) = tier.as_mut() {
-            if let Err(e) = op(t.as_mut()) {
-                self.fail(&mut tier, e);
-            }
-        }
-    }
-
-    /// Mirrors slots `[mirrored, upto)` not yet on the device. Needs no exclusive access to the
-    /// matcher: queries keep running (their device part waits for the upload to finish), and the
-    /// slots past the bulk tier it may already hold are simply not scanned by the CPU.
-    pub fn sync(&self, store: &PatternStore, upto: usize) {
-        self.with_tier(|t| t.sync(store, upto).map(|_| ()));
-    }
-
-    pub fn kill(&self, slot: usize) {
-        self.with_tier(|t| t.kill(slot));
-    }
-
-    /// After the store's slots changed (compaction, clear): mirror it again from slot 0.
-    pub fn rebuild(&self, store: &PatternStore, bulk_end: usize) {
-        self.with_tier(|t| {
-            t.reset();
-            t.sync(store, bulk_end).map(|_| ())
-        });
-    }
-
-    /// Device failures by kind, for `kato_gpu_errors_total{error_type}`.
-    pub fn errors(&self) -> std::collections::BTreeMap<String, u64> {
-        self.errors.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Scores the mirrored slots on the device. `Err` only when the device was lost and the
-    /// configuration forbids serving from the CPU.
-    pub fn query(
-        &self,
-        metric: Metric,
-        state: &[u32],
-        threshold: f64,
-        limit: Option<usize>,
-    ) -> Result<DevicePart, String> {
-        let cpu_only = DevicePart { pairs: Vec::new(), cpu_from: 0 };
-        let mut tier = self.lock();
-        let Some(t) = tier.as_mut() else {
-            if self.lost.load(Relaxed) && !self.fallback_to_cpu {
-                let last = self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                return Err(last.unwrap_or_else(|| "the GPU tier was lost".to_string()));
-            }
-            return Ok(cpu_only);
-        };
-        let outcome = if self.fail_next_query.swap(false, Relaxed) {
-            Err(CudaError::Driver("simulated device failure".to_string()))
-        } else {
-            t.query(metric, state, threshold, limit)
-        };
-        match outcome {
-            Ok(Some(pairs)) => {
-                self.gpu_queries.fetch_add(1, Relaxed);
-                Ok(DevicePart { pairs, cpu_from: t.mirrored() })
-            }
-            Ok(None) => {
-                self.long_state_cpu_queries.fetch_add(1, Relaxed);
-                Ok(cpu_only)
-            }
-            Err(e) => {
-                let message = e.to_string();
-                self.fail(&mut tier, e);
-                if self.fallback_to_cpu {
-                    Ok(cpu_only)
-                } else {
-                    Err(message)
-                }
-            }
-        }
-    }
-
-    pub fn status(&self) -> DeviceStatus {
-        let tier = self.lock();
-        DeviceStatus {
-            active: tier.is_some(),
-            capacity: tier.as_ref().map(|t| t.capacity_info()),
-            gpu_queries: self.gpu_queries.load(Relaxed),
-            long_state_cpu_queries: self.long_state_cpu_queries.load(Relaxed),
-            fallbacks: self.fallbacks.load(Relaxed),
-            last_error: self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-        }
     }
 }

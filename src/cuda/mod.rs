@@ -31,5 +31,6 @@ pub const MAX_LCS_WORDS: usize = 16;
 /// Mirrors `KATO_MAX_DIFFLIB_STATE`: longer `difflib` states are scored on the CPU.
 pub const MAX_DIFFLIB_STATE: usize = 256;
 
-/// Mirrors `KATO_NOT_SCORED`.
+/// Mirrors `KATO_NOT_SCORED` (the host emulation of the kernels checks it).
+#[cfg(test)]
 pub const NOT_SCORED: u32 = u32::MAX;

@@ -69,7 +69,9 @@ fn compile_options(compute_arch: &str) -> Vec<String> {
 }
 
 /// Compiles [`KERNEL_SOURCE`] to PTX for `compute_XY` (`arch` is `"sm_XY"` or `"compute_XY"`).
-/// The kernels keep their `extern "C"` names.
+/// The kernels keep their `extern "C"` names. The bindings compile through the cache
+/// ([`compile_ptx_cached`]); this uncached form is for the tests.
+#[cfg(test)]
 pub fn compile_ptx(arch: &str) -> Result<String, CudaError> {
     let compute_arch = virtual_arch(arch)?;
     if !nvrtc_present() {

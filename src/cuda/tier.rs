@@ -7,6 +7,7 @@
 
 use super::error::CudaError;
 use super::plan::{DifflibPlan, LcsPlan};
+use crate::device::CapacityInfo;
 use crate::metrics::Metric;
 use crate::store::PatternStore;
 
@@ -102,11 +103,6 @@ pub trait Backend: Send {
     fn launch_select(&mut self, slots: u32, state_len: u32, threshold: f64, max_key: u64) -> Result<(), CudaError>;
 }
 
-/// The rank key of a similarity, as `kato_rank_key` in the kernels: smaller is better.
-pub fn rank_key(similarity: f64) -> u64 {
-    !similarity.to_bits()
-}
-
 fn bytes_of<T: Copy>(values: &[T]) -> &[u8] {
     // SAFETY: only called with u8/u16/u32/i32/u64 slices, which have no padding or invalid bit
     // patterns; the byte view covers exactly the same memory.
@@ -121,28 +117,14 @@ pub struct TierLimits {
     pub force_max_patterns: Option<usize>,
 }
 
-/// What the device holds, for stats and KATO's `get_capacity_info()`.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct CapacityInfo {
-    pub mirrored_patterns: usize,
-    pub mirrored_symbols: usize,
-    pub capacity_patterns: usize,
-    pub capacity_symbols: usize,
-    pub budget_bytes: u64,
-    pub used_bytes: u64,
-    /// Bulk patterns that did not fit and are scored on the CPU.
-    pub overflow_patterns: usize,
-    /// Device memory now, from the driver (0 when it cannot be read).
-    pub device_free_bytes: u64,
-    pub device_total_bytes: u64,
-}
-
 pub struct DeviceTier<B: Backend> {
     backend: B,
     limits: TierLimits,
     budget_bytes: u64,
     mirrored: usize,
     mirrored_tokens: usize,
+    /// Mirrored slots whose pattern is still stored.
+    live_mirrored: usize,
     overflow: usize,
 }
 
@@ -151,7 +133,15 @@ impl<B: Backend> DeviceTier<B> {
     pub fn new(backend: B, limits: TierLimits) -> Result<Self, CudaError> {
         let (free, _) = backend.memory_info()?;
         let budget_bytes = (free as f64 * limits.memory_usage_fraction) as u64;
-        let mut tier = DeviceTier { backend, limits, budget_bytes, mirrored: 0, mirrored_tokens: 0, overflow: 0 };
+        let mut tier = DeviceTier {
+            backend,
+            limits,
+            budget_bytes,
+            mirrored: 0,
+            mirrored_tokens: 0,
+            live_mirrored: 0,
+            overflow: 0,
+        };
         tier.backend.reserve(Buf::Offsets, 1, 0)?;
         tier.backend.write(Buf::Offsets, 0, bytes_of(&[0u64]))?;
         tier.backend.reserve(Buf::OutLen, 1, 0)?;
@@ -173,6 +163,7 @@ impl<B: Backend> DeviceTier<B> {
             device_free_bytes,
             device_total_bytes,
             mirrored_patterns: self.mirrored,
+            live_mirrored_patterns: self.live_mirrored,
             mirrored_symbols: self.mirrored_tokens,
             capacity_patterns: self.backend.capacity(Buf::Live),
             capacity_symbols: self.backend.capacity(Buf::Tokens),
@@ -256,6 +247,7 @@ impl<B: Backend> DeviceTier<B> {
             self.backend.write(Buf::Offsets, at + 1, bytes_of(&offsets))?;
             self.backend.write(Buf::Live, at, bytes_of(&live))?;
             self.mirrored_tokens += tokens.len();
+            self.live_mirrored += live.iter().map(|&l| usize::from(l)).sum::<usize>();
             at = batch_end;
             self.mirrored = at;
         }
@@ -289,6 +281,8 @@ impl<B: Backend> DeviceTier<B> {
     pub fn kill(&mut self, slot: usize) -> Result<(), CudaError> {
         if slot < self.mirrored {
             self.backend.write(Buf::Live, slot, &[0u8])?;
+            // The matcher kills a slot once, when its live pattern is removed.
+            self.live_mirrored = self.live_mirrored.saturating_sub(1);
         }
         Ok(())
     }
@@ -298,6 +292,7 @@ impl<B: Backend> DeviceTier<B> {
     pub fn reset(&mut self) {
         self.mirrored = 0;
         self.mirrored_tokens = 0;
+        self.live_mirrored = 0;
         self.overflow = 0;
     }
 

@@ -81,9 +81,21 @@ pub struct DifflibQuery {
     b: Vec<u32>,
     index: BIndex,
     /// The same state prepared for LCS, an upper bound on M (every matching block is a common
-    /// subsequence).
-    lcs: LcsQuery,
+    /// subsequence). `None` when its per-symbol bit masks (distinct symbols × state words) would
+    /// outgrow [`MAX_LCS_MASK_WORDS`]: such states take the literal algorithm.
+    lcs: Option<LcsQuery>,
 }
+
+/// Bound on the LCS masks a difflib query builds for its bound: they take distinct symbols ×
+/// `len(b) / 64` words, quadratic in a long state of many distinct symbols. KATO's states (at most
+/// a few hundred symbols) stay far below it.
+const MAX_LCS_MASK_WORDS: usize = 1 << 16;
+
+/// The cells of one pattern are kept only while they number at most this many per symbol of `a`
+/// and `b` together; beyond it (long sequences over few symbols, where they grow as n·m) the
+/// literal algorithm, whose memory is O(len(b)), scores the pattern instead. A one-word state
+/// has at most 64 cells per symbol of `a`, so it never reaches the cap.
+const MAX_CELLS_PER_SYMBOL: usize = 64;
 
 /// Working memory for one thread: the `j2len` rows of `find_longest_match` as dense arrays
 /// (index `j + 1`) with the list of entries each row set, so a row is cleared in O(entries).
@@ -116,12 +128,17 @@ struct Cells {
 
 impl DifflibQuery {
     pub fn new(state: &[u32], autojunk: bool) -> DifflibQuery {
-        DifflibQuery { b: state.to_vec(), index: BIndex::new(state, autojunk), lcs: LcsQuery::new(state) }
+        let index = BIndex::new(state, autojunk);
+        let mask_words = index.symbols.distinct().saturating_mul(state.len().div_ceil(64));
+        let lcs = (mask_words <= MAX_LCS_MASK_WORDS).then(|| LcsQuery::new(state));
+        DifflibQuery { b: state.to_vec(), index, lcs }
     }
 
     /// Fills `cells` for pattern `a`; returns the first block, the longest run (the first in
-    /// `(i, j)` order among equals, as `find_longest_match` over everything picks it).
-    fn build_cells<T: Token>(&self, a: &[T], cells: &mut Cells) -> Block {
+    /// `(i, j)` order among equals, as `find_longest_match` over everything picks it). `None`
+    /// (cells left unusable) once the cells would pass [`MAX_CELLS_PER_SYMBOL`].
+    fn build_cells<T: Token>(&self, a: &[T], cells: &mut Cells) -> Option<Block> {
+        let max_cells = MAX_CELLS_PER_SYMBOL.saturating_mul(a.len() + self.b.len());
         if cells.stamp.len() != self.b.len() + 1 || cells.base as usize >= (u32::MAX as usize) - a.len() - 2 {
             cells.stamp = vec![0; self.b.len() + 1];
             cells.run_at = vec![0; self.b.len() + 1];
@@ -134,6 +151,12 @@ impl DifflibQuery {
             let row_start = cells.list.len();
             let here = cells.base + i as u32 + 1;
             let positions = self.positions_of(symbol.into());
+            if row_start + positions.len() > max_cells {
+                // Leave the stamps of a later pattern distinct from this one's.
+                cells.base += a.len() as u32 + 1;
+                cells.list.clear();
+                return None;
+            }
             // Descending j, so that j - 1 still holds the previous row when j is computed.
             for &j in positions.iter().rev() {
                 let j = j as usize;
@@ -153,12 +176,12 @@ impl DifflibQuery {
         }
         cells.base += a.len() as u32 + 1;
         let size = longest as usize;
-        Block { i: (end_i + 1).saturating_sub(size), j: (end_j + 1).saturating_sub(size), size }
+        Some(Block { i: (end_i + 1).saturating_sub(size), j: (end_j + 1).saturating_sub(size), size })
     }
 
     /// [`DifflibQuery::build_cells`] for a state of at most 64 symbols: a row's cells are the bits
     /// of the symbol's position mask, and the runs that continue are `mask & (previous << 1)`.
-    fn build_cells_one_word<T: Token>(&self, a: &[T], cells: &mut Cells) -> Block {
+    fn build_cells_one_word<T: Token>(&self, lcs: &LcsQuery, a: &[T], cells: &mut Cells) -> Block {
         // First the rows that have cells, as (i, mask), gathered without a branch per symbol:
         // whether a symbol is in the state is unpredictable, and most are not.
         let rows_found = &mut cells.rows;
@@ -166,7 +189,7 @@ impl DifflibQuery {
         rows_found.resize(a.len() + 1, (0, 0));
         let mut found = 0;
         for (i, &symbol) in a.iter().enumerate() {
-            let mask = self.lcs.one_word_mask(symbol.into());
+            let mask = lcs.one_word_mask(symbol.into());
             rows_found[found] = (i as u32, mask);
             found += usize::from(mask != 0);
         }
@@ -284,8 +307,8 @@ impl DifflibQuery {
         let b = &self.b[..];
         let (mut best_i, mut best_j, mut best_size) = (alo, blo, 0usize);
         let DifflibScratch { prev, cur, prev_set, cur_set, .. } = scratch;
-        for i in alo..ahi {
-            let positions = self.positions_of(a[i].into());
+        for (i, &symbol) in (alo..ahi).zip(&a[alo..ahi]) {
+            let positions = self.positions_of(symbol.into());
             let start = positions.partition_point(|&j| (j as usize) < blo);
             for &j in &positions[start..] {
                 let j = j as usize;
@@ -342,7 +365,7 @@ impl Scorer for DifflibQuery {
             prev_set: Vec::new(),
             cur_set: Vec::new(),
             pending: Vec::new(),
-            lcs: self.lcs.new_scratch(),
+            lcs: self.lcs.as_ref().map_or_else(LcsScratch::default, |lcs| lcs.new_scratch()),
             lcs_bounds: Vec::new(),
             cells: Cells::default(),
         }
@@ -369,18 +392,21 @@ impl Scorer for DifflibQuery {
         out: &mut [u32],
         scratch: &mut DifflibScratch,
     ) {
-        if self.index.has_popular {
-            for k in 0..run.len() {
-                if needed[k] != SKIP {
-                    out[k] = self.matches(run.pattern(k), scratch) as u32;
+        let lcs_query = match &self.lcs {
+            Some(lcs) if !self.index.has_popular => lcs,
+            _ => {
+                for k in 0..run.len() {
+                    if needed[k] != SKIP {
+                        out[k] = self.matches(run.pattern(k), scratch) as u32;
+                    }
                 }
+                return;
             }
-            return;
-        }
+        };
         let mut bounds = std::mem::take(&mut scratch.lcs_bounds);
         bounds.clear();
         bounds.resize(run.len(), 0);
-        self.lcs.matches_at_least(run, needed, &mut bounds, &mut scratch.lcs);
+        lcs_query.matches_at_least(run, needed, &mut bounds, &mut scratch.lcs);
         for k in 0..run.len() {
             let (need, lcs) = (needed[k], bounds[k]);
             if need == SKIP {
@@ -390,15 +416,15 @@ impl Scorer for DifflibQuery {
                 lcs
             } else {
                 let a = run.pattern(k);
-                let first = if self.lcs.is_one_word() {
-                    self.build_cells_one_word(a, &mut scratch.cells)
+                let first = if lcs_query.is_one_word() {
+                    Some(self.build_cells_one_word(lcs_query, a, &mut scratch.cells))
                 } else {
                     self.build_cells(a, &mut scratch.cells)
                 };
-                if first.size as u32 == lcs {
-                    lcs
-                } else {
-                    self.matches_from_cells(a.len(), first, lcs, need, scratch)
+                match first {
+                    None => self.matches(a, scratch) as u32,
+                    Some(first) if first.size as u32 == lcs => lcs,
+                    Some(first) => self.matches_from_cells(a.len(), first, lcs, need, scratch),
                 }
             };
         }
@@ -486,13 +512,6 @@ pub fn opcodes(blocks: &[Block], la: usize, lb: usize) -> Vec<Opcode> {
     out
 }
 
-/// Matching blocks of one pair, no junk (as KATO's own SequenceMatcher).
-pub fn matching_blocks(a: &[u32], b: &[u32]) -> Vec<Block> {
-    let query = DifflibQuery::new(b, false);
-    let mut scratch = query.new_scratch();
-    query.matching_blocks(a, &mut scratch)
-}
-
 /// Total matching-block size of one pair (`a` = pattern, `b` = state).
 pub fn matches(pattern: &[u32], state: &[u32], autojunk: bool) -> usize {
     let query = DifflibQuery::new(state, autojunk);
@@ -544,5 +563,63 @@ mod tests {
                 assert_eq!(matches(&a, &b, autojunk), naive_difflib(&a, &b, autojunk), "a={a:?} b={b:?} aj={autojunk}");
             }
         }
+    }
+
+    /// Scores `patterns` against `state` through the run path, as the matcher does.
+    fn score_all(patterns: &[Vec<u32>], state: &[u32], autojunk: bool) -> (Vec<u32>, DifflibScratch) {
+        let mut store = crate::store::PatternStore::new();
+        for (k, p) in patterns.iter().enumerate() {
+            store.push(&format!("p{k}"), p);
+        }
+        let query = DifflibQuery::new(state, autojunk);
+        let mut scratch = query.new_scratch();
+        let needed = vec![0; store.slots()];
+        let mut out = vec![0; store.slots()];
+        query.score_run(store.run(0, store.slots()), &needed, &mut out, &mut scratch);
+        (out, scratch)
+    }
+
+    /// Regression: the cells of a long pattern against a long state over few symbols grow as
+    /// n·m (60,000 symbols over 5 asked for 6 GiB and aborted). Past the cap the literal
+    /// algorithm scores the pattern, still exactly, and the cells stay bounded.
+    #[test]
+    fn cells_stay_bounded_and_exact_for_long_sequences_over_few_symbols() {
+        let mut rng = Rng::new(41);
+        for (len, alphabet) in [(800, 2), (1200, 5), (700, 3), (300, 40)] {
+            let state: Vec<u32> = (0..len).map(|_| rng.below(alphabet) as u32).collect();
+            let mut patterns: Vec<Vec<u32>> =
+                (0..4).map(|_| (0..len + rng.below(300)).map(|_| rng.below(alphabet) as u32).collect()).collect();
+            patterns.push(state.clone());
+            patterns.push(state[len / 3..].to_vec());
+            for autojunk in [false, true] {
+                let (got, scratch) = score_all(&patterns, &state, autojunk);
+                for (p, &m) in patterns.iter().zip(&got) {
+                    assert_eq!(m as usize, naive_difflib(p, &state, autojunk), "len {len} alphabet {alphabet}");
+                }
+                let longest = patterns.iter().map(Vec::len).max().unwrap();
+                assert!(scratch.cells.list.capacity() <= 2 * MAX_CELLS_PER_SYMBOL * (longest + len));
+            }
+        }
+    }
+
+    #[test]
+    fn sixty_thousand_symbols_over_five_do_not_exhaust_memory() {
+        let mut rng = Rng::new(42);
+        let state: Vec<u32> = (0..60_000).map(|_| rng.below(5) as u32).collect();
+        let (got, scratch) = score_all(std::slice::from_ref(&state), &state, false);
+        assert_eq!(got, [60_000]);
+        assert!(scratch.cells.list.capacity() <= 2 * MAX_CELLS_PER_SYMBOL * 120_000);
+    }
+
+    /// A long state of many distinct symbols builds no quadratic LCS masks, and still scores
+    /// exactly (through the literal algorithm).
+    #[test]
+    fn many_distinct_symbols_skip_the_lcs_masks() {
+        let state: Vec<u32> = (0..20_000).collect();
+        let query = DifflibQuery::new(&state, false);
+        assert!(query.lcs.is_none());
+        let pattern: Vec<u32> = (0..20_000).rev().step_by(3).chain(5_000..5_100).collect();
+        let (got, _) = score_all(std::slice::from_ref(&pattern), &state, false);
+        assert_eq!(got[0] as usize, naive_difflib(&pattern, &state, false));
     }
 }

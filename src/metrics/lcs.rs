@@ -14,6 +14,7 @@ const LANES: usize = 8;
 const GROUPED_LENGTHS: usize = 256;
 
 /// Per-thread working memory.
+#[derive(Default)]
 pub struct LcsScratch {
     /// The bit vector of a multi-word state.
     words: Vec<u64>,
@@ -155,6 +156,8 @@ impl LcsQuery {
                 for ks in lanes.by_ref() {
                     let patterns: [&[T]; LANES] = std::array::from_fn(|l| &run.pattern(ks[l] as usize)[..len]);
                     let mut v = [!0u64; LANES];
+                    // Symbol t of every lane in one step: the lanes' chains are independent.
+                    #[allow(clippy::needless_range_loop)]
                     for t in 0..len {
                         for l in 0..LANES {
                             v[l] = Self::step(v[l], mask(patterns[l][t]));

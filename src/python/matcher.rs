@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyList, PyString};
@@ -32,8 +32,9 @@ pub struct PyMatcher {
     pub(crate) inner: SharedMatcher,
     vocab: Arc<SharedVocabulary>,
     encoder: Py<PyVocabulary>,
-    /// The sync triggers `check_sync_needed` applies (set by `_configure_sync`).
-    sync: Mutex<SyncSettings>,
+    /// The sync triggers `check_sync_needed` applies (set by `_configure_sync`; the Python
+    /// class sets them from its `GPUConfig`).
+    sync: Mutex<Option<SyncSettings>>,
 }
 
 impl PyMatcher {
@@ -235,12 +236,11 @@ impl PyMatcher {
         autojunk: bool,
         max_pattern_length: Option<usize>,
     ) -> PyResult<Self> {
-        let mut matcher = Matcher::new(Metric::from_name(metric, autojunk)?);
-        matcher.set_max_pattern_length(max_pattern_length);
+        let matcher = Matcher::with_max_pattern_length(Metric::from_name(metric, autojunk)?, max_pattern_length);
         let inner = Arc::new(RwLock::new(matcher));
         let vocab = encoder.get().shared.clone();
         vocab.add_user(&inner);
-        Ok(PyMatcher { inner, vocab, encoder: encoder.unbind(), sync: Mutex::new(SyncSettings::default()) })
+        Ok(PyMatcher { inner, vocab, encoder: encoder.unbind(), sync: Mutex::new(None) })
     }
 
     /// The vocabulary this matcher's ids come from.
@@ -523,15 +523,16 @@ impl PyMatcher {
     }
 
     /// True when a sync is due by the configured triggers (see `_configure_sync`).
-    fn check_sync_needed(&self, py: Python<'_>) -> bool {
-        let settings = self.sync.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        py.allow_threads(|| crate::sync::sync_needed(&self.read(), &settings))
+    fn check_sync_needed(&self, py: Python<'_>) -> PyResult<bool> {
+        let settings = *self.sync.lock().unwrap_or_else(|e| e.into_inner());
+        let settings = settings.ok_or_else(|| PyRuntimeError::new_err("no sync settings: call _configure_sync first"))?;
+        Ok(py.allow_threads(|| settings.due(&self.read())))
     }
 
     /// The sync triggers `check_sync_needed` applies.
     fn _configure_sync(&self, threshold: Bound<'_, PyAny>, interval_seconds: Bound<'_, PyAny>, background: Flag) -> PyResult<()> {
         let settings = super::sync::settings_of(&threshold, &interval_seconds, background.0)?;
-        *self.sync.lock().unwrap_or_else(|e| e.into_inner()) = settings;
+        *self.sync.lock().unwrap_or_else(|e| e.into_inner()) = Some(settings);
         Ok(())
     }
 
