@@ -167,6 +167,11 @@ impl Matcher {
         self.index.get(name, &self.store).map(|slot| self.store.tokens(slot))
     }
 
+    /// The stored symbols of the pattern in `slot`.
+    pub fn tokens(&self, slot: u32) -> std::borrow::Cow<'_, [u32]> {
+        self.store.tokens(slot)
+    }
+
     pub fn name(&self, slot: u32) -> &str {
         self.store.name(slot)
     }

@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
+use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -212,7 +212,7 @@ fn is_instance_of_abc(value: &Bound<'_, PyAny>, abc: &str) -> PyResult<bool> {
 fn weights_of<'py>(weights: Option<Bound<'py, PyAny>>) -> PyResult<Option<Bound<'py, PyDict>>> {
     let Some(weights) = weights.filter(|w| !w.is_none()) else { return Ok(None) };
     let weights = weights.downcast_into::<PyDict>().map_err(|e| {
-        PyTypeError::new_err(format!("weights must be a dict of symbol -> weight, got {}", describe(e.from())))
+        PyTypeError::new_err(format!("weights must be a dict of symbol -> weight, got {}", describe(&e.into_inner())))
     })?;
     for (symbol, weight) in weights.iter() {
         let value = real_of(&weight, &format!("weight of {}", describe(&symbol)))?;

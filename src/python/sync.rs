@@ -1,6 +1,6 @@
 //! `kato_gpu._native.SyncManager`: the Rust sync worker (see `crate::sync`).
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
