@@ -485,6 +485,16 @@ impl Matcher {
         Ok(hits)
     }
 
+    /// KATO's prediction info of each hit of a query (see
+    /// [`crate::prediction::prediction_infos`]), reading the patterns under the caller's lock.
+    pub fn prediction_infos(
+        &self,
+        hits: &Matches,
+        request: &crate::prediction::PredictionRequest<'_>,
+    ) -> Result<Vec<Option<crate::prediction::PredictionInfo>>> {
+        crate::prediction::prediction_infos(hits.len(), |k| self.store.tokens(hits.slots[k]), request)
+    }
+
     /// [`Matcher::query`] for many states; states are spread over the cores.
     pub fn query_batch(&self, states: &[Vec<u32>], threshold: f64, limit: Option<usize>) -> Result<Vec<Matches>> {
         metrics::validate_threshold(threshold)?;

@@ -9,6 +9,7 @@
 //! prepared one-state-vs-many-patterns form (`*Query::new(state)` then `.matches(pattern, scratch)`).
 
 pub mod difflib;
+pub mod fuzz;
 pub mod lcs;
 mod symbols;
 

@@ -52,12 +52,8 @@ pub fn build_predictions<'py>(
         let block_ranges: Vec<(usize, usize)> = part.blocks.iter().map(|b| (b.j, b.j + b.size)).collect();
         let intersection = slice_of(&state, &block_ranges);
         let weighted = if use_weights {
-            let total = state_weight + weighted_total(&pattern)?;
-            if total > 0.0 {
-                Some(2.0 * weighted_total(&intersection)? / total)
-            } else {
-                None
-            }
+            let matched = weighted_total(&intersection)?;
+            crate::prediction::weighted_similarity(matched, state_weight, weighted_total(&pattern)?)
         } else {
             None
         };
