@@ -286,11 +286,11 @@ impl<'a> FuzzyTable<'a> {
         let intersection = runs((0..state.len()).filter(|&j| matched(j).is_some()));
         let mut anomalies = Vec::new();
         let mut expected: HashSet<&str> = HashSet::new();
-        for j in 0..state.len() {
+        for (j, &observed) in state.iter().enumerate() {
             if let Some((k, score)) = matched(j) {
                 let text = self.texts[at[k]];
                 expected.insert(text);
-                if state[j] != text {
+                if observed != text {
                     anomalies.push(Anomaly { observed: j, expected: k, similarity: score / 100.0 });
                 }
             }
@@ -328,8 +328,9 @@ mod tests {
     }
 
     /// `extractOne` written plainly: the first choice whose uncut `fuzz.ratio` is the highest,
-    /// if that is at least the cutoff.
+    /// if that is at least the cutoff (which RapidFuzz holds as a C float).
     fn naive_best(token: &str, pattern: &[String], cutoff: f64) -> Option<(usize, f64)> {
+        let cutoff = cutoff as f32 as f64;
         let mut best: Option<(usize, f64)> = None;
         for (k, p) in pattern.iter().enumerate() {
             let score = fuzz::ratio(token, p);
@@ -349,8 +350,7 @@ mod tests {
         let weight_of = |id: u32| if id % 5 == 0 { 0.0 } else { 0.1 * id as f64 + 1.0 / 3.0 };
         let (mut anomalies_seen, mut weighted_seen) = (0, 0);
         for case in 0..300 {
-            let patterns: Vec<Vec<u32>> =
-                (0..6).map(|_| rng.sequence(9, 30).iter().map(|&x| x as u32).collect()).collect();
+            let patterns: Vec<Vec<u32>> = (0..6).map(|_| rng.sequence(9, 30)).collect();
             let lookup: Vec<i64> = (0..rng.below(8)).map(|_| rng.below(32) as i64 - 2).collect();
             let state = crate::matcher::query_from_lookup(&lookup);
             let state_text: Vec<String> = lookup

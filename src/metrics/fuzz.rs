@@ -6,8 +6,10 @@
 //! `sim = 1 - dist / (len1 + len2)` (0 distance for two empty strings), reported when the distance
 //! passes a slightly widened cutoff and `sim >= cutoff / 100`, else 0. Each step below is one
 //! float operation of that computation in the same order, so the value is the same double.
-//! `extractOne` raises its cutoff to each new best score and keeps the first choice with the
-//! highest score, stopping at a perfect 100.
+//! `extractOne` first stores its `score_cutoff` in a C `float` (so the cutoff it applies is the
+//! float32 nearest the one given: a `fuzzy_token_threshold * 100` of 66.666...67 lets
+//! 66.666664 through), then raises the cutoff to each new best score and keeps the first choice
+//! with the highest score, stopping at a perfect 100.
 
 /// The longest common subsequence of two code-point sequences (tokens are short: one DP row).
 pub fn lcs_chars(a: &[char], b: &[char]) -> usize {
@@ -49,13 +51,13 @@ pub fn ratio(a: &str, b: &str) -> f64 {
 
 /// `rapidfuzz.process.extractOne` over `choices` choices with a native scorer: `score(k, cutoff)`
 /// is choice k's score under `cutoff`. Returns the index and score of the first choice with the
-/// highest score `>= score_cutoff`.
+/// highest score `>=` the float32 nearest `score_cutoff`.
 pub fn extract_one(
     choices: usize,
     score_cutoff: f64,
     mut score: impl FnMut(usize, f64) -> f64,
 ) -> Option<(usize, f64)> {
-    let mut cutoff = score_cutoff;
+    let mut cutoff = score_cutoff as f32 as f64;
     let mut best: Option<(usize, f64)> = None;
     for k in 0..choices {
         let s = score(k, cutoff);
@@ -100,8 +102,12 @@ mod tests {
         assert_eq!(extract_one_str("abc", &["abd", "xbc"], 0.0).map(|b| b.0), Some(0));
         assert_eq!(extract_one_str("abc", &["xyz"], 10.0), None);
         assert_eq!(extract_one_str("abc", &[], 10.0), None);
-        // A score equal to the cutoff passes.
-        let score = ratio("ab", "ax");
-        assert_eq!(extract_one_str("ab", &["ax"], score), Some((0, score)));
+        // A score equal to the cutoff passes, and so does one below it by less than the cutoff's
+        // float32 rounding; one below the float32 cutoff does not.
+        let score = ratio("abc", "abd");
+        assert_eq!(extract_one_str("abc", &["abd"], score), Some((0, score)));
+        assert_eq!(extract_one_str("abc", &["abd"], score + 1e-6), Some((0, score)));
+        assert_eq!(ratio("x", "yyyyyyyyx"), 19.999999999999996);
+        assert_eq!(extract_one_str("x", &["yyyyyyyyx"], 20.0), None);
     }
 }
