@@ -29,6 +29,12 @@ pub enum KatoError {
     #[error("the GPU tier failed and fallback_to_cpu is off: {0}")]
     DeviceLost(String),
 
+    #[error("KATO's rounded similarity reproduces its RapidFuzz token path and needs the lcs metric, not {0}")]
+    KatoRoundingNeedsLcs(&'static str),
+
+    #[error("no text for symbol id {0}: the fuzzy token path needs the text of every pattern symbol")]
+    MissingSymbolText(u32),
+
     #[error("the store is full: at most {0} patterns and {1} symbols in all")]
     CapacityExceeded(u64, u64),
 

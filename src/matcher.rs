@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use crate::device::{DeviceLink, DeviceMirror, DeviceStatus};
 use crate::error::{KatoError, Result};
 use crate::kpi::Kpis;
-use crate::metrics::{self, Metric, PreparedQuery, Scorer};
+use crate::metrics::{self, Metric, PreparedQuery, Scorer, SimilarityRule};
 use crate::name_index::NameIndex;
 use crate::ordering::{Candidate, LengthRow, Matches, NameOrder, QueryPlan};
 use crate::store::{PatternStore, MAX_SYMBOL_ID};
@@ -47,6 +47,89 @@ pub struct Matcher {
     last_promotion: SystemTime,
     /// Longest pattern learned and longest state queried; `None` = unlimited.
     max_pattern_length: Option<usize>,
+}
+
+/// Pattern names a query is restricted to (KATO's filter pipeline output), held as one string so
+/// that a binding can hand over many names without an allocation per name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CandidateNames {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl CandidateNames {
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).map(|(start, &end)| &self.text[start..end])
+    }
+}
+
+impl<'a> FromIterator<&'a str> for CandidateNames {
+    fn from_iter<I: IntoIterator<Item = &'a str>>(names: I) -> CandidateNames {
+        let mut candidates = CandidateNames::default();
+        for name in names {
+            candidates.text.push_str(name);
+            candidates.ends.push(candidates.text.len());
+        }
+        candidates
+    }
+}
+
+/// How [`Matcher::query_with`] chooses and scores patterns.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QueryOptions {
+    /// Only these patterns may be returned (`None`: every pattern). Names not stored are ignored.
+    pub candidates: Option<CandidateNames>,
+    pub rule: SimilarityRule,
+}
+
+impl QueryOptions {
+    /// Restricts the query to the patterns named (resolved under the query's own lock).
+    pub fn with_candidates<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> QueryOptions {
+        self.candidates = Some(names.into_iter().collect());
+        self
+    }
+
+    pub fn with_rule(mut self, rule: SimilarityRule) -> QueryOptions {
+        self.rule = rule;
+        self
+    }
+}
+
+/// One bit per slot: whether a query may return that slot.
+struct SlotMask(Vec<u64>);
+
+impl SlotMask {
+    #[inline]
+    fn contains(&self, slot: u32) -> bool {
+        self.0.get(slot as usize / 64).is_some_and(|word| word >> (slot % 64) & 1 == 1)
+    }
+
+    /// Whether no slot of `range` is in the mask.
+    fn none_in(&self, range: std::ops::Range<usize>) -> bool {
+        if range.is_empty() {
+            return true;
+        }
+        let (first, last) = (range.start / 64, (range.end - 1) / 64);
+        (first..=last).all(|w| {
+            let mut word = self.0.get(w).copied().unwrap_or(0);
+            if w == first {
+                word &= u64::MAX << (range.start % 64);
+            }
+            if w == last && range.end % 64 != 0 {
+                word &= u64::MAX >> (64 - range.end % 64);
+            }
+            word == 0
+        })
+    }
 }
 
 /// A matcher shared between Python threads and the sync worker.
@@ -406,22 +489,45 @@ impl Matcher {
     /// Every stored pattern whose similarity to `state` is `>= threshold`, in result order,
     /// at most `limit` of them.
     pub fn query(&self, state: &[u32], threshold: f64, limit: Option<usize>) -> Result<Matches> {
+        self.query_with(state, threshold, limit, &QueryOptions::default())
+    }
+
+    /// [`Matcher::query`] restricted to `options.candidates` (the limit counts only candidates)
+    /// and scored by `options.rule` (threshold, order and reported similarity).
+    pub fn query_with(
+        &self,
+        state: &[u32],
+        threshold: f64,
+        limit: Option<usize>,
+        options: &QueryOptions,
+    ) -> Result<Matches> {
         metrics::validate_threshold(threshold)?;
         self.check_state_len(state.len())?;
+        options.rule.check(self.metric)?;
         let started = Instant::now();
-        let device = self.device.query(self.metric, state, threshold, limit).map_err(KatoError::DeviceLost)?;
-        let plan = QueryPlan::new(state.len(), threshold, self.store.lengths());
+        let mask = options.candidates.as_ref().map(|names| self.candidate_mask(names));
+        let plan = QueryPlan::with_rule(state.len(), threshold, self.store.lengths(), options.rule);
+        // The device keeps the best `limit` by the exact ratio over all its patterns; with
+        // candidates or a rounding rule that selection could drop patterns this query returns.
+        let device_limit = if mask.is_none() && options.rule == SimilarityRule::Exact { limit } else { None };
+        let device = self
+            .device
+            .query(self.metric, state, plan.ratio_threshold(threshold), device_limit)
+            .map_err(KatoError::DeviceLost)?;
+        let mask = mask.as_ref();
         let mut parts = match self.metric.prepare(state) {
-            PreparedQuery::Difflib(q) => self.scan(&q, &plan, limit, device.cpu_from),
-            PreparedQuery::Lcs(q) => self.scan(&q, &plan, limit, device.cpu_from),
+            PreparedQuery::Difflib(q) => self.scan(&q, &plan, limit, device.cpu_from, mask),
+            PreparedQuery::Lcs(q) => self.scan(&q, &plan, limit, device.cpu_from, mask),
         };
         parts.push(
             device
                 .pairs
                 .iter()
+                .filter(|&&(slot, _)| mask.is_none_or(|m| m.contains(slot)))
                 .filter_map(|&(slot, matches)| {
                     let row = plan.row(self.store.len_of(slot));
-                    (matches >= row.min_matches).then(|| plan.candidate(row, matches, slot))
+                    (row.min_matches != LengthRow::NONE && matches >= row.min_matches)
+                        .then(|| plan.candidate(row, matches, slot))
                 })
                 .collect(),
         );
@@ -431,6 +537,16 @@ impl Matcher {
         self.kpis.queries.fetch_add(1, Relaxed);
         self.kpis.patterns_matched.fetch_add(hits.len() as u64, Relaxed);
         Ok(hits)
+    }
+
+    /// KATO's prediction info of each hit of a query (see
+    /// [`crate::prediction::prediction_infos`]), reading the patterns under the caller's lock.
+    pub fn prediction_infos(
+        &self,
+        hits: &Matches,
+        request: &crate::prediction::PredictionRequest<'_>,
+    ) -> Result<Vec<Option<crate::prediction::PredictionInfo>>> {
+        crate::prediction::prediction_infos(hits.len(), |k| self.store.tokens(hits.slots[k]), request)
     }
 
     /// [`Matcher::query`] for many states; states are spread over the cores.
@@ -450,8 +566,27 @@ impl Matcher {
         }
     }
 
-    /// Scores slots `from..` on the CPU; one list of candidates per chunk of slots.
-    fn scan<S: Scorer>(&self, query: &S, plan: &QueryPlan, limit: Option<usize>, from: usize) -> Vec<Vec<Candidate>> {
+    /// The slots of the stored patterns among `names`.
+    fn candidate_mask(&self, names: &CandidateNames) -> SlotMask {
+        let mut words = vec![0u64; self.store.slots().div_ceil(64)];
+        for name in names.iter() {
+            if let Some(slot) = self.index.get(name, &self.store) {
+                words[slot as usize / 64] |= 1 << (slot % 64);
+            }
+        }
+        SlotMask(words)
+    }
+
+    /// Scores slots `from..` on the CPU (only those in `mask`, when given); one list of
+    /// candidates per chunk of slots.
+    fn scan<S: Scorer>(
+        &self,
+        query: &S,
+        plan: &QueryPlan,
+        limit: Option<usize>,
+        from: usize,
+        mask: Option<&SlotMask>,
+    ) -> Vec<Vec<Candidate>> {
         let slots = self.store.slots();
         (from / CHUNK..slots.div_ceil(CHUNK))
             .into_par_iter()
@@ -459,10 +594,15 @@ impl Matcher {
                 || (query.new_scratch(), Vec::with_capacity(CHUNK), vec![0u32; CHUNK]),
                 |(scratch, needed, counts), chunk| {
                     let first = (chunk * CHUNK).max(from) as u32;
-                    let run = self.store.run(first, ((chunk + 1) * CHUNK).min(slots) - first as usize);
+                    let end = ((chunk + 1) * CHUNK).min(slots);
+                    if mask.is_some_and(|m| m.none_in(first as usize..end)) {
+                        return Vec::new();
+                    }
+                    let run = self.store.run(first, end - first as usize);
                     needed.clear();
                     needed.extend((0..run.len()).map(|k| {
-                        if self.store.is_live(first + k as u32) {
+                        let slot = first + k as u32;
+                        if self.store.is_live(slot) && mask.is_none_or(|m| m.contains(slot)) {
                             plan.row(run.pattern_len(k)).min_matches
                         } else {
                             LengthRow::NONE
@@ -497,7 +637,7 @@ impl Matcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::Rng;
+    use crate::testing::{naive_lcs, Rng};
 
     fn oracle(
         patterns: &[(String, Vec<u32>)],
@@ -560,6 +700,171 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `query_with`'s answer written out the slow way: naive LCS, the rule's formula spelled out
+    /// here, candidates filtered, sorted by (similarity desc, name asc), truncated. Similarities
+    /// as bits.
+    fn brute_force(
+        scored: &[(String, usize, usize)],
+        threshold: f64,
+        limit: Option<usize>,
+        candidates: Option<&HashSet<&str>>,
+        rule: SimilarityRule,
+    ) -> Vec<(String, u64)> {
+        let mut all: Vec<(String, f64)> = scored
+            .iter()
+            .filter(|(n, _, _)| candidates.is_none_or(|c| c.contains(n.as_str())))
+            .map(|&(ref n, l, t)| {
+                let (l, t) = (l as f64, t as f64);
+                let similarity = match rule {
+                    _ if t == 0.0 => (rule == SimilarityRule::Exact) as u8 as f64,
+                    SimilarityRule::Exact => 2.0 * l / t,
+                    SimilarityRule::KatoRounded => (2.0 * l / t * 100.0) / 100.0,
+                };
+                (n.clone(), similarity)
+            })
+            .filter(|(_, s)| *s >= threshold)
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        all.truncate(limit.unwrap_or(usize::MAX));
+        all.into_iter().map(|(n, s)| (n, s.to_bits())).collect()
+    }
+
+    /// (name, naive LCS, total length) of every pattern against `state`.
+    fn score_all(patterns: &[(String, Vec<u32>)], state: &[u32]) -> Vec<(String, usize, usize)> {
+        patterns.iter().map(|(n, p)| (n.clone(), naive_lcs(p, state), p.len() + state.len())).collect()
+    }
+
+    fn named(m: &Matcher, hits: Matches) -> Vec<(String, u64)> {
+        hits.iter().map(|h| (m.name(h.slot).to_string(), h.similarity.to_bits())).collect()
+    }
+
+    /// Thresholds on both sides of the values where KATO's rounding moves a similarity: the raw
+    /// and the rounded value of such pairs, and their float neighbours.
+    fn boundary_thresholds(scored: &[(String, usize, usize)]) -> Vec<f64> {
+        let mut out = vec![0.0, 0.25, 0.5];
+        for &(_, l, t) in scored {
+            let (l, t) = (l as f64, t as f64);
+            let (raw, rounded) = (2.0 * l / t, (2.0 * l / t * 100.0) / 100.0);
+            if raw != rounded && raw > 0.0 && out.len() < 24 {
+                let (below, above) = (f64::from_bits(raw.to_bits() - 1), f64::from_bits(raw.to_bits() + 1));
+                out.extend([raw, rounded, below, above].into_iter().filter(|x| (0.0..=1.0).contains(x)));
+            }
+        }
+        out
+    }
+
+    /// Candidates (stored, removed and unknown names) and both rules, with limits, against the
+    /// brute force; some thresholds sit exactly on rounded values, where the two rules disagree.
+    #[test]
+    fn query_with_candidates_and_rules_matches_brute_force() {
+        let mut rng = Rng::new(77);
+        let mut m = Matcher::new(Metric::Lcs);
+        let mut kept: Vec<(String, Vec<u32>)> = Vec::new();
+        for i in 0..9000 {
+            let p = rng.sequence(if i % 101 == 0 { 300 } else { 25 }, 9);
+            let name = format!("P{:05}", rng.below(60_000));
+            if m.insert(&name, &p).unwrap() {
+                kept.push((name, p));
+            }
+            if i == 4000 {
+                m.promote();
+            }
+        }
+        let removed: Vec<String> = kept.iter().step_by(13).map(|(n, _)| n.clone()).collect();
+        for name in &removed {
+            assert!(m.remove(name));
+        }
+        kept.retain(|(n, _)| !removed.contains(n));
+        let mut disagreements = 0;
+        for q in 0..8 {
+            let state = rng.sequence(if q == 7 { 120 } else { 30 }, 9);
+            let mut names: Vec<&str> = kept.iter().filter(|_| rng.below(3) == 0).map(|(n, _)| n.as_str()).collect();
+            names.extend(removed.iter().take(50).map(String::as_str));
+            names.extend(["no-such-pattern", "", "P99999x"]);
+            let chosen: HashSet<&str> = names.iter().copied().collect();
+            let with_names = QueryOptions::default().with_candidates(names.iter().copied());
+            let scored = score_all(&kept, &state);
+            for threshold in boundary_thresholds(&scored) {
+                for limit in [None, Some(0), Some(1), Some(7), Some(300)] {
+                    for rule in [SimilarityRule::Exact, SimilarityRule::KatoRounded] {
+                        for candidates in [None, Some(&chosen)] {
+                            let options = match candidates {
+                                Some(_) => with_names.clone().with_rule(rule),
+                                None => QueryOptions::default().with_rule(rule),
+                            };
+                            let got = named(&m, m.query_with(&state, threshold, limit, &options).unwrap());
+                            let want = brute_force(&scored, threshold, limit, candidates, rule);
+                            assert_eq!(
+                                got,
+                                want,
+                                "q {q} t {threshold:e} limit {limit:?} {rule:?} {}",
+                                candidates.is_some()
+                            );
+                        }
+                    }
+                    let exact = brute_force(&scored, threshold, limit, None, SimilarityRule::Exact);
+                    let rounded = brute_force(&scored, threshold, limit, None, SimilarityRule::KatoRounded);
+                    disagreements += (exact != rounded) as usize;
+                }
+            }
+        }
+        assert!(disagreements > 0, "no threshold separated the two rules: the test would not see a mix-up");
+    }
+
+    #[test]
+    fn rounding_needs_the_lcs_metric_and_candidates_may_be_empty() {
+        let mut m = Matcher::new(Metric::Difflib { autojunk: false });
+        m.insert("x", &[1, 2]).unwrap();
+        let rounded = QueryOptions::default().with_rule(SimilarityRule::KatoRounded);
+        assert_eq!(m.query_with(&[1], 0.0, None, &rounded), Err(KatoError::KatoRoundingNeedsLcs("difflib")));
+        let none = QueryOptions::default().with_candidates([]);
+        assert!(m.query_with(&[1], 0.0, None, &none).unwrap().is_empty());
+        let x = QueryOptions::default().with_candidates(["x", "x", "y"]);
+        assert_eq!(m.query_with(&[1], 0.0, None, &x).unwrap().len(), 1);
+    }
+
+    /// The device's pairs obey candidates and the rounding rule too (its own threshold and
+    /// limit are exact-ratio ones, so the query must not hand it the caller's).
+    #[cfg(feature = "kernel-emulation")]
+    #[test]
+    fn device_pairs_obey_candidates_and_rounding() {
+        use crate::cuda::emulated::EmulatedBackend;
+        use crate::cuda::tier::{DeviceTier, TierLimits};
+        let limits = TierLimits { memory_usage_fraction: 0.6, growth_buffer_fraction: 0.2, force_max_patterns: None };
+        let mut rng = Rng::new(5);
+        let mut m = Matcher::new(Metric::Lcs);
+        m.attach_device(Box::new(DeviceTier::new(EmulatedBackend::new(1 << 30), limits).unwrap()), false);
+        let mut kept: Vec<(String, Vec<u32>)> = Vec::new();
+        for i in 0..5000 {
+            let name = format!("D{i:05}");
+            let p = rng.sequence(25, 9);
+            m.insert(&name, &p).unwrap();
+            kept.push((name, p));
+        }
+        m.promote();
+        assert!(m.device_status().gpu_queries == 0 && m.device_status().active);
+        for q in 0..4 {
+            let state = rng.sequence(30, 9);
+            let names: Vec<&str> = kept.iter().filter(|_| rng.below(4) == 0).map(|(n, _)| n.as_str()).collect();
+            let chosen: HashSet<&str> = names.iter().copied().collect();
+            let scored = score_all(&kept, &state);
+            for threshold in boundary_thresholds(&scored) {
+                for limit in [None, Some(1), Some(20)] {
+                    for rule in [SimilarityRule::Exact, SimilarityRule::KatoRounded] {
+                        let all = QueryOptions::default().with_rule(rule);
+                        let some = all.clone().with_candidates(names.iter().copied());
+                        let got = named(&m, m.query_with(&state, threshold, limit, &all).unwrap());
+                        assert_eq!(got, brute_force(&scored, threshold, limit, None, rule), "q {q} {rule:?}");
+                        let got = named(&m, m.query_with(&state, threshold, limit, &some).unwrap());
+                        let want = brute_force(&scored, threshold, limit, Some(&chosen), rule);
+                        assert_eq!(got, want, "q {q} t {threshold:e} limit {limit:?} {rule:?} candidates");
+                    }
+                }
+            }
+        }
+        assert!(m.device_status().gpu_queries > 0, "the device must have served these queries");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use crate::metrics::{passes, ratio};
+use crate::metrics::{passes, ratio, SimilarityRule};
 use crate::store::PatternStore;
 
 /// A pattern that passed the threshold.
@@ -238,7 +238,7 @@ const MAX_CLASS_ENTRIES: usize = 1 << 18;
 /// The threshold and result order of one query, resolved per `(M, P)` before scanning.
 ///
 /// For a state of `S` symbols the similarity of a pattern depends only on its match count M and
-/// length P: `ratio(M, P + S)`. The plan evaluates that formula once per passing pair of the
+/// length P: `rule.similarity(M, P + S)`. The plan evaluates that formula once per passing pair of the
 /// lengths stored and numbers the distinct similarities in result order ("classes", descending).
 /// A scan then tests `M >= min_matches` (an integer compare) and reports a class per hit; results
 /// are ordered by a counting pass over classes and a sort by name key within each class.
@@ -249,20 +249,33 @@ pub struct QueryPlan {
     long: Vec<(usize, LengthRow)>,
     /// `entry_class[first_entry + M - min_matches]`; empty without a class table.
     entry_class: Vec<u32>,
-    /// The similarity of each class; classes are in result order.
+    /// The similarity of each class; classes are in result order. Under a rule that maps
+    /// different `2M/T` to one value, those pairs share a class, so their patterns are ordered
+    /// by name among themselves.
     class_similarity: Vec<f64>,
+    rule: SimilarityRule,
+    /// The least `ratio(M, P + S)` of any passing `(M, P)` (infinite when none passes).
+    least_ratio: f64,
 }
 
 impl QueryPlan {
-    /// `lengths`: the distinct lengths of the patterns that may be scored, ascending.
-    pub fn new(state_len: usize, threshold: f64, lengths: impl Iterator<Item = usize>) -> QueryPlan {
-        QueryPlan::with_class_limit(state_len, threshold, lengths, MAX_CLASS_ENTRIES)
+    /// The plan of one query: `lengths` are the distinct lengths of the patterns that may be
+    /// scored, ascending; the threshold test, the classes and the similarities reported all use
+    /// `rule.similarity`.
+    pub fn with_rule(
+        state_len: usize,
+        threshold: f64,
+        lengths: impl Iterator<Item = usize>,
+        rule: SimilarityRule,
+    ) -> QueryPlan {
+        QueryPlan::with_class_limit(state_len, threshold, lengths, rule, MAX_CLASS_ENTRIES)
     }
 
     fn with_class_limit(
         state_len: usize,
         threshold: f64,
         lengths: impl Iterator<Item = usize>,
+        rule: SimilarityRule,
         max_class_entries: usize,
     ) -> QueryPlan {
         let mut plan = QueryPlan {
@@ -271,14 +284,17 @@ impl QueryPlan {
             long: Vec::new(),
             entry_class: Vec::new(),
             class_similarity: Vec::new(),
+            rule,
+            least_ratio: f64::INFINITY,
         };
+        let similarity = |m: usize, len: usize| rule.similarity(m, len + state_len);
         // (similarity, entry) of every passing (M, P).
         let mut entries: Vec<(f64, u32)> = Vec::new();
         let mut too_many = false;
         for len in lengths {
             let most = len.min(state_len);
-            let passing = |m: usize| passes(ratio(m, len + state_len), threshold);
-            // The similarity grows with M, so the passing counts are a suffix of 0..=most.
+            let passing = |m: usize| passes(similarity(m, len), threshold);
+            // The similarity never decreases with M, so the passing counts are a suffix of 0..=most.
             let (mut least, mut above) = (0, most + 1);
             while least < above {
                 let mid = (least + above) / 2;
@@ -292,9 +308,9 @@ impl QueryPlan {
                 LengthRow::SKIP
             } else {
                 let first_entry = entries.len() as u32;
+                plan.least_ratio = plan.least_ratio.min(ratio(least, len + state_len));
                 if !too_many {
-                    entries
-                        .extend((least..=most).map(|m| (ratio(m, len + state_len), first_entry + (m - least) as u32)));
+                    entries.extend((least..=most).map(|m| (similarity(m, len), first_entry + (m - least) as u32)));
                     too_many = entries.len() > max_class_entries;
                 }
                 LengthRow { min_matches: least as u32, first_entry }
@@ -319,6 +335,13 @@ impl QueryPlan {
             }
         }
         plan
+    }
+
+    /// A threshold on `ratio(M, P + S)` that lets through every pair this plan passes, for a
+    /// scorer that tests the exact ratio (the device): `threshold` itself under
+    /// [`SimilarityRule::Exact`], possibly an ulp or two lower under a rounding rule.
+    pub fn ratio_threshold(&self, threshold: f64) -> f64 {
+        threshold.min(self.least_ratio)
     }
 
     /// The row of patterns of `len` symbols (one that skips them when no such length was given).
@@ -380,7 +403,7 @@ impl QueryPlan {
                 .into_iter()
                 .flatten()
                 .map(|c| Hit {
-                    similarity: ratio(c.value as usize, store.len_of(c.slot) + self.state_len),
+                    similarity: self.rule.similarity(c.value as usize, store.len_of(c.slot) + self.state_len),
                     slot: c.slot,
                 })
                 .collect();
@@ -635,14 +658,23 @@ mod tests {
         for query in 0..40 {
             let state = rng.sequence(if query % 10 == 0 { 80 } else { 20 }, 8);
             let threshold = [0.0, 0.1, 0.35, 0.6, 0.9][query % 5];
+            // Odd queries under KATO's rounding, its formula spelled out.
+            let rule = if query % 2 == 1 { SimilarityRule::KatoRounded } else { SimilarityRule::Exact };
+            let formula = |l: usize, t: usize| match rule {
+                _ if t == 0 => (rule == SimilarityRule::Exact) as u8 as f64,
+                SimilarityRule::Exact => 2.0 * l as f64 / t as f64,
+                SimilarityRule::KatoRounded => (2.0 * l as f64 / t as f64 * 100.0) / 100.0,
+            };
             let mut expected: Vec<(f64, &str, u32)> = (0..store.slots() as u32)
                 .filter(|&s| store.is_live(s))
-                .map(|s| (ratio(naive_lcs(&store.tokens(s), &state), store.len_of(s) + state.len()), store.name(s), s))
-                .filter(|&(similarity, _, _)| passes(similarity, threshold))
+                .map(|s| {
+                    (formula(naive_lcs(&store.tokens(s), &state), store.len_of(s) + state.len()), store.name(s), s)
+                })
+                .filter(|&(similarity, _, _)| similarity >= threshold)
                 .collect();
             expected.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
             for class_limit in [MAX_CLASS_ENTRIES, 0] {
-                let plan = QueryPlan::with_class_limit(state.len(), threshold, store.lengths(), class_limit);
+                let plan = QueryPlan::with_class_limit(state.len(), threshold, store.lengths(), rule, class_limit);
                 let candidates: Vec<Candidate> = (0..store.slots() as u32)
                     .filter(|&s| store.is_live(s))
                     .filter_map(|s| {
@@ -661,7 +693,7 @@ mod tests {
                     let first_difference = got.iter().zip(&want).position(|(g, w)| g != w);
                     assert!(
                         got.len() == want.len() && first_difference.is_none(),
-                        "query {query} threshold {threshold} class limit {class_limit} limit {limit:?}: {} results, {} expected, first difference at {first_difference:?}: {:?} vs {:?}",
+                        "query {query} {rule:?} threshold {threshold} class limit {class_limit} limit {limit:?}: {} results, {} expected, first difference at {first_difference:?}: {:?} vs {:?}",
                         got.len(),
                         want.len(),
                         first_difference.map(|k| got[k]),

@@ -9,6 +9,7 @@
 //! prepared one-state-vs-many-patterns form (`*Query::new(state)` then `.matches(pattern, scratch)`).
 
 pub mod difflib;
+pub mod fuzz;
 pub mod lcs;
 mod symbols;
 
@@ -72,6 +73,44 @@ pub fn ratio(matches: usize, total_len: usize) -> f64 {
         1.0
     } else {
         2.0 * matches as f64 / total_len as f64
+    }
+}
+
+/// How a query turns a match count into the similarity it tests against the threshold, orders by
+/// and returns. Every path that scores a query (the CPU scan, the device's pairs, the plan's
+/// classes) goes through [`SimilarityRule::similarity`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SimilarityRule {
+    /// [`ratio`]: `2.0 * M / T`, as difflib and `LCSseq` give it.
+    #[default]
+    Exact,
+    /// KATO's RapidFuzz token path: its scorer returns `2.0 * M / T * 100.0` (0.0 when T == 0)
+    /// and KATO divides by 100.0, so the value can differ from [`ratio`] in the last bit (~16% of
+    /// pairs). Only meaningful for the lcs metric, whose M that scorer counts.
+    KatoRounded,
+}
+
+impl SimilarityRule {
+    /// The similarity of `matches` matching symbols between sequences of `total_len` symbols in
+    /// all. Non-decreasing in `matches` for a fixed `total_len` under both rules (multiplying and
+    /// dividing by a positive constant is monotone in float64), which the query plan relies on.
+    #[inline]
+    pub fn similarity(self, matches: usize, total_len: usize) -> f64 {
+        match self {
+            SimilarityRule::Exact => ratio(matches, total_len),
+            SimilarityRule::KatoRounded if total_len == 0 => 0.0,
+            SimilarityRule::KatoRounded => ratio(matches, total_len) * 100.0 / 100.0,
+        }
+    }
+
+    /// Rejects a rule that does not describe `metric`'s reference path.
+    pub fn check(self, metric: Metric) -> Result<()> {
+        match (self, metric) {
+            (SimilarityRule::KatoRounded, Metric::Difflib { .. }) => {
+                Err(KatoError::KatoRoundingNeedsLcs(metric.name()))
+            }
+            _ => Ok(()),
+        }
     }
 }
 

@@ -19,12 +19,12 @@ use crate::cuda::tier::{DeviceTier, TierLimits};
 use crate::kpi::HistogramSnapshot;
 use crate::matcher::{query_from_lookup, Matcher, SharedMatcher};
 use crate::metrics::Metric;
-use crate::ordering::{Matches, QueryOptions, SimilarityRule};
+use super::predictions::ResolvedWeights;
+use crate::matcher::QueryOptions;
+use crate::metrics::SimilarityRule;
+use crate::ordering::Matches;
 use crate::store::NameSnapshot;
 use crate::sync::SyncSettings;
-
-/// KATO's default number of results of `match_patterns` and its siblings.
-const DEFAULT_MAX_PREDICTIONS: Option<usize> = Some(100);
 
 #[pyclass(module = "kato_gpu._native", name = "HybridGPUMatcher", subclass, frozen)]
 pub struct PyMatcher {
@@ -331,55 +331,59 @@ impl PyMatcher {
         kato_rounding: Flag,
         fuzzy_token_threshold: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let state_list = PyList::new(py, symbols_of(&state, "state")?)?;
-        let state: Vec<String> = state_list.extract()?;
+        let state: Vec<String> = symbols_of(&state, "state")?;
+        let state_symbols: Vec<Bound<'py, PyString>> = state.iter().map(|s| PyString::new(py, s)).collect();
         let fuzzy = match fuzzy_token_threshold.filter(|f| !f.is_none()) {
             Some(f) => real_of(&f, "fuzzy_token_threshold")?,
             None => 0.0,
         };
         crate::metrics::validate_threshold(fuzzy)?;
         let weights = weights_of(weights)?;
+        let weights = ResolvedWeights::resolve(weights.as_ref(), &state_symbols, &self.vocab.read())?;
         let candidates = match candidates.filter(|c| !c.is_none()) {
             Some(c) => Some(names_of(&c, "candidates")?),
             None => None,
         };
         let rule = if kato_rounding.0 { SimilarityRule::KatoRounded } else { SimilarityRule::Exact };
-        let (hits, patterns) = py.allow_threads(|| {
+        let (hits, names, patterns, infos) = py.allow_threads(|| {
             guard(|| -> crate::Result<_> {
-                let ids = self.state_ids(&state);
+                let vocab = self.vocab.read();
+                let lookup: Vec<i64> = state.iter().map(|s| vocab.id(s).map_or(-1, i64::from)).collect();
+                let ids = query_from_lookup(&lookup);
+                let texts: Vec<&str> = state.iter().map(String::as_str).collect();
                 // One read lock for the query and the patterns it matched: a pattern removed
-                // meanwhile is either in both or in neither.
+                // meanwhile is in both or in neither.
                 let matcher = self.read();
-                let mut options = QueryOptions { rule, ..QueryOptions::default() };
+                let mut options = QueryOptions::default().with_rule(rule);
                 if let Some(names) = &candidates {
-                    options = options.with_candidates(&matcher, names.iter().map(String::as_str));
+                    options = options.with_candidates(names.iter().map(String::as_str));
                 }
                 let hits = matcher.query_with(&ids, threshold.0, max_predictions.0, &options)?;
-                let names = matcher.names();
+                let infos = super::predictions::infos(
+                    &matcher,
+                    &vocab,
+                    &hits,
+                    &ids,
+                    &texts,
+                    threshold.0 > 0.0,
+                    weights.as_ref(),
+                    fuzzy,
+                )?;
                 let patterns: Vec<Vec<u32>> = hits.slots.iter().map(|&slot| matcher.tokens(slot).into_owned()).collect();
-                Ok(((hits, names), patterns))
+                Ok((hits, matcher.names(), patterns, infos))
             })
         })??;
-        let ((hits, names), patterns) = ((hits.0, hits.1), patterns);
         let names: Vec<&str> = hits.slots.iter().map(|&slot| names.name(slot)).collect();
-        let state_ids = self.state_ids(&state);
-        let state_symbols: Vec<Bound<'py, PyString>> =
-            state_list.iter().map(|s| s.downcast_into::<PyString>().map_err(PyErr::from)).collect::<PyResult<_>>()?;
-        let threshold_positive = threshold.0 > 0.0;
         let _gc = GcPause::new(py)?;
-        let out = super::predictions::build_predictions(
+        super::predictions::build_predictions(
             py,
             &self.vocab,
             &names,
             &hits.similarities,
             &patterns,
+            infos,
             &state_symbols,
-            &state_ids,
-            threshold_positive,
-            weights.as_ref(),
-            fuzzy,
-        );
-        out
+        )
     }
 
     // --------------------------------------------------------------- learning

@@ -1,83 +1,94 @@
-//! KATO's prediction tuples, materialised from the core's prediction info (see
-//! `HybridGPUMatcher.match_predictions`): the core decides every part as index ranges and
-//! numbers; this file only turns them into Python lists of the symbols' `str` objects.
+//! KATO's prediction tuples (`HybridGPUMatcher.match_predictions`): the core decides every part
+//! (`Matcher::prediction_infos`, index ranges and numbers); this file only turns them into
+//! Python lists of the symbols' `str` objects.
 
+use std::collections::HashMap;
+
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
-use super::error::guard;
 use super::vocabulary::SharedVocabulary;
-use crate::prediction::{predictions, PredictionRequest};
+use crate::prediction::{FuzzyTokens, PredictionInfo, PredictionRequest, Weights};
+use crate::{Matcher, Matches, Vocabulary};
 
-/// The 11-tuples for matches k (name, similarity, pattern ids), skipping the matches KATO would
-/// return None for. `state_symbols` are the state's `str` objects, `state_ids` their query ids.
-#[allow(clippy::too_many_arguments)]
+/// Affinity weights resolved once per call: per state position, and per vocabulary id for the
+/// pattern symbols (a dict key that is no symbol of the vocabulary weighs nothing there).
+pub struct ResolvedWeights {
+    state: Vec<f64>,
+    by_id: HashMap<u32, f64>,
+}
+
+impl ResolvedWeights {
+    /// `None` for no weights or an empty dict (KATO then gives no weighted similarity).
+    pub fn resolve(
+        weights: Option<&Bound<'_, PyDict>>,
+        state: &[Bound<'_, PyString>],
+        vocab: &Vocabulary,
+    ) -> PyResult<Option<ResolvedWeights>> {
+        let Some(weights) = weights.filter(|w| !w.is_empty()) else { return Ok(None) };
+        let weight_of = |symbol: &Bound<'_, PyString>| -> PyResult<f64> {
+            weights.get_item(symbol)?.map_or(Ok(0.0), |w| w.extract::<f64>())
+        };
+        let state = state.iter().map(weight_of).collect::<PyResult<_>>()?;
+        let mut by_id = HashMap::with_capacity(weights.len());
+        for (symbol, weight) in weights.iter() {
+            let Ok(symbol) = symbol.downcast::<PyString>() else { continue };
+            let Ok(text) = symbol.to_cow() else { continue };
+            if let Some(id) = vocab.id(&text) {
+                by_id.insert(id, weight.extract::<f64>()?);
+            }
+        }
+        Ok(Some(ResolvedWeights { state, by_id }))
+    }
+}
+
+/// The core's prediction info of every hit, read under the caller's matcher lock so that the
+/// patterns are those the query matched.
+pub fn infos(
+    matcher: &Matcher,
+    vocab: &Vocabulary,
+    hits: &Matches,
+    state_ids: &[u32],
+    state_texts: &[&str],
+    cutoff_positive: bool,
+    weights: Option<&ResolvedWeights>,
+    fuzzy_token_threshold: f64,
+) -> crate::Result<Vec<Option<PredictionInfo>>> {
+    let symbol_weight = |id: u32| weights.and_then(|w| w.by_id.get(&id)).copied().unwrap_or(0.0);
+    let symbol_text = |id: u32| vocab.symbol(id);
+    let request = PredictionRequest {
+        state: state_ids,
+        cutoff_positive,
+        weights: weights.map(|w| Weights { state: &w.state, symbol: &symbol_weight }),
+        fuzzy: (fuzzy_token_threshold > 0.0).then_some(FuzzyTokens {
+            threshold: fuzzy_token_threshold,
+            state: state_texts,
+            symbol: &symbol_text,
+        }),
+    };
+    matcher.prediction_infos(hits, &request)
+}
+
+/// The 11-tuples `(pattern_name, pattern, matching_intersection, past, present, missing, extras,
+/// similarity, number_of_blocks, anomalies, weighted_similarity)`, skipping hits KATO gives no
+/// prediction for.
 pub fn build_predictions<'py>(
     py: Python<'py>,
     vocab: &SharedVocabulary,
     names: &[&str],
     similarities: &[f64],
     patterns: &[Vec<u32>],
+    infos: Vec<Option<PredictionInfo>>,
     state_symbols: &[Bound<'py, PyString>],
-    state_ids: &[u32],
-    cutoff_positive: bool,
-    weights: Option<&Bound<'py, PyDict>>,
-    fuzzy_token_threshold: f64,
 ) -> PyResult<Bound<'py, PyList>> {
-    // Weights are looked up once per distinct symbol, by the symbol's own `str`.
-    let weight_of = |symbol: &Bound<'py, PyString>| -> PyResult<f64> {
-        match weights.map(|w| w.get_item(symbol)).transpose()?.flatten() {
-            Some(value) => value.extract::<f64>(),
-            None => Ok(0.0),
-        }
-    };
-    let use_weights = weights.is_some_and(|w| !w.is_empty());
-    let state_weights: Vec<f64> = if use_weights {
-        state_symbols.iter().map(&weight_of).collect::<PyResult<_>>()?
-    } else {
-        Vec::new()
-    };
-    let mut pattern_symbols: Vec<Vec<Bound<'py, PyString>>> = Vec::with_capacity(patterns.len());
-    for ids in patterns {
-        pattern_symbols.push(vocab.py_symbols(py, ids));
-    }
-    let pattern_weights: Vec<Vec<f64>> = if use_weights {
-        pattern_symbols.iter().map(|p| p.iter().map(&weight_of).collect::<PyResult<_>>()).collect::<PyResult<_>>()?
-    } else {
-        Vec::new()
-    };
-    let pattern_texts: Vec<Vec<String>>;
-    let state_texts: Vec<String>;
-    let fuzzy = fuzzy_token_threshold > 0.0;
-    if fuzzy {
-        pattern_texts = patterns
-            .iter()
-            .map(|ids| {
-                let v = vocab.read();
-                ids.iter().map(|&id| v.symbol(id).unwrap_or_default().to_owned()).collect()
-            })
-            .collect();
-        state_texts = state_symbols.iter().map(|s| s.to_cow().map(|c| c.into_owned())).collect::<PyResult<_>>()?;
-    } else {
-        pattern_texts = Vec::new();
-        state_texts = Vec::new();
-    }
-    let request = PredictionRequest {
-        patterns,
-        state: state_ids,
-        cutoff_positive,
-        state_weights: use_weights.then_some(state_weights.as_slice()),
-        pattern_weights: use_weights.then_some(pattern_weights.as_slice()),
-        fuzzy: fuzzy.then_some((fuzzy_token_threshold, pattern_texts.as_slice(), state_texts.as_slice())),
-    };
-    let infos = py.allow_threads(|| guard(|| predictions(&request)))?;
-
     let (key_observed, key_expected, key_similarity) =
-        (pyo3::intern!(py, "observed"), pyo3::intern!(py, "expected"), pyo3::intern!(py, "similarity"));
+        (intern!(py, "observed"), intern!(py, "expected"), intern!(py, "similarity"));
     let out = PyList::empty(py);
     for (k, info) in infos.into_iter().enumerate() {
         let Some(info) = info else { continue };
-        let pattern = &pattern_symbols[k];
+        let pattern = vocab.py_symbols(py, &patterns[k]);
+        let parts = &info.parts;
         let from_state = |ranges: &[(usize, usize)]| -> Vec<Bound<'py, PyString>> {
             ranges.iter().flat_map(|&(lo, hi)| state_symbols[lo..hi].iter().cloned()).collect()
         };
@@ -94,16 +105,16 @@ pub fn build_predictions<'py>(
         }
         let row = (
             names[k],
-            PyList::new(py, pattern)?,
+            PyList::new(py, &pattern)?,
             PyList::new(py, from_state(&info.intersection))?,
-            PyList::new(py, &pattern[..info.past_end])?,
-            PyList::new(py, &pattern[info.present.0..info.present.1])?,
-            PyList::new(py, from_pattern(&info.missing))?,
-            PyList::new(py, from_state(&info.extras))?,
+            PyList::new(py, &pattern[..parts.past_end])?,
+            PyList::new(py, &pattern[parts.present.0..parts.present.1])?,
+            PyList::new(py, from_pattern(&parts.missing))?,
+            PyList::new(py, from_state(&parts.extras))?,
             similarities[k],
-            info.number_of_blocks,
+            parts.blocks.len(),
             anomalies,
-            info.weighted_similarity,
+            info.weighted,
         );
         out.append(row)?;
     }
