@@ -579,7 +579,7 @@ impl PyMatcher {
     /// The matcher's counters under the seed plan's KPI names (histograms as cumulative
     /// `(le, count)` buckets with `sum` and `count`); gauges are added by the Python wrapper.
     fn _kpis<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (gpu, cpu, sync, matched, learned, events, errors, status) = py.allow_threads(|| {
+        let (gpu, cpu, sync, matched, learned, events, queries, errors, status) = py.allow_threads(|| {
             let m = self.read();
             let k = m.kpis();
             let errors = m.device_errors();
@@ -592,6 +592,7 @@ impl PyMatcher {
                 k.patterns_matched.load(Relaxed),
                 k.patterns_learned.load(Relaxed),
                 k.sync_events.load(Relaxed),
+                k.queries.load(Relaxed),
                 errors,
                 status,
             )
@@ -610,6 +611,9 @@ impl PyMatcher {
         d.set_item("kato_patterns_matched_total", matched)?;
         d.set_item("kato_patterns_learned_total", learned)?;
         d.set_item("kato_gpu_sync_events_total", events)?;
+        // Not one of the seed plan's KPIs: every state answered, so `get_stats` can say how many
+        // were answered on the CPU alone.
+        d.set_item("queries_total", queries)?;
         d.set_item("kato_gpu_errors_total", errors)?;
         d.set_item("kato_gpu_fallback_events_total", status.fallbacks)?;
         Ok(d)
