@@ -37,7 +37,7 @@ mod python;
 pub use device::{CapacityInfo, DeviceError, DeviceStatus};
 pub use error::{KatoError, Result};
 pub use kpi::{HistogramSnapshot, Kpis, DURATION_BUCKETS};
-pub use matcher::{query_from_lookup, Matcher, PromotionPlan, SharedMatcher, TierCounts};
+pub use matcher::{query_from_lookup, Logging, Matcher, PromotionPlan, SharedMatcher, TierCounts};
 pub use metrics::Metric;
 pub use ordering::Matches;
 pub use prediction::prediction_parts_many;

@@ -47,6 +47,16 @@ pub struct Matcher {
     last_promotion: SystemTime,
     /// Longest pattern learned and longest state queried; `None` = unlimited.
     max_pattern_length: Option<usize>,
+    logging: Logging,
+}
+
+/// What the matcher logs besides warnings (`GPUConfig.log_memory_usage`, `log_kernel_timing`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Logging {
+    /// The store's and the device's memory after every promotion (INFO).
+    pub memory: bool,
+    /// The device part of every query that used the GPU, timed (INFO).
+    pub kernel_timing: bool,
 }
 
 /// Pattern names a query is restricted to (KATO's filter pipeline output), held as one string so
@@ -199,6 +209,7 @@ impl Matcher {
             listener: None,
             last_promotion: SystemTime::now(),
             max_pattern_length: None,
+            logging: Logging::default(),
         }
     }
 
@@ -216,6 +227,10 @@ impl Matcher {
     /// Applies to later learning and queries; patterns already stored stay.
     pub fn set_max_pattern_length(&mut self, max_pattern_length: Option<usize>) {
         self.max_pattern_length = max_pattern_length;
+    }
+
+    pub fn set_logging(&mut self, logging: Logging) {
+        self.logging = logging;
     }
 
     fn check_pattern_len(&self, len: usize) -> Result<()> {
@@ -454,6 +469,14 @@ impl Matcher {
         self.last_promotion = SystemTime::now();
         self.kpis.sync_events.fetch_add(1, Relaxed);
         self.kpis.sync_duration.observe(plan.started.elapsed());
+        if self.logging.memory {
+            let device = self.device.status().capacity.map_or(0, |c| c.used_bytes);
+            log::info!(
+                "after promotion: {} patterns, {} bytes in host memory, {device} bytes on the device",
+                self.len(),
+                self.memory_bytes()
+            );
+        }
         moved
     }
 
@@ -462,7 +485,9 @@ impl Matcher {
         let device = std::mem::take(&mut self.device);
         let listener = self.listener.take();
         let (generation, kpis) = (self.generation + 1, std::mem::take(&mut self.kpis));
+        let logging = self.logging;
         *self = Matcher::with_max_pattern_length(self.metric, self.max_pattern_length);
+        self.logging = logging;
         (self.device, self.listener, self.generation, self.kpis) = (device, listener, generation, kpis);
         self.device.rebuild(&self.store, 0);
     }
@@ -510,10 +535,18 @@ impl Matcher {
         // The device keeps the best `limit` by the exact ratio over all its patterns; with
         // candidates or a rounding rule that selection could drop patterns this query returns.
         let device_limit = if mask.is_none() && options.rule == SimilarityRule::Exact { limit } else { None };
+        let device_started = Instant::now();
         let device = self
             .device
             .query(self.metric, state, plan.ratio_threshold(threshold), device_limit)
             .map_err(KatoError::DeviceLost)?;
+        if self.logging.kernel_timing && device.cpu_from > 0 {
+            log::info!(
+                "device part of a query: {} patterns scored on the GPU in {:.3} ms",
+                device.cpu_from,
+                device_started.elapsed().as_secs_f64() * 1e3
+            );
+        }
         let mask = mask.as_ref();
         let mut parts = match self.metric.prepare(state) {
             PreparedQuery::Difflib(q) => self.scan(&q, &plan, limit, device.cpu_from, mask),

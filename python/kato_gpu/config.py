@@ -1,7 +1,8 @@
 """GPU matcher settings: drop-in replacement for KATO's ``kato.config.gpu_settings``.
 
-Same dataclass fields, order, defaults and ``KATO_GPU_*`` environment
-variables as KATO, plus ``metric`` and ``autojunk``. Unlike KATO, a malformed
+Same dataclass fields, order and ``KATO_GPU_*`` environment variables as KATO,
+plus ``metric`` and ``autojunk``; the defaults are KATO's except
+``max_pattern_length`` (see :class:`GPUConfig`). Unlike KATO, a malformed
 environment value raises ValueError instead of silently becoming the default:
 a typo in a deployment should be loud.
 """
@@ -10,13 +11,16 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, Dict, Optional, TypeVar
 
+from . import _native
+
 __all__ = ["GPUConfig", "DEFAULT_GPU_CONFIG", "METRICS"]
 
-#: Similarity metrics the matcher implements.
-METRICS = ("difflib", "lcs")
+#: Similarity metrics the matcher implements (the native engine's list).
+METRICS = tuple(_native.METRICS)
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
@@ -75,14 +79,20 @@ def _parse_metric(text: str) -> str:
 class GPUConfig:
     """Settings for the kato_gpu pattern matcher.
 
-    Field names, order and defaults match KATO's ``GPUConfig``.
+    Field names and order match KATO's ``GPUConfig``.
 
     Compatibility notes:
-        * ``max_pattern_length`` is accepted and validated for compatibility,
-          but kato_gpu never truncates or pads patterns: it is ignored.
-        * ``use_shared_memory`` and ``enable_early_termination`` are accepted
-          for compatibility; they are kernel-tuning hints with no effect on
-          results.
+        * ``max_pattern_length`` is a real limit: learning a longer pattern or
+          querying a longer state raises ``ValueError`` (nothing is truncated).
+          It bounds the time of one exact difflib comparison, which is cubic on
+          long repetitive inputs. The default is 10,000 (KATO's 100 was a
+          truncation length, not a limit).
+        * ``log_memory_usage`` logs the host and device memory after every
+          promotion; ``log_kernel_timing`` logs the device part of every query
+          answered on a GPU (both at INFO, logger ``kato_gpu``).
+        * ``use_shared_memory`` and ``enable_early_termination`` are
+          deprecated: they were kernel-tuning hints of KATO's CuPy kernels and
+          do nothing here; setting either to ``False`` warns.
         * ``metric`` picks the similarity: ``"difflib"`` (KATO's
           ``SequenceMatcher.ratio``) or ``"lcs"``. ``autojunk`` mirrors
           difflib's option of the same name (KATO uses ``False``).
@@ -93,8 +103,8 @@ class GPUConfig:
     fallback_to_cpu: bool = True
     # Hardware requirements
     min_compute_capability: float = 7.0
-    # Memory management (max_pattern_length is ignored: nothing is truncated)
-    max_pattern_length: int = 100
+    # Memory management; the longest pattern learned and state queried
+    max_pattern_length: int = 10_000
     memory_usage_fraction: float = 0.6
     growth_buffer_fraction: float = 0.2
     # Kernel launch shape
@@ -165,6 +175,13 @@ class GPUConfig:
         )
         config.validate()
         return config
+
+    def __post_init__(self) -> None:
+        for name in ("use_shared_memory", "enable_early_termination"):
+            if getattr(self, name) is not True:
+                warnings.warn(
+                    f"GPUConfig.{name} is deprecated and has no effect in kato_gpu", DeprecationWarning, stacklevel=3
+                )
 
     def validate(self) -> None:
         """Check types and ranges.

@@ -83,6 +83,7 @@ class HybridGPUMatcher(_native.HybridGPUMatcher):
             )
         config = self.config
         self._configure_sync(config.sync_threshold, config.sync_interval_seconds, config.enable_background_sync)
+        self._configure_logging(config.log_memory_usage, config.log_kernel_timing)
         self.gpu_unavailable_reason = self._attach_gpu(config)
         #: Sync managers attached to this matcher (told about configuration changes).
         self._sync_managers: "weakref.WeakSet" = weakref.WeakSet()
@@ -142,6 +143,7 @@ class HybridGPUMatcher(_native.HybridGPUMatcher):
         self._configure_sync(
             candidate.sync_threshold, candidate.sync_interval_seconds, candidate.enable_background_sync
         )
+        self._configure_logging(candidate.log_memory_usage, candidate.log_kernel_timing)
         for name, value in changes.items():
             setattr(self.config, name, value)
         for manager in managers:

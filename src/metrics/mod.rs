@@ -32,6 +32,9 @@ pub enum Metric {
 
 impl Metric {
     /// Parses the configuration's metric name (`"difflib"` or `"lcs"`).
+    /// The names [`Metric::from_name`] accepts.
+    pub const NAMES: [&'static str; 2] = ["difflib", "lcs"];
+
     pub fn from_name(name: &str, autojunk: bool) -> Result<Metric> {
         match name {
             "difflib" => Ok(Metric::Difflib { autojunk }),

@@ -259,7 +259,7 @@ impl PyMatcher {
 
     /// Like `match_patterns`, but a `MatchResult` (`.names`, `.similarities` as a float64 array)
     /// without a dict per match.
-    #[pyo3(signature = (state, threshold, max_predictions = Limit::KATO_DEFAULT))]
+    #[pyo3(signature = (state, threshold, max_predictions = Limit::KATO_DEFAULT), text_signature = "(self, state, threshold, max_predictions=100)")]
     fn match_patterns_arrays(
         &self,
         py: Python<'_>,
@@ -273,7 +273,7 @@ impl PyMatcher {
     /// Every pattern whose similarity to `state` is `>= threshold`, as `{'pattern_name',
     /// 'similarity'}` dicts ordered by similarity descending then name ascending; at most
     /// `max_predictions` (None: all).
-    #[pyo3(signature = (state, threshold, max_predictions = Limit::KATO_DEFAULT))]
+    #[pyo3(signature = (state, threshold, max_predictions = Limit::KATO_DEFAULT), text_signature = "(self, state, threshold, max_predictions=100)")]
     fn match_patterns<'py>(
         &self,
         py: Python<'py>,
@@ -285,7 +285,7 @@ impl PyMatcher {
     }
 
     /// `match_patterns_arrays` for many states in one call, the states spread over the cores.
-    #[pyo3(signature = (states, threshold, max_predictions = Limit::KATO_DEFAULT))]
+    #[pyo3(signature = (states, threshold, max_predictions = Limit::KATO_DEFAULT), text_signature = "(self, states, threshold, max_predictions=100)")]
     fn match_patterns_batch_arrays(
         &self,
         py: Python<'_>,
@@ -297,7 +297,7 @@ impl PyMatcher {
     }
 
     /// `match_patterns` for many states in one call, the states spread over the cores.
-    #[pyo3(signature = (states, threshold, max_predictions = Limit::KATO_DEFAULT))]
+    #[pyo3(signature = (states, threshold, max_predictions = Limit::KATO_DEFAULT), text_signature = "(self, states, threshold, max_predictions=100)")]
     fn match_patterns_batch<'py>(
         &self,
         py: Python<'py>,
@@ -318,7 +318,8 @@ impl PyMatcher {
     /// "lcs" only); threshold and order use that value. `fuzzy_token_threshold` > 0: KATO's fuzzy
     /// token path (per-token `fuzz.ratio` matches, inexact ones reported as anomalies).
     #[pyo3(signature = (state, threshold, max_predictions = Limit::NONE, *, candidates = None, weights = None,
-                        kato_rounding = Flag(false), fuzzy_token_threshold = None))]
+                        kato_rounding = Flag(false), fuzzy_token_threshold = None),
+                  text_signature = "(self, state, threshold, max_predictions=None, *, candidates=None, weights=None, kato_rounding=False, fuzzy_token_threshold=None)")]
     #[allow(clippy::too_many_arguments)]
     fn match_predictions<'py>(
         &self,
@@ -404,7 +405,7 @@ impl PyMatcher {
 
     /// Learns many patterns at once, all or none (one vocabulary write). ValueError on a name
     /// given twice or already stored. With `promote` they go straight to the bulk tier.
-    #[pyo3(signature = (names, events_list, promote = Flag(true)))]
+    #[pyo3(signature = (names, events_list, promote = Flag(true)), text_signature = "(self, names, events_list, promote=True)")]
     fn add_patterns(
         &self,
         py: Python<'_>,
@@ -436,7 +437,7 @@ impl PyMatcher {
 
     /// Bulk load from arrays: pattern k is `tokens[offsets[k]:offsets[k+1]]`, the tokens being ids
     /// of this matcher's vocabulary. All or none.
-    #[pyo3(signature = (names, tokens, offsets, promote = Flag(true)))]
+    #[pyo3(signature = (names, tokens, offsets, promote = Flag(true)), text_signature = "(self, names, tokens, offsets, promote=True)")]
     fn add_patterns_csr(
         &self,
         py: Python<'_>,
@@ -538,6 +539,12 @@ impl PyMatcher {
         let settings = super::sync::settings_of(&threshold, &interval_seconds, background.0)?;
         *self.sync.lock().unwrap_or_else(|e| e.into_inner()) = Some(settings);
         Ok(())
+    }
+
+    /// What the matcher logs: memory after every promotion, the device part of GPU queries.
+    fn _configure_logging(&self, py: Python<'_>, memory: Flag, kernel_timing: Flag) {
+        let logging = crate::Logging { memory: memory.0, kernel_timing: kernel_timing.0 };
+        py.allow_threads(|| self.write().set_logging(logging))
     }
 
     /// Unix time of the last sync (the matcher's creation before the first).

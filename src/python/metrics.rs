@@ -132,6 +132,7 @@ fn prediction_info(
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("METRICS", Metric::NAMES.to_vec())?;
     m.add_function(wrap_pyfunction!(similarity, m)?)?;
     m.add_function(wrap_pyfunction!(fuzz_ratio, m)?)?;
     m.add_function(wrap_pyfunction!(fuzzy_extract_one, m)?)?;

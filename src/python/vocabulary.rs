@@ -49,7 +49,7 @@ pub struct SharedVocabulary {
     users: Mutex<Vec<Weak<RwLock<Matcher>>>>,
     /// The Python `str` of each id, made once, for building result lists. Only touched with the
     /// GIL held; cut back whenever ids are forgotten.
-    py_symbols: Mutex<Vec<Option<Py<PyString>>>>,
+    py_symbols: Mutex<PyStrings>,
 }
 
 impl SharedVocabulary {
@@ -110,7 +110,7 @@ impl SharedVocabulary {
 
     fn forget_from(&self, first: u32) {
         self.write().truncate(first);
-        lock(&self.py_symbols).truncate(first as usize);
+        lock(&self.py_symbols).forget_from(first);
     }
 
     /// Writes the symbols with ids `first..` (just added) to the store.
@@ -187,17 +187,38 @@ impl SharedVocabulary {
     pub fn py_symbols<'py>(&self, py: Python<'py>, ids: &[u32]) -> Vec<Bound<'py, PyString>> {
         let vocab = self.read();
         let mut cache = lock(&self.py_symbols);
-        if cache.len() < vocab.next_id() as usize {
-            cache.resize_with(vocab.next_id() as usize, || None);
-        }
-        ids.iter()
-            .map(|&id| {
-                cache[id as usize]
-                    .get_or_insert_with(|| PyString::new(py, vocab.symbol(id).unwrap_or_default()).unbind())
-                    .bind(py)
-                    .clone()
-            })
-            .collect()
+        ids.iter().map(|&id| cache.get(py, &vocab, id)).collect()
+    }
+}
+
+/// The Python `str` of each id, made once. Dense ids (the normal case) sit in a vector indexed
+/// by id; ids far beyond the vocabulary's size (a loaded document with gaps) in a map, so a
+/// sparse id space costs no memory.
+#[derive(Default)]
+struct PyStrings {
+    dense: Vec<Option<Py<PyString>>>,
+    sparse: std::collections::HashMap<u32, Py<PyString>>,
+}
+
+impl PyStrings {
+    fn get<'py>(&mut self, py: Python<'py>, vocab: &Vocabulary, id: u32) -> Bound<'py, PyString> {
+        let make = || PyString::new(py, vocab.symbol(id).unwrap_or_default()).unbind();
+        let dense_limit = 2 * vocab.len() + 1024;
+        let slot = if (id as usize) < dense_limit {
+            if self.dense.len() <= id as usize {
+                self.dense.resize_with((id as usize + 1).max(self.dense.len() * 5 / 4), || None);
+            }
+            self.dense[id as usize].get_or_insert_with(make)
+        } else {
+            self.sparse.entry(id).or_insert_with(make)
+        };
+        slot.bind(py).clone()
+    }
+
+    /// Forgets every id >= `first` (they may come to name other symbols).
+    fn forget_from(&mut self, first: u32) {
+        self.dense.truncate(first as usize);
+        self.sparse.retain(|&id, _| id < first);
     }
 }
 
@@ -388,7 +409,7 @@ impl PyVocabulary {
             store,
             description,
             users: Mutex::new(Vec::new()),
-            py_symbols: Mutex::new(Vec::new()),
+            py_symbols: Mutex::new(PyStrings::default()),
         };
         Ok(PyVocabulary { shared: Arc::new(shared) })
     }

@@ -18,7 +18,7 @@ KATO_FIELDS = [
     ("enabled", True),
     ("fallback_to_cpu", True),
     ("min_compute_capability", 7.0),
-    ("max_pattern_length", 100),
+    ("max_pattern_length", 10_000),  # a real limit here; KATO's 100 was a truncation length
     ("memory_usage_fraction", 0.6),
     ("growth_buffer_fraction", 0.2),
     ("threads_per_block", 256),
@@ -243,7 +243,7 @@ def test_str_lists_settings() -> None:
     for line in (
         "enabled=True",
         "min_compute_capability=7.0",
-        "max_pattern_length=100",
+        "max_pattern_length=10000",
         "memory_usage_fraction=0.6",
         "threads_per_block=512",
         "sync_threshold=1000",

@@ -37,7 +37,7 @@ def test_concurrent_syncs_move_every_pattern_exactly_once():
         try:
             while not learning.is_set():
                 n = matcher.sync_cpu_to_gpu()
-                bulk, recent = matcher._core.tiers()
+                bulk, recent = matcher._tiers()
                 assert 0 <= recent <= learners * per_learner and bulk + recent <= learners * per_learner
                 with moved_lock:
                     moved.append(n)
@@ -57,7 +57,7 @@ def test_concurrent_syncs_move_every_pattern_exactly_once():
     moved.append(matcher.sync_cpu_to_gpu())
     total = learners * per_learner
     assert sum(moved) == total
-    assert matcher._core.tiers() == (total, 0)
+    assert matcher._tiers() == (total, 0)
     assert matcher.patterns_since_sync == 0
     assert not matcher.check_sync_needed()
 
@@ -127,9 +127,25 @@ def test_long_sequences_over_few_symbols_match_difflib_exactly(autojunk):
 
 
 def test_sixty_thousand_symbols_over_five_do_not_abort():
-    """Used to abort the process: `memory allocation of 6442450944 bytes failed`."""
+    """Used to abort the process: `memory allocation of 6442450944 bytes failed`. Above the
+    default max_pattern_length on purpose: the memory bound must hold for any limit."""
     rng = random.Random(8)
-    matcher = make("difflib")
+    matcher = make("difflib", max_pattern_length=100_000)
     state = states_over(rng, 60_000, 5)
     assert matcher.add_new_pattern("long", [[s] for s in state])
     assert matcher.match_patterns(state, 0.0, None) == [{"pattern_name": "long", "similarity": 1.0}]
+
+
+def test_max_pattern_length_refuses_long_patterns_and_states():
+    matcher = make("difflib", max_pattern_length=4)
+    assert matcher.add_new_pattern("ok", [["a", "b"], ["c", "d"]])
+    with pytest.raises(ValueError, match="max_pattern_length"):
+        matcher.add_new_pattern("long", [["a", "b"], ["c", "d", "e"]])
+    with pytest.raises(ValueError, match="max_pattern_length"):
+        matcher.add_patterns(["p1", "p2"], [[["a"]], [["x"] * 5]])
+    with pytest.raises(ValueError, match="max_pattern_length"):
+        matcher.match_patterns(["a"] * 5, 0.0)
+    # Nothing changed: no pattern, and no symbol of a refused pattern entered the vocabulary.
+    assert len(matcher) == 1 and "long" not in matcher and "p1" not in matcher
+    assert matcher.encoder.lookup_ids(["e", "x"]) == [-1, -1]
+    assert matcher.match_patterns(["a", "b", "c", "d"], 0.5) == [{"pattern_name": "ok", "similarity": 1.0}]

@@ -673,7 +673,8 @@ class TestWriteCounts:
         enc.clear()
         assert pbackend.writes() == 6
         enc.clear()
-        assert pbackend.writes() == 7
+        # A file store does not rewrite a snapshot that would come out byte for byte the same.
+        assert pbackend.writes() == (6 if pbackend.name == "file" else 7)
         assert pbackend.stored() == state_doc(enc)
 
     def test_loading_does_not_write(self, pbackend: Backend) -> None:
@@ -853,7 +854,7 @@ CORRUPTIONS: List[tuple] = [
     ("id-negative", lambda d: (d["symbol_to_id"].update(a=-1), d["id_to_symbol"].update({"-1": "a"}))),
     ("id-ge-next", lambda d: d.update(next_id=1)),
     ("next-id-str", lambda d: d.update(next_id="2")),
-    ("next-id-too-big", lambda d: d.update(next_id=2**31)),
+    ("next-id-too-big", lambda d: d.update(next_id=2**31 + 1)),
     ("i2s-bad-key", lambda d: d.update(id_to_symbol={"zero": "a", "1": "b"})),
     ("i2s-padded-key", lambda d: d.update(id_to_symbol={"00": "a", "1": "b"})),
     ("i2s-value-int", lambda d: d.update(id_to_symbol={"0": "a", "1": 1})),
@@ -926,7 +927,8 @@ class TestCorruptStore:
             SymbolVocabularyEncoder(path)
 
     def test_path_is_directory(self, tmp_path: Path) -> None:
-        with pytest.raises(ValueError):
+        # What Python's own open() raises for a directory: an OSError naming the path.
+        with pytest.raises(OSError, match=str(tmp_path)):
             SymbolVocabularyEncoder(tmp_path)
 
     def test_missing_file_is_empty(self, tmp_path: Path) -> None:
@@ -1095,8 +1097,11 @@ def test_kill_mid_write_leaves_complete_vocabulary(tmp_path: Path) -> None:
     sizes_seen = []
 
     for _ in range(5):
-        if path.exists() and SymbolVocabularyEncoder(path).vocab_size > 150_000:
-            path.unlink()  # keep the test fast: restart from an empty vocabulary
+        with SymbolVocabularyEncoder(path) as enc:
+            too_big = enc.vocab_size > 150_000
+        if too_big:  # keep the test fast: restart from an empty vocabulary
+            for stale in (path, path.with_name(path.name + ".log")):
+                stale.unlink(missing_ok=True)
         proc = subprocess.Popen(
             [sys.executable, str(HERE / "_vocab_writer.py"), str(path), str(batch)],
             stdout=subprocess.PIPE,
@@ -1123,6 +1128,7 @@ def test_kill_mid_write_leaves_complete_vocabulary(tmp_path: Path) -> None:
         assert enc.next_id == k
         assert enc.symbol_to_id == {f"s{i}": i for i in range(k)}
         assert enc.id_to_symbol == {i: f"s{i}" for i in range(k)}
+        enc.close()
         sizes_seen.append(len(reported) - 1)
 
     # At least one round must have completed writes, or the test proved nothing.

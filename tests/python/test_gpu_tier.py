@@ -173,7 +173,7 @@ def test_a_device_failure_falls_back_to_the_cpu_or_reports(fallback):
         m.add_patterns(list(data), list(data.values()))
     state = rng.sample(vocab, 5)
     assert gpu.match_patterns(state, 0.1, None) == cpu.match_patterns(state, 0.1, None)
-    gpu._core._simulate_device_failure()
+    gpu._simulate_device_failure()
     if fallback:
         assert gpu.match_patterns(state, 0.1, None) == cpu.match_patterns(state, 0.1, None)
     else:
