@@ -491,7 +491,7 @@ fn fill_by_sweep(parts: &[Vec<Candidate>], groups: Vec<&mut [u32]>, order: &Name
             let class_at_rank = &class_at_rank;
             part.iter().filter(|c| (c.value as usize) < classes).filter_map(move |c| {
                 let key = order.key(c.slot);
-                if key % 2 == 0 {
+                if key.is_multiple_of(2) {
                     class_at_rank[(key / 2 - 1) as usize].store(c.value, Relaxed);
                     None
                 } else {

@@ -349,7 +349,7 @@ mod tests {
     fn prediction_infos_match_oracles() {
         let mut rng = Rng::new(12);
         let vocabulary: Vec<String> = (0..30).map(text).collect();
-        let weight_of = |id: u32| if id % 5 == 0 { 0.0 } else { 0.1 * id as f64 + 1.0 / 3.0 };
+        let weight_of = |id: u32| if id.is_multiple_of(5) { 0.0 } else { 0.1 * id as f64 + 1.0 / 3.0 };
         let (mut anomalies_seen, mut weighted_seen) = (0, 0);
         for case in 0..300 {
             let patterns: Vec<Vec<u32>> = (0..6).map(|_| rng.sequence(9, 30)).collect();

@@ -11,10 +11,14 @@ PADDING_ID: int
 VOCABULARY_CLASS: str
 SYNC_SOURCES: List[str]
 
-def similarity(pattern: Sequence[int], state: Sequence[int], metric: str = "difflib", autojunk: bool = False) -> float: ...
+def similarity(
+    pattern: Sequence[int], state: Sequence[int], metric: str = "difflib", autojunk: bool = False
+) -> float: ...
 def prediction_parts(
     patterns: Sequence[Sequence[int]], state: Sequence[int], cutoff_positive: bool
-) -> List[Optional[Tuple[List[Tuple[int, int, int]], int, Tuple[int, int], List[Tuple[int, int]], List[Tuple[int, int]]]]]: ...
+) -> List[
+    Optional[Tuple[List[Tuple[int, int, int]], int, Tuple[int, int], List[Tuple[int, int]], List[Tuple[int, int]]]]
+]: ...
 
 class SymbolToId:
     def __len__(self) -> int: ...
@@ -70,7 +74,10 @@ class MatchResult:
 
 class HybridGPUMatcher:
     def __new__(
-        cls, encoder: SymbolVocabularyEncoder, metric: str = "difflib", autojunk: bool = False,
+        cls,
+        encoder: SymbolVocabularyEncoder,
+        metric: str = "difflib",
+        autojunk: bool = False,
         max_pattern_length: Optional[int] = None,
     ) -> HybridGPUMatcher: ...
     @property

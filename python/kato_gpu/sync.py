@@ -71,9 +71,7 @@ class SyncManager:
 
     def _apply_config(self) -> None:
         config = self.matcher.config if self.config is not self.matcher.config else self.config
-        self._native.configure(
-            config.sync_threshold, config.sync_interval_seconds, config.enable_background_sync
-        )
+        self._native.configure(config.sync_threshold, config.sync_interval_seconds, config.enable_background_sync)
 
     # ------------------------------------------------------------------ worker
     def start_background_sync(self) -> None:

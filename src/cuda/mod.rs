@@ -32,5 +32,5 @@ pub const MAX_LCS_WORDS: usize = 16;
 pub const MAX_DIFFLIB_STATE: usize = 256;
 
 /// Mirrors `KATO_NOT_SCORED` (the host emulation of the kernels checks it).
-#[cfg(test)]
+#[cfg(all(test, feature = "kernel-emulation"))]
 pub const NOT_SCORED: u32 = u32::MAX;

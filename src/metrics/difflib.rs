@@ -539,7 +539,7 @@ mod tests {
     #[test]
     fn ids_beyond_the_dense_table_agree_with_naive_port() {
         let mut rng = Rng::new(12);
-        let big = |x: u32| if x % 2 == 0 { x } else { u32::MAX - x };
+        let big = |x: u32| if x.is_multiple_of(2) { x } else { u32::MAX - x };
         for _ in 0..1000 {
             let b: Vec<u32> = rng.sequence(250, 6).into_iter().map(big).collect();
             let a: Vec<u32> = rng.sequence(250, 6).into_iter().map(big).collect();

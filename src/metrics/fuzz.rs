@@ -43,7 +43,8 @@ pub fn ratio_score(lcs: usize, len1: usize, len2: usize, score_cutoff: f64) -> f
     (if similarity >= similarity_cutoff { similarity } else { 0.0 }) * 100.0
 }
 
-/// `rapidfuzz.fuzz.ratio(a, b)`.
+/// `rapidfuzz.fuzz.ratio(a, b)` (the tests' and the bindings' pair form).
+#[cfg(any(test, feature = "python"))]
 pub fn ratio(a: &str, b: &str) -> f64 {
     let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
     ratio_score(lcs_chars(&a, &b), a.len(), b.len(), 0.0)
@@ -73,7 +74,8 @@ pub fn extract_one(
 }
 
 /// `rapidfuzz.process.extractOne(token, choices, scorer=fuzz.ratio, score_cutoff=score_cutoff)`
-/// as (index, score).
+/// as (index, score) (the tests' and the bindings' form on strings).
+#[cfg(any(test, feature = "python"))]
 pub fn extract_one_str(token: &str, choices: &[&str], score_cutoff: f64) -> Option<(usize, f64)> {
     let token: Vec<char> = token.chars().collect();
     let choices: Vec<Vec<char>> = choices.iter().map(|c| c.chars().collect()).collect();

@@ -137,7 +137,7 @@ pub fn validate_threshold(threshold: f64) -> Result<f64> {
 /// exceed the shorter length, and float division is monotone, so a pattern whose bound is below
 /// the threshold cannot match and need not be scored. The CPU scan applies it through
 /// `ordering::QueryPlan`'s rows; this direct form is the tests' oracle for the kernels' filter.
-#[cfg(test)]
+#[cfg(all(test, feature = "kernel-emulation"))]
 pub fn length_bound(pattern_len: usize, state_len: usize) -> f64 {
     ratio(pattern_len.min(state_len), pattern_len + state_len)
 }
@@ -207,7 +207,7 @@ mod tests {
         let mut rng = Rng::new(31);
         for case in 0..120 {
             let alphabet = [3, 12, 40][case % 3];
-            let big = |x: u32| if case % 4 == 3 && x % 3 == 0 { (1 << 24) + x } else { x };
+            let big = |x: u32| if case % 4 == 3 && x.is_multiple_of(3) { (1 << 24) + x } else { x };
             let mut store = PatternStore::new();
             for k in 0..300 {
                 let len = if k % 50 == 7 { 256 + rng.below(80) } else { rng.below(60) };

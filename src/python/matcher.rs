@@ -13,14 +13,14 @@ use pyo3::types::{PyBool, PyDict, PyList, PyString};
 use rayon::prelude::*;
 
 use super::error::guard;
+use super::predictions::ResolvedWeights;
 use super::vocabulary::{describe, events_of, is_text, strs, symbols_of, PyVocabulary, SharedVocabulary};
 use crate::cuda::driver::CudaBackend;
 use crate::cuda::tier::{DeviceTier, TierLimits};
 use crate::kpi::HistogramSnapshot;
+use crate::matcher::QueryOptions;
 use crate::matcher::{query_from_lookup, Matcher, SharedMatcher};
 use crate::metrics::Metric;
-use super::predictions::ResolvedWeights;
-use crate::matcher::QueryOptions;
 use crate::metrics::SimilarityRule;
 use crate::ordering::Matches;
 use crate::store::NameSnapshot;
@@ -56,7 +56,13 @@ impl PyMatcher {
         query_from_lookup(&lookup)
     }
 
-    fn query(&self, py: Python<'_>, state: &Bound<'_, PyAny>, threshold: f64, limit: Option<usize>) -> PyResult<MatchResult> {
+    fn query(
+        &self,
+        py: Python<'_>,
+        state: &Bound<'_, PyAny>,
+        threshold: f64,
+        limit: Option<usize>,
+    ) -> PyResult<MatchResult> {
         let state = state_of(state)?;
         py.allow_threads(|| {
             guard(|| {
@@ -181,11 +187,17 @@ impl<'py> FromPyObject<'py> for Limit {
             return Ok(Limit(None));
         }
         if value.is_instance_of::<PyBool>() || !is_instance_of_abc(value, "Integral")? {
-            return Err(PyTypeError::new_err(format!("max_predictions must be an int or None, got {}", describe(value))));
+            return Err(PyTypeError::new_err(format!(
+                "max_predictions must be an int or None, got {}",
+                describe(value)
+            )));
         }
         let limit = value.extract::<i128>().ok().filter(|&k| k >= 0).and_then(|k| usize::try_from(k).ok());
         limit.map(|k| Limit(Some(k))).ok_or_else(|| {
-            PyValueError::new_err(format!("max_predictions must be None or an int in [0, 2**64), got {}", describe(value)))
+            PyValueError::new_err(format!(
+                "max_predictions must be None or an int in [0, 2**64), got {}",
+                describe(value)
+            ))
         })
     }
 }
@@ -255,7 +267,6 @@ impl PyMatcher {
     }
 
     // ---------------------------------------------------------------- queries
-
 
     /// Like `match_patterns`, but a `MatchResult` (`.names`, `.similarities` as a float64 array)
     /// without a dict per match.
@@ -370,7 +381,8 @@ impl PyMatcher {
                     weights.as_ref(),
                     fuzzy,
                 )?;
-                let patterns: Vec<Vec<u32>> = hits.slots.iter().map(|&slot| matcher.tokens(slot).into_owned()).collect();
+                let patterns: Vec<Vec<u32>> =
+                    hits.slots.iter().map(|&slot| matcher.tokens(slot).into_owned()).collect();
                 Ok((hits, matcher.names(), patterns, infos))
             })
         })??;
@@ -530,12 +542,18 @@ impl PyMatcher {
     /// True when a sync is due by the configured triggers (see `_configure_sync`).
     fn check_sync_needed(&self, py: Python<'_>) -> PyResult<bool> {
         let settings = *self.sync.lock().unwrap_or_else(|e| e.into_inner());
-        let settings = settings.ok_or_else(|| PyRuntimeError::new_err("no sync settings: call _configure_sync first"))?;
+        let settings =
+            settings.ok_or_else(|| PyRuntimeError::new_err("no sync settings: call _configure_sync first"))?;
         Ok(py.allow_threads(|| settings.due(&self.read())))
     }
 
     /// The sync triggers `check_sync_needed` applies.
-    fn _configure_sync(&self, threshold: Bound<'_, PyAny>, interval_seconds: Bound<'_, PyAny>, background: Flag) -> PyResult<()> {
+    fn _configure_sync(
+        &self,
+        threshold: Bound<'_, PyAny>,
+        interval_seconds: Bound<'_, PyAny>,
+        background: Flag,
+    ) -> PyResult<()> {
         let settings = super::sync::settings_of(&threshold, &interval_seconds, background.0)?;
         *self.sync.lock().unwrap_or_else(|e| e.into_inner()) = Some(settings);
         Ok(())
@@ -685,7 +703,6 @@ impl PyMatcher {
         }
         Ok(d)
     }
-
 }
 
 /// A 1-D integer array (anything `numpy.asarray` takes) as i64 values.

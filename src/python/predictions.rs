@@ -45,6 +45,7 @@ impl ResolvedWeights {
 
 /// The core's prediction info of every hit, read under the caller's matcher lock so that the
 /// patterns are those the query matched.
+#[allow(clippy::too_many_arguments)] // one request's parts, assembled here in one place
 pub fn infos(
     matcher: &Matcher,
     vocab: &Vocabulary,

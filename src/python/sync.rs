@@ -20,16 +20,21 @@ const SOURCES: [&str; 5] = ["manual", "automatic", "background", "training", "ap
 
 /// Sync settings from Python values: a positive int threshold and a positive number of seconds
 /// (the core validates the duration; a threshold too large for usize is refused, not truncated).
-pub fn settings_of(threshold: &Bound<'_, PyAny>, interval_seconds: &Bound<'_, PyAny>, background: bool) -> PyResult<SyncSettings> {
+pub fn settings_of(
+    threshold: &Bound<'_, PyAny>,
+    interval_seconds: &Bound<'_, PyAny>,
+    background: bool,
+) -> PyResult<SyncSettings> {
     if threshold.is_instance_of::<pyo3::types::PyBool>() || !threshold.is_instance_of::<pyo3::types::PyInt>() {
         return Err(PyTypeError::new_err(format!("sync_threshold must be an int, got {}", describe(threshold))));
     }
-    let threshold = threshold
-        .extract::<i128>()
-        .ok()
-        .and_then(|t| usize::try_from(t).ok())
-        .filter(|&t| t > 0)
-        .ok_or_else(|| PyValueError::new_err(format!("sync_threshold must be a positive int below 2**64, got {}", describe(threshold))))?;
+    let threshold =
+        threshold.extract::<i128>().ok().and_then(|t| usize::try_from(t).ok()).filter(|&t| t > 0).ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "sync_threshold must be a positive int below 2**64, got {}",
+                describe(threshold)
+            ))
+        })?;
     let seconds = real_of(interval_seconds, "sync_interval_seconds")?;
     if seconds <= 0.0 {
         return Err(PyValueError::new_err(format!("sync_interval_seconds must be positive, got {seconds}")));
@@ -61,7 +66,12 @@ impl PySyncManager {
         Ok(PySyncManager { inner: py.allow_threads(|| SyncManager::new(&shared, settings)) })
     }
 
-    fn configure(&self, threshold: Bound<'_, PyAny>, interval_seconds: Bound<'_, PyAny>, background: Flag) -> PyResult<()> {
+    fn configure(
+        &self,
+        threshold: Bound<'_, PyAny>,
+        interval_seconds: Bound<'_, PyAny>,
+        background: Flag,
+    ) -> PyResult<()> {
         self.inner.configure(settings_of(&threshold, &interval_seconds, background.0)?);
         Ok(())
     }

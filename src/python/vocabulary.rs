@@ -225,7 +225,9 @@ impl PyStrings {
 /// The open file store, or an error once it was closed.
 fn open_file(file: &mut Option<FileStore>) -> PyResult<&mut FileStore> {
     file.as_mut().ok_or_else(|| {
-        PyValueError::new_err("the vocabulary file was closed (SymbolVocabularyEncoder.close()); open it again to learn")
+        PyValueError::new_err(
+            "the vocabulary file was closed (SymbolVocabularyEncoder.close()); open it again to learn",
+        )
     })
 }
 
@@ -329,9 +331,9 @@ pub fn symbols_of(items: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<String>>
             items.get_type().name()?
         )));
     }
-    let iterator = items
-        .try_iter()
-        .map_err(|_| PyTypeError::new_err(format!("{what} must be a sequence of str symbols, got {}", describe(items))))?;
+    let iterator = items.try_iter().map_err(|_| {
+        PyTypeError::new_err(format!("{what} must be a sequence of str symbols, got {}", describe(items)))
+    })?;
     iterator.enumerate().map(|(position, item)| symbol_of(&item?, &|| format!("{what}[{position}]"))).collect()
 }
 
@@ -452,7 +454,11 @@ impl PyVocabulary {
     }
 
     /// Ids of `sequence` as an int32 array, adding unseen symbols (one store write).
-    fn encode_sequence<'py>(&self, py: Python<'py>, sequence: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray1<i32>>> {
+    fn encode_sequence<'py>(
+        &self,
+        py: Python<'py>,
+        sequence: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray1<i32>>> {
         let symbols = symbols_of(&sequence, "sequence")?;
         let ids = self.encode(py, &strs(&symbols))?;
         Ok(PyArray1::from_iter(py, ids.into_iter().map(|id| id as i32)))

@@ -4,8 +4,9 @@
 //! - `P`, the snapshot: the JSON document of [`super::document`], replaced only atomically (temp file, fsync,
 //!   rename, fsync of the directory). A snapshot written by the old Python store loads unchanged.
 //! - `P.log`, the log of symbols learned since: a header line naming the snapshot it extends
-//!   (`{"snapshot_bytes":N,"snapshot_hash":"<16 hex>"}`), then one line per symbol (`{"id":17,"symbol":"x"}`), ids
-//!   consecutive from the snapshot's `next_id`. Each append is one write then one fdatasync.
+//!   (`{"snapshot_bytes":N,"snapshot_hash":"<16 hex>"}`), then per append a batch line (`{"batch":2}`) and one line
+//!   per symbol (`{"id":17,"symbol":"x"}`), ids consecutive from the snapshot's `next_id`. Each append is one write
+//!   then one fdatasync; an append a crash cut short (even at a line boundary) is dropped whole on open.
 //! - `P.lock`, locked exclusively (`flock`) for the store's whole life, so two stores never hand out the same ids.
 //!
 //! The rename of a new snapshot is the only commit point of a rewrite: a log whose header names another snapshot is
@@ -63,6 +64,13 @@ struct LogEntry<'a> {
     symbol: &'a str,
 }
 
+/// Opens one append: the `count` symbol lines that follow. A batch cut short by a crash is dropped whole on open, so
+/// an append persists all of its symbols or none.
+#[derive(Serialize)]
+struct LogBatch {
+    batch: u64,
+}
+
 #[derive(Serialize)]
 struct LogHeader {
     snapshot_bytes: u64,
@@ -75,6 +83,7 @@ struct LogHeader {
 struct LogLine {
     id: Option<u64>,
     symbol: Option<String>,
+    batch: Option<u64>,
     snapshot_bytes: Option<u64>,
     snapshot_hash: Option<String>,
 }
@@ -238,13 +247,31 @@ impl FileStore {
         let mut stale = false;
         let mut entries = 0;
         let mut skipped = 0;
+        // The batch being read: where its line starts, how many symbol lines it still expects, the vocabulary's
+        // next id before it and how many of its lines were loaded.
+        let mut batch: Option<(usize, u64, u32, usize)> = None;
+        let mut offset = 0;
         let complete = data[..good_len].strip_suffix(b"\n");
         for (index, raw) in complete.into_iter().flat_map(|lines| lines.split(|&b| b == b'\n')).enumerate() {
             let number = index + 1;
+            let line_start = offset;
+            offset += raw.len() + 1;
             let line: LogLine =
                 serde_json::from_slice(raw).map_err(|e| corrupt(number, format!("not a log line ({e})")))?;
+            if line.id.is_some() {
+                match batch.as_mut() {
+                    Some((_, left, _, _)) if *left > 0 => *left -= 1,
+                    _ => return Err(corrupt(number, "a symbol line outside a batch".to_string())),
+                }
+            }
             match line {
-                LogLine { id: None, symbol: None, snapshot_bytes: Some(bytes), snapshot_hash: Some(hash) } => {
+                LogLine { batch: Some(count), id: None, symbol: None, snapshot_bytes: None, snapshot_hash: None } => {
+                    if batch.is_some_and(|(_, left, _, _)| left > 0) {
+                        return Err(corrupt(number, "a batch before the previous one is complete".to_string()));
+                    }
+                    batch = Some((line_start, count, vocab.next_id(), 0));
+                }
+                LogLine { id: None, symbol: None, batch: None, snapshot_bytes: Some(bytes), snapshot_hash: Some(hash) } => {
                     if index > 0 {
                         return Err(corrupt(number, "a header after the first line".to_string()));
                     }
@@ -256,7 +283,7 @@ impl FileStore {
                         break;
                     }
                 }
-                LogLine { id: Some(id), symbol: Some(symbol), snapshot_bytes: None, snapshot_hash: None } => {
+                LogLine { id: Some(id), symbol: Some(symbol), batch: None, snapshot_bytes: None, snapshot_hash: None } => {
                     if id < u64::from(vocab.next_id()) {
                         match vocab.symbol(id as u32) {
                             Some(known) if known == symbol => {
@@ -276,11 +303,21 @@ impl FileStore {
                     }
                     vocab.load_one(id as u32, &symbol).map_err(|detail| corrupt(number, detail))?;
                     entries += 1;
+                    if let Some((_, _, _, loaded)) = batch.as_mut() {
+                        *loaded += 1;
+                    }
                 }
                 _ => return Err(corrupt(number, "neither a header nor a symbol line".to_string())),
             }
         }
 
+        let mut good_len = good_len;
+        if let Some((start, left, next_before, loaded)) = batch.filter(|&(_, left, _, _)| left > 0 && !stale) {
+            log::warn!("{source}: dropped the last append, cut short by a crash ({left} of its symbols missing)");
+            vocab.truncate(next_before);
+            entries -= loaded;
+            good_len = start;
+        }
         if stale {
             log::warn!("{source}: extends an earlier snapshot (a rewrite was cut short); discarded");
             self.cut_log(0)?;
@@ -347,6 +384,8 @@ impl FileStore {
             to_ascii_json(&header, &mut lines);
             lines.push(b'\n');
         }
+        to_ascii_json(&LogBatch { batch: count as u64 }, &mut lines);
+        lines.push(b'\n');
         for id in first_id..end {
             to_ascii_json(&LogEntry { id, symbol: vocab.symbol(id).expect("checked above") }, &mut lines);
             lines.push(b'\n');
@@ -671,8 +710,11 @@ mod tests {
         learn(&mut store, &mut vocab, &["a", "b", "c"]);
         store.rewrite(&vocab).unwrap();
         drop(store);
-        fs::write(&log_path, "{\"id\":1,\"symbol\":\"b\"}\n{\"id\":2,\"symbol\":\"c\"}\n{\"id\":3,\"symbol\":\"d\"}\n")
-            .unwrap();
+        fs::write(
+            &log_path,
+            "{\"batch\":3}\n{\"id\":1,\"symbol\":\"b\"}\n{\"id\":2,\"symbol\":\"c\"}\n{\"id\":3,\"symbol\":\"d\"}\n",
+        )
+        .unwrap();
         let (store, back) = FileStore::open(&path).unwrap();
         assert_eq!(back.iter().collect::<Vec<_>>(), [(0, "a"), (1, "b"), (2, "c"), (3, "d")]);
         assert_eq!(store.snapshot_writes, 1, "compacted");
@@ -680,11 +722,11 @@ mod tests {
         drop(store);
         assert_eq!(reopen(&path), back);
 
-        fs::write(&log_path, "{\"id\":1,\"symbol\":\"z\"}\n").unwrap();
+        fs::write(&log_path, "{\"batch\":1}\n{\"id\":1,\"symbol\":\"z\"}\n").unwrap();
         let text = corrupt(&path);
-        assert!(text.contains("line 1") && text.contains("\"z\"") && text.contains("\"b\""), "{text}");
+        assert!(text.contains("line 2") && text.contains("\"z\"") && text.contains("\"b\""), "{text}");
         // Refused, and nothing was changed: the files still say the same.
-        assert_eq!(fs::read_to_string(&log_path).unwrap(), "{\"id\":1,\"symbol\":\"z\"}\n");
+        assert_eq!(fs::read_to_string(&log_path).unwrap(), "{\"batch\":1}\n{\"id\":1,\"symbol\":\"z\"}\n");
     }
 
     /// Every other inconsistency in a log tied to the snapshot is refused rather than guessed at.
@@ -705,7 +747,8 @@ mod tests {
             (vec![r#"{"id":0,"symbol":"c"}"#], "id 0 is \"c\" here but Some(\"a\")"),
             (vec![r#"{"id":3,"symbol":"c"}"#], "id 3 where 2 comes next"),
             (vec![r#"{"id":2,"symbol":"a"}"#], "two ids"),
-            (vec![r#"{"id":2,"symbol":"c"}"#, r#"{"id":3,"symbol":"c"}"#], "line 3: symbol \"c\" has two ids"),
+            (vec![r#"{"id":2,"symbol":"c"}"#, r#"{"id":3,"symbol":"c"}"#], "line 4: symbol \"c\" has two ids"),
+            (vec![r#"{"batch":1}"#, r#"{"id":2,"symbol":"c"}"#, r#"{"id":3,"symbol":"d"}"#], "outside a batch"),
             (vec![r#"{"id":-2,"symbol":"c"}"#], "not a log line"),
             (vec![r#"{"id":2}"#], "neither a header nor"),
             (vec![r#"{"id":2,"symbol":"c","extra":1}"#], "unknown field"),
@@ -714,6 +757,9 @@ mod tests {
             (vec![header.as_str()], "a header after the first line"),
         ] {
             let mut text = format!("{header}\n");
+            if lines[0].starts_with("{\"id\"") {
+                text.push_str(&format!("{{\"batch\":{}}}\n", lines.len()));
+            }
             for line in &lines {
                 text.push_str(line);
                 text.push('\n');
@@ -725,6 +771,32 @@ mod tests {
         fs::write(&log_path, "{\"snapshot_bytes\":1,\"snapshot_hash\":\"xyz\"}\n").unwrap();
         assert!(corrupt(&path).contains("not hexadecimal"));
         fs::write(&log_path, &log).unwrap();
+        assert_eq!(reopen(&path), vocab);
+    }
+
+    /// A crash can cut a large append short at any byte, a line boundary included: the whole append is dropped.
+    #[test]
+    fn an_append_cut_short_is_dropped_whole() {
+        let dir = TempDir::new("batch");
+        let path = dir.join("vocab.json");
+        let log_path = beside(&path, ".log");
+        let (mut store, mut vocab) = FileStore::open(&path).unwrap();
+        learn(&mut store, &mut vocab, &["a", "b"]);
+        let kept = vocab.clone();
+        let good = file_len(&log_path);
+        learn(&mut store, &mut vocab, &["c", "d", "e"]);
+        drop(store);
+        let full = fs::read(&log_path).unwrap();
+        // Cut after the batch line and after each complete symbol line but the last.
+        let ends: Vec<usize> = full.iter().enumerate().filter(|&(_, &b)| b == b'\n').map(|(k, _)| k + 1).collect();
+        for &cut in ends.iter().filter(|&&end| end > good as usize && end < full.len()) {
+            fs::write(&log_path, &full[..cut]).unwrap();
+            let (store, back) = FileStore::open(&path).unwrap();
+            assert_eq!(back, kept, "cut at byte {cut}");
+            assert_eq!(file_len(&log_path), good, "the partial append is cut off");
+            drop(store);
+        }
+        fs::write(&log_path, &full).unwrap();
         assert_eq!(reopen(&path), vocab);
     }
 
@@ -865,7 +937,7 @@ mod tests {
         learn(&mut store, &mut vocab, &["new-1"]);
         let after_first = file_len(&log_path);
         learn(&mut store, &mut vocab, &["new-2"]);
-        let line = "{\"id\":300001,\"symbol\":\"new-2\"}\n";
+        let line = "{\"batch\":1}\n{\"id\":300001,\"symbol\":\"new-2\"}\n";
         assert_eq!(file_len(&log_path), after_first + line.len() as u64);
         assert!(fs::read_to_string(&log_path).unwrap().ends_with(&line));
         assert_eq!(store.snapshot_writes, 1);

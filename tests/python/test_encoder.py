@@ -166,8 +166,8 @@ class MongomockBackend(Backend):
 
 def read_file_store(path: Path) -> Optional[Dict[str, Any]]:
     """The vocabulary a file store holds, read independently of kato_gpu: the JSON snapshot at
-    ``path`` (KATO's layout) plus the symbols appended to ``<path>.log`` since, one JSON line
-    each after a header line naming the snapshot."""
+    ``path`` (KATO's layout) plus the symbols appended to ``<path>.log`` since: after a header line
+    naming the snapshot, per append a ``{"batch": n}`` line and one JSON line per symbol."""
     log = path.with_name(path.name + ".log")
     if not path.exists() and not (log.exists() and log.stat().st_size):
         return None
@@ -179,6 +179,8 @@ def read_file_store(path: Path) -> Optional[Dict[str, Any]]:
         lines = log.read_text(encoding="utf-8").splitlines()
         for line in lines[1:]:
             entry = json.loads(line)
+            if "batch" in entry:
+                continue
             assert entry["id"] == doc["next_id"]
             doc["symbol_to_id"][entry["symbol"]] = entry["id"]
             doc["id_to_symbol"][str(entry["id"])] = entry["symbol"]

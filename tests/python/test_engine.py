@@ -11,8 +11,8 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import brute_force
 
+from conftest import brute_force
 from kato_gpu import GPUConfig, HybridGPUMatcher, SymbolVocabularyEncoder, _native
 
 
@@ -94,7 +94,7 @@ def test_file_store_learning_appends_and_reloads(tmp_path) -> None:
         matcher.add_new_pattern(f"q{k}", [["a", f"VCTR|{k}"]])
     log = path.with_name("vocab.json.log")
     lines = log.read_text().splitlines()
-    assert len(lines) == 1 + 101  # the header, then one line per symbol
+    assert len(lines) == 1 + 1 + 100 * 2  # the header, then per learn a batch line and its new symbols
     ids = dict(matcher.encoder.symbol_to_id)
     matcher.encoder.close()
     assert dict(SymbolVocabularyEncoder(path).symbol_to_id) == ids
@@ -228,7 +228,10 @@ def test_candidates_rounding_and_limit_inside_the_query() -> None:
     assert [(p[0], p[7]) for p in got] == [(e["pattern_name"], e["similarity"]) for e in expected]
     rounded = matcher.match_predictions(state, 0.3, None, candidates=candidates, kato_rounding=True)
     oracle = sorted(
-        ((n, (s["similarity"] * 100.0) / 100.0) for n, s in ((e["pattern_name"], e) for e in brute_force(allowed, state, "lcs", False, 0.0, None))),
+        (
+            (n, (s["similarity"] * 100.0) / 100.0)
+            for n, s in ((e["pattern_name"], e) for e in brute_force(allowed, state, "lcs", False, 0.0, None))
+        ),
         key=lambda ns: (-ns[1], ns[0]),
     )
     assert [(p[0], p[7]) for p in rounded] == [ns for ns in oracle if ns[1] >= 0.3]

@@ -59,7 +59,9 @@ def _measure(store: str, vocab_size: int, learns: int, seed: int, directory: Pat
     return row
 
 
-def run_learn_bench(vocab_sizes: Sequence[int], stores: Sequence[str], learns: int, seed: int = 7) -> List[Dict[str, object]]:
+def run_learn_bench(
+    vocab_sizes: Sequence[int], stores: Sequence[str], learns: int, seed: int = 7
+) -> List[Dict[str, object]]:
     """One row per (store, vocabulary size)."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="kato-gpu-learn-bench-") as tmp:
