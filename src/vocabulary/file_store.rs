@@ -271,7 +271,13 @@ impl FileStore {
                     }
                     batch = Some((line_start, count, vocab.next_id(), 0));
                 }
-                LogLine { id: None, symbol: None, batch: None, snapshot_bytes: Some(bytes), snapshot_hash: Some(hash) } => {
+                LogLine {
+                    id: None,
+                    symbol: None,
+                    batch: None,
+                    snapshot_bytes: Some(bytes),
+                    snapshot_hash: Some(hash),
+                } => {
                     if index > 0 {
                         return Err(corrupt(number, "a header after the first line".to_string()));
                     }
@@ -283,7 +289,13 @@ impl FileStore {
                         break;
                     }
                 }
-                LogLine { id: Some(id), symbol: Some(symbol), batch: None, snapshot_bytes: None, snapshot_hash: None } => {
+                LogLine {
+                    id: Some(id),
+                    symbol: Some(symbol),
+                    batch: None,
+                    snapshot_bytes: None,
+                    snapshot_hash: None,
+                } => {
                     if id < u64::from(vocab.next_id()) {
                         match vocab.symbol(id as u32) {
                             Some(known) if known == symbol => {
