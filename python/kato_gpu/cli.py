@@ -287,7 +287,45 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", dest="json_path", default=None, metavar="PATH", help="also write every number as JSON to PATH"
     )
     scale.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
+
+    learn = commands.add_parser(
+        "learn-bench",
+        help="the cost of one learn (add_new_pattern) as the vocabulary grows, per store",
+        description=(
+            "For each vocabulary size and store, grows a vocabulary to that size, then times add_new_pattern of "
+            "KATO-shaped patterns bringing one new symbol (KATO's normal case: VCTR| tokens), and with known symbols "
+            "only; reports p50 / p99 / max per learn. The file store lives in a temporary directory."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    learn.add_argument(
+        "--vocab-sizes",
+        type=lambda text: [_non_negative_int(v) for v in text.split(",")],
+        default=[10_000, 100_000, 300_000],
+        metavar="N,N,...",
+        help="vocabulary sizes before the timed learns",
+    )
+    learn.add_argument(
+        "--stores", choices=("memory", "file", "both"), default="both", help="vocabulary store(s) to time"
+    )
+    learn.add_argument("--learns", type=_positive_int, default=5_000, metavar="L", help="timed learns of each kind")
+    learn.add_argument("--seed", type=int, default=7)
+    learn.add_argument("--json", dest="json_path", default=None, metavar="PATH", help="also write the rows as JSON")
     return parser
+
+
+def _learn_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from .bench.learn_vocab import format_learn_table, run_learn_bench
+
+    stores = ("memory", "file") if args.stores == "both" else (args.stores,)
+    rows = run_learn_bench(args.vocab_sizes, stores, args.learns, args.seed)
+    print(format_learn_table(rows))
+    if args.json_path:
+        with open(args.json_path, "w", encoding="utf-8") as handle:
+            json.dump(rows, handle, indent=2)
+    return 0
 
 
 def _scale_bench(args: argparse.Namespace) -> int:
@@ -359,6 +397,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _predict_bench(args)
     if args.command == "scale-bench":
         return _scale_bench(args)
+    if args.command == "learn-bench":
+        return _learn_bench(args)
     parser.print_help()
     return 2
 
