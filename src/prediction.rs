@@ -1,6 +1,6 @@
 //! The sequence-dependent parts of KATO's prediction info (`extract_prediction_info`, non-fuzzy
 //! path), as index ranges into the pattern and the state; the bindings turn them into lists of
-//! symbols. See ../shared/REFERENCE.md for the semantics reproduced here.
+//! symbols. docs/ARCHITECTURE.md describes the semantics reproduced here (KATO's `extract_prediction_info`).
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};

@@ -38,6 +38,10 @@ _BOOL_FIELDS = (
 _INT_FIELDS = ("max_pattern_length", "threads_per_block", "sync_threshold", "sync_interval_seconds")
 _FLOAT_FIELDS = ("min_compute_capability", "memory_usage_fraction", "growth_buffer_fraction")
 
+#: Integer settings are counts and sizes the engine holds in 64 bits: anything larger is refused
+#: here as out of range (a ValueError), never left to overflow later.
+_INT_LIMIT = 2**63
+
 T = TypeVar("T")
 
 
@@ -198,6 +202,8 @@ class GPUConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+            if value >= _INT_LIMIT:
+                raise ValueError(f"{name} is out of range: {value} (must be below 2**63)")
         for name in _FLOAT_FIELDS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -227,8 +233,8 @@ class GPUConfig:
                 raise TypeError(
                     f"force_max_patterns must be None or an int, got {type(self.force_max_patterns).__name__}"
                 )
-            if self.force_max_patterns <= 0:
-                raise ValueError("force_max_patterns must be None or a positive int")
+            if not 0 < self.force_max_patterns < _INT_LIMIT:
+                raise ValueError("force_max_patterns must be None or a positive int below 2**63")
 
         if not isinstance(self.metric, str):
             raise TypeError(f"metric must be a str, got {type(self.metric).__name__}")

@@ -79,7 +79,12 @@ def test_default_instance() -> None:
 
 
 def test_positional_construction_like_kato() -> None:
-    config = GPUConfig(False, False, 8.0, 50, 0.5, 0.1, 512, 10, 5, 6, False, False, True, False, False)
+    with pytest.warns(DeprecationWarning) as warned:
+        config = GPUConfig(False, False, 8.0, 50, 0.5, 0.1, 512, 10, 5, 6, False, False, True, False, False)
+    assert sorted(str(w.message).split()[0] for w in warned) == [
+        "GPUConfig.enable_early_termination",
+        "GPUConfig.use_shared_memory",
+    ]
     assert (config.enabled, config.threads_per_block, config.force_max_patterns) == (False, 512, 10)
     assert (config.metric, config.autojunk) == ("difflib", False)
 
@@ -89,6 +94,8 @@ def test_from_env_defaults(clean_env: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("var,field,text,expected", ENV_CASES, ids=ALL_VARS)
+# Setting a deprecated kernel hint warns (test_engine.py checks that); here only its parsing counts.
+@pytest.mark.filterwarnings("ignore:GPUConfig.*deprecated:DeprecationWarning")
 def test_from_env_each_variable(clean_env: pytest.MonkeyPatch, var: str, field: str, text: str, expected: Any) -> None:
     clean_env.setenv(var, text)
     config = GPUConfig.from_env()

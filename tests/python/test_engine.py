@@ -266,3 +266,83 @@ def test_predictions_see_one_snapshot_while_patterns_are_removed() -> None:
         stop.set()
         thread.join()
     assert not errors, errors
+
+
+# ------------------------------------------------------------------ the options
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["force_max_patterns", "max_pattern_length", "sync_threshold", "sync_interval_seconds", "threads_per_block"],
+)
+def test_out_of_range_config_ints_are_value_errors(field) -> None:
+    with pytest.raises(ValueError, match=field):
+        make(**{field: 2**64})
+
+
+def test_patterns_cache_and_kernel_hints_are_deprecated() -> None:
+    encoder = SymbolVocabularyEncoder(None)
+    with pytest.warns(DeprecationWarning, match="patterns_cache"):
+        HybridGPUMatcher(encoder, GPUConfig(enabled=False), patterns_cache={})
+    for field in ("use_shared_memory", "enable_early_termination"):
+        with pytest.warns(DeprecationWarning, match=field):
+            GPUConfig(**{field: False})
+
+
+def test_build_from_patterns_fetches_batch_size_documents_per_round_trip() -> None:
+    class Cursor:
+        def __init__(self, docs):
+            self.docs, self.sizes = docs, []
+
+        def batch_size(self, size):
+            self.sizes.append(size)
+            return self
+
+        def __iter__(self):
+            return iter(self.docs)
+
+    class Patterns:
+        def __init__(self):
+            self.cursor = Cursor([{"pattern_data": [["b", "a"]]}, {"pattern_data": [["c"]]}])
+
+        def find(self):
+            return self.cursor
+
+    patterns = Patterns()
+    encoder = SymbolVocabularyEncoder(None)
+    encoder.build_from_patterns(patterns, batch_size=37)
+    assert patterns.cursor.sizes == [37]
+    assert encoder.symbol_to_id == {"a": 0, "b": 1, "c": 2}
+    for bad, error in ((0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError)):
+        with pytest.raises(error):
+            encoder.build_from_patterns(patterns, batch_size=bad)
+
+
+LOGGING_SCRIPT = """
+import logging, sys
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s %(message)s")
+from kato_gpu import GPUConfig, HybridGPUMatcher, SymbolVocabularyEncoder
+matcher = HybridGPUMatcher(SymbolVocabularyEncoder(None), GPUConfig(enabled=False, log_memory_usage={flag}))
+matcher.add_new_pattern("p", [["a", "b"]])
+matcher.sync_cpu_to_gpu()
+matcher.update_config(log_memory_usage={flip})
+matcher.add_new_pattern("q", [["c"]])
+matcher.sync_cpu_to_gpu()
+"""
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_log_memory_usage_logs_after_each_promotion(flag) -> None:
+    # A fresh interpreter: Rust log records reach Python's logging through pyo3-log, which caches
+    # each logger's level on first use.
+    import subprocess
+    import sys
+
+    code = LOGGING_SCRIPT.format(flag=flag, flip=not flag)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    records = [line for line in proc.stdout.splitlines() if "after promotion" in line]
+    # Logged for the promotion made while the option was on, and only that one.
+    assert len(records) == 1, proc.stdout
+    expected_patterns = "1 patterns" if flag else "2 patterns"
+    assert expected_patterns in records[0] and "bytes in host memory" in records[0], records
