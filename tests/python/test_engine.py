@@ -346,3 +346,56 @@ def test_log_memory_usage_logs_after_each_promotion(flag) -> None:
     assert len(records) == 1, proc.stdout
     expected_patterns = "1 patterns" if flag else "2 patterns"
     assert expected_patterns in records[0] and "bytes in host memory" in records[0], records
+
+
+def test_a_failed_store_write_leaves_matcher_and_vocabulary_as_they_were() -> None:
+    class FailingCollection:
+        """A collection whose writes fail while ``down`` is set."""
+
+        def __init__(self) -> None:
+            self.doc = None
+            self.down = False
+
+        def find_one(self, query):
+            return self.doc
+
+        def update_one(self, query, update, upsert=False):
+            if self.down:
+                raise ConnectionError("database down")
+            self.doc = self.doc or {"class": "gpu_vocabulary", "symbol_to_id": {}, "id_to_symbol": {}}
+            for field, value in update["$set"].items():
+                *parents, leaf = field.split(".")
+                target = self.doc
+                for parent in parents:
+                    target = target.setdefault(parent, {})
+                target[leaf] = value
+
+    collection = FailingCollection()
+    matcher = make(store=collection)
+    matcher.add_new_pattern("p", [["a", "b"]])
+    collection.down = True
+    with pytest.raises(ConnectionError, match="database down"):
+        matcher.add_new_pattern("q", [["a", "new"]])
+    with pytest.raises(ConnectionError):
+        matcher.add_patterns(["r", "s"], [[["x"]], [["y"]]])
+    assert len(matcher) == 1 and "q" not in matcher
+    assert dict(matcher.encoder.symbol_to_id) == {"a": 0, "b": 1}
+    # Known symbols need no write: learning goes on while the store is down.
+    assert matcher.add_new_pattern("t", [["b", "a"]])
+    collection.down = False
+    assert matcher.add_new_pattern("q", [["a", "new"]])
+    assert matcher.encoder.symbol_to_id["new"] == 2  # no id was burnt by the failed write
+    assert dict(SymbolVocabularyEncoder(collection).symbol_to_id) == {"a": 0, "b": 1, "new": 2}
+
+
+def test_matchers_sharing_an_encoder_share_its_ids() -> None:
+    encoder = SymbolVocabularyEncoder(None)
+    difflib_matcher = HybridGPUMatcher(encoder, GPUConfig(enabled=False))
+    lcs_matcher = HybridGPUMatcher(encoder, GPUConfig(enabled=False, metric="lcs"))
+    difflib_matcher.add_new_pattern("p", [["a", "b"]])
+    lcs_matcher.add_new_pattern("q", [["b", "c"]])
+    assert dict(encoder.symbol_to_id) == {"a": 0, "b": 1, "c": 2}
+    assert difflib_matcher.match_patterns(["b", "c"], 0.1) == [{"pattern_name": "p", "similarity": 0.5}]
+    assert lcs_matcher.match_patterns(["a", "b"], 0.1) == [{"pattern_name": "q", "similarity": 0.5}]
+    with pytest.raises(ValueError, match="2 patterns"):
+        encoder.clear()
