@@ -1,8 +1,8 @@
 """The KATO adapter (kato_gpu.kato) end to end, on a stand-in for KATO's PatternSearcher.
 
 ``StandInSearcher`` has the method and attribute names the adapter touches and a pure-Python
-matching path written from ../shared/REFERENCE.md (stdlib difflib with autojunk off, a plain LCS
-table); it is the oracle. An attached searcher must return exactly what an identical, never
+matching path built on the shared oracles (stdlib difflib with autojunk off, RapidFuzz's LCS); it
+is the oracle. An attached searcher must return exactly what an identical, never
 attached one returns.
 """
 
@@ -16,51 +16,17 @@ from typing import Dict, List, Optional
 import pytest
 
 from kato_gpu import GPUConfig, HybridGPUMatcher, SymbolVocabularyEncoder
+from kato_gpu.bench.oracles import lcs_length, prediction_info
 from kato_gpu.kato import KatoBridge, LoadReport, attach, load_patterns
 
 RAPIDFUZZ_AVAILABLE = True  # read by the adapter, as KATO's module global of that name
 
 
-def _lcs(a: List[str], b: List[str]) -> int:
-    row = [0] * (len(b) + 1)
-    for x in a:
-        prev_diag = 0
-        for j, y in enumerate(b, 1):
-            keep = row[j]
-            row[j] = prev_diag + 1 if x == y else max(row[j], row[j - 1])
-            prev_diag = keep
-    return row[-1]
-
-
 def _info(pattern, state, cutoff, similarity, weights, zero_block_extras):
-    """Prediction info per REFERENCE.md; None when the pattern is dropped."""
-    blocks = difflib.SequenceMatcher(None, pattern, state, autojunk=False).get_matching_blocks()[:-1]
-    intersection = [sym for _, j, n in blocks for sym in state[j : j + n]]
-    if len(blocks) >= 2:
-        i0, i1, n1 = blocks[0][0], blocks[-1][0], blocks[-1][2]
-        past, present = pattern[:i0], (pattern[i0 : i1 + n1] if i1 + n1 > i0 else pattern[i0:])
-    elif len(blocks) == 1:
-        i0, _, n0 = blocks[0]
-        past, present = pattern[:i0], pattern[i0 : i0 + n0]
-    else:
-        if cutoff > 0.0:
-            return None
-        past, present = [], pattern
-    missing: List[str] = []
-    extras: List[str] = []
-    if present or zero_block_extras:
-        ops = difflib.SequenceMatcher(None, present, state, autojunk=False).get_opcodes()
-        for tag, a0, a1, b0, b1 in ops:
-            if tag in ("delete", "replace"):
-                missing += present[a0:a1]
-            if tag in ("insert", "replace"):
-                extras += state[b0:b1]
-    weighted = None
-    if weights and not (zero_block_extras and not blocks):
-        total = sum(weights.get(t, 0.0) for t in state) + sum(weights.get(t, 0.0) for t in pattern)
-        if total > 0:
-            weighted = 2.0 * sum(weights.get(t, 0.0) for t in intersection) / total
-    return (pattern, intersection, past, present, missing, extras, similarity, len(blocks), [], weighted)
+    """The shared oracle's prediction info, with the pattern first as KATO's tuple has it; None
+    when the pattern is dropped."""
+    info = prediction_info(pattern, state, similarity, cutoff, weights, kato_original=zero_block_extras)
+    return None if info is None else (pattern,) + info
 
 
 class StandInSearcher:
@@ -109,7 +75,7 @@ class StandInSearcher:
         scored = []
         for name, pattern in choices.items():
             total = len(pattern) + len(state)
-            score = 2.0 * _lcs(pattern, state) / total * 100.0 if total else 0.0
+            score = 2.0 * lcs_length(pattern, state) / total * 100.0 if total else 0.0
             if score >= self._threshold() * 100 - 1e-6:
                 scored.append((name, score))
         scored.sort(key=lambda ns: ns[1], reverse=True)  # stable: ties keep choice order

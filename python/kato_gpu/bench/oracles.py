@@ -43,6 +43,13 @@ def difflib_ratios(patterns: Sequence[Sequence[str]], state: Sequence[str]) -> L
     return [ref_difflib(p, state) for p in patterns]
 
 
+def lcs_length(pattern: Sequence, state: Sequence) -> int:
+    """The LCS of two symbol sequences (RapidFuzz's ``LCSseq.similarity`` on numbered symbols)."""
+    from rapidfuzz.distance import LCSseq
+
+    return LCSseq.similarity(*_numbered(pattern, state))
+
+
 def lcs_of_ids(pattern_ids: Sequence[int], state_ids: Sequence[int]) -> float:
     """``2.0*LCS/T`` of two integer-encoded sequences (1.0 when both are empty), the LCS from
     RapidFuzz's ``LCSseq.similarity``."""
@@ -67,9 +74,10 @@ def ref_lcs(pattern: Sequence, state: Sequence) -> float:
 
 def kato_lcs(pattern: Sequence, state: Sequence) -> float:
     """KATO's RapidFuzz token path: its scorer gives ``2.0*LCS/T*100.0`` and KATO divides by
-    100.0 again; that rounding trip can change the last bit of :func:`ref_lcs`."""
+    100.0 again; that rounding trip can change the last bit of :func:`ref_lcs`. Two empty
+    sequences score 0.0 there (the scorer's own rule), not 1.0."""
     if not len(pattern) + len(state):
-        return 1.0
+        return 0.0
     return (ref_lcs(pattern, state) * 100.0) / 100.0
 
 
@@ -108,10 +116,19 @@ def kato_similarity(pattern: Sequence[str], state: Sequence[str], metric: str) -
 
 
 def prediction_info(
-    pattern: List[str], state: List[str], similarity: float, cutoff: float, weights: Optional[Dict[str, float]] = None
+    pattern: List[str],
+    state: List[str],
+    similarity: float,
+    cutoff: float,
+    weights: Optional[Dict[str, float]] = None,
+    kato_original: bool = False,
 ) -> Optional[Tuple]:
     """``(matching_intersection, past, present, missing, extras, similarity, number_of_blocks,
-    anomalies, weighted_similarity)``, or None where KATO returns None."""
+    anomalies, weighted_similarity)``, or None where KATO returns None.
+
+    ``kato_original``: the variant of KATO's ``_process_with_original``, which also takes the
+    opcodes of an empty ``present`` (so the whole state is extras) and gives no weighted
+    similarity to a pattern without a matching block."""
     if similarity < cutoff:
         return None
     blocks = difflib.SequenceMatcher(None, pattern, state, autojunk=False).get_matching_blocks()[:-1]
@@ -128,7 +145,7 @@ def prediction_info(
         past, present = [], pattern
     missing: List[str] = []
     extras: List[str] = []
-    if present:
+    if present or kato_original:
         ops = difflib.SequenceMatcher(None, present, state, autojunk=False).get_opcodes()
         for tag, alo, ahi, blo, bhi in ops:
             if tag in ("replace", "delete"):
@@ -136,7 +153,7 @@ def prediction_info(
             if tag in ("replace", "insert"):
                 extras += state[blo:bhi]
     weighted = None
-    if weights:
+    if weights and not (kato_original and not blocks):
         total = sum(weights.get(t, 0.0) for t in state) + sum(weights.get(t, 0.0) for t in pattern)
         if total > 0:
             weighted = 2.0 * sum(weights.get(t, 0.0) for t in intersection) / total
