@@ -19,7 +19,7 @@ def bits(x: float) -> str:
 
 
 def test_smallest_example_where_the_metrics_differ():
-    # REFERENCE.md: pattern [0,2,1,0], state [2,0] -> difflib 1/3, lcs 2/3.
+    # docs/ARCHITECTURE.md: pattern [0,2,1,0], state [2,0] -> difflib 1/3, lcs 2/3.
     p, s = [0, 2, 1, 0], [2, 0]
     assert kato_gpu.similarity(p, s, "difflib") == ref_difflib(p, s) == 1 / 3
     assert kato_gpu.similarity(p, s, "lcs") == ref_lcs(p, s) == 2 / 3

@@ -1,5 +1,5 @@
-"""HybridGPUMatcher.match_predictions against an oracle written from REFERENCE.md's description of
-KATO's prediction info, on stdlib difflib (no junk): lists and floats compared exactly."""
+"""HybridGPUMatcher.match_predictions against the shared oracle of KATO's prediction info (kato_gpu.bench.oracles,
+on stdlib difflib, no junk; docs/ARCHITECTURE.md describes the semantics): lists and floats compared exactly."""
 
 from __future__ import annotations
 
