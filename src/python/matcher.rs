@@ -48,12 +48,8 @@ impl PyMatcher {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Query ids of a state: vocabulary ids, unknown symbols each their own id that matches
-    /// nothing.
     fn state_ids(&self, state: &[String]) -> Vec<u32> {
-        let vocab = self.vocab.read();
-        let lookup: Vec<i64> = state.iter().map(|s| vocab.id(s).map_or(-1, i64::from)).collect();
-        query_from_lookup(&lookup)
+        state_ids(&self.vocab.read(), state)
     }
 
     fn query(
@@ -126,6 +122,12 @@ impl PyMatcher {
             },
         )
     }
+}
+
+/// Query ids of a state: vocabulary ids, unknown symbols each their own id that matches nothing.
+fn state_ids(vocab: &crate::Vocabulary, state: &[String]) -> Vec<u32> {
+    let lookup: Vec<i64> = state.iter().map(|s| vocab.id(s).map_or(-1, i64::from)).collect();
+    query_from_lookup(&lookup)
 }
 
 /// Detaches a query's hits from the matcher: similarities, slots, and a snapshot of the name
@@ -360,8 +362,7 @@ impl PyMatcher {
         let (hits, names, patterns, infos) = py.allow_threads(|| {
             guard(|| -> crate::Result<_> {
                 let vocab = self.vocab.read();
-                let lookup: Vec<i64> = state.iter().map(|s| vocab.id(s).map_or(-1, i64::from)).collect();
-                let ids = query_from_lookup(&lookup);
+                let ids = state_ids(&vocab, &state);
                 let texts: Vec<&str> = state.iter().map(String::as_str).collect();
                 // One read lock for the query and the patterns it matched: a pattern removed
                 // meanwhile is in both or in neither.
