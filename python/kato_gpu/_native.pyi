@@ -23,6 +23,7 @@ __all__ = [
     "MatchResult",
     "SYNC_SOURCES",
     "SyncManager",
+    "check_sync_settings",
     "cuda_compile_ptx",
     "cuda_probe",
     "cuda_entry_points",
@@ -195,6 +196,8 @@ class SyncManager:
     @property
     def training(self) -> bool: ...
     def stats(self) -> Dict[str, Any]: ...
+
+def check_sync_settings(threshold: int, interval_seconds: float, background: bool) -> None: ...
 
 # src/python/cuda.rs (the public wrapper is kato_gpu.cuda)
 def cuda_compile_ptx(arch: str) -> str: ...

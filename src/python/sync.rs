@@ -137,7 +137,19 @@ impl Drop for PySyncManager {
     }
 }
 
+/// Validates sync settings without applying them (`GPUConfig.validate` uses it, so the rule has
+/// one home): raises ValueError/TypeError as `_configure_sync` and `SyncManager` would.
+#[pyfunction]
+fn check_sync_settings(
+    threshold: Bound<'_, PyAny>,
+    interval_seconds: Bound<'_, PyAny>,
+    background: Flag,
+) -> PyResult<()> {
+    settings_of(&threshold, &interval_seconds, background.0).map(|_| ())
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(check_sync_settings, m)?)?;
     m.add("SYNC_SOURCES", SOURCES.to_vec())?;
     m.add_class::<PySyncManager>()
 }
