@@ -1,454 +1,501 @@
-"""The KATO adapter: puts a ``HybridGPUMatcher`` behind a KATO ``PatternSearcher``.
+"""kato_gpu inside KATO's serving path, with KATO's code untouched.
 
-One line in KATO switches it on, at the end of ``PatternSearcher.__init__``
-(``kato/searches/pattern_search.py``)::
+Switched on by the environment: ``KATO_GPU_ACCELERATE=1`` in KATO's environment (the wheel's
+``kato_gpu_hook.pth`` calls :func:`install` right after KATO imports its pattern processor).
+Unset it and restart to roll back. :func:`install` may also be called directly before KATO
+builds its first processor.
 
-    import kato_gpu.kato; kato_gpu.kato.attach(self)
+What changes, class by class (KATO's own method still runs wherever the note says so):
 
-:func:`attach` changes that one instance only (no class, no module is touched):
+* ``PatternProcessor.__init__``: after KATO's, the processor's knowledge base (``kb_id``) gets
+  one matcher, loaded once from KATO's own pattern store (``kato.patterns_data`` in ClickHouse)
+  with progress logged; later processors of the same ``kb_id`` share it.
+* ``ClickHouseWriter.write_pattern`` / ``delete_all_patterns`` and
+  ``PatternProcessor.delete_pattern``: KATO's method runs first; only when it succeeds does the
+  matcher follow (learn / clear / remove). A failed KATO write or delete leaves the matcher as
+  it was. Every learn path of KATO writes through ``write_pattern``.
+* ``PatternSearcher.causalBeliefAsync`` (every multi-symbol prediction, including the
+  per-request searchers ``get_predictions_async`` builds): with KATO's default candidate
+  selection (no filter stage: every pattern of the ``kb_id``) the matcher scores every pattern
+  exactly as KATO's matching would (token mode: KATO's LCS score rounded through 0-100), computes
+  KATO's prediction fields and its pre-potential for every match, and hands back only the
+  ``3 × max_predictions`` that ``predictPattern`` would keep, as KATO's own ``Prediction``
+  objects (metadata from Redis through KATO's ``RedisWriter``). Above KATO's process-pool
+  threshold KATO computes no weighted similarity; neither does the matcher there.
+* ``PatternProcessor._predict_single_symbol_fast`` (one-symbol states): the candidates (patterns
+  whose first symbol is the state's) are ranked natively by KATO's single-symbol potential; only
+  the ``max_predictions`` kept are built.
+* ``PatternProcessor.predictPattern``: KATO's, unchanged, told how many predictions it keeps.
 
-* **Learning, deleting, clearing.** ``assignNewlyLearnedToWorkers``, ``delete_pattern`` and
-  ``clearPatternsFromRAM`` are wrapped: KATO's own method runs first, unchanged, then the matcher
-  follows (learn / remove / clear).
-* **Matching.** ``causalBelief`` chooses between two methods that fill its ``results`` list with
-  one tuple per matching pattern: ``_process_with_rapidfuzz`` (KATO_USE_FAST_MATCHING on and
-  RapidFuzz installed) and ``_process_with_original`` (difflib). Those two are the seam: each is
-  replaced by a method with the same signature ``(state, candidates, results)`` that asks
-  ``matcher.match_predictions`` for the same tuples and appends them in the order KATO's method
-  would have (``causalBelief`` itself does not sort them):
-
-  - ``_process_with_original`` appends in candidate order (one tuple per occurrence of a name);
-    reproduced with ``metric="difflib"`` (KATO's extractor has no autojunk);
-  - ``_process_with_rapidfuzz`` in token mode appends in ``process.extract`` order: score
-    descending, ties in candidate order; reproduced with ``metric="lcs"`` and
-    ``kato_rounding=True`` (KATO's scorer rounds through a 0-100 score).
-
-  Everything else in ``causalBelief`` (candidate selection, Bloom filter, building the
-  ``Prediction`` objects, the final threshold check) stays KATO's.
-
-KATO's original method still answers (and the reason is counted in ``bridge.stats``) when the
-accelerated one cannot give the same result:
-
-* ``fuzzy_token_threshold > 0`` on the RapidFuzz path (the fuzzy path is not accelerated yet),
-  or character-level RapidFuzz (``use_token_matching`` off);
-* the matcher's metric does not reproduce the path KATO chose (or ``autojunk`` is on);
-* a candidate KATO has in ``patterns_cache`` is not in the matcher (patterns not loaded with
-  :func:`load_patterns`), or the matcher lost track (an error while learning; see
-  :meth:`KatoBridge.resync`);
-* an empty state, a recall threshold outside [0, 1], affinity weights that are not a dict, or any
-  error raised by the matcher.
-
-``causalBeliefAsync`` (``_process_batch_*``) is not routed through the matcher.
+KATO's original method answers, and :func:`status` counts why, wherever exactness cannot be
+kept natively: a filter pipeline configured for the session, fuzzy token matching
+(``fuzzy_token_threshold > 0``), character-level matching (``use_token_matching`` off), KATO's
+difflib thread path (``KATO_USE_FAST_MATCHING=false`` with at most 500 candidates), target-class
+candidates, RapidFuzz missing, or a matcher that lost step with KATO's store (an error while
+learning; the next processor start reloads it).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
 import logging
 import math
-import os
-import sys
+import threading
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from collections.abc import MutableMapping
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from ._progress import Progress
 from .config import GPUConfig
 from .encoder import SymbolVocabularyEncoder
 from .matcher import HybridGPUMatcher
 
-__all__ = ["KatoBridge", "LoadReport", "attach", "load_patterns", "SKIP_REASONS"]
+__all__ = ["install", "installed", "status", "reset", "FALLBACK_REASONS", "PRUNING_FACTOR"]
 
 logger = logging.getLogger("kato_gpu.kato")
 
-#: The methods of ``PatternSearcher`` that :func:`attach` replaces on the instance.
-PATCHED_METHODS = (
-    "assignNewlyLearnedToWorkers",
-    "delete_pattern",
-    "clearPatternsFromRAM",
-    "_process_with_rapidfuzz",
-    "_process_with_original",
+#: ``predictPattern`` keeps this many predictions per ``max_predictions`` for its metrics.
+PRUNING_FACTOR = 3
+
+#: Why KATO's own method answered instead of the matcher.
+FALLBACK_REASONS = (
+    "filter_pipeline",
+    "fuzzy_tokens",
+    "character_level",
+    "difflib_thread_path",
+    "target_class_candidates",
+    "rapidfuzz_missing",
+    "not_loaded",
+    "out_of_step",
+    "bad_threshold",
+    "empty_state",
 )
 
-#: Why :func:`load_patterns` skips a record.
-SKIP_REASONS = ("not_a_dict", "missing_name", "duplicate_name", "malformed_pattern_data")
+#: Patterns added per batch while loading a knowledge base.
+LOAD_BATCH = 50_000
 
-_BRIDGE_ATTR = "_kato_gpu_bridge"
-
-
-def _default_threshold(searcher: Any) -> float:
-    # KATO reads ``self.recall_threshold`` and uses 0.1 where it is None.
-    value = getattr(searcher, "recall_threshold", None)
-    return 0.1 if value is None else value
+_installed = False
+_install_lock = threading.Lock()
 
 
-def _fuzzy_threshold(searcher: Any) -> float:
-    # As KATO's RapidFuzz path reads it: from the session config, 0.0 without one.
-    session_config = getattr(searcher, "session_config", None)
-    value = getattr(session_config, "fuzzy_token_threshold", 0.0) if session_config else 0.0
-    return 0.0 if value is None else value
+class _KnowledgeBase:
+    """One KATO knowledge base (``kb_id``) mirrored in a matcher."""
 
+    def __init__(self, kb_id: str) -> None:
+        self.kb_id = kb_id
+        self.encoder = SymbolVocabularyEncoder()
+        config = GPUConfig.from_env()
+        if config.metric != "lcs" or config.autojunk:
+            config = GPUConfig(**{**config.__dict__, "metric": "lcs", "autojunk": False})
+        self.matcher = HybridGPUMatcher(self.encoder, config)
+        #: False after a learn or delete the matcher could not follow: KATO answers until reload.
+        self.in_step = False
+        self.lock = threading.RLock()
 
-def _kato_metric(searcher: Any) -> str:
-    """The metric that reproduces the matching path ``causalBelief`` will take for ``searcher``."""
-    module = sys.modules.get(type(searcher).__module__)
-    rapidfuzz_available = bool(getattr(module, "RAPIDFUZZ_AVAILABLE", True))
-    if (
-        getattr(searcher, "use_fast_matching", False)
-        and rapidfuzz_available
-        and getattr(searcher, "use_token_matching", False)
-    ):
-        return "lcs"
-    return "difflib"
-
-
-class KatoBridge:
-    """The link between one KATO ``PatternSearcher`` and one ``HybridGPUMatcher``.
-
-    Attributes:
-        searcher, matcher, sync_manager: what :func:`attach` was given (or built).
-        active: the searcher's methods are replaced (False after :meth:`detach`, or when the
-            adapter was switched off with ``KATO_GPU_ENABLED=false``).
-        in_sync: the matcher follows every learn/delete/clear; False after an error there
-            (matching then falls back to KATO until :meth:`resync`).
-        stats: counts of accelerated calls and of fallbacks, by reason.
-    """
-
-    def __init__(self, searcher: Any, matcher: Optional[HybridGPUMatcher], sync_manager: Any = None) -> None:
-        self.searcher = searcher
-        self.matcher = matcher
-        self.sync_manager = sync_manager
-        self.active = False
-        self.in_sync = True
-        self.stats: Dict[str, int] = {"accelerated": 0}
-        self._saved: Dict[str, Tuple[bool, Any]] = {}
-        self._originals: Dict[str, Callable[..., Any]] = {}
-        self._warned: set = set()
-
-    # ------------------------------------------------------------------ wiring
-    def _install(self) -> None:
-        searcher = self.searcher
-        replacements = {
-            "assignNewlyLearnedToWorkers": self._learn,
-            "delete_pattern": self._delete,
-            "clearPatternsFromRAM": self._clear,
-            "_process_with_rapidfuzz": self._process_rapidfuzz,
-            "_process_with_original": self._process_original,
-        }
-        for name, replacement in replacements.items():
-            original = getattr(searcher, name, None)
-            if original is None:
-                logger.warning("%s has no method %s: left as it is", type(searcher).__name__, name)
-                continue
-            self._saved[name] = (name in vars(searcher), vars(searcher).get(name))
-            self._originals[name] = original
-            setattr(searcher, name, replacement)
-        setattr(searcher, _BRIDGE_ATTR, self)
-        self.active = True
-
-    def detach(self) -> None:
-        """Gives the searcher its own methods back. The matcher is left as it is."""
-        if not self.active:
-            return
-        instance_dict = vars(self.searcher)
-        for name, (had_own, value) in self._saved.items():
-            if had_own:
-                instance_dict[name] = value
-            else:
-                instance_dict.pop(name, None)
-        if instance_dict.get(_BRIDGE_ATTR) is self:
-            del instance_dict[_BRIDGE_ATTR]
-        self._saved.clear()
-        self._originals.clear()
-        self.active = False
-        logger.info("kato_gpu detached from %s", type(self.searcher).__name__)
-
-    def resync(self) -> int:
-        """Refills the matcher from the searcher's ``patterns_cache`` (name -> flattened pattern)
-        and marks it in sync again; returns how many patterns it holds. Use it only where
-        ``patterns_cache`` holds every pattern (it does not in KATO's ClickHouse mode, where it
-        holds the last query's candidates: reload from the store with :func:`load_patterns`)."""
-        self.matcher.clear_all()
-        cache = getattr(self.searcher, "patterns_cache", {}) or {}
-        records = ({"name": name, "pattern_data": [list(flat)]} for name, flat in cache.items())
-        report = load_patterns(self.matcher, records, progress=False)
-        self.in_sync = True
-        return report.loaded
-
-    def _count(self, key: str) -> None:
-        self.stats[key] = self.stats.get(key, 0) + 1
-
-    def _fallback(self, name: str, reason: str, state: Any, candidates: Any, results: list) -> None:
-        self._count(f"fallback_{reason}")
-        if reason not in self._warned:
-            self._warned.add(reason)
-            logger.warning(
-                "kato_gpu: %s answered by KATO's own method (%s); logged once per reason",
-                name,
-                reason.replace("_", " "),
-            )
-        self._originals[name](state, candidates, results)
-
-    def _lost_track(self, what: str) -> None:
-        self.in_sync = False
-        logger.exception(
-            "kato_gpu: the matcher could not follow %s; matching falls back to KATO until bridge.resync() or a reload",
-            what,
-        )
-
-    # ------------------------------------------------------------------ learning
-    def _learn(self, index: int, pattern_name: str, new_pattern: Sequence[str]) -> Any:
-        out = self._originals["assignNewlyLearnedToWorkers"](index, pattern_name, new_pattern)
-        try:
-            if pattern_name in self.matcher:  # learned again: keep the latest content, as KATO does
-                self.matcher.remove_pattern(pattern_name)
-            self.matcher.add_new_pattern(pattern_name, [list(new_pattern)])
-            if self.sync_manager is not None and self.sync_manager.check_sync_needed("automatic"):
-                self.sync_manager.trigger_sync("automatic")
-        except Exception:
-            self._lost_track(f"learning {pattern_name!r}")
-        return out
-
-    def _delete(self, name: str) -> Any:
-        out = self._originals["delete_pattern"](name)
-        try:
-            # Always: KATO's patterns_cache may not hold the pattern while the matcher does.
-            self.matcher.remove_pattern(name)
-        except Exception:
-            self._lost_track(f"deleting {name!r}")
-        return out
-
-    def _clear(self) -> Any:
-        out = self._originals["clearPatternsFromRAM"]()
-        try:
+    def load(self, client: Any) -> int:
+        """Fills the matcher from KATO's pattern store; returns how many patterns it holds."""
+        started = time.perf_counter()
+        kb = self.kb_id.replace("\\", "\\\\").replace("'", "\\'")
+        result = client.query(f"SELECT name, pattern_data FROM kato.patterns_data WHERE kb_id = '{kb}'")
+        rows = result.result_rows
+        total = len(rows)
+        logger.info("kato_gpu: loading %d patterns of %s from KATO's pattern store", total, self.kb_id)
+        with self.lock:
             self.matcher.clear_all()
-            self.in_sync = True
-        except Exception:
-            self._lost_track("clearing")
-        return out
-
-    # ------------------------------------------------------------------ matching
-    def _process_rapidfuzz(self, state: List[str], candidates: Iterable[str], results: list) -> None:
-        name = "_process_with_rapidfuzz"
-        searcher = self.searcher
-        if not getattr(searcher, "use_token_matching", False):
-            return self._fallback(name, "character_level", state, candidates, results)
-        fuzzy = _fuzzy_threshold(searcher)
-        if not isinstance(fuzzy, (int, float)) or fuzzy > 0.0:
-            return self._fallback(name, "fuzzy_tokens", state, candidates, results)
-        if self.matcher.config.metric != "lcs":
-            return self._fallback(name, "metric_mismatch", state, candidates, results)
-        self._accelerated(name, state, candidates, results, token_mode=True)
-
-    def _process_original(self, state: List[str], candidates: Iterable[str], results: list) -> None:
-        name = "_process_with_original"
-        if self.matcher.config.metric != "difflib" or self.matcher.config.autojunk:
-            return self._fallback(name, "metric_mismatch", state, candidates, results)
-        self._accelerated(name, state, candidates, results, token_mode=False)
-
-    def _accelerated(
-        self, name: str, state: List[str], candidates: Iterable[str], results: list, token_mode: bool
-    ) -> None:
-        searcher = self.searcher
-        if not self.in_sync:
-            return self._fallback(name, "out_of_sync", state, candidates, results)
-        if not state:
-            # KATO's scorer gives 0.0 (not 1.0) when pattern and state are both empty.
-            return self._fallback(name, "empty_state", state, candidates, results)
-        threshold = _default_threshold(searcher)
-        if (
-            isinstance(threshold, bool)
-            or not isinstance(threshold, (int, float))
-            or math.isnan(threshold)
-            or not 0.0 <= threshold <= 1.0
-        ):
-            return self._fallback(name, "threshold_out_of_range", state, candidates, results)
-        weights = getattr(searcher, "affinity_weights", None)
-        if weights is not None and not isinstance(weights, dict):
-            return self._fallback(name, "weights_not_a_dict", state, candidates, results)
-        if candidates is None:
-            candidates = ()
-        cache = getattr(searcher, "patterns_cache", None)
-        if cache is None:
-            return self._fallback(name, "no_patterns_cache", state, candidates, results)
-        # KATO only looks at candidates it holds in patterns_cache, in candidate order.
-        order = [c for c in candidates if c in cache]
-        unique = list(dict.fromkeys(order))  # first occurrences, in order
-        if not unique:
-            self._count("accelerated")
-            return
-        matcher = self.matcher
-        if not all(map(matcher.__contains__, unique)):
-            return self._fallback(name, "pattern_not_loaded", state, candidates, results)
-        subset = None if len(unique) == len(matcher) else unique
-        try:
-            found = matcher.match_predictions(
-                state, float(threshold), None, candidates=subset, weights=weights or None, kato_rounding=token_mode
-            )
-        except Exception:
-            logger.exception("kato_gpu: match_predictions failed")
-            return self._fallback(name, "matcher_error", state, candidates, results)
-        self._count("accelerated")
-        if token_mode:
-            # process.extract: score descending, ties in the order of the choices dict.
-            wanted = {t[0] for t in found}
-            position = {c: k for k, c in enumerate(unique) if c in wanted}
-            found.sort(key=lambda t: (-t[7], position[t[0]]))
-            for t in found:
-                if not t[1]:
-                    # An empty pattern: KATO's extractor leaves missing/extras empty.
-                    t = t[:5] + ([], []) + t[7:]
-                results.append(t)
-        else:
-            by_name = {}
-            for t in found:
-                if t[8] == 0:
-                    # No block (threshold 0.0): KATO's difflib path takes the whole pattern as
-                    # missing, the whole state as extras, and gives no weighted similarity.
-                    t = t[:5] + (t[1], list(state)) + t[7:10] + (None,)
-                by_name[t[0]] = t
-            for c in order:
-                t = by_name.get(c)
-                if t is not None:
-                    results.append(t)
-
-
-def attach(
-    searcher: Any,
-    matcher: Optional[HybridGPUMatcher] = None,
-    config: Optional[GPUConfig] = None,
-    sync_manager: Any = None,
-) -> KatoBridge:
-    """Routes ``searcher``'s pattern matching through a ``HybridGPUMatcher`` (see the module doc).
-
-    Args:
-        searcher: a KATO ``PatternSearcher`` (or anything with its method and attribute names).
-        matcher: the matcher to use; by default one is built from ``config`` with a fresh
-            in-memory vocabulary.
-        config: used when ``matcher`` is None; by default ``GPUConfig.from_env()``, whose metric,
-            when ``KATO_GPU_METRIC`` is unset, is chosen to reproduce the path KATO will take
-            (``lcs`` for RapidFuzz token matching, else ``difflib``).
-        sync_manager: optional ``SyncManager``; checked after each learned pattern.
-
-    Returns:
-        The ``KatoBridge``; ``bridge.detach()`` restores the searcher. With ``config`` from the
-        environment and ``KATO_GPU_ENABLED=false`` nothing is changed and the bridge is inactive.
-        Attaching a searcher twice returns its existing bridge.
-    """
-    existing = getattr(searcher, _BRIDGE_ATTR, None)
-    if isinstance(existing, KatoBridge) and existing.active:
-        logger.warning("kato_gpu is already attached to this %s", type(searcher).__name__)
-        return existing
-    if matcher is None:
-        if config is None:
-            config = GPUConfig.from_env()
-            if not config.enabled:
-                logger.info("KATO_GPU_ENABLED is false: %s keeps its own matching", type(searcher).__name__)
-                return KatoBridge(searcher, None, sync_manager)
-            if not os.environ.get("KATO_GPU_METRIC", "").strip():
-                config = dataclasses.replace(config, metric=_kato_metric(searcher))
-        matcher = HybridGPUMatcher(SymbolVocabularyEncoder(None), config)
-    elif not isinstance(matcher, HybridGPUMatcher):
-        raise TypeError(f"matcher must be a HybridGPUMatcher, got {type(matcher).__name__}")
-    bridge = KatoBridge(searcher, matcher, sync_manager)
-    if getattr(searcher, "patterns_cache", None):
-        bridge.resync()
-    bridge._install()
-    expected = _kato_metric(searcher)
-    if matcher.config.metric != expected or matcher.config.autojunk:
-        logger.warning(
-            "kato_gpu: KATO will take its %s path but the matcher uses metric=%s autojunk=%s: "
-            "those queries fall back to KATO's own code",
-            expected,
-            matcher.config.metric,
-            matcher.config.autojunk,
+            done = 0
+            for start in range(0, total, LOAD_BATCH):
+                chunk = rows[start : start + LOAD_BATCH]
+                fresh = [(name, events) for name, events in chunk if name not in self.matcher]
+                if fresh:
+                    self.matcher.add_patterns_events([n for n, _ in fresh], [[list(e) for e in ev] for _, ev in fresh])
+                done += len(chunk)
+                logger.info("kato_gpu: %s: %d / %d patterns loaded", self.kb_id, done, total)
+            self.in_step = True
+        logger.info(
+            "kato_gpu: %s ready, %d patterns in %.1f s", self.kb_id, len(self.matcher), time.perf_counter() - started
         )
-    logger.info(
-        "kato_gpu attached to %s: metric=%s, %d patterns", type(searcher).__name__, matcher.config.metric, len(matcher)
-    )
-    return bridge
+        return len(self.matcher)
+
+    def learned(self, name: str, events: Any) -> None:
+        with self.lock:
+            if not self.in_step or name in self.matcher:
+                return
+            try:
+                self.matcher.add_pattern_events(name, [list(e) for e in events])
+            except Exception:
+                self.in_step = False
+                logger.exception("kato_gpu: %s: could not learn %s; KATO answers until the next reload", self.kb_id, name)
+
+    def deleted(self, name: str) -> None:
+        with self.lock:
+            try:
+                self.matcher.remove_pattern(name)
+            except Exception:
+                self.in_step = False
+                logger.exception("kato_gpu: %s: could not delete %s; KATO answers until the next reload", self.kb_id, name)
+
+    def cleared(self) -> None:
+        with self.lock:
+            try:
+                self.matcher.clear_all()
+            except Exception:
+                self.in_step = False
+                logger.exception("kato_gpu: %s: could not clear; KATO answers until the next reload", self.kb_id)
 
 
-# ---------------------------------------------------------------------- loading
-@dataclasses.dataclass
-class LoadReport:
-    """What :func:`load_patterns` did: patterns loaded, records skipped by reason, time taken."""
+class _Registry:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.bases: Dict[str, _KnowledgeBase] = {}
+        self.counts: Dict[str, int] = {}
 
-    loaded: int
-    skipped: Dict[str, int]
-    seconds: float
+    def count(self, key: str) -> None:
+        with self.lock:
+            self.counts[key] = self.counts.get(key, 0) + 1
 
+    def get(self, kb_id: str) -> Optional[_KnowledgeBase]:
+        return self.bases.get(kb_id)
 
-def _check_record(record: Any) -> Tuple[Optional[str], Any]:
-    """(reason, None) for a bad record, else (None, (name, events))."""
-    if not isinstance(record, dict):
-        return "not_a_dict", None
-    name = record.get("name")
-    if not isinstance(name, str) or not name:
-        return "missing_name", None
-    events = record.get("pattern_data")
-    if not isinstance(events, list):
-        return "malformed_pattern_data", None
-    for event in events:
-        if not isinstance(event, list) or not all(isinstance(s, str) for s in event):
-            return "malformed_pattern_data", None
-    return None, (name, events)
+    def attach(self, kb_id: str, client: Any) -> _KnowledgeBase:
+        with self.lock:
+            base = self.bases.get(kb_id)
+            if base is None:
+                base = self.bases[kb_id] = _KnowledgeBase(kb_id)
+        with base.lock:
+            if not base.in_step:
+                base.load(client)
+        return base
 
 
-def load_patterns(
-    matcher: HybridGPUMatcher, records: Iterable[Any], *, batch_size: int = 50_000, progress: bool = True
-) -> LoadReport:
-    """Fills ``matcher`` from KATO pattern records ``{'name': ..., 'pattern_data': [[...], ...]}``
-    (e.g. a cursor over KATO's patterns collection), ``batch_size`` at a time through
-    ``matcher.add_patterns``. Records that are not dicts, have no (or an empty) name, repeat a
-    name (already stored or seen earlier in ``records``) or whose ``pattern_data`` is not a list
-    of lists of str are skipped and counted by reason; none of them reaches the matcher."""
-    if not isinstance(matcher, HybridGPUMatcher):
-        raise TypeError(f"matcher must be a HybridGPUMatcher, got {type(matcher).__name__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    started = time.perf_counter()
-    skipped = {reason: 0 for reason in SKIP_REASONS}
-    try:
-        total = len(records)  # type: ignore[arg-type]
-    except TypeError:
-        total = 0
-    loaded = 0
-    seen: set = set()
-    names: List[str] = []
-    events_list: List[list] = []
-    bar = Progress(total, label="loading patterns", unit="patterns", enabled=progress and total > 0)
+_registry = _Registry()
 
-    def flush() -> None:
-        nonlocal loaded
-        if names:
-            loaded += matcher.add_patterns(names, events_list)
-            names.clear()
-            events_list.clear()
 
-    with bar:
-        for record in records:
-            reason, good = _check_record(record)
-            if reason is None:
-                name, events = good
-                if name in seen or name in matcher:
-                    reason = "duplicate_name"
-                else:
-                    seen.add(name)
-                    names.append(name)
-                    events_list.append(events)
-                    if len(names) >= batch_size:
-                        flush()
-            if reason is not None:
-                skipped[reason] += 1
-            bar.update(1)
-        flush()
-    seconds = time.perf_counter() - started
-    skipped_total = sum(skipped.values())
-    logger.info(
-        "loaded %d patterns in %.2fs; skipped %d%s",
-        loaded,
-        seconds,
-        skipped_total,
-        "" if not skipped_total else " (" + ", ".join(f"{reason}: {n}" for reason, n in skipped.items() if n) + ")",
-    )
-    return LoadReport(loaded=loaded, skipped=skipped, seconds=seconds)
+def status() -> Dict[str, Any]:
+    """What kato_gpu serves: per knowledge base its pattern count and whether it is in step with
+    KATO's store; how many predictions it answered (``accelerated``, ``single_symbol``) and how
+    many KATO's own code answered, by reason (``fallback.<reason>``)."""
+    return {
+        "installed": _installed,
+        "knowledge_bases": {
+            kb: {"patterns": len(base.matcher), "in_step": base.in_step} for kb, base in _registry.bases.items()
+        },
+        "counts": dict(_registry.counts),
+    }
+
+
+def reset() -> None:
+    """Forgets every knowledge base and count (the next processor start reloads from KATO)."""
+    with _registry.lock:
+        _registry.bases.clear()
+        _registry.counts.clear()
+
+
+def installed() -> bool:
+    return _installed
+
+
+class _MatcherNames(MutableMapping):
+    """What KATO's searcher sees as ``patterns_cache`` after an accelerated query: KATO's query
+    would have refilled it with every pattern of the knowledge base, so membership (what KATO's
+    ``delete_pattern`` checks) is the matcher's. Patterns learned or removed later follow the
+    matcher through the hooks; ``clear`` empties the view as KATO's dict would be emptied."""
+
+    def __init__(self, base: _KnowledgeBase) -> None:
+        self._base: Optional[_KnowledgeBase] = base
+        self._own: Dict[str, Any] = {}
+        self._gone: set = set()
+
+    def __contains__(self, name: object) -> bool:
+        if name in self._own:
+            return True
+        base = self._base
+        return base is not None and name not in self._gone and isinstance(name, str) and name in base.matcher
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._own:
+            return self._own[name]
+        if name not in self:
+            raise KeyError(name)
+        return self._base.matcher.pattern_symbols(name)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self._own[name] = value
+        self._gone.discard(name)
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self:
+            raise KeyError(name)
+        self._own.pop(name, None)
+        self._gone.add(name)
+
+    def __iter__(self) -> Iterator[str]:
+        seen = set(self._own)
+        yield from self._own
+        if self._base is not None:
+            for name in self._base.matcher.pattern_names():
+                if name not in seen and name not in self._gone:
+                    yield name
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def clear(self) -> None:
+        self._base = None
+        self._own.clear()
+        self._gone.clear()
+
+
+def _threshold(searcher: Any) -> Optional[float]:
+    value = searcher.recall_threshold if searcher.recall_threshold is not None else 0.1
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        return None
+    return float(value) if 0.0 <= value <= 1.0 else None
+
+
+def install() -> None:
+    """Routes KATO's prediction paths through kato_gpu (idempotent). KATO must be importable."""
+    global _installed
+    with _install_lock:
+        if _installed:
+            return
+        from kato.searches import pattern_search
+        from kato.storage import clickhouse_writer
+        from kato.storage.redis_writer import RedisWriter
+        from kato.workers import pattern_processor
+
+        _patch(pattern_search, pattern_processor, clickhouse_writer, RedisWriter)
+        _installed = True
+        logger.info("kato_gpu: KATO's prediction paths now run on kato_gpu")
+
+
+def _patch(ps: Any, pp: Any, cw: Any, redis_writer_class: Any) -> None:
+    Searcher, Processor, Writer = ps.PatternSearcher, pp.PatternProcessor, cw.ClickHouseWriter
+    originals = {
+        "write_pattern": Writer.write_pattern,
+        "delete_all_patterns": Writer.delete_all_patterns,
+        "init": Processor.__init__,
+        "delete_pattern": Processor.delete_pattern,
+        "predictPattern": Processor.predictPattern,
+        "single": Processor._predict_single_symbol_fast,
+        "causal": Searcher.causalBeliefAsync,
+    }
+
+    def write_pattern(self: Any, pattern_object: Any) -> Any:
+        written = originals["write_pattern"](self, pattern_object)
+        base = _registry.get(self.kb_id)
+        if base is not None:
+            base.learned(pattern_object.name, pattern_object.pattern_data)
+        return written
+
+    def delete_all_patterns(self: Any) -> Any:
+        dropped = originals["delete_all_patterns"](self)
+        base = _registry.get(self.kb_id)
+        if base is not None:
+            base.cleared()
+        return dropped
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        originals["init"](self, *args, **kwargs)
+        _registry.attach(self.kb_id, self.superkb.clickhouse_writer.client)
+
+    def delete_pattern(self: Any, name: str) -> Any:
+        outcome = originals["delete_pattern"](self, name)
+        base = _registry.get(self.kb_id)
+        if base is not None:
+            base.deleted(name)
+        return outcome
+
+    async def predictPattern(self: Any, state: Any, *args: Any, **kwargs: Any) -> Any:
+        searcher = self.patterns_searcher
+        searcher._kato_gpu_keep = int(self.max_predictions) * PRUNING_FACTOR
+        try:
+            return await originals["predictPattern"](self, state, *args, **kwargs)
+        finally:
+            searcher.__dict__.pop("_kato_gpu_keep", None)
+
+    def searcher_route(searcher: Any, state: Any, target_class_candidates: Any) -> Tuple[Optional[str], Any]:
+        if target_class_candidates:
+            return "target_class_candidates", None
+        config = searcher.session_config
+        if getattr(config, "filter_pipeline", None):
+            return "filter_pipeline", None
+        if (getattr(config, "fuzzy_token_threshold", 0.0) or 0.0) > 0.0:
+            return "fuzzy_tokens", None
+        if not searcher.use_token_matching:
+            return "character_level", None
+        if not ps.RAPIDFUZZ_AVAILABLE:
+            return "rapidfuzz_missing", None
+        if not state:
+            return "empty_state", None
+        base = _registry.get(searcher.kb_id)
+        if base is None:
+            return "not_loaded", None
+        if not base.in_step:
+            return "out_of_step", None
+        return None, base
+
+    async def causalBeliefAsync(
+        self: Any,
+        state: List[str],
+        target_class_candidates: Optional[List[str]] = None,
+        stm_events: Optional[List[List[str]]] = None,
+        max_workers: Optional[int] = None,
+        batch_size: int = 100,
+    ) -> List[Dict[str, Any]]:
+        reason, base = searcher_route(self, state, target_class_candidates)
+        threshold = _threshold(self)
+        if reason is None and threshold is None:
+            reason = "bad_threshold"
+        # KATO scores above this many candidates in a process pool (LCS scorer, no weights)
+        # and below it in threads (its fast matcher, or difflib when that is switched off).
+        process_pool = base is not None and len(base.matcher) > ps.PROCESS_POOL_CANDIDATE_THRESHOLD
+        if reason is None and not process_pool and not self.use_fast_matching:
+            reason = "difflib_thread_path"
+        if reason is not None:
+            _registry.count(f"fallback.{reason}")
+            return await originals["causal"](self, state, target_class_candidates, stm_events, max_workers, batch_size)
+        keep = getattr(self, "_kato_gpu_keep", None)
+        weights = None if process_pool else (self.affinity_weights or None)
+        total, kept = await asyncio.get_running_loop().run_in_executor(
+            None,
+            lambda: base.matcher.kato_ranked_predictions(
+                list(state), threshold, keep if keep is not None else len(base.matcher), weights=weights, rounded=True
+            ),
+        )
+        _registry.count("accelerated")
+        self.patterns_cache = _MatcherNames(base)
+        self.patterns_count = len(base.matcher)
+        if not kept:
+            return []
+        names = [k[0] for k in kept]
+        metadata_batch = (
+            redis_writer_class(self.kb_id, self.redis_client).get_metadata_batch(names) if self.redis_client else {}
+        )
+        predictions = []
+        for name, events, intersection, past, present, missing, extras, similarity, blocks, weighted, _ in kept:
+            metadata = metadata_batch.get(name, {"name": name, "frequency": 1})
+            frequency = metadata.get("frequency", 1)
+            if frequency == 0:
+                logger.warning("kato_gpu: %s has frequency 0 in Redis (metadata lost?); using 1 as KATO does", name)
+                frequency = 1
+            pattern = {
+                "name": name,
+                "pattern_data": events,
+                "length": sum(map(len, events)),
+                "frequency": frequency,
+                "emotives": metadata.get("emotives", {}),
+                "metadata": metadata.get("metadata", {}),
+            }
+            predictions.append(
+                ps.Prediction(
+                    pattern,
+                    intersection,
+                    past,
+                    present,
+                    missing,
+                    extras,
+                    similarity,
+                    blocks,
+                    anomalies=[],
+                    stm_events=stm_events,
+                    weighted_similarity=weighted,
+                )
+            )
+        return predictions
+
+    async def single_symbol(self: Any, symbol: str, stm_events: Optional[List[List[str]]] = None) -> Any:
+        base = _registry.get(self.kb_id)
+        reason = None
+        if base is None:
+            reason = "not_loaded"
+        elif not base.in_step:
+            reason = "out_of_step"
+        elif not self.use_token_matching:
+            reason = "character_level"
+        elif not ps.RAPIDFUZZ_AVAILABLE:
+            reason = "rapidfuzz_missing"
+        if reason is not None:
+            _registry.count(f"fallback.{reason}")
+            return await originals["single"](self, symbol, stm_events)
+        self.superkb.clickhouse_writer.flush_if_pending()
+        if base.matcher.kato_first_symbol_candidates(symbol) == 0:
+            _registry.count("single_symbol")
+            return []
+        weights = None
+        config = getattr(self.patterns_searcher, "session_config", None)
+        if getattr(config, "affinity_emotive", None):
+            symbols = base.matcher.kato_first_symbol_symbols(symbol)
+            weights = self._compute_affinity_weights([symbol], [{"pattern_data": [symbols]}])
+        kept = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: base.matcher.kato_single_symbol_predictions(symbol, int(self.max_predictions), weights=weights)
+        )
+        _registry.count("single_symbol")
+        metadata_batch = self.superkb.redis_writer.get_metadata_batch([k[0] for k in kept]) if kept else {}
+        predictions = []
+        for (
+            name,
+            events,
+            matches,
+            missing,
+            present,
+            past,
+            future,
+            extras,
+            similarity,
+            evidence,
+            confidence,
+            snr,
+            fragmentation,
+            weighted_similarity,
+            weighted_evidence,
+            weighted_confidence,
+            weighted_snr,
+            potential,
+        ) in kept:
+            metadata = metadata_batch.get(name, {"name": name, "frequency": 1})
+            frequency = metadata.get("frequency", 1)
+            if frequency == 0:
+                logger.warning("kato_gpu: %s has frequency 0 in Redis (metadata lost?); using 1 as KATO does", name)
+                frequency = 1
+            emotives = metadata.get("emotives", [])
+            try:
+                if isinstance(emotives, list) and emotives:
+                    emotives = pp.average_emotives(emotives)
+                elif not emotives:
+                    emotives = {}
+            except ZeroDivisionError:
+                emotives = {}
+            predictions.append(
+                {
+                    "name": name,
+                    "pattern_data": events,
+                    "length": sum(map(len, events)),
+                    "frequency": frequency,
+                    "emotives": emotives,
+                    "matches": matches,
+                    "missing": missing,
+                    "present": present,
+                    "past": past,
+                    "future": future,
+                    "extras": extras,
+                    "similarity": similarity,
+                    "evidence": evidence,
+                    "confidence": confidence,
+                    "snr": snr,
+                    "fragmentation": fragmentation,
+                    "anomalies": [],
+                    "weighted_similarity": weighted_similarity,
+                    "weighted_evidence": weighted_evidence,
+                    "weighted_confidence": weighted_confidence,
+                    "weighted_snr": weighted_snr,
+                    "potential": potential,
+                }
+            )
+        return predictions
+
+    Writer.write_pattern = write_pattern
+    Writer.delete_all_patterns = delete_all_patterns
+    Processor.__init__ = init
+    Processor.delete_pattern = delete_pattern
+    Processor.predictPattern = predictPattern
+    Processor._predict_single_symbol_fast = single_symbol
+    Searcher.causalBeliefAsync = causalBeliefAsync
