@@ -30,6 +30,7 @@ __all__ = [
     "ChdbQueryResult",
     "RedisServer",
     "free_port",
+    "close_installed_client",
     "install_chdb_client",
     "split_sql",
 ]
@@ -372,7 +373,12 @@ _installed: dict[str, Any] = {}
 def install_chdb_client(path: PathLike, init_sql: Optional[PathLike] = None) -> None:
     """Make ``clickhouse_connect.get_client(...)`` return one shared :class:`ChdbClient` at
     ``path`` (created on the first call, in the ``database`` it is asked for). The host, port and
-    credentials KATO passes are ignored: there is no server."""
+    credentials KATO passes are ignored: there is no server.
+
+    The client is closed at interpreter exit (:func:`close_installed_client`): chdb crashes the
+    process at exit when a session is still open, and KATO's shutdown does not close it."""
+    import atexit
+
     import clickhouse_connect
 
     lock = threading.Lock()
@@ -386,3 +392,11 @@ def install_chdb_client(path: PathLike, init_sql: Optional[PathLike] = None) -> 
             return client
 
     clickhouse_connect.get_client = get_client
+    atexit.register(close_installed_client)
+
+
+def close_installed_client() -> None:
+    """Close the client :func:`install_chdb_client` handed out, if any."""
+    client = _installed.pop("client", None)
+    if client is not None:
+        client.close()

@@ -11,6 +11,7 @@ passes through untouched, so that a switch for code that patches KATO on import 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -36,13 +37,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sys.dont_write_bytecode = True
     sys.path.insert(0, str(kato_src))
 
-    from kato_gpu.kato_host.backends import install_chdb_client
+    from kato_gpu.kato_host.backends import close_installed_client, install_chdb_client
 
     install_chdb_client(args.chdb_path, init_sql=kato_src / "config" / "clickhouse" / "init.sql")
 
     import uvicorn
 
-    uvicorn.run(APP, host=args.host, port=args.port, log_level=args.log_level, workers=1)
+    # uvicorn shuts the app down on SIGTERM/SIGINT, then raises the signal again with the handler
+    # found before it started: this one turns it into a normal exit, so that the chdb session is
+    # closed (chdb crashes a process that exits with a session open).
+    def exit_normally(signum: int, _frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, exit_normally)
+    signal.signal(signal.SIGINT, exit_normally)
+    try:
+        uvicorn.run(APP, host=args.host, port=args.port, log_level=args.log_level, workers=1)
+    finally:
+        close_installed_client()
     return 0
 
 
