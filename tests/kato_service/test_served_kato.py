@@ -21,7 +21,9 @@ KATO_SRC = Path(os.environ.get("KATO_SRC") or ROOT.parent / "shared" / "kato").r
 
 if not (KATO_SRC / "kato" / "services" / "kato_fastapi.py").is_file():
     pytest.skip(f"no KATO checkout at {KATO_SRC} (set KATO_SRC)", allow_module_level=True)
-_missing = [m for m in ("chdb", "clickhouse_connect", "redis", "uvicorn", "httpx") if importlib.util.find_spec(m) is None]
+_missing = [
+    m for m in ("chdb", "clickhouse_connect", "redis", "uvicorn", "httpx") if importlib.util.find_spec(m) is None
+]
 if _missing or shutil.which("redis-server") is None:
     what = ", ".join(_missing + ([] if shutil.which("redis-server") else ["redis-server"]))
     pytest.skip(f"KATO's serving dependencies are missing ({what}): run `make kato-deps`", allow_module_level=True)

@@ -107,8 +107,7 @@ class RedisServer:
             raise BackendError("RedisServer is already started")
         if not self.executable or not os.access(self.executable, os.X_OK):
             raise BackendError(
-                "redis-server is not installed (Debian: apt-get install -y redis-server; "
-                "`make kato-deps` installs it)"
+                "redis-server is not installed (Debian: apt-get install -y redis-server; `make kato-deps` installs it)"
             )
         self.workdir = Path(tempfile.mkdtemp(prefix="kato-redis-"))
         self.log_path = self.workdir / "redis.log"

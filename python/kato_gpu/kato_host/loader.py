@@ -104,7 +104,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--chdb-path", required=True)
     parser.add_argument("--node-id", required=True)
     parser.add_argument("--input", required=True, help="JSON lines: one list of events (lists of str) per line")
-    parser.add_argument("--no-sort", action="store_true", help="keep symbol order within events (KATO sort_symbols=false)")
+    parser.add_argument(
+        "--no-sort", action="store_true", help="keep symbol order within events (KATO sort_symbols=false)"
+    )
     parser.add_argument("--batch-size", type=int, default=10000)
     args = parser.parse_args(argv)
 
