@@ -10,7 +10,7 @@ MYPY_VERSION := 1.20.2
 PDOC_VERSION := 16.0.0
 
 .PHONY: venv dev wheel install test test-rust test-python test-kato bench lint lint-fmt lint-clippy \
-	lint-clippy-python lint-ruff stubs docs clean
+	lint-clippy-python lint-ruff stubs docs clean kato-deps test-kato-service
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,24 @@ $(PY):
 	$(PY) -m pip install -q "ruff==$(RUFF_VERSION)" "mypy==$(MYPY_VERSION)"
 
 venv: $(PY)
+
+# What serving unmodified KATO needs (kato_gpu.kato_host): KATO's own dependencies at the versions
+# of its requirements.lock (fastapi 0.118 and qdrant-client 1.15.1 are what KATO 3.10.1 runs on;
+# aioredis is left out: KATO's serving path does not import it, and it does not import on Python
+# 3.11), chdb in place of a ClickHouse server, and Debian's redis-server (apt only when missing).
+KATO_DEPS_STAMP := $(VENV)/.kato-deps
+KATO_PIP_DEPS := "fastapi==0.118.3" "starlette==0.48.0" "pydantic==2.11.9" "pydantic-settings==2.11.0" \
+	"uvicorn==0.37.0" "websockets==15.0.1" "python-multipart==0.0.20" "pyyaml==6.0.3" "redis==6.4.0" \
+	"clickhouse-connect==0.9.2" "qdrant-client==1.15.1" "protobuf==6.32.1" "grpcio==1.75.1" \
+	"datasketch==1.7.0" "xxhash>=3" "rapidfuzz==3.14.1" "psutil==7.1.0" "httpx>=0.24" "chdb==4.4.0"
+$(KATO_DEPS_STAMP): $(PY)
+	$(PY) -m pip install -q $(KATO_PIP_DEPS)
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing redis-server (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	touch $@
+
+kato-deps: $(KATO_DEPS_STAMP)
 
 # Editable build for development: Python sources are used in place.
 dev: $(PY)
@@ -70,6 +88,11 @@ test-python: install
 KATO_SUITE = PYTHONDONTWRITEBYTECODE=1 $(PY) tests/kato_suite/run.py
 test-kato: install
 	$(KATO_SUITE)
+
+# Unmodified KATO served for real (uvicorn, redis-server, chdb) by kato_gpu.kato_host, against the
+# installed wheel ($$KATO_SRC, default ../shared/kato; skipped with a message without it).
+test-kato-service: install kato-deps
+	cd tests && ../$(PY) -m pytest -q -p no:cacheprovider kato_service
 
 test: lint
 	$(MAKE) --no-print-directory test-rust test-python
