@@ -3,7 +3,6 @@
 //! pre-potential KATO prunes by before its expensive metrics, and its single-symbol fast path.
 //! Only the records KATO keeps reach Python. docs/ARCHITECTURE.md describes the semantics.
 
-use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use rayon::prelude::*;
@@ -396,7 +395,7 @@ pub fn single_symbol_predictions(
 
 fn single_symbol_record(
     slot: u32,
-    pattern: &Cow<'_, [u32]>,
+    pattern: &[u32],
     parts: PredictionParts,
     weights: Option<&Weights<'_>>,
 ) -> SingleSymbolRecord {

@@ -25,6 +25,9 @@ impl<'py> FromPyObject<'py> for Count {
     }
 }
 
+/// A kept record's matching intersection (state ranges) and weighted similarity.
+pub type Intersection = (Vec<(usize, usize)>, Option<f64>);
+
 /// What the tuples of one call are built from, detached from the matcher's lock.
 pub struct Detached<R> {
     pub records: Vec<R>,
@@ -61,7 +64,7 @@ pub fn ranked_tuples<'py>(
     py: Python<'py>,
     vocab: &SharedVocabulary,
     detached: &Detached<RankedRecord>,
-    infos: &[(Vec<(usize, usize)>, Option<f64>)],
+    infos: &[Intersection],
     state: &[Bound<'py, PyString>],
 ) -> PyResult<Bound<'py, PyList>> {
     let out = PyList::empty(py);

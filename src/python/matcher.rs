@@ -623,7 +623,7 @@ impl PyMatcher {
                     weights.as_ref(),
                     0.0,
                 )?;
-                let infos: Vec<(Vec<(usize, usize)>, Option<f64>)> =
+                let infos: Vec<kato_record::Intersection> =
                     infos.into_iter().map(|i| i.map_or((Vec::new(), None), |i| (i.intersection, i.weighted))).collect();
                 Ok((ranked.total, PyMatcher::detach(&matcher, ranked.records, |r| r.slot), infos))
             })
