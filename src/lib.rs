@@ -18,6 +18,7 @@
 mod cuda;
 mod device;
 mod error;
+mod kato_record;
 mod kpi;
 mod matcher;
 mod metrics;
@@ -36,11 +37,15 @@ mod python;
 
 pub use device::{CapacityInfo, DeviceError, DeviceStatus};
 pub use error::{KatoError, Result};
+pub use kato_record::{
+    first_symbol_slots, kato_scores, pre_potential_bound, ranked_predictions, single_symbol_predictions, KatoScores,
+    Ranked, RankedRecord, SingleSymbolRecord,
+};
 pub use kpi::{HistogramSnapshot, Kpis, DURATION_BUCKETS};
 pub use matcher::{query_from_lookup, Logging, Matcher, PromotionPlan, SharedMatcher, TierCounts};
 pub use metrics::Metric;
 pub use ordering::Matches;
-pub use prediction::prediction_parts_many;
+pub use prediction::{prediction_parts_many, PredictionParts, Weights};
 pub use store::MAX_SYMBOL_ID;
 pub use sync::{duration_from_secs, unix_time, SyncManager, SyncSettings, SyncStats};
 pub use vocabulary::{FileStore, Vocabulary, VocabularyDocument};

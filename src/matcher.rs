@@ -187,6 +187,37 @@ pub fn query_from_lookup(ids: &[i64]) -> Vec<u32> {
         .collect()
 }
 
+/// `offsets` must have `count + 1` non-decreasing entries from 0 to `total`.
+fn check_offsets(what: &str, count: usize, offsets: &[u64], total: usize) -> Result<()> {
+    if offsets.len() != count + 1 {
+        return Err(KatoError::InvalidLayout(format!(
+            "{what} must have len(names) + 1 = {} entries, got {}",
+            count + 1,
+            offsets.len()
+        )));
+    }
+    if offsets[0] != 0 || offsets[offsets.len() - 1] != total as u64 {
+        return Err(KatoError::InvalidLayout(format!(
+            "{what} must start at 0 and end at {total}, got {} .. {}",
+            offsets[0],
+            offsets[offsets.len() - 1]
+        )));
+    }
+    if let Some(k) = offsets.windows(2).position(|w| w[0] > w[1]) {
+        return Err(KatoError::InvalidLayout(format!("{what} decrease at index {}", k + 1)));
+    }
+    Ok(())
+}
+
+/// Event lengths must add up to the pattern's length.
+fn check_events(len: usize, event_lens: &[u32]) -> Result<()> {
+    let total: u64 = event_lens.iter().map(|&l| u64::from(l)).sum();
+    if total != len as u64 {
+        return Err(KatoError::InvalidLayout(format!("events of {total} symbols in all for a pattern of {len}")));
+    }
+    Ok(())
+}
+
 fn check_symbols(tokens: &[u32]) -> Result<()> {
     match tokens.iter().find(|&&t| t > MAX_SYMBOL_ID) {
         Some(&t) => Err(KatoError::SymbolIdOutOfRange(t as i64)),
@@ -270,6 +301,29 @@ impl Matcher {
         self.store.tokens(slot)
     }
 
+    /// The stored symbols of a pattern and the lengths of its events.
+    pub fn pattern_events(&self, name: &str) -> Option<(std::borrow::Cow<'_, [u32]>, &[u32])> {
+        self.index.get(name, &self.store).map(|slot| (self.store.tokens(slot), self.store.event_lens(slot)))
+    }
+
+    /// The lengths of the events of the pattern in `slot`.
+    pub fn event_lens(&self, slot: u32) -> &[u32] {
+        self.store.event_lens(slot)
+    }
+
+    /// The store and its name order, for the KATO record paths (`crate::kato_record`), which
+    /// read them under the caller's lock.
+    pub(crate) fn store_and_order(&self) -> (&PatternStore, &NameOrder) {
+        (&self.store, &self.order)
+    }
+
+    /// The checks every query makes before it scores anything.
+    pub(crate) fn check_query(&self, state_len: usize, threshold: f64, rule: SimilarityRule) -> Result<()> {
+        metrics::validate_threshold(threshold)?;
+        self.check_state_len(state_len)?;
+        rule.check(self.metric)
+    }
+
     pub fn name(&self, slot: u32) -> &str {
         self.store.name(slot)
     }
@@ -279,8 +333,16 @@ impl Matcher {
         self.store.names()
     }
 
-    /// Adds one pattern to the recent tier. `Ok(false)` when the name is already stored.
+    /// Adds one pattern (one event) to the recent tier. `Ok(false)` when the name is already
+    /// stored.
     pub fn insert(&mut self, name: &str, tokens: &[u32]) -> Result<bool> {
+        self.insert_events(name, tokens, &[tokens.len() as u32])
+    }
+
+    /// Adds one pattern made of events of `event_lens` symbols (summing to `tokens.len()`) to
+    /// the recent tier. `Ok(false)` when the name is already stored.
+    pub fn insert_events(&mut self, name: &str, tokens: &[u32], event_lens: &[u32]) -> Result<bool> {
+        check_events(tokens.len(), event_lens)?;
         if name.is_empty() {
             return Err(KatoError::EmptyName);
         }
@@ -290,7 +352,7 @@ impl Matcher {
             return Ok(false);
         }
         self.check_capacity(1, tokens.len())?;
-        let slot = self.store.push(name, tokens);
+        let slot = self.store.push_events(name, tokens, event_lens);
         self.order.push(&self.store, name);
         self.index.insert(name, slot);
         self.learned(1);
@@ -300,24 +362,38 @@ impl Matcher {
     /// Adds many patterns to the recent tier, all or none: pattern `k` is
     /// `tokens[offsets[k]..offsets[k + 1]]`. Every name must be new and appear once.
     pub fn insert_batch(&mut self, names: &[&str], tokens: &[u32], offsets: &[u64]) -> Result<usize> {
-        if offsets.len() != names.len() + 1 {
-            return Err(KatoError::InvalidLayout(format!(
-                "offsets must have len(names) + 1 = {} entries, got {}",
-                names.len() + 1,
-                offsets.len()
-            )));
+        self.insert_batch_with(names, tokens, offsets, None)
+    }
+
+    /// [`Matcher::insert_batch`] with events: pattern `k` is made of the events of
+    /// `event_lens[event_offsets[k]..event_offsets[k + 1]]` symbols, which sum to its length.
+    pub fn insert_batch_events(
+        &mut self,
+        names: &[&str],
+        tokens: &[u32],
+        offsets: &[u64],
+        event_lens: &[u32],
+        event_offsets: &[u64],
+    ) -> Result<usize> {
+        check_offsets("event_offsets", names.len(), event_offsets, event_lens.len())?;
+        for k in 0..names.len() {
+            let events = &event_lens[event_offsets[k] as usize..event_offsets[k + 1] as usize];
+            // Pattern offsets are checked by `insert_batch_with`; a bad one only makes this
+            // length wrong, and the error is then about the layout either way.
+            let len = offsets.get(k + 1).zip(offsets.get(k)).map_or(0, |(hi, lo)| hi.saturating_sub(*lo)) as usize;
+            check_events(len, events)?;
         }
-        if offsets[0] != 0 || offsets[offsets.len() - 1] != tokens.len() as u64 {
-            return Err(KatoError::InvalidLayout(format!(
-                "offsets must start at 0 and end at len(tokens) = {}, got {} .. {}",
-                tokens.len(),
-                offsets[0],
-                offsets[offsets.len() - 1]
-            )));
-        }
-        if let Some(k) = offsets.windows(2).position(|w| w[0] > w[1]) {
-            return Err(KatoError::InvalidLayout(format!("offsets decrease at index {}", k + 1)));
-        }
+        self.insert_batch_with(names, tokens, offsets, Some((event_lens, event_offsets)))
+    }
+
+    fn insert_batch_with(
+        &mut self,
+        names: &[&str],
+        tokens: &[u32],
+        offsets: &[u64],
+        events: Option<(&[u32], &[u64])>,
+    ) -> Result<usize> {
+        check_offsets("offsets", names.len(), offsets, tokens.len())?;
         check_symbols(tokens)?;
         let lengths: Vec<usize> = offsets.windows(2).map(|w| (w[1] - w[0]) as usize).collect();
         self.check_new_patterns(names, &lengths)?;
@@ -325,7 +401,11 @@ impl Matcher {
         self.index.reserve(names.len());
         self.order.reserve(names.len());
         for (k, &name) in names.iter().enumerate() {
-            let slot = self.store.push(name, &tokens[offsets[k] as usize..offsets[k + 1] as usize]);
+            let pattern = &tokens[offsets[k] as usize..offsets[k + 1] as usize];
+            let slot = match events {
+                Some((lens, at)) => self.store.push_events(name, pattern, &lens[at[k] as usize..at[k + 1] as usize]),
+                None => self.store.push(name, pattern),
+            };
             self.order.push(&self.store, name);
             self.index.insert(name, slot);
         }

@@ -184,6 +184,15 @@ pub fn compare(a: &Hit, b: &Hit, store: &PatternStore, order: &NameOrder) -> Ord
         .then_with(|| compare_names((order.key(a.slot), a.slot), (order.key(b.slot), b.slot), store))
 }
 
+/// KATO's ranking of prediction records (the pre-potential of `predictPattern`'s pruning, the
+/// potential of the single-symbol path): `(score, slot)` by score descending, then name
+/// ascending. Scores are compared as Python compares floats (-0.0 equals 0.0; they are never NaN).
+#[inline]
+pub fn compare_ranked(a: (f64, u32), b: (f64, u32), store: &PatternStore, order: &NameOrder) -> Ordering {
+    let score = |x: f64| x + 0.0;
+    score(b.0).total_cmp(&score(a.0)).then_with(|| compare_names((order.key(a.1), a.1), (order.key(b.1), b.1), store))
+}
+
 /// Sorts `hits` into result order and keeps the first `limit` (all when `None`).
 pub fn sort_and_truncate(hits: &mut Vec<Hit>, limit: Option<usize>, store: &PatternStore, order: &NameOrder) {
     let by_result_order = |a: &Hit, b: &Hit| compare(a, b, store, order);

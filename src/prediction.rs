@@ -35,7 +35,7 @@ pub fn prediction_parts(pattern: &[u32], state: &[u32], cutoff_positive: bool) -
 }
 
 /// [`prediction_parts`] with the state (difflib's `b`, no junk) prepared once.
-fn parts_with(
+pub(crate) fn parts_with(
     query: &DifflibQuery,
     scratch: &mut DifflibScratch,
     pattern: &[u32],

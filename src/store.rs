@@ -162,13 +162,17 @@ pub struct PatternStore {
     names: NameSnapshot,
     live: Vec<bool>,
     live_count: usize,
+    /// Every pattern's event lengths back to back (KATO patterns are lists of events); slot `s`
+    /// has `event_lens[event_offsets[s]..event_offsets[s + 1]]`, summing to its length.
+    event_lens: Vec<u32>,
+    event_offsets: Vec<u64>,
     /// Live patterns per length: a query's plan is built over the lengths present.
     lengths: BTreeMap<usize, usize>,
 }
 
 impl PatternStore {
     pub fn new() -> PatternStore {
-        PatternStore { offsets: vec![0], ..Default::default() }
+        PatternStore { offsets: vec![0], event_offsets: vec![0], ..Default::default() }
     }
 
     /// The names as they are now; cheap (one reference count per chunk).
@@ -204,10 +208,21 @@ impl PatternStore {
         }
         reserve_gently(&mut self.offsets, patterns);
         reserve_gently(&mut self.live, patterns);
+        reserve_gently(&mut self.event_offsets, patterns);
     }
 
-    /// Appends a pattern and returns its slot. Callers validate names and symbol ids first.
+    /// Appends a pattern of one event and returns its slot. Callers validate names and symbol
+    /// ids first.
     pub fn push(&mut self, name: &str, tokens: &[u32]) -> u32 {
+        self.push_events(name, tokens, &[tokens.len() as u32])
+    }
+
+    /// Appends a pattern made of events of `event_lens` symbols (summing to `tokens.len()`,
+    /// which callers check) and returns its slot.
+    pub fn push_events(&mut self, name: &str, tokens: &[u32], event_lens: &[u32]) -> u32 {
+        debug_assert_eq!(event_lens.iter().map(|&l| l as usize).sum::<usize>(), tokens.len());
+        self.event_lens.extend_from_slice(event_lens);
+        self.event_offsets.push(self.event_lens.len() as u64);
         let slot = self.live.len() as u32;
         if let TokenColumn::Narrow(narrow) = &self.tokens {
             if tokens.iter().any(|&t| t > u16::MAX as u32) {
@@ -277,6 +292,24 @@ impl PatternStore {
         self.names.name(slot)
     }
 
+    /// The first symbol of a slot's pattern, `None` when it is empty.
+    #[inline]
+    pub fn first_token(&self, slot: u32) -> Option<u32> {
+        let s = slot as usize;
+        let (lo, hi) = (self.offsets[s] as usize, self.offsets[s + 1] as usize);
+        (lo < hi).then(|| match &self.tokens {
+            TokenColumn::Narrow(t) => u32::from(t[lo]),
+            TokenColumn::Wide(t) => t[lo],
+        })
+    }
+
+    /// The lengths of a slot's events, in order.
+    #[inline]
+    pub fn event_lens(&self, slot: u32) -> &[u32] {
+        let s = slot as usize;
+        &self.event_lens[self.event_offsets[s] as usize..self.event_offsets[s + 1] as usize]
+    }
+
     #[inline]
     pub fn is_live(&self, slot: u32) -> bool {
         self.live[slot as usize]
@@ -308,7 +341,7 @@ impl PatternStore {
         let mut remap = vec![u32::MAX; self.slots()];
         for slot in 0..self.slots() as u32 {
             if self.is_live(slot) {
-                remap[slot as usize] = fresh.push(self.name(slot), &self.tokens(slot));
+                remap[slot as usize] = fresh.push_events(self.name(slot), &self.tokens(slot), self.event_lens(slot));
             }
         }
         *self = fresh;
@@ -321,7 +354,12 @@ impl PatternStore {
             TokenColumn::Narrow(t) => t.capacity() * 2,
             TokenColumn::Wide(t) => t.capacity() * 4,
         };
-        tokens + self.offsets.capacity() * 8 + self.names.memory_bytes() + self.live.capacity()
+        tokens
+            + self.offsets.capacity() * 8
+            + self.names.memory_bytes()
+            + self.live.capacity()
+            + self.event_lens.capacity() * 4
+            + self.event_offsets.capacity() * 8
     }
 }
 
@@ -353,5 +391,24 @@ mod tests {
             assert_eq!(store.len_of(remap[old]), p.len());
         }
         assert_eq!(store.token_count(), patterns[1..].iter().map(Vec::len).sum::<usize>());
+    }
+
+    /// Event lengths follow their patterns through kills and compactions; a plain push is one
+    /// event of the whole pattern.
+    #[test]
+    fn events_survive_compaction() {
+        let mut store = PatternStore::new();
+        store.push_events("a", &[1, 2, 3], &[1, 2]);
+        store.push("b", &[4, 5]);
+        store.push_events("c", &[6, 7, 8, 9], &[0, 3, 1]);
+        store.push_events("d", &[], &[]);
+        assert_eq!(store.event_lens(1), &[2]);
+        store.kill(0);
+        store.kill(3);
+        let remap = store.compact();
+        assert_eq!((remap[0], remap[3]), (u32::MAX, u32::MAX));
+        assert_eq!(store.event_lens(remap[1]), &[2]);
+        assert_eq!(store.event_lens(remap[2]), &[0, 3, 1]);
+        assert_eq!(&*store.tokens(remap[2]), &[6, 7, 8, 9]);
     }
 }

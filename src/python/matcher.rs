@@ -13,8 +13,9 @@ use pyo3::types::{PyBool, PyDict, PyList, PyString};
 use rayon::prelude::*;
 
 use super::error::guard;
+use super::kato_record::{self, Count};
 use super::predictions::ResolvedWeights;
-use super::vocabulary::{describe, events_of, is_text, strs, symbols_of, PyVocabulary, SharedVocabulary};
+use super::vocabulary::{describe, events_of, is_text, strs, symbol_of, symbols_of, PyVocabulary, SharedVocabulary};
 use crate::cuda::driver::CudaBackend;
 use crate::cuda::tier::{DeviceTier, TierLimits};
 use crate::kpi::HistogramSnapshot;
@@ -99,6 +100,17 @@ impl PyMatcher {
     /// checked, new symbols interned and persisted, then the patterns inserted; all or nothing.
     /// `None` when `skip_stored` and the one name is already stored.
     fn learn(&self, names: &[String], patterns: &[Vec<String>], skip_stored: bool) -> PyResult<Option<usize>> {
+        self.learn_events(names, patterns, None, skip_stored)
+    }
+
+    /// [`PyMatcher::learn`] keeping events: `events[k]` are the event lengths of pattern k.
+    fn learn_events(
+        &self,
+        names: &[String],
+        patterns: &[Vec<String>],
+        events: Option<&[Vec<u32>]>,
+        skip_stored: bool,
+    ) -> PyResult<Option<usize>> {
         let names: Vec<&str> = strs(names);
         let flat: Vec<&str> = patterns.iter().flat_map(|p| p.iter().map(String::as_str)).collect();
         let lengths: Vec<usize> = patterns.iter().map(Vec::len).collect();
@@ -118,10 +130,35 @@ impl PyMatcher {
                 for &len in &lengths {
                     offsets.push(offsets.last().unwrap() + len as u64);
                 }
-                Ok(self.write().insert_batch(&names, ids, &offsets)?)
+                let mut matcher = self.write();
+                let Some(events) = events else { return Ok(matcher.insert_batch(&names, ids, &offsets)?) };
+                let event_lens: Vec<u32> = events.concat();
+                let mut event_offsets = Vec::with_capacity(events.len() + 1);
+                event_offsets.push(0u64);
+                for e in events {
+                    event_offsets.push(event_offsets.last().unwrap() + e.len() as u64);
+                }
+                Ok(matcher.insert_batch_events(&names, ids, &offsets, &event_lens, &event_offsets)?)
             },
         )
     }
+
+    /// Detaches records for Python: names, pattern symbols and event lengths, read under the
+    /// lock the records were computed under.
+    fn detach<R>(matcher: &Matcher, records: Vec<R>, slot: impl Fn(&R) -> u32) -> kato_record::Detached<R> {
+        let names = records.iter().map(|r| matcher.name(slot(r)).to_string()).collect();
+        let patterns = records
+            .iter()
+            .map(|r| (matcher.tokens(slot(r)).into_owned(), matcher.event_lens(slot(r)).to_vec()))
+            .collect();
+        kato_record::Detached { records, names, patterns }
+    }
+}
+
+/// Patterns as lists of events: the flat symbols and the event lengths of each.
+fn patterns_of_events(events: Vec<Vec<Vec<String>>>) -> (Vec<Vec<String>>, Vec<Vec<u32>>) {
+    let lens = events.iter().map(|p| p.iter().map(|e| e.len() as u32).collect()).collect();
+    (events.into_iter().map(|p| p.concat()).collect(), lens)
 }
 
 /// Query ids of a state: vocabulary ids, unknown symbols each their own id that matches nothing.
@@ -486,6 +523,186 @@ impl PyMatcher {
             self.sync_cpu_to_gpu(py)?;
         }
         Ok(added)
+    }
+
+    /// Learns one pattern, keeping its events (`pattern_events` gives them back), in the same
+    /// transaction as `add_new_pattern`. False (nothing changed) when the name is stored.
+    fn add_pattern_events(&self, py: Python<'_>, name: Bound<'_, PyAny>, events: Bound<'_, PyAny>) -> PyResult<bool> {
+        let name = name_of(&name)?;
+        let (flat, lens) = patterns_of_events(vec![events_of(&events, "events")?]);
+        let added = py.allow_threads(|| guard(|| self.learn_events(&[name], &flat, Some(&lens), true)))??;
+        Ok(added.is_some())
+    }
+
+    /// `add_patterns` keeping every pattern's events; all or none. ValueError on a name given
+    /// twice or already stored. With `promote` they go straight to the bulk tier.
+    #[pyo3(signature = (names, events_lists, promote = Flag(true)), text_signature = "(self, names, events_lists, promote=True)")]
+    fn add_patterns_events(
+        &self,
+        py: Python<'_>,
+        names: Bound<'_, PyAny>,
+        events_lists: Bound<'_, PyAny>,
+        promote: Flag,
+    ) -> PyResult<usize> {
+        let names = names_of(&names, "names")?;
+        if is_text(&events_lists) {
+            return Err(PyTypeError::new_err("events_lists must be a list of patterns (lists of events), not a str"));
+        }
+        let events: Vec<Vec<Vec<String>>> = events_lists
+            .try_iter()
+            .map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "events_lists must be a list of patterns, got {}",
+                    describe(&events_lists)
+                ))
+            })?
+            .enumerate()
+            .map(|(k, events)| events_of(&events?, &format!("pattern {k}")))
+            .collect::<PyResult<_>>()?;
+        if names.len() != events.len() {
+            return Err(PyValueError::new_err(format!("got {} names but {} patterns", names.len(), events.len())));
+        }
+        let (flat, lens) = patterns_of_events(events);
+        let added = py.allow_threads(|| guard(|| self.learn_events(&names, &flat, Some(&lens), false)))??.unwrap_or(0);
+        if promote.0 {
+            self.sync_cpu_to_gpu(py)?;
+        }
+        Ok(added)
+    }
+
+    /// The stored pattern as its events (one event for patterns learned without events), or None.
+    fn pattern_events<'py>(&self, py: Python<'py>, name: Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyList>>> {
+        let name = name_of(&name)?;
+        let found = py.allow_threads(|| self.read().pattern_events(&name).map(|(t, e)| (t.into_owned(), e.to_vec())));
+        let Some((tokens, lens)) = found else { return Ok(None) };
+        Ok(Some(kato_record::events_list(py, &self.vocab.py_symbols(py, &tokens), &lens)?))
+    }
+
+    /// KATO's causal-belief predictions ranked as its `predictPattern` prunes them, computed
+    /// natively: `(total_matches, kept)`. Every pattern with similarity `>= threshold` (KATO's
+    /// rounded token-mode similarity with `rounded`, metric "lcs" only; else the exact ratio)
+    /// counts in `total_matches`; `kept` holds the best `keep` by KATO's pre-potential
+    /// (descending, then name ascending), each `(name, pattern_events, matching_intersection,
+    /// past, present, missing, extras, similarity, number_of_blocks, weighted_similarity,
+    /// pre_potential)` with the lists flat as KATO's `extract_prediction_info` returns them.
+    /// `weights`: symbol -> weight, for `weighted_similarity` (else None).
+    #[pyo3(signature = (state, threshold, keep, *, weights = None, rounded = Flag(true)),
+                  text_signature = "(self, state, threshold, keep, *, weights=None, rounded=True)")]
+    fn kato_ranked_predictions<'py>(
+        &self,
+        py: Python<'py>,
+        state: Bound<'py, PyAny>,
+        threshold: Threshold,
+        keep: Count,
+        weights: Option<Bound<'py, PyAny>>,
+        rounded: Flag,
+    ) -> PyResult<(usize, Bound<'py, PyList>)> {
+        let state: Vec<String> = symbols_of(&state, "state")?;
+        let state_symbols: Vec<Bound<'py, PyString>> = state.iter().map(|s| PyString::new(py, s)).collect();
+        let weights = weights_of(weights)?;
+        let weights = ResolvedWeights::resolve(weights.as_ref(), &state_symbols, &self.vocab.read())?;
+        let rule = if rounded.0 { SimilarityRule::KatoRounded } else { SimilarityRule::Exact };
+        let (total, detached, infos) = py.allow_threads(|| {
+            guard(|| -> crate::Result<_> {
+                let vocab = self.vocab.read();
+                let ids = state_ids(&vocab, &state);
+                let matcher = self.read();
+                let ranked = crate::kato_record::ranked_predictions(&matcher, &ids, threshold.0, keep.0, rule, true)?;
+                let kept = Matches {
+                    similarities: ranked.records.iter().map(|r| r.similarity).collect(),
+                    slots: ranked.records.iter().map(|r| r.slot).collect(),
+                };
+                let texts: Vec<&str> = state.iter().map(String::as_str).collect();
+                let infos = super::predictions::infos(
+                    &matcher,
+                    &vocab,
+                    &kept,
+                    &ids,
+                    &texts,
+                    threshold.0 > 0.0,
+                    weights.as_ref(),
+                    0.0,
+                )?;
+                let infos: Vec<kato_record::Intersection> =
+                    infos.into_iter().map(|i| i.map_or((Vec::new(), None), |i| (i.intersection, i.weighted))).collect();
+                Ok((ranked.total, PyMatcher::detach(&matcher, ranked.records, |r| r.slot), infos))
+            })
+        })??;
+        let _gc = GcPause::new(py)?;
+        Ok((total, kato_record::ranked_tuples(py, &self.vocab, &detached, &infos, &state_symbols)?))
+    }
+
+    /// How many patterns KATO's single-symbol path considers for `symbol`: those whose first
+    /// event starts with it.
+    fn kato_first_symbol_candidates(&self, py: Python<'_>, symbol: Bound<'_, PyAny>) -> PyResult<usize> {
+        let symbol = symbol_of(&symbol, &|| "symbol".to_string())?;
+        py.allow_threads(|| {
+            guard(|| {
+                let Some(id) = self.vocab.read().id(&symbol) else { return 0 };
+                crate::kato_record::first_symbol_slots(&self.read(), id).len()
+            })
+        })
+    }
+
+    /// Every symbol of those candidates, each once, sorted (KATO computes its affinity weights
+    /// over them and the state).
+    fn kato_first_symbol_symbols<'py>(
+        &self,
+        py: Python<'py>,
+        symbol: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let symbol = symbol_of(&symbol, &|| "symbol".to_string())?;
+        let symbols = py.allow_threads(|| {
+            guard(|| {
+                let vocab = self.vocab.read();
+                let Some(id) = vocab.id(&symbol) else { return Vec::new() };
+                let matcher = self.read();
+                let mut ids: Vec<u32> = crate::kato_record::first_symbol_slots(&matcher, id)
+                    .par_iter()
+                    .flat_map_iter(|&slot| matcher.tokens(slot).into_owned())
+                    .collect();
+                ids.par_sort_unstable();
+                ids.dedup();
+                let mut texts: Vec<String> = ids.iter().filter_map(|&id| vocab.symbol(id).map(str::to_owned)).collect();
+                texts.sort_unstable();
+                texts
+            })
+        })?;
+        PyList::new(py, symbols)
+    }
+
+    /// KATO's single-symbol fast path for the state `[symbol]`, computed natively: the best
+    /// `keep` candidates by potential (descending, then name ascending), each `(name,
+    /// pattern_events, matches, missing, present, past, future, extras, similarity, evidence,
+    /// confidence, snr, fragmentation, weighted_similarity, weighted_evidence,
+    /// weighted_confidence, weighted_snr, potential)`. `weights`: symbol -> affinity weight (the
+    /// weighted fields are None without).
+    #[pyo3(signature = (symbol, keep, *, weights = None), text_signature = "(self, symbol, keep, *, weights=None)")]
+    fn kato_single_symbol_predictions<'py>(
+        &self,
+        py: Python<'py>,
+        symbol: Bound<'py, PyAny>,
+        keep: Count,
+        weights: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let symbol = symbol_of(&symbol, &|| "symbol".to_string())?;
+        let state_symbols = [PyString::new(py, &symbol)];
+        let weights = weights_of(weights)?;
+        let weights = ResolvedWeights::resolve(weights.as_ref(), &state_symbols, &self.vocab.read())?;
+        let detached = py.allow_threads(|| {
+            guard(|| -> crate::Result<_> {
+                let Some(id) = self.vocab.read().id(&symbol) else {
+                    return Ok(kato_record::Detached { records: Vec::new(), names: Vec::new(), patterns: Vec::new() });
+                };
+                let matcher = self.read();
+                let weight_of = |id: u32| weights.as_ref().map_or(0.0, |w| w.symbol_weight(id));
+                let core_weights = weights.as_ref().map(|w| w.as_weights(&weight_of));
+                let records = crate::kato_record::single_symbol_predictions(&matcher, id, keep.0, core_weights)?;
+                Ok(PyMatcher::detach(&matcher, records, |r| r.slot))
+            })
+        })??;
+        let _gc = GcPause::new(py)?;
+        kato_record::single_symbol_tuples(py, &self.vocab, &detached, &state_symbols)
     }
 
     /// Forgets a pattern, whichever tier holds it. False when no such pattern is stored.

@@ -8,6 +8,7 @@
 
 mod cuda;
 mod error;
+mod kato_record;
 mod matcher;
 mod metrics;
 mod predictions;

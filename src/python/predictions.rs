@@ -41,6 +41,16 @@ impl ResolvedWeights {
         }
         Ok(Some(ResolvedWeights { state, by_id }))
     }
+
+    /// The weight of a vocabulary id (0.0 for a symbol the dict does not name).
+    pub fn symbol_weight(&self, id: u32) -> f64 {
+        self.by_id.get(&id).copied().unwrap_or(0.0)
+    }
+
+    /// The core's form, `symbol` being [`ResolvedWeights::symbol_weight`] of `self`.
+    pub fn as_weights<'a>(&'a self, symbol: &'a (dyn Fn(u32) -> f64 + Sync)) -> Weights<'a> {
+        Weights { state: &self.state, symbol }
+    }
 }
 
 /// The core's prediction info of every hit, read under the caller's matcher lock so that the
