@@ -9,7 +9,11 @@ KATO's prediction paths through kato_gpu (see ``kato_gpu.kato``). Unset the vari
 import os
 import sys
 
-_TARGET = "kato.workers.pattern_processor"
+# What to do after each KATO module has executed.
+_AFTER = {
+    "kato.workers.pattern_processor": "install",
+    "kato.services.kato_fastapi": "add_status_route",
+}
 _ON = {"1", "true", "yes", "on"}
 
 
@@ -19,10 +23,11 @@ def _wanted() -> bool:
 
 class _InstallAfterImport:
     """A meta-path finder that lets the normal finders locate KATO's module, then installs
-    kato_gpu right after that module has executed."""
+    kato_gpu right after that module has executed (and adds ``GET /kato-gpu/status`` to KATO's app)."""
 
     def find_spec(self, fullname, path, target=None):
-        if fullname != _TARGET:
+        action = _AFTER.get(fullname)
+        if action is None:
             return None
         import importlib.machinery
 
@@ -34,7 +39,6 @@ class _InstallAfterImport:
                 break
         else:
             return None
-        sys.meta_path.remove(self)
         loader = spec.loader
         if loader is None or not hasattr(loader, "exec_module"):
             return spec
@@ -44,7 +48,10 @@ class _InstallAfterImport:
             original(module)
             import kato_gpu.kato
 
-            kato_gpu.kato.install()
+            if action == "install":
+                kato_gpu.kato.install()
+            else:
+                kato_gpu.kato.add_status_route(module.app)
 
         if isinstance(loader, importlib.machinery.SourceFileLoader):
             loader.exec_module = exec_module
@@ -53,5 +60,5 @@ class _InstallAfterImport:
         return spec
 
 
-if _wanted() and _TARGET not in sys.modules:
+if _wanted() and not any(name in sys.modules for name in _AFTER):
     sys.meta_path.insert(0, _InstallAfterImport())

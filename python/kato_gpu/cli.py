@@ -311,7 +311,59 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument("--learns", type=_positive_int, default=5_000, metavar="L", help="timed learns of each kind")
     learn.add_argument("--seed", type=int, default=7)
     learn.add_argument("--json", dest="json_path", default=None, metavar="PATH", help="also write the rows as JSON")
+
+    kato_bench = commands.add_parser(
+        "kato-bench",
+        help="KATO's own serving path (GET /sessions/{id}/predictions), unmodified and on kato_gpu, verified",
+        description=(
+            "Serves KATO from its source (its FastAPI app under uvicorn, a Redis server, chdb as its ClickHouse), "
+            "loads N KATO-shaped patterns through KATO's learn, then times the same prediction requests over HTTP "
+            "on the same stores, first unmodified, then with KATO_GPU_ACCELERATE=1. Every response is compared "
+            "with KATO's; exits 1 on any difference. Needs redis-server and KATO's dependencies (make kato-deps)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    kato_bench.add_argument("--kato-src", default=None, metavar="DIR", help="KATO's source (default: $KATO_SRC)")
+    kato_bench.add_argument("--patterns", type=_positive_int, default=10_000, metavar="N", help="patterns learned")
+    kato_bench.add_argument("--queries", type=_positive_int, default=20, metavar="Q", help="prediction requests")
+    kato_bench.add_argument(
+        "--kato-queries",
+        type=_positive_int,
+        default=None,
+        metavar="K",
+        help="requests served by unmodified KATO (the first K of the Q; default Q); only those are compared",
+    )
+    kato_bench.add_argument(
+        "--mode",
+        choices=("token", "difflib"),
+        default="token",
+        help="KATO's matching: token (its default) or difflib (KATO_USE_FAST_MATCHING=false)",
+    )
+    kato_bench.add_argument("--threshold", type=_threshold, default=0.1, help="the session's recall_threshold")
+    kato_bench.add_argument("--max-predictions", type=_positive_int, default=100, help="the session's max_predictions")
+    kato_bench.add_argument("--seed", type=int, default=42, help="workload seed")
+    kato_bench.add_argument(
+        "--json", dest="json_path", default=None, metavar="PATH", help="also write the results as JSON to PATH"
+    )
     return parser
+
+
+def _kato_bench(args: argparse.Namespace) -> int:
+    from .bench.kato_bench import KatoBenchOptions, run_kato_bench
+
+    return run_kato_bench(
+        KatoBenchOptions(
+            kato_src=args.kato_src,
+            patterns=args.patterns,
+            queries=args.queries,
+            mode=args.mode,
+            threshold=args.threshold,
+            max_predictions=args.max_predictions,
+            kato_queries=args.kato_queries,
+            seed=args.seed,
+            json_path=args.json_path,
+        )
+    )
 
 
 def _learn_bench(args: argparse.Namespace) -> int:
@@ -399,6 +451,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _scale_bench(args)
     if args.command == "learn-bench":
         return _learn_bench(args)
+    if args.command == "kato-bench":
+        return _kato_bench(args)
     parser.print_help()
     return 2
 

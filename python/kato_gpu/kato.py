@@ -49,7 +49,7 @@ from .config import GPUConfig
 from .encoder import SymbolVocabularyEncoder
 from .matcher import HybridGPUMatcher
 
-__all__ = ["install", "installed", "status", "reset", "FALLBACK_REASONS", "PRUNING_FACTOR"]
+__all__ = ["install", "installed", "status", "reset", "add_status_route", "FALLBACK_REASONS", "PRUNING_FACTOR"]
 
 logger = logging.getLogger("kato_gpu.kato")
 
@@ -123,7 +123,9 @@ class _KnowledgeBase:
                 self.matcher.add_pattern_events(name, [list(e) for e in events])
             except Exception:
                 self.in_step = False
-                logger.exception("kato_gpu: %s: could not learn %s; KATO answers until the next reload", self.kb_id, name)
+                logger.exception(
+                    "kato_gpu: %s: could not learn %s; KATO answers until the next reload", self.kb_id, name
+                )
 
     def deleted(self, name: str) -> None:
         with self.lock:
@@ -131,7 +133,9 @@ class _KnowledgeBase:
                 self.matcher.remove_pattern(name)
             except Exception:
                 self.in_step = False
-                logger.exception("kato_gpu: %s: could not delete %s; KATO answers until the next reload", self.kb_id, name)
+                logger.exception(
+                    "kato_gpu: %s: could not delete %s; KATO answers until the next reload", self.kb_id, name
+                )
 
     def cleared(self) -> None:
         with self.lock:
@@ -191,6 +195,15 @@ def reset() -> None:
 
 def installed() -> bool:
     return _installed
+
+
+def add_status_route(app: Any) -> None:
+    """Adds ``GET /kato-gpu/status`` (:func:`status` as JSON) to KATO's FastAPI app."""
+
+    async def kato_gpu_status() -> Dict[str, Any]:
+        return status()
+
+    app.add_api_route("/kato-gpu/status", kato_gpu_status, methods=["GET"], tags=["kato_gpu"])
 
 
 class _MatcherNames(MutableMapping):
@@ -371,7 +384,10 @@ def _patch(ps: Any, pp: Any, cw: Any, redis_writer_class: Any) -> None:
             redis_writer_class(self.kb_id, self.redis_client).get_metadata_batch(names) if self.redis_client else {}
         )
         predictions = []
-        for name, events, intersection, past, present, missing, extras, similarity, blocks, weighted, _ in kept:
+        # predictPattern tags every match with its pre-potential when it prunes (and the tag stays
+        # in the response); it prunes when there are more matches than it keeps.
+        pruned = keep is not None and total > keep
+        for name, events, intersection, past, present, missing, extras, similarity, blocks, weighted, pre in kept:
             metadata = metadata_batch.get(name, {"name": name, "frequency": 1})
             frequency = metadata.get("frequency", 1)
             if frequency == 0:
@@ -400,6 +416,8 @@ def _patch(ps: Any, pp: Any, cw: Any, redis_writer_class: Any) -> None:
                     weighted_similarity=weighted,
                 )
             )
+            if pruned:
+                predictions[-1]["_pre_potential"] = pre
         return predictions
 
     async def single_symbol(self: Any, symbol: str, stm_events: Optional[List[List[str]]] = None) -> Any:
@@ -426,7 +444,8 @@ def _patch(ps: Any, pp: Any, cw: Any, redis_writer_class: Any) -> None:
             symbols = base.matcher.kato_first_symbol_symbols(symbol)
             weights = self._compute_affinity_weights([symbol], [{"pattern_data": [symbols]}])
         kept = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: base.matcher.kato_single_symbol_predictions(symbol, int(self.max_predictions), weights=weights)
+            None,
+            lambda: base.matcher.kato_single_symbol_predictions(symbol, int(self.max_predictions), weights=weights),
         )
         _registry.count("single_symbol")
         metadata_batch = self.superkb.redis_writer.get_metadata_batch([k[0] for k in kept]) if kept else {}

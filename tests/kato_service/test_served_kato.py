@@ -9,24 +9,14 @@ or without the serving dependencies (``make kato-deps``), the module is skipped 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
-import shutil
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-KATO_SRC = Path(os.environ.get("KATO_SRC") or ROOT.parent / "shared" / "kato").resolve()
+from conftest import KATO_SRC, serving_unavailable  # noqa: E402
 
-if not (KATO_SRC / "kato" / "services" / "kato_fastapi.py").is_file():
-    pytest.skip(f"no KATO checkout at {KATO_SRC} (set KATO_SRC)", allow_module_level=True)
-_missing = [
-    m for m in ("chdb", "clickhouse_connect", "redis", "uvicorn", "httpx") if importlib.util.find_spec(m) is None
-]
-if _missing or shutil.which("redis-server") is None:
-    what = ", ".join(_missing + ([] if shutil.which("redis-server") else ["redis-server"]))
-    pytest.skip(f"KATO's serving dependencies are missing ({what}): run `make kato-deps`", allow_module_level=True)
+if serving_unavailable():
+    pytest.skip(serving_unavailable(), allow_module_level=True)
 
 from kato_gpu.kato_host.client import KatoApiError, KatoClient  # noqa: E402
 from kato_gpu.kato_host.process import KatoServer  # noqa: E402

@@ -6,13 +6,15 @@ KATO's response is not a pure function of its input, and the comparison says exa
 * **Order.** KATO gathers matches as its worker threads finish, so predictions of equal
   ``potential`` come in any order. Predictions are matched by name, never by position; each
   side must be sorted by ``potential``, non-increasing.
-* **Sums taken in that order.** ``bayesian_posterior`` (a dot product over the ensemble), and
+* **Sums taken in that order.** ``bayesian_posterior`` (a dot product over the ensemble),
   ``predictive_information`` and ``potential`` (through the future aggregates, each a sum over
-  the ensemble) and the future aggregates themselves are float sums in KATO's gathering order,
-  so the same ensemble gives results that differ in the last bits from run to run. Those fields
-  (:data:`ORDER_DEPENDENT`) must agree within the rounding error of such a sum:
-  ``|a − b| ≤ 2·n·ε·|a|`` with ``n`` the number of terms (the ensemble size) and ``ε = 2⁻⁵³``. Every
-  other field must be equal (floats bit for bit).
+  the ensemble), the future aggregates themselves, and ``itfdf_similarity`` (a matrix-vector
+  product over the ensemble's rows, whose rounding NumPy's BLAS lets depend on a row's position)
+  are float sums in KATO's gathering order, so the same ensemble gives results that differ in
+  the last bits from run to run. Those fields (:data:`ORDER_DEPENDENT`) must agree within the
+  rounding error of such a sum: ``|a − b| ≤ 2·n·ε·max(|a|, |b|, 1)`` with ``n`` the number of terms
+  (the ensemble size plus the distinct symbols in play) and ``ε = 2⁻⁵³``. Every other field must
+  be equal (floats bit for bit).
 * **Ties at a cut.** ``predictPattern`` keeps ``3 × max_predictions`` matches by a pre-potential
   and then ``max_predictions`` by potential, each with ``heapq.nlargest``, so where several
   matches tie at either cut, which of them KATO keeps depends on that gathering order too. When
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 #: Fields that are float sums in KATO's gathering order.
-ORDER_DEPENDENT = frozenset({"potential", "predictive_information", "bayesian_posterior"})
+ORDER_DEPENDENT = frozenset({"potential", "predictive_information", "bayesian_posterior", "itfdf_similarity"})
 FUTURE_ORDER_DEPENDENT = frozenset({"aggregate_potential", "total_weighted_frequency"})
 #: Fields that depend on which matches made the ensemble.
 ENSEMBLE_DEPENDENT = ORDER_DEPENDENT | frozenset(
@@ -54,27 +56,21 @@ class Comparison:
     order_dependent_differences: int = 0
 
 
-def pre_potential(prediction: Dict[str, Any]) -> float:
-    """KATO's pruning key, from the fields it is computed from."""
-    fragmentation = prediction["fragmentation"]
-    return (prediction["evidence"] + prediction["confidence"]) * prediction["snr"] + (
-        0.0 if fragmentation == -1 else 1.0 / (fragmentation + 1)
-    )
-
-
 def _within_sum_rounding(a: Any, b: Any, terms: int) -> bool:
     if not (isinstance(a, float) and isinstance(b, float)):
         return a == b
     if a == b or (math.isnan(a) and math.isnan(b)):
         return True
-    return abs(a - b) <= 2.0 * max(terms, 1) * EPSILON * max(abs(a), abs(b))
+    return abs(a - b) <= 2.0 * max(terms, 1) * EPSILON * max(abs(a), abs(b), 1.0)
 
 
 def _same(a: Any, b: Any) -> bool:
     """Equality that tells floats apart by bits and ints from floats, recursively."""
     if isinstance(a, float) or isinstance(b, float):
-        return type(a) is type(b) and (a == b or (math.isnan(a) and math.isnan(b))) and (
-            math.copysign(1.0, a) == math.copysign(1.0, b)
+        return (
+            type(a) is type(b)
+            and (a == b or (math.isnan(a) and math.isnan(b)))
+            and (math.copysign(1.0, a) == math.copysign(1.0, b))
         )
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
@@ -102,6 +98,23 @@ def _compare_prediction(
             out.problems.append(f"{name}.{key}: {kato[key]!r} != {ours[key]!r}")
 
 
+def _terms(*responses: Dict[str, Any]) -> int:
+    """How many terms KATO's order-dependent sums for these responses can have: the ensemble
+    (every supporting pattern of the future aggregates, or the predictions) and the symbols."""
+    count = 0
+    for response in responses:
+        predictions = response.get("predictions") or []
+        futures = response.get("future_potentials") or []
+        ensemble = max(len(predictions), sum(f.get("supporting_patterns", 0) for f in futures))
+        symbols = {s for p in predictions for key in ("matches", "missing") for s in _flat(p.get(key) or [])}
+        count = max(count, ensemble + len(futures) + len(symbols))
+    return count
+
+
+def _flat(items: List[Any]) -> List[Any]:
+    return [s for item in items for s in (item if isinstance(item, list) else [item])]
+
+
 def _sorted_by_potential(predictions: List[Dict[str, Any]]) -> bool:
     potentials = [p.get("potential") for p in predictions]
     return all(a >= b for a, b in zip(potentials, potentials[1:]))
@@ -111,8 +124,12 @@ def _future_key(entry: Dict[str, Any]) -> str:
     return repr([sorted(event) for event in entry.get("future", [])])
 
 
-def compare_responses(kato: Dict[str, Any], ours: Dict[str, Any]) -> Comparison:
-    """Compares KATO's response (the reference) with kato_gpu's for the same request."""
+def compare_responses(kato: Dict[str, Any], ours: Dict[str, Any], ensemble_ambiguous: bool = False) -> Comparison:
+    """Compares KATO's response (the reference) with kato_gpu's for the same request.
+
+    ``ensemble_ambiguous``: KATO's pruning cut fell inside a tie for this request (see
+    :func:`kato_gpu.bench.kato_oracle.pruning_cut_tied`), or for the request whose
+    ``future_potentials`` this response repeats, so the ensemble KATO kept is its own choice."""
     out = Comparison("exact")
     for key in (kato.keys() | ours.keys()) - IGNORED_RESPONSE_FIELDS - {"predictions", "future_potentials"}:
         if not _same(kato.get(key), ours.get(key)):
@@ -124,11 +141,15 @@ def compare_responses(kato: Dict[str, Any], ours: Dict[str, Any]) -> Comparison:
     k_by, o_by = {p["name"]: p for p in k_list}, {p["name"]: p for p in o_list}
     if len(k_by) != len(k_list) or len(o_by) != len(o_list):
         out.problems.append("a name appears twice in one response")
-    terms = max(len(k_list), len(o_list))
+    terms = _terms(kato, ours)
     common = [n for n in k_by if n in o_by]
     only = sorted(k_by.keys() ^ o_by.keys())
-    if only:
-        if not common or not _tied_cut(k_by, o_by, common, only, terms):
+    if ensemble_ambiguous:
+        out.outcome = "ambiguous"
+        for name in common:
+            _compare_prediction(name, k_by[name], o_by[name], terms, ENSEMBLE_DEPENDENT, out)
+    elif only:
+        if not _tied_cut(k_by, o_by, only, terms):
             out.problems.append(f"kept names differ without a tie at a cut: {only[:6]}")
             out.outcome = "different"
             return out
@@ -144,21 +165,17 @@ def compare_responses(kato: Dict[str, Any], ours: Dict[str, Any]) -> Comparison:
     return out
 
 
-def _tied_cut(
-    k_by: Dict[str, Dict[str, Any]], o_by: Dict[str, Dict[str, Any]], common: List[str], only: List[str], terms: int
-) -> bool:
-    """Whether every name kept by one side alone ties with that side's last common name, by
-    pre-potential (the pruning cut) or by potential (the final cut)."""
+def _tied_cut(k_by: Dict[str, Dict[str, Any]], o_by: Dict[str, Dict[str, Any]], only: List[str], terms: int) -> bool:
+    """Whether every name kept by one side alone sits at the final cut (``max_predictions`` by
+    potential) that the other side made inside a tie: its potential equals, within the rounding
+    bound, the other side's lowest. (Ties at the pruning cut are the caller's to detect.)"""
     for name in only:
-        side = k_by if name in k_by else o_by
-        weakest = min(common, key=lambda n: (pre_potential(side[n]), n))
-        lowest = min(side[n]["potential"] for n in common)
-        candidate = side[name]
-        if pre_potential(candidate) == pre_potential(side[weakest]):
-            continue
-        if _within_sum_rounding(candidate["potential"], lowest, terms):
-            continue
-        return False
+        side, other = (k_by, o_by) if name in k_by else (o_by, k_by)
+        if not other:
+            return False
+        lowest = min(p["potential"] for p in other.values())
+        if not _within_sum_rounding(side[name]["potential"], lowest, terms):
+            return False
     return True
 
 
