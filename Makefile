@@ -89,13 +89,15 @@ KATO_SUITE = PYTHONDONTWRITEBYTECODE=1 $(PY) tests/kato_suite/run.py
 test-kato: install
 	$(KATO_SUITE)
 
-# Unmodified KATO served for real (uvicorn, redis-server, chdb) by kato_gpu.kato_host, against the
-# installed wheel ($$KATO_SRC, default ../shared/kato; skipped with a message without it).
+# KATO served for real (uvicorn, redis-server, chdb) by kato_gpu.kato_host, unmodified and on
+# kato_gpu, against the installed wheel: the served-KATO checks, the glue's guarantees and the
+# end-to-end equality through KATO's REST API ($$KATO_SRC, default ../shared/kato; skipped with a
+# message without it). About 6 minutes.
 test-kato-service: install kato-deps
 	cd tests && ../$(PY) -m pytest -q -p no:cacheprovider kato_service
 
 test: lint
-	$(MAKE) --no-print-directory test-rust test-python
+	$(MAKE) --no-print-directory test-rust test-python test-kato-service
 
 bench: install
 	$(VENV)/bin/kato-gpu bench $(BENCH_ARGS)

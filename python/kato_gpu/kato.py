@@ -91,29 +91,76 @@ class _KnowledgeBase:
         self.in_step = False
         self.lock = threading.RLock()
 
+    def _where(self) -> str:
+        kb = self.kb_id.replace("\\", "\\\\").replace("'", "\\'")
+        return f"kato.patterns_data WHERE kb_id = '{kb}'"
+
+    def _add_rows(self, rows: Any) -> int:
+        """Adds the rows (name, pattern_data) the matcher does not hold yet; returns how many."""
+        fresh = {}
+        for name, events in rows:
+            if name not in fresh and name not in self.matcher:
+                fresh[name] = [list(e) for e in events]
+        if fresh:
+            self.matcher.add_patterns_events(list(fresh), list(fresh.values()))
+        return len(fresh)
+
     def load(self, client: Any) -> int:
         """Fills the matcher from KATO's pattern store; returns how many patterns it holds."""
         started = time.perf_counter()
-        kb = self.kb_id.replace("\\", "\\\\").replace("'", "\\'")
-        result = client.query(f"SELECT name, pattern_data FROM kato.patterns_data WHERE kb_id = '{kb}'")
-        rows = result.result_rows
-        total = len(rows)
-        logger.info("kato_gpu: loading %d patterns of %s from KATO's pattern store", total, self.kb_id)
         with self.lock:
+            self.in_step = False
+            self.loaded_at = client.query("SELECT toUnixTimestamp(now())").result_rows[0][0]
+            rows = client.query(f"SELECT name, pattern_data FROM {self._where()}").result_rows
+            total = len(rows)
+            logger.info("kato_gpu: loading %d patterns of %s from KATO's pattern store", total, self.kb_id)
             self.matcher.clear_all()
-            done = 0
             for start in range(0, total, LOAD_BATCH):
-                chunk = rows[start : start + LOAD_BATCH]
-                fresh = [(name, events) for name, events in chunk if name not in self.matcher]
-                if fresh:
-                    self.matcher.add_patterns_events([n for n, _ in fresh], [[list(e) for e in ev] for _, ev in fresh])
-                done += len(chunk)
-                logger.info("kato_gpu: %s: %d / %d patterns loaded", self.kb_id, done, total)
+                self._add_rows(rows[start : start + LOAD_BATCH])
+                logger.info("kato_gpu: %s: %d / %d patterns loaded", self.kb_id, min(start + LOAD_BATCH, total), total)
             self.in_step = True
         logger.info(
             "kato_gpu: %s ready, %d patterns in %.1f s", self.kb_id, len(self.matcher), time.perf_counter() - started
         )
         return len(self.matcher)
+
+    def catch_up(self, client: Any) -> bool:
+        """Makes sure the matcher holds what KATO's store holds now, as KATO's own query would
+        read it: another process serving the same knowledge base (uvicorn workers) may have
+        learned or cleared since. Patterns stored since the last check are added; a store that
+        lost patterns is reloaded. Returns whether the matcher is in step (KATO's own code answers
+        where it is not)."""
+        try:
+            return self._catch_up(client)
+        except Exception:
+            self.in_step = False
+            logger.exception(
+                "kato_gpu: %s: could not check KATO's store; KATO answers until the next reload", self.kb_id
+            )
+            return False
+
+    def _catch_up(self, client: Any) -> bool:
+        with self.lock:
+            if not self.in_step:
+                return False
+            stored = client.query(f"SELECT count() FROM {self._where()}").result_rows[0][0]
+            if stored == len(self.matcher):
+                return True
+            now = client.query("SELECT toUnixTimestamp(now())").result_rows[0][0]
+            if stored > len(self.matcher):
+                # created_at has one-second resolution and is set by the store: look a little back.
+                since = f"toDateTime({int(self.loaded_at) - 2})"
+                rows = client.query(
+                    f"SELECT name, pattern_data FROM {self._where()} AND created_at >= {since}"
+                ).result_rows
+                added = self._add_rows(rows)
+                logger.info("kato_gpu: %s: %d patterns learned elsewhere added", self.kb_id, added)
+                self.loaded_at = now
+                if stored == len(self.matcher):
+                    return True
+        logger.info("kato_gpu: %s: KATO's store changed elsewhere; reloading", self.kb_id)
+        self.load(client)
+        return self.in_step
 
     def learned(self, name: str, events: Any) -> None:
         with self.lock:
@@ -342,7 +389,7 @@ def _patch(ps: Any, pp: Any, cw: Any, redis_writer_class: Any) -> None:
         base = _registry.get(searcher.kb_id)
         if base is None:
             return "not_loaded", None
-        if not base.in_step:
+        if not base.catch_up(searcher.clickhouse_client):
             return "out_of_step", None
         return None, base
 
@@ -425,16 +472,17 @@ def _patch(ps: Any, pp: Any, cw: Any, redis_writer_class: Any) -> None:
         reason = None
         if base is None:
             reason = "not_loaded"
-        elif not base.in_step:
-            reason = "out_of_step"
         elif not self.use_token_matching:
             reason = "character_level"
         elif not ps.RAPIDFUZZ_AVAILABLE:
             reason = "rapidfuzz_missing"
+        if reason is None:
+            self.superkb.clickhouse_writer.flush_if_pending()
+            if not base.catch_up(self.superkb.clickhouse_writer.client):
+                reason = "out_of_step"
         if reason is not None:
             _registry.count(f"fallback.{reason}")
             return await originals["single"](self, symbol, stm_events)
-        self.superkb.clickhouse_writer.flush_if_pending()
         if base.matcher.kato_first_symbol_candidates(symbol) == 0:
             _registry.count("single_symbol")
             return []
