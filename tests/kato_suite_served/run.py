@@ -12,9 +12,10 @@ working directory and the JUnit XML in a temporary directory. The test process i
 
 The outcomes are compared test by test. Every test must have the same outcome both ways, and a
 test that fails must fail the same way (the exception type and the first line of its message,
-with the per-run parts masked: uuids, KATO's generated test node ids, hex addresses). The
-accelerated server reports what kato_gpu answered (``kato_gpu.kato.status()``); a run where it
-answered nothing is an error too, as is any file the runs left in KATO's checkout.
+with the per-run parts masked: uuids, KATO's generated test node ids, hex addresses, numbers of
+four digits or more). The accelerated server reports what kato_gpu answered
+(``kato_gpu.kato.status()``); a run where it answered nothing is an error too, as is any file the
+runs left in KATO's checkout.
 
 Exit status: 0 when both runs agree, 1 on any difference, 2 when a run could not be made; 0
 with a message when there is no KATO checkout.
@@ -48,7 +49,12 @@ _MASKS = (
     # KATO's fixture names each test's node test_<name>_<milliseconds>_<8 hex>.
     (re.compile(r"_\d{13}_[0-9a-f]{8}"), "_<time>_<id>"),
     (re.compile(r"session-[0-9a-f]{8,}"), "session-<id>"),
+    # Counters, timestamps and ports (KATO's request total is several thousand by then); small
+    # numbers, such as a count of predictions, are compared.
+    (re.compile(r"(?<![\w.])\d{4,}(?:\.\d+)?(?![\w.])"), "<n>"),
 )
+
+_EXCEPTION = re.compile(r"([A-Za-z_][\w.]*(?:Error|Exception|Exit|Failed|Timeout|Interrupt)):?(?:\s|$)")
 
 
 class Outcome:
@@ -71,6 +77,26 @@ class Outcome:
         return text if len(text) <= width else text[: width - 3] + "..."
 
 
+def exception_type(message: str, report: str) -> str:
+    """The exception type of a failure: pytest's JUnit XML gives the message of the exception
+    raised last and its report (``E`` lines, a chained cause first), but no type."""
+    first = message.strip().splitlines()[0] if message.strip() else ""
+    blocks: List[str] = []  # first line of each block of E lines: the last is the raised one
+    previous_e = False
+    for line in report.splitlines():
+        is_e = line.startswith("E ")
+        if is_e and not previous_e:
+            blocks.append(line[1:].strip())
+        previous_e = is_e
+    for text in (first, *reversed(blocks)):
+        if text.startswith("assert ") or text == "assert":
+            return "AssertionError"
+        match = _EXCEPTION.match(text)
+        if match:
+            return match.group(1)
+    return ""
+
+
 def parse_junit(path: Path) -> Dict[str, Outcome]:
     outcomes: Dict[str, Outcome] = {}
     for case in ET.parse(path).getroot().iter("testcase"):
@@ -81,7 +107,7 @@ def parse_junit(path: Path) -> Dict[str, Outcome]:
             if child.tag in ("failure", "error", "skipped"):
                 status = {"failure": "failed", "error": "error", "skipped": "skipped"}[child.tag]
                 message = child.get("message") or (child.text or "")
-                kind = child.get("type") or ""
+                kind = child.get("type") or exception_type(message, child.text or "")
                 outcome = Outcome(status, kind, message)
                 break
         if test_id in outcomes:  # a setup error reported besides the call: keep the worse
