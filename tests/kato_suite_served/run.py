@@ -77,6 +77,19 @@ class Outcome:
         return text if len(text) <= width else text[: width - 3] + "..."
 
 
+# KATO tests whose outcome depends on the machine's load or on timing, not on the code serving
+# them: seen passing and failing on the same server. A difference there is shown, not counted.
+UNSTABLE = {
+    "tests.api.test_fastapi_endpoints::test_health_endpoint": (
+        "KATO's /health says 'degraded' while its metrics collector reads the CPU above 80 %"
+    ),
+    "tests.api.test_monitoring_endpoints.TestMonitoringEndpoints::test_metrics_collection_after_requests": (
+        "KATO caches /metrics for 5 s (METRICS_CACHE_TTL_SECONDS) and the test waits 1 s: whether the second "
+        "read is fresh depends on when the cache was last filled"
+    ),
+}
+
+
 def exception_type(message: str, report: str) -> str:
     """The exception type of a failure: pytest's JUnit XML gives the message of the exception
     raised last and its report (``E`` lines, a chained cause first), but no type."""
@@ -202,6 +215,9 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--redis-port", type=int, default=6379, help="its Redis's port (KATO's tests read 6379)")
     parser.add_argument("--out", help="directory for the logs and JUnit XML (default: a new temporary one)")
     parser.add_argument("--only", choices=VARIANTS, help="one run, no comparison")
+    parser.add_argument(
+        "--compare", metavar="DIR", help="compare the runs already in DIR (an earlier --out) instead of running"
+    )
     parser.add_argument("--tests", nargs="+", help="test paths instead of KATO's unit, integration and api")
     parser.add_argument("pytest_args", nargs="*", help="after --: more pytest arguments (-k, -x, ...)")
     args = parser.parse_args(argv)
@@ -210,6 +226,8 @@ def main(argv: List[str]) -> int:
     if not (kato_src / "tests" / "tests" / "conftest.py").is_file():
         print(f"KATO service suite skipped: no KATO checkout with its tests at {kato_src} (set KATO_SRC)")
         return 0
+    if args.compare:
+        return compare(load_results(Path(args.compare)), touched=False, out=Path(args.compare))
     busy = [p for p in (*FIXTURE_PORTS, args.redis_port) if port_in_use(p)]
     if busy:
         print(f"error: ports {busy} are in use; KATO's tests would talk to whatever answers there", file=sys.stderr)
@@ -233,7 +251,20 @@ def main(argv: List[str]) -> int:
         touched = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
         if touched:
             print(f"error: the runs changed KATO's checkout: {touched[:20]}", file=sys.stderr)
+    return compare(results, bool(touched), out)
 
+
+def load_results(out: Path) -> dict:
+    results = {}
+    for variant in VARIANTS:
+        junit, status_file = out / variant / "junit.xml", out / variant / "kato_gpu_status.json"
+        if junit.is_file():
+            status = json.loads(status_file.read_text()) if status_file.is_file() else None
+            results[variant] = (parse_junit(junit), float("nan"), float("nan"), status)
+    return results
+
+
+def compare(results: dict, touched: bool, out: Path) -> int:
     print()
     print(f"{'variant':<12} {'tests':>6} {'passed':>7} {'failed':>7} {'error':>6} {'skipped':>8} {'pytest s':>9}")
     for variant, (outcomes, test_s, _total_s, _status) in results.items():
@@ -271,15 +302,28 @@ def main(argv: List[str]) -> int:
                 diffs.append((test_id, a, b))
             elif a.status != b.status or (a.status in ("failed", "error") and a.signature() != b.signature()):
                 diffs.append((test_id, a, b))
-        if diffs:
-            print(f"\nDIFFERENCES ({len(diffs)}): unmodified -> kato_gpu")
-            for test_id, a, b in diffs:
+        unstable = [d for d in diffs if d[0] in UNSTABLE]
+        diffs = [d for d in diffs if d[0] not in UNSTABLE]
+        for title, rows in (
+            (f"\nDIFFERENCES ({len(diffs)}): unmodified -> kato_gpu", diffs),
+            (f"\nload- or timing-dependent tests that differed ({len(unstable)}, not counted):", unstable),
+        ):
+            if not rows:
+                continue
+            print(title)
+            for test_id, a, b in rows:
                 left = f"{a.status} {a.reason(70)}" if a else "absent"
                 right = f"{b.status} {b.reason(70)}" if b else "absent"
                 print(f"  {test_id}\n      {left}\n   -> {right}")
+                if test_id in UNSTABLE:
+                    print(f"      ({UNSTABLE[test_id]})")
+        if diffs:
             problems += 1
         else:
-            print(f"\nsame outcome for all {len(plain)} tests, and the same failure for each failing one")
+            print(
+                f"\nsame outcome for all {len(plain) - len(unstable)} tests compared, and the same failure for "
+                "each failing one"
+            )
     print(f"\nlogs and JUnit XML: {out}")
     return 1 if problems else 0
 
