@@ -10,7 +10,7 @@ MYPY_VERSION := 1.20.2
 PDOC_VERSION := 16.0.0
 
 .PHONY: venv dev wheel install test test-rust test-python test-kato bench lint lint-fmt lint-clippy \
-	lint-clippy-python lint-ruff stubs docs clean kato-deps test-kato-service
+	lint-clippy-python lint-ruff stubs docs clean kato-deps test-kato-service kato-suite
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,11 +24,15 @@ venv: $(PY)
 # of its requirements.lock (fastapi 0.118 and qdrant-client 1.15.1 are what KATO 3.10.1 runs on;
 # aioredis is left out: KATO's serving path does not import it, and it does not import on Python
 # 3.11), chdb in place of a ClickHouse server, and Debian's redis-server (apt only when missing).
+# Then what KATO's own service tests import (make kato-suite): pytest and pytest-asyncio at KATO's
+# locked versions, requests, websocket-client and pytest-timeout (KATO's test requirements; a hung test ends). The
+# docker package is left out on purpose: without it KATO's fixtures use the service on port 8000.
 KATO_DEPS_STAMP := $(VENV)/.kato-deps
 KATO_PIP_DEPS := "fastapi==0.118.3" "starlette==0.48.0" "pydantic==2.11.9" "pydantic-settings==2.11.0" \
 	"uvicorn==0.37.0" "websockets==15.0.1" "python-multipart==0.0.20" "pyyaml==6.0.3" "redis==6.4.0" \
 	"clickhouse-connect==0.9.2" "qdrant-client==1.15.1" "protobuf==6.32.1" "grpcio==1.75.1" \
-	"datasketch==1.7.0" "xxhash>=3" "rapidfuzz==3.14.1" "psutil==7.1.0" "httpx>=0.24" "chdb==4.4.0"
+	"datasketch==1.7.0" "xxhash>=3" "rapidfuzz==3.14.1" "psutil==7.1.0" "httpx>=0.24" "chdb==4.4.0" \
+	"pytest==8.4.2" "pytest-asyncio==1.2.0" "requests==2.34.2" "pytest-timeout==2.4.0" "websocket-client==1.9.2"
 $(KATO_DEPS_STAMP): $(PY)
 	$(PY) -m pip install -q $(KATO_PIP_DEPS)
 	@command -v redis-server >/dev/null 2>&1 || { \
@@ -95,6 +99,13 @@ test-kato: install
 # message without it). About 6 minutes.
 test-kato-service: install kato-deps
 	cd tests && ../$(PY) -m pytest -q -p no:cacheprovider kato_service
+
+# KATO's own service tests (its tests/tests/unit, integration, api: ~440) against KATO served on
+# port 8000 unmodified, then with KATO_GPU_ACCELERATE=1; exits non-zero on any difference. Slow
+# (minutes per run), so not part of `make test`. KATO_SUITE_ARGS: e.g. --out DIR, or -- -k NAME.
+KATO_SUITE_ARGS ?=
+kato-suite: install kato-deps
+	PYTHONDONTWRITEBYTECODE=1 $(PY) tests/kato_suite_served/run.py $(KATO_SUITE_ARGS)
 
 test: lint
 	$(MAKE) --no-print-directory test-rust test-python test-kato-service

@@ -71,8 +71,8 @@ def _stop_process(proc: subprocess.Popen, timeout: float) -> None:
 
 
 class RedisServer:
-    """One ``redis-server`` for one KATO instance: a free port on 127.0.0.1, a temporary working
-    directory, no persistence (``--save '' --appendonly no``).
+    """One ``redis-server`` for one KATO instance: a free port on 127.0.0.1 (or ``port``), a
+    temporary working directory, no persistence (``--save '' --appendonly no``).
 
     Use as a context manager (or call :meth:`start` and :meth:`stop`); :attr:`url` is the
     ``redis://`` URL KATO's ``REDIS_URL`` takes.
@@ -83,9 +83,11 @@ class RedisServer:
         executable: Optional[str] = None,
         host: str = "127.0.0.1",
         startup_timeout: float = 20.0,
+        port: Optional[int] = None,
     ) -> None:
         self.executable = executable or shutil.which("redis-server") or ""
         self.host = host
+        self.requested_port = port
         self.startup_timeout = float(startup_timeout)
         self.port: Optional[int] = None
         self.workdir: Optional[Path] = None
@@ -111,10 +113,11 @@ class RedisServer:
             )
         self.workdir = Path(tempfile.mkdtemp(prefix="kato-redis-"))
         self.log_path = self.workdir / "redis.log"
-        # Another process may take the port between free_port() and the bind: try a few.
+        # Another process may take the port between free_port() and the bind: try a few. A port
+        # asked for is tried once: taken, it fails with redis-server's log.
         last_error = ""
-        for _ in range(5):
-            port = free_port(self.host)
+        for _ in range(1 if self.requested_port else 5):
+            port = self.requested_port or free_port(self.host)
             argv = [
                 self.executable,
                 "--port", str(port),

@@ -58,7 +58,12 @@ class KatoServer:
             when given, removed with the work directory otherwise.
         workdir: directory for the server's log and default chdb data (default: a temporary one,
             removed on :meth:`stop` unless ``keep_workdir``).
+        port: the server's port (default: a free one).
+        redis_port: its Redis server's port (default: a free one). KATO's own tests read Redis
+            at ``localhost:6379``, where KATO's container deployment publishes it.
         startup_timeout: seconds to wait for ``GET /health``.
+        status_file: where the server process writes ``kato_gpu.kato.status()`` as JSON when it
+            stops, if kato_gpu was switched on in it (``KATO_GPU_ACCELERATE``).
     """
 
     def __init__(
@@ -73,6 +78,8 @@ class KatoServer:
         startup_timeout: float = 180.0,
         stop_timeout: float = 20.0,
         python: Optional[str] = None,
+        redis_port: Optional[int] = None,
+        status_file: Optional[PathLike] = None,
     ) -> None:
         src = find_kato_src(kato_src)
         if src is None:
@@ -94,7 +101,8 @@ class KatoServer:
         self.workdir: Optional[Path] = None
         self.chdb_path: Optional[Path] = None
         self.log_path: Optional[Path] = None
-        self.redis = RedisServer(host=host)
+        self.status_file = Path(status_file) if status_file is not None else None
+        self.redis = RedisServer(host=host, port=redis_port)
         self._proc: Optional[subprocess.Popen] = None
         self._log_file = None
         self.startup_seconds: Optional[float] = None
@@ -166,6 +174,8 @@ class KatoServer:
             "--host", self.host,
             "--port", str(self.port),
         ]  # fmt: skip
+        if self.status_file is not None:
+            argv += ["--status-file", str(self.status_file)]
         self._log_file = open(self.log_path, "ab")
         started = time.monotonic()
         # Its own process group, so that stop() also ends what KATO starts (its process pools).

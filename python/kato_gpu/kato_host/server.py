@@ -11,6 +11,7 @@ passes through untouched, so that a switch for code that patches KATO on import 
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 from pathlib import Path
@@ -28,6 +29,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--log-level", default="warning", help="uvicorn's log level (KATO's own: LOG_LEVEL)")
+    parser.add_argument(
+        "--status-file",
+        help="on exit, write kato_gpu.kato.status() there as JSON if kato_gpu was switched on in KATO",
+    )
     args = parser.parse_args(argv)
 
     kato_src = Path(args.kato_src).resolve()
@@ -55,7 +60,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         uvicorn.run(APP, host=args.host, port=args.port, log_level=args.log_level, workers=1)
     finally:
         close_installed_client()
+        if args.status_file:
+            _write_status(args.status_file)
     return 0
+
+
+def _write_status(path: str) -> None:
+    # The import hook imports kato_gpu.kato only when it is switched on: its absence is the answer.
+    module = sys.modules.get("kato_gpu.kato")
+    status = module.status() if module is not None else {"installed": False}
+    Path(path).write_text(json.dumps(status, indent=1, sort_keys=True))
 
 
 if __name__ == "__main__":
