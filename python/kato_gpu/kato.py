@@ -323,6 +323,11 @@ def install() -> None:
         from kato.workers import pattern_processor
 
         _patch(pattern_search, pattern_processor, clickhouse_writer, RedisWriter)
+        # KATO sets the level of its own logger from LOG_LEVEL; kato_gpu's lines follow it there
+        # unless the application set kato_gpu's level itself.
+        ours = logging.getLogger("kato_gpu")
+        if ours.level == logging.NOTSET:
+            ours.setLevel(logging.getLogger("kato").getEffectiveLevel())
         _installed = True
         logger.info("kato_gpu: KATO's prediction paths now run on kato_gpu")
 

@@ -26,6 +26,9 @@ from .errors import GPUUnavailableError
 
 logger = logging.getLogger("kato_gpu.matcher")
 
+#: GPU-unavailable reasons already logged at WARNING by this process.
+_GPU_REASONS_LOGGED: set = set()
+
 
 def _checked_config(config: Optional[GPUConfig]) -> GPUConfig:
     config = GPUConfig() if config is None else config
@@ -112,7 +115,10 @@ class HybridGPUMatcher(_native.HybridGPUMatcher):
         if reason is not None:
             if not config.fallback_to_cpu:
                 raise GPUUnavailableError(f"no usable GPU and fallback_to_cpu is off: {reason}")
-            logger.warning("GPU tier unavailable, serving from all CPU cores: %s", reason)
+            # Once per reason and process: a service builds a matcher per knowledge base.
+            level = logging.DEBUG if reason in _GPU_REASONS_LOGGED else logging.WARNING
+            _GPU_REASONS_LOGGED.add(reason)
+            logger.log(level, "GPU tier unavailable, serving from all CPU cores: %s", reason)
         return reason
 
     @property
