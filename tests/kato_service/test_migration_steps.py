@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.metadata
 
 import pytest
+
 from conftest import KATO_SRC, serving_unavailable
 
 if serving_unavailable():
