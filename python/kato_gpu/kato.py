@@ -291,7 +291,8 @@ class _MatcherNames(MutableMapping):
         seen = set(self._own)
         yield from self._own
         if self._base is not None:
-            for name in self._base.matcher.pattern_names():
+            # Threshold 0.0 matches every stored pattern: the names of all of them.
+            for name in self._base.matcher.match_patterns_arrays([], 0.0, None).names:
                 if name not in seen and name not in self._gone:
                     yield name
 
