@@ -186,22 +186,22 @@ fn product_bound(m: usize, f: &Fragments) -> f64 {
 /// (2 / len) x (x - e) / (x + e) with x = 2m, whose derivative has the sign of x² + 2xe - e²
 /// (negative below x = (√2 - 1)e, positive above); for 2m >= e both factors are non-negative and
 /// do not fall. So on any range of m, P is largest at an end of it. The fragmentation term is
-/// constant on each range of m that needs the same least k, and the walk over those ranges
-/// stops once 1 / k plus the largest P anywhere cannot pass what is found.
+/// constant on each range of m that needs the same least k. The first two such ranges are
+/// bounded one by one; every m beyond them needs at least two more blocks than the least, and
+/// gets 1 / k plus the largest P anywhere (a looser bound, cheaper than walking on).
 fn fragmented_bound(f: &Fragments) -> f64 {
     let most_matches = f.most_matches.max(f.least_matches);
     let p = |m: usize| product_bound(m, f);
-    let highest = p(f.least_matches).max(p(most_matches));
-    let mut best = f64::NEG_INFINITY;
+    let (p_least, p_most) = (p(f.least_matches), p(most_matches));
     // m in lo..=hi needs at least k blocks.
-    let mut k = f.least_blocks.max(f.least_matches.div_ceil(f.longest));
-    let mut lo = f.least_matches;
-    while lo <= most_matches {
-        let hi = most_matches.min(k * f.longest);
-        best = best.max(p(lo).max(p(hi)) + 1.0 / k as f64);
-        (lo, k) = (hi + 1, k + 1);
-        if highest + 1.0 / k as f64 <= best {
-            break;
+    let k = f.least_blocks.max(f.least_matches.div_ceil(f.longest));
+    let hi = most_matches.min(k * f.longest);
+    let mut best = p_least.max(p(hi)) + 1.0 / k as f64;
+    if hi < most_matches {
+        let (lo, hi) = (hi + 1, most_matches.min((k + 1) * f.longest));
+        best = best.max(p(lo).max(p(hi)) + 1.0 / (k + 1) as f64);
+        if hi < most_matches {
+            best = best.max(p_least.max(p_most) + 1.0 / (k + 2) as f64);
         }
     }
     best + FLOAT_SLACK
@@ -241,7 +241,9 @@ impl BoundQuery {
 #[derive(Default)]
 struct BoundScratch {
     rows: Vec<u64>,
+    /// R_t and R_{t+1} over the pattern (see [`pattern_bound`]).
     runs: Vec<u64>,
+    next: Vec<u64>,
 }
 
 /// Bits `0..n` set (`n <= 64`).
@@ -262,8 +264,9 @@ fn below(n: usize) -> u64 {
 ///
 /// difflib's first block is the longest common run (C symbols; the first in (end in pattern,
 /// end in state) order among equals, as CPython's `find_longest_match` keeps it), found here
-/// bit-parallel: `runs[i]` has bit j set iff a common run of the current length ends at pattern
-/// position i and state position j, and the next length is `runs[i] & (runs[i - 1] << 1)`.
+/// bit-parallel, one pass over the pattern per length: with R_t(i) the state positions j where a
+/// common run of at least t symbols ends at (i, j), R_1(i) is the position mask of the pattern's
+/// symbol i and R_t(i) = R_{t-1}(i) & (R_{t-1}(i - 1) << 1).
 /// difflib then recurses on the pattern and state parts left of the block and those right of it;
 /// each pair that shares a symbol yields at least one more block. When neither does, the
 /// tuple is that block alone: past = the pattern before it, present = the block, which difflib
@@ -289,33 +292,34 @@ fn pattern_bound<T: Token>(
         // A common symbol exists, so difflib finds a block: the LCS is at least 1.
         return (pre_potential_bound(lcs, pattern.len(), state_len), false);
     };
-    let BoundScratch { rows, runs } = scratch;
+    let BoundScratch { rows, runs, next } = scratch;
     rows.clear();
-    rows.extend(pattern.iter().map(|&s| masks.one_word_mask(s.into())));
-    // (end in pattern, end in state) of the first run of the longest length so far.
-    let Some(first) = rows.iter().position(|&r| r != 0) else {
-        // No match: evidence, confidence and the fragmentation term are 0 (KATO's 0.0, exactly).
+    rows.extend(pattern.iter().map(|&symbol| masks.one_word_mask(symbol.into())));
+    if rows.iter().fold(0, |acc, &r| acc | r) == 0 {
         return (0.0, true);
-    };
-    let (mut longest, mut end_i, mut end_j) = (1usize, first, rows[first].trailing_zeros() as usize);
-    runs.clear();
-    runs.extend_from_slice(rows);
-    // Rows before `from` hold no run of the current length (nor of any longer one).
-    let mut from = first;
-    loop {
-        let mut found = None;
-        // Descending, so that runs[i - 1] still holds the shorter length when row i is done.
-        for i in (from + 1..runs.len()).rev() {
-            runs[i] &= runs[i - 1] << 1;
-            if runs[i] != 0 {
-                found = Some(i);
-            }
-        }
-        runs[from] = 0;
-        let Some(i) = found else { break };
-        longest += 1;
-        (end_i, end_j, from) = (i, runs[i].trailing_zeros() as usize, i);
     }
+    // Whole passes over the pattern, one per run length, without a branch per position.
+    runs.clone_from(rows);
+    next.clear();
+    next.resize(rows.len(), 0);
+    let mut longest = 1;
+    loop {
+        let mut any = 0;
+        // No run longer than one ends at the pattern's first position.
+        next[0] = 0;
+        for (n, w) in next[1..].iter_mut().zip(runs.windows(2)) {
+            *n = w[1] & (w[0] << 1);
+            any |= *n;
+        }
+        if any == 0 {
+            break;
+        }
+        std::mem::swap(runs, next);
+        longest += 1;
+    }
+    // The first run of that length, by its end in the pattern, then in the state.
+    let end_i = runs.iter().position(|&r| r != 0).expect("a run of that length exists");
+    let end_j = runs[end_i].trailing_zeros() as usize;
     let (i0, j0) = (end_i + 1 - longest, end_j + 1 - longest);
     let before = below(j0);
     let after = !below(j0 + longest);
@@ -400,12 +404,11 @@ pub fn ranked_predictions(
     let plan = QueryPlan::with_rule(state.len(), threshold, store.lengths(), rule);
     let cutoff_positive = threshold > 0.0;
     let bounds = (prune && keep > 0).then(|| BoundQuery::new(state));
-    let pending = match matcher.metric().prepare(state) {
+    let chunks = match matcher.metric().prepare(state) {
         PreparedQuery::Lcs(q) => scan(&q, store, &plan, bounds.as_ref(), true, cutoff_positive),
         PreparedQuery::Difflib(q) => scan(&q, store, &plan, bounds.as_ref(), false, cutoff_positive),
     };
-    let pending = pending.concat();
-    let total = pending.len();
+    let total = chunks.iter().map(Vec::len).sum();
     let query = DifflibQuery::new(state, false);
     let score = |members: &[Pending]| -> Vec<RankedRecord> {
         members
@@ -430,30 +433,30 @@ pub fn ranked_predictions(
         return Ok(Ranked { total, records: Vec::new() });
     }
     if bounds.is_none() || total <= keep {
-        let mut records = score(&pending);
+        let mut records = score(&chunks.concat());
         keep_best(&mut records, keep, store, order);
         return Ok(Ranked { total, records });
     }
-    let (mut exact, inexact): (Vec<Pending>, Vec<Pending>) = pending.into_par_iter().partition(|p| p.exact);
     // The keep-th best exact pre-potential is at most the final keep-th best: a pattern whose
     // bound is below it cannot be kept (one equal to it may still win on name).
+    let mut exact: Vec<f64> =
+        chunks.par_iter().flat_map_iter(|c| c.iter().filter(|p| p.exact).map(|p| p.bound)).collect();
     let floor = if exact.len() >= keep {
-        exact.select_nth_unstable_by(keep - 1, |a, b| b.bound.total_cmp(&a.bound));
-        exact[keep - 1].bound
+        *exact.select_nth_unstable_by(keep - 1, |a, b| b.total_cmp(a)).1
     } else {
         f64::NEG_INFINITY
     };
-    let contenders: Vec<Pending> = inexact.into_par_iter().filter(|p| p.bound >= floor).collect();
-    let mut records = score(&contenders);
-    // Rank the exact ones that can still be kept by their known pre-potential with the scored
-    // ones, and build parts only for the exact ones that stay.
+    let (exact, inexact): (Vec<Pending>, Vec<Pending>) = chunks
+        .par_iter()
+        .flat_map_iter(|c| c.iter().filter(|p| p.bound >= floor).copied())
+        .collect::<Vec<Pending>>()
+        .into_iter()
+        .partition(|p| p.exact);
+    // The inexact ones get their parts, then rank with the exact ones by pre-potential; the exact
+    // ones that stay get their parts last.
     let mut ranked: Vec<(f64, u32, Option<RankedRecord>)> =
-        records.drain(..).map(|r| (r.scores.pre_potential, r.slot, Some(r))).collect();
-    let mut matches = std::collections::HashMap::new();
-    for p in exact.iter().filter(|p| p.bound >= floor) {
-        ranked.push((p.bound, p.slot, None));
-        matches.insert(p.slot, p);
-    }
+        score(&inexact).into_iter().map(|r| (r.scores.pre_potential, r.slot, Some(r))).collect();
+    ranked.extend(exact.iter().map(|p| (p.bound, p.slot, None)));
     let by_rank = |a: &(f64, u32, Option<RankedRecord>), b: &(f64, u32, Option<RankedRecord>)| {
         compare_ranked((a.0, a.1), (b.0, b.1), store, order)
     };
@@ -461,12 +464,13 @@ pub fn ranked_predictions(
         ranked.select_nth_unstable_by(keep, by_rank);
         ranked.truncate(keep);
     }
-    let unscored: Vec<Pending> = ranked.iter().filter(|r| r.2.is_none()).map(|r| *matches[&r.1]).collect();
-    records = score(&unscored);
-    records.extend(ranked.into_iter().filter_map(|r| r.2));
+    let staying: std::collections::HashSet<u32> = ranked.iter().filter(|r| r.2.is_none()).map(|r| r.1).collect();
+    let staying: Vec<Pending> = exact.into_iter().filter(|p| staying.contains(&p.slot)).collect();
+    let mut records = score(&staying);
     if std::env::var_os("KATO_PRUNE_DEBUG").is_some() {
-        eprintln!("total {total} exact {} contenders {} unscored {}", exact.len(), contenders.len(), unscored.len());
+        eprintln!("total {total} inexact scored {} exact scored {}", inexact.len(), staying.len());
     }
+    records.extend(ranked.into_iter().filter_map(|r| r.2));
     keep_best(&mut records, keep, store, order);
     Ok(Ranked { total, records })
 }
