@@ -467,9 +467,6 @@ pub fn ranked_predictions(
     let staying: std::collections::HashSet<u32> = ranked.iter().filter(|r| r.2.is_none()).map(|r| r.1).collect();
     let staying: Vec<Pending> = exact.into_iter().filter(|p| staying.contains(&p.slot)).collect();
     let mut records = score(&staying);
-    if std::env::var_os("KATO_PRUNE_DEBUG").is_some() {
-        eprintln!("total {total} inexact scored {} exact scored {}", inexact.len(), staying.len());
-    }
     records.extend(ranked.into_iter().filter_map(|r| r.2));
     keep_best(&mut records, keep, store, order);
     Ok(Ranked { total, records })
