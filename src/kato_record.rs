@@ -10,10 +10,11 @@ use rayon::prelude::*;
 use crate::error::Result;
 use crate::matcher::Matcher;
 use crate::metrics::difflib::DifflibQuery;
+use crate::metrics::lcs::LcsQuery;
 use crate::metrics::{PreparedQuery, Scorer, SimilarityRule};
 use crate::ordering::{compare_ranked, LengthRow, NameOrder, QueryPlan};
 use crate::prediction::{parts_with, weight_sum, weighted_similarity, PredictionParts, Weights};
-use crate::store::PatternStore;
+use crate::store::{AnyRun, PatternStore, Token};
 
 /// Patterns per parallel work item of the scan.
 const CHUNK: usize = 4096;
@@ -45,33 +46,58 @@ fn pre_potential(evidence: f64, confidence: f64, snr: f64, fragmentation: f64) -
 pub fn kato_scores(pattern: &[u32], event_lens: &[u32], parts: &PredictionParts) -> KatoScores {
     let matches: usize = parts.blocks.iter().map(|b| b.size).sum();
     let extras: usize = parts.extras.iter().map(|&(lo, hi)| hi - lo).sum();
-    let (past_len, present_len) = (parts.past_end, parts.present.1 - parts.present.0);
+    let shape = MatchShape {
+        matches,
+        blocks: parts.blocks.len(),
+        extras,
+        past_len: parts.past_end,
+        present_len: parts.present.1 - parts.present.0,
+        first_match: parts.blocks.first().map(|b| b.i),
+    };
+    scores_of(pattern, event_lens, &shape)
+}
+
+/// The counts of a prediction tuple that KATO's scores depend on.
+struct MatchShape {
+    matches: usize,
+    blocks: usize,
+    extras: usize,
+    past_len: usize,
+    present_len: usize,
+    /// Where the first matching block starts in the pattern.
+    first_match: Option<usize>,
+}
+
+/// [`kato_scores`] from the counts alone: the pruning bound computes one pattern's exact scores
+/// with it, bit for bit as the full record gets them.
+fn scores_of<T: Token>(pattern: &[T], event_lens: &[u32], shape: &MatchShape) -> KatoScores {
+    let MatchShape { matches, blocks, extras, past_len, present_len, first_match } = *shape;
     let (mut covered, mut event) = (0usize, 0usize);
     while covered < past_len {
         covered += event_lens[event] as usize;
         event += 1;
     }
     let mut first_present = event;
+    let past_symbols = covered;
     while covered < past_len + present_len {
         covered += event_lens[event] as usize;
         event += 1;
     }
-    let event_start = |e: usize| event_lens[..e].iter().map(|&l| l as usize).sum::<usize>();
     if first_present > 0 {
         // Past events exist only when the past is non-empty, so there is a matching block.
-        let first_match = pattern[parts.blocks[0].i];
-        let last_past = event_start(first_present - 1)..event_start(first_present);
-        if pattern[last_past].contains(&first_match) {
+        let first_match: u32 = pattern[first_match.expect("a non-empty past has a block")].into();
+        let last_past = past_symbols - event_lens[first_present - 1] as usize..past_symbols;
+        if pattern[last_past].iter().any(|&s| s.into() == first_match) {
             first_present -= 1;
         }
     }
-    let present_symbols = event_start(event) - event_start(first_present);
+    let present_symbols = covered - event_lens[..first_present].iter().map(|&l| l as usize).sum::<usize>();
     let ratio = |a: usize, b: usize| if b > 0 { a as f64 / b as f64 } else { 0.0 };
     let evidence = ratio(matches, pattern.len());
     let confidence = ratio(matches, present_symbols);
     let denominator = 2.0 * matches as f64 + extras as f64;
     let snr = if denominator > 0.0 { (2.0 * matches as f64 - extras as f64) / denominator } else { 0.0 };
-    let fragmentation = parts.blocks.len() as f64 - 1.0;
+    let fragmentation = blocks as f64 - 1.0;
     KatoScores {
         evidence,
         confidence,
@@ -108,6 +134,226 @@ pub fn pre_potential_bound(lcs: usize, len: usize, state_len: usize) -> f64 {
     product + 1.0
 }
 
+/// Added to the evaluated maximum of [`fragmented_bound`]: the bound is argued on real numbers,
+/// and the scores are computed in floats. Each side is a handful of operations on values below 4,
+/// so the two differ from the real numbers by far less than 1e-14; the slack only ever admits
+/// a few more patterns to the exact computation.
+const FLOAT_SLACK: f64 = 1e-9;
+
+/// What [`fragmented_bound`] knows of a pattern whose difflib blocks are not one block alone.
+#[derive(Clone, Copy, Debug)]
+struct Fragments {
+    /// Pattern length.
+    len: usize,
+    /// m is in `least_matches..=most_matches`.
+    least_matches: usize,
+    most_matches: usize,
+    least_blocks: usize,
+    /// No block is longer.
+    longest: usize,
+    least_extras: usize,
+    /// The present events hold at least this many symbols.
+    least_present: usize,
+}
+
+/// Upper bound on `(evidence + confidence) * snr` of `m` matches (real-valued, see
+/// [`fragmented_bound`]).
+#[inline]
+fn product_bound(m: usize, f: &Fragments) -> f64 {
+    let (m, e) = (m as f64, f.least_extras as f64);
+    let snr = (2.0 * m - e) / (2.0 * m + e);
+    let evidence = m / f.len as f64;
+    if snr >= 0.0 {
+        let confidence = if (f.least_present as f64) > m { m / f.least_present as f64 } else { 1.0 };
+        (evidence + confidence) * snr
+    } else {
+        (evidence + evidence) * snr
+    }
+}
+
+/// Upper bound on the pre-potential of a pattern as `f` describes it, with k >= ceil(m /
+/// longest) blocks besides `least_blocks`.
+///
+/// Why it holds, for a fixed m: evidence is m / len; confidence is m over the present events'
+/// symbols, which hold every match and are part of the pattern, so m / len <= confidence <=
+/// min(1, m / least_present); snr = (2m - e) / (2m + e) falls as e grows, so it is at most its
+/// value at `least_extras` (snr_b). When snr_b >= 0 the product is at most
+/// (m / len + min(1, m / least_present)) * snr_b (a negative snr only lowers it); when snr_b < 0
+/// the product is negative and largest with the least evidence plus confidence, 2m / len. The
+/// fragmentation term is 1 / k.
+///
+/// Over m, that product bound P(m) first falls then rises: for 2m < e it is
+/// (2 / len) x (x - e) / (x + e) with x = 2m, whose derivative has the sign of x² + 2xe - e²
+/// (negative below x = (√2 - 1)e, positive above); for 2m >= e both factors are non-negative and
+/// do not fall. So on any range of m, P is largest at an end of it. The fragmentation term is
+/// constant on each range of m that needs the same least k. The first two such ranges are
+/// bounded one by one; every m beyond them needs at least two more blocks than the least, and
+/// gets 1 / k plus the largest P anywhere (a looser bound, cheaper than walking on).
+fn fragmented_bound(f: &Fragments) -> f64 {
+    let most_matches = f.most_matches.max(f.least_matches);
+    let p = |m: usize| product_bound(m, f);
+    let (p_least, p_most) = (p(f.least_matches), p(most_matches));
+    // m in lo..=hi needs at least k blocks.
+    let k = f.least_blocks.max(f.least_matches.div_ceil(f.longest));
+    let hi = most_matches.min(k * f.longest);
+    let mut best = p_least.max(p(hi)) + 1.0 / k as f64;
+    if hi < most_matches {
+        let (lo, hi) = (hi + 1, most_matches.min((k + 1) * f.longest));
+        best = best.max(p(lo).max(p(hi)) + 1.0 / (k + 1) as f64);
+        if hi < most_matches {
+            best = best.max(p_least.max(p_most) + 1.0 / (k + 2) as f64);
+        }
+    }
+    best + FLOAT_SLACK
+}
+
+/// Symbols of the events that hold pattern positions `a..b` (`a < b <= pattern length`).
+fn events_around(event_lens: &[u32], a: usize, b: usize) -> usize {
+    let (mut start, mut first) = (0usize, None);
+    for &l in event_lens {
+        let end = start + l as usize;
+        if first.is_none() && a < end {
+            first = Some(start);
+        }
+        if b <= end {
+            return end - first.unwrap_or(start);
+        }
+        start = end;
+    }
+    b - a
+}
+
+/// The query side of [`pattern_bound`]: the state's per-symbol position masks when it fits one
+/// 64-bit word.
+struct BoundQuery {
+    state_len: usize,
+    masks: Option<LcsQuery>,
+}
+
+impl BoundQuery {
+    fn new(state: &[u32]) -> BoundQuery {
+        let masks = (!state.is_empty() && state.len() <= 64).then(|| LcsQuery::new(state));
+        BoundQuery { state_len: state.len(), masks }
+    }
+}
+
+/// Working memory of [`pattern_bound`].
+#[derive(Default)]
+struct BoundScratch {
+    rows: Vec<u64>,
+    /// R_t and R_{t+1} over the pattern (see [`pattern_bound`]).
+    runs: Vec<u64>,
+    next: Vec<u64>,
+}
+
+/// Bits `0..n` set (`n <= 64`).
+#[inline]
+fn below(n: usize) -> u64 {
+    if n >= 64 {
+        !0
+    } else {
+        (1u64 << n) - 1
+    }
+}
+
+/// An upper bound on the pre-potential [`kato_scores`] gives `pattern` (of `event_lens`) against
+/// the state, knowing that its difflib matches number at most `most_matches` and its LCS with the
+/// state is at most `lcs`: the exact pre-potential when difflib finds a single block, else
+/// [`fragmented_bound`]. States of more than 64 symbols get [`pre_potential_bound`]. Returns the
+/// bound and whether it is the exact pre-potential.
+///
+/// difflib's first block is the longest common run (C symbols; the first in (end in pattern,
+/// end in state) order among equals, as CPython's `find_longest_match` keeps it), found here
+/// bit-parallel, one pass over the pattern per length: with R_t(i) the state positions j where a
+/// common run of at least t symbols ends at (i, j), R_1(i) is the position mask of the pattern's
+/// symbol i and R_t(i) = R_{t-1}(i) & (R_{t-1}(i - 1) << 1).
+/// difflib then recurses on the pattern and state parts left of the block and those right of it;
+/// each pair that shares a symbol yields at least one more block. When neither does, the
+/// tuple is that block alone: past = the pattern before it, present = the block, which difflib
+/// matches whole against the state, so the extras are the other `state_len - C` symbols — the
+/// exact scores follow. Otherwise k >= 1 + (sides sharing a symbol), m >= C + that count, every
+/// block has at most C symbols, and the extras are at least `state_len - lcs` (the second run
+/// matches a common subsequence).
+fn pattern_bound<T: Token>(
+    query: &BoundQuery,
+    scratch: &mut BoundScratch,
+    pattern: &[T],
+    event_lens: &[u32],
+    most_matches: usize,
+    lcs: usize,
+) -> (f64, bool) {
+    let state_len = query.state_len;
+    if most_matches == 0 {
+        // No common symbol, no block: evidence, confidence and the fragmentation term are 0, and
+        // so is the pre-potential (0.0, never -0.0).
+        return (0.0, true);
+    }
+    let Some(masks) = &query.masks else {
+        // A common symbol exists, so difflib finds a block: the LCS is at least 1.
+        return (pre_potential_bound(lcs, pattern.len(), state_len), false);
+    };
+    let BoundScratch { rows, runs, next } = scratch;
+    rows.clear();
+    rows.extend(pattern.iter().map(|&symbol| masks.one_word_mask(symbol.into())));
+    if rows.iter().fold(0, |acc, &r| acc | r) == 0 {
+        return (0.0, true);
+    }
+    // Whole passes over the pattern, one per run length, without a branch per position.
+    runs.clone_from(rows);
+    next.clear();
+    next.resize(rows.len(), 0);
+    let mut longest = 1;
+    loop {
+        let mut any = 0;
+        // No run longer than one ends at the pattern's first position.
+        next[0] = 0;
+        for (n, w) in next[1..].iter_mut().zip(runs.windows(2)) {
+            *n = w[1] & (w[0] << 1);
+            any |= *n;
+        }
+        if any == 0 {
+            break;
+        }
+        std::mem::swap(runs, next);
+        longest += 1;
+    }
+    // The first run of that length, by its end in the pattern, then in the state.
+    let end_i = runs.iter().position(|&r| r != 0).expect("a run of that length exists");
+    let end_j = runs[end_i].trailing_zeros() as usize;
+    let (i0, j0) = (end_i + 1 - longest, end_j + 1 - longest);
+    let before = below(j0);
+    let after = !below(j0 + longest);
+    // The last pattern position left of the block with a symbol in the state left of it, the
+    // first right of it with one right of it.
+    let left = rows[..i0].iter().rposition(|&r| r & before != 0);
+    let right = rows[i0 + longest..].iter().position(|&r| r & after != 0).map(|t| t + i0 + longest);
+    if left.is_none() && right.is_none() {
+        let shape = MatchShape {
+            matches: longest,
+            blocks: 1,
+            extras: state_len - longest,
+            past_len: i0,
+            present_len: longest,
+            first_match: Some(i0),
+        };
+        return (scores_of(pattern, event_lens, &shape).pre_potential, true);
+    }
+    // A side that shares a symbol has a block, which holds a position that shares one: the
+    // present (first block to last) starts at or before `left` and ends after `right`.
+    let sides = usize::from(left.is_some()) + usize::from(right.is_some());
+    let present = (left.unwrap_or(i0), right.map_or(i0 + longest, |t| t + 1));
+    let fragments = Fragments {
+        len: pattern.len(),
+        least_matches: longest + sides,
+        most_matches: most_matches.min(lcs),
+        least_blocks: 1 + sides,
+        longest,
+        least_extras: state_len.saturating_sub(lcs),
+        least_present: events_around(event_lens, present.0, present.1),
+    };
+    (fragmented_bound(&fragments), false)
+}
+
 /// One record KATO keeps: the pattern's slot, its similarity, its prediction parts and scores.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RankedRecord {
@@ -128,47 +374,12 @@ pub struct Ranked {
 /// A pattern that passed the threshold, waiting for its parts.
 #[derive(Clone, Copy)]
 struct Pending {
-    /// Index of its `(length, lcs)` class in bound order.
-    class: u32,
     slot: u32,
     matches: u32,
-}
-
-/// The pre-potential bound of every `(length, lcs)` a query can meet, numbered in descending
-/// bound order.
-struct BoundTable {
-    /// `first[len]`: index of `(len, 0)` in `rank`; `usize::MAX` for lengths not stored.
-    first: Vec<usize>,
-    /// `rank[first[len] + lcs]`: position of that pair in `bounds`.
-    rank: Vec<u32>,
-    /// Descending.
-    bounds: Vec<f64>,
-}
-
-impl BoundTable {
-    fn new(lengths: impl Iterator<Item = usize>, state_len: usize) -> BoundTable {
-        let mut first = Vec::new();
-        let mut pairs: Vec<f64> = Vec::new();
-        for len in lengths {
-            if first.len() <= len {
-                first.resize(len + 1, usize::MAX);
-            }
-            first[len] = pairs.len();
-            pairs.extend((0..=len.min(state_len)).map(|lcs| pre_potential_bound(lcs, len, state_len)));
-        }
-        let mut order: Vec<u32> = (0..pairs.len() as u32).collect();
-        order.sort_unstable_by(|&a, &b| pairs[b as usize].total_cmp(&pairs[a as usize]).then(a.cmp(&b)));
-        let mut rank = vec![0; pairs.len()];
-        for (r, &k) in order.iter().enumerate() {
-            rank[k as usize] = r as u32;
-        }
-        BoundTable { first, rank, bounds: order.iter().map(|&k| pairs[k as usize]).collect() }
-    }
-
-    #[inline]
-    fn class(&self, len: usize, lcs: usize) -> u32 {
-        self.rank[self.first[len] + lcs]
-    }
+    /// [`pattern_bound`] (0.0 when not pruning).
+    bound: f64,
+    /// Whether `bound` is the exact pre-potential.
+    exact: bool,
 }
 
 /// KATO's causal-belief predictions of `state` ranked as `predictPattern` prunes them: every
@@ -176,9 +387,10 @@ impl BoundTable {
 /// `Prediction` scores; the best `keep` by pre-potential (descending, then name ascending, see
 /// [`compare_ranked`]) are returned, with the number of all such patterns.
 ///
-/// With `prune`, patterns are scored in descending order of [`pre_potential_bound`] and the scan
-/// stops once no remaining bound can reach the `keep`-th best pre-potential; the result is the
-/// same as without (the tests compare both).
+/// With `prune`, every passing pattern gets [`pattern_bound`] during the scan; the `keep` with the
+/// highest bounds are scored first, and of the rest only those whose bound reaches the `keep`-th
+/// best pre-potential found so far (a lower bound on the final one; a bound equal to it may still
+/// win on name). The result is the same as without (the tests compare both).
 pub fn ranked_predictions(
     matcher: &Matcher,
     state: &[u32],
@@ -190,45 +402,74 @@ pub fn ranked_predictions(
     matcher.check_query(state.len(), threshold, rule)?;
     let (store, order) = matcher.store_and_order();
     let plan = QueryPlan::with_rule(state.len(), threshold, store.lengths(), rule);
-    let table = BoundTable::new(store.lengths(), state.len());
     let cutoff_positive = threshold > 0.0;
-    let pending = match matcher.metric().prepare(state) {
-        PreparedQuery::Lcs(q) => scan(&q, store, &plan, &table, true, cutoff_positive),
-        PreparedQuery::Difflib(q) => scan(&q, store, &plan, &table, false, cutoff_positive),
+    let bounds = (prune && keep > 0).then(|| BoundQuery::new(state));
+    let chunks = match matcher.metric().prepare(state) {
+        PreparedQuery::Lcs(q) => scan(&q, store, &plan, bounds.as_ref(), true, cutoff_positive),
+        PreparedQuery::Difflib(q) => scan(&q, store, &plan, bounds.as_ref(), false, cutoff_positive),
     };
-    let total = pending.iter().map(Vec::len).sum();
-    let by_class = sort_by_class(pending, table.bounds.len());
+    let total = chunks.iter().map(Vec::len).sum();
     let query = DifflibQuery::new(state, false);
-    let mut best: Vec<RankedRecord> = Vec::new();
-    for (class, members) in by_class.iter().enumerate() {
-        if keep == 0 {
-            break;
-        }
-        if members.is_empty() {
-            continue;
-        }
-        if prune && best.len() == keep && table.bounds[class] < best[keep - 1].scores.pre_potential {
-            break;
-        }
-        let scored: Vec<RankedRecord> = members
+    let score = |members: &[Pending]| -> Vec<RankedRecord> {
+        members
             .par_iter()
-            .with_min_len(64)
+            .with_min_len(16)
             .map_init(
                 || query.new_scratch(),
-                |scratch, &(slot, matches)| {
-                    let pattern = store.tokens(slot);
+                |scratch, p| {
+                    let pattern = store.tokens(p.slot);
                     let parts = parts_with(&query, scratch, &pattern, cutoff_positive)?;
-                    let scores = kato_scores(&pattern, store.event_lens(slot), &parts);
-                    let similarity = rule.similarity(matches as usize, pattern.len() + state.len());
-                    Some(RankedRecord { slot, similarity, parts, scores })
+                    let scores = kato_scores(&pattern, store.event_lens(p.slot), &parts);
+                    debug_assert!(bounds.is_none() || scores.pre_potential <= p.bound);
+                    debug_assert!(!p.exact || scores.pre_potential.to_bits() == p.bound.to_bits());
+                    let similarity = rule.similarity(p.matches as usize, pattern.len() + state.len());
+                    Some(RankedRecord { slot: p.slot, similarity, parts, scores })
                 },
             )
             .flatten()
-            .collect();
-        best.extend(scored);
-        keep_best(&mut best, keep, store, order);
+            .collect()
+    };
+    if keep == 0 {
+        return Ok(Ranked { total, records: Vec::new() });
     }
-    Ok(Ranked { total, records: best })
+    if bounds.is_none() || total <= keep {
+        let mut records = score(&chunks.concat());
+        keep_best(&mut records, keep, store, order);
+        return Ok(Ranked { total, records });
+    }
+    // The keep-th best exact pre-potential is at most the final keep-th best: a pattern whose
+    // bound is below it cannot be kept (one equal to it may still win on name).
+    let mut exact: Vec<f64> =
+        chunks.par_iter().flat_map_iter(|c| c.iter().filter(|p| p.exact).map(|p| p.bound)).collect();
+    let floor = if exact.len() >= keep {
+        *exact.select_nth_unstable_by(keep - 1, |a, b| b.total_cmp(a)).1
+    } else {
+        f64::NEG_INFINITY
+    };
+    let (exact, inexact): (Vec<Pending>, Vec<Pending>) = chunks
+        .par_iter()
+        .flat_map_iter(|c| c.iter().filter(|p| p.bound >= floor).copied())
+        .collect::<Vec<Pending>>()
+        .into_iter()
+        .partition(|p| p.exact);
+    // The inexact ones get their parts, then rank with the exact ones by pre-potential; the exact
+    // ones that stay get their parts last.
+    let mut ranked: Vec<(f64, u32, Option<RankedRecord>)> =
+        score(&inexact).into_iter().map(|r| (r.scores.pre_potential, r.slot, Some(r))).collect();
+    ranked.extend(exact.iter().map(|p| (p.bound, p.slot, None)));
+    let by_rank = |a: &(f64, u32, Option<RankedRecord>), b: &(f64, u32, Option<RankedRecord>)| {
+        compare_ranked((a.0, a.1), (b.0, b.1), store, order)
+    };
+    if ranked.len() > keep {
+        ranked.select_nth_unstable_by(keep, by_rank);
+        ranked.truncate(keep);
+    }
+    let staying: std::collections::HashSet<u32> = ranked.iter().filter(|r| r.2.is_none()).map(|r| r.1).collect();
+    let staying: Vec<Pending> = exact.into_iter().filter(|p| staying.contains(&p.slot)).collect();
+    let mut records = score(&staying);
+    records.extend(ranked.into_iter().filter_map(|r| r.2));
+    keep_best(&mut records, keep, store, order);
+    Ok(Ranked { total, records })
 }
 
 /// The best `keep` of `records`, in ranking order.
@@ -243,15 +484,16 @@ fn keep_best(records: &mut Vec<RankedRecord>, keep: usize, store: &PatternStore,
     records.sort_unstable_by(by_rank);
 }
 
-/// Every live pattern passing `plan`, with its bound class, chunk by chunk in slot order.
-/// `lcs_metric`: the scorer counts the LCS itself; otherwise (difflib) the pattern's length
-/// bounds its LCS. With a positive cutoff, a pattern without any match gets no prediction from
-/// KATO and is left out (it can pass only when both sequences are empty).
+/// Every live pattern passing `plan`, chunk by chunk in slot order, with its [`pattern_bound`]
+/// when `bounds` is given. `lcs_metric`: the scorer counts the LCS itself; otherwise (difflib) it
+/// counts difflib's matches, and the pattern's length bounds the LCS. With a positive cutoff, a
+/// pattern without any match gets no prediction from KATO and is left out (it can pass only when
+/// both sequences are empty).
 fn scan<S: Scorer>(
     query: &S,
     store: &PatternStore,
     plan: &QueryPlan,
-    table: &BoundTable,
+    bounds: Option<&BoundQuery>,
     lcs_metric: bool,
     cutoff_positive: bool,
 ) -> Vec<Vec<Pending>> {
@@ -260,8 +502,8 @@ fn scan<S: Scorer>(
     (0..slots.div_ceil(CHUNK))
         .into_par_iter()
         .map_init(
-            || (query.new_scratch(), Vec::with_capacity(CHUNK), vec![0u32; CHUNK]),
-            |(scratch, needed, counts), chunk| {
+            || (query.new_scratch(), Vec::with_capacity(CHUNK), vec![0u32; CHUNK], BoundScratch::default()),
+            |(scratch, needed, counts, bound_scratch), chunk| {
                 let first = (chunk * CHUNK) as u32;
                 let end = ((chunk + 1) * CHUNK).min(slots);
                 let run = store.run(first, end - first as usize);
@@ -284,26 +526,24 @@ fn scan<S: Scorer>(
                     if cutoff_positive && lcs == 0 {
                         continue;
                     }
-                    found.push(Pending { class: table.class(len, lcs), slot: first + k as u32, matches: count });
+                    let slot = first + k as u32;
+                    let (bound, exact) = match bounds {
+                        None => (0.0, false),
+                        Some(b) => {
+                            let events = store.event_lens(slot);
+                            let m = count as usize;
+                            match run {
+                                AnyRun::Narrow(r) => pattern_bound(b, bound_scratch, r.pattern(k), events, m, lcs),
+                                AnyRun::Wide(r) => pattern_bound(b, bound_scratch, r.pattern(k), events, m, lcs),
+                            }
+                        }
+                    };
+                    found.push(Pending { slot, matches: count, bound, exact });
                 }
                 found
             },
         )
         .collect()
-}
-
-/// `(slot, matches)` of the pending patterns grouped by class (a counting sort; slot order kept
-/// within a class).
-fn sort_by_class(pending: Vec<Vec<Pending>>, classes: usize) -> Vec<Vec<(u32, u32)>> {
-    let mut counts = vec![0usize; classes];
-    for p in pending.iter().flatten() {
-        counts[p.class as usize] += 1;
-    }
-    let mut out: Vec<Vec<(u32, u32)>> = counts.into_iter().map(Vec::with_capacity).collect();
-    for p in pending.into_iter().flatten() {
-        out[p.class as usize].push((p.slot, p.matches));
-    }
-    out
 }
 
 /// Slots of the live patterns KATO's single-symbol path considers for `symbol`: those whose first
@@ -491,11 +731,140 @@ mod tests {
             let Some(parts) = prediction_parts(&pattern, state, threshold > 0.0) else { continue };
             let scores = kato_scores(&pattern, m.event_lens(slot), &parts);
             assert!(scores.pre_potential <= pre_potential_bound(lcs, pattern.len(), state.len()));
+            check_bound(&pattern, m.event_lens(slot), state, count, lcs, m.metric());
             all.push((m.name(slot).to_string(), scores.pre_potential));
         }
         all.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap().then(a.0.cmp(&b.0)));
         all.truncate(keep);
         all.into_iter().map(|(n, p)| (n, p.to_bits())).collect()
+    }
+
+    /// [`pattern_bound`] holds for the pattern's actual scores, and is them, bit for bit, where it
+    /// says it is exact. `count`: the metric's M.
+    fn check_bound(pattern: &[u32], event_lens: &[u32], state: &[u32], count: usize, lcs: usize, metric: Metric) {
+        let query = BoundQuery::new(state);
+        let (most_matches, lcs_bound) = match metric {
+            Metric::Lcs => (lcs, lcs),
+            Metric::Difflib { .. } => (count, pattern.len().min(state.len())),
+        };
+        let (bound, exact) =
+            pattern_bound(&query, &mut BoundScratch::default(), pattern, event_lens, most_matches, lcs_bound);
+        let parts = prediction_parts(pattern, state, false).unwrap();
+        let pre = kato_scores(pattern, event_lens, &parts).pre_potential;
+        assert!(pre <= bound, "pre {pre} > bound {bound}: p {pattern:?} {event_lens:?} s {state:?}");
+        if exact {
+            assert_eq!(pre.to_bits(), bound.to_bits(), "p {pattern:?} {event_lens:?} s {state:?}");
+        }
+        if !exact && query.masks.is_some() {
+            assert!(parts.blocks.len() > 1, "p {pattern:?} s {state:?}");
+        }
+    }
+
+    /// Events of random sizes (empty ones included) covering `len` symbols.
+    fn random_events(rng: &mut Rng, len: usize) -> Vec<u32> {
+        let mut lens = Vec::new();
+        let mut left = len;
+        while left > 0 || rng.below(4) == 0 {
+            let l = rng.below(left.min(9) + 1);
+            lens.push(l as u32);
+            left -= l;
+        }
+        lens
+    }
+
+    /// A pattern meant to stress the bound: pieces of the state (long common runs, repeated
+    /// symbols), shuffled, with symbols of a small alphabet between them.
+    fn adversarial_pattern(rng: &mut Rng, state: &[u32], alphabet: usize) -> Vec<u32> {
+        let mut pattern = Vec::new();
+        for _ in 0..rng.below(5) {
+            match rng.below(4) {
+                0 if !state.is_empty() => {
+                    let a = rng.below(state.len());
+                    let b = a + rng.below(state.len() - a) + 1;
+                    pattern.extend_from_slice(&state[a..b]);
+                }
+                1 => {
+                    let symbol = rng.below(alphabet) as u32;
+                    pattern.extend(std::iter::repeat_n(symbol, 1 + rng.below(6)));
+                }
+                _ => pattern.extend(rng.sequence(8, alphabet)),
+            }
+        }
+        pattern
+    }
+
+    /// A state: short over a tiny alphabet, around one word (63-65 symbols), or longer.
+    fn adversarial_state(rng: &mut Rng, alphabet: usize) -> Vec<u32> {
+        let len = match rng.below(5) {
+            0 => rng.below(4),
+            1 => 5 + rng.below(20),
+            2 => 63 + rng.below(3),
+            3 => 64,
+            _ => 66 + rng.below(80),
+        };
+        let mut state: Vec<u32> = (0..len).map(|_| rng.below(alphabet) as u32).collect();
+        if rng.below(3) == 0 && len > 4 {
+            // A repeated run, so the longest common run has ties and repeats itself.
+            let a = rng.below(len - 3);
+            let run = state[a..a + 3].to_vec();
+            for (k, s) in state.iter_mut().enumerate().skip(a + 3) {
+                *s = run[k % 3];
+            }
+        }
+        state
+    }
+
+    #[test]
+    fn bound_holds_on_adversarial_patterns() {
+        let mut rng = Rng::new(97);
+        let mut exact = 0;
+        for case in 0..20_000 {
+            let alphabet = [2, 3, 5, 12, 40][case % 5];
+            let state = adversarial_state(&mut rng, alphabet);
+            let pattern = adversarial_pattern(&mut rng, &state, alphabet);
+            let event_lens = random_events(&mut rng, pattern.len());
+            let lcs = crate::testing::naive_lcs(&pattern, &state);
+            let difflib = crate::testing::naive_difflib(&pattern, &state, false);
+            for metric in [Metric::Lcs, Metric::Difflib { autojunk: false }] {
+                check_bound(&pattern, &event_lens, &state, difflib, lcs, metric);
+            }
+            let query = BoundQuery::new(&state);
+            exact += pattern_bound(&query, &mut BoundScratch::default(), &pattern, &event_lens, lcs, lcs).1 as usize;
+        }
+        assert!(exact > 2000, "{exact}");
+    }
+
+    /// Ranking with adversarial patterns and states (see [`bound_holds_on_adversarial_patterns`]):
+    /// pruned, unpruned and brute force agree.
+    #[test]
+    fn pruned_equals_unpruned_on_adversarial_patterns() {
+        let mut rng = Rng::new(5);
+        for round in 0..6 {
+            let alphabet = [3, 6, 20][round % 3];
+            let states: Vec<Vec<u32>> = (0..8).map(|_| adversarial_state(&mut rng, alphabet)).collect();
+            let mut m = Matcher::new(Metric::Lcs);
+            for k in 0..1500 {
+                let pattern = adversarial_pattern(&mut rng, &states[k % states.len()], alphabet);
+                let lens = random_events(&mut rng, pattern.len());
+                m.insert_events(&format!("p{:04}", (k * 7919) % 10_007), &pattern, &lens).unwrap();
+            }
+            for state in &states {
+                for threshold in [0.0, 0.1, 0.4] {
+                    for keep in [1, 7, 60, 2000] {
+                        let rule = SimilarityRule::KatoRounded;
+                        let pruned = ranked_predictions(&m, state, threshold, keep, rule, true).unwrap();
+                        let full = ranked_predictions(&m, state, threshold, keep, rule, false).unwrap();
+                        assert_eq!(pruned, full, "round {round} t {threshold} keep {keep} s {state:?}");
+                        let got: Vec<(String, u64)> = pruned
+                            .records
+                            .iter()
+                            .map(|r| (m.name(r.slot).to_string(), r.scores.pre_potential.to_bits()))
+                            .collect();
+                        assert_eq!(got, brute_force(&m, state, threshold, keep, rule));
+                    }
+                }
+            }
+        }
     }
 
     #[test]
