@@ -95,20 +95,29 @@ class _KnowledgeBase:
         """Fills the matcher from KATO's pattern store; returns how many patterns it holds."""
         started = time.perf_counter()
         kb = self.kb_id.replace("\\", "\\\\").replace("'", "\\'")
-        result = client.query(f"SELECT name, pattern_data FROM kato.patterns_data WHERE kb_id = '{kb}'")
-        rows = result.result_rows
-        total = len(rows)
-        logger.info("kato_gpu: loading %d patterns of %s from KATO's pattern store", total, self.kb_id)
         with self.lock:
-            self.matcher.clear_all()
-            done = 0
-            for start in range(0, total, LOAD_BATCH):
-                chunk = rows[start : start + LOAD_BATCH]
-                fresh = [(name, events) for name, events in chunk if name not in self.matcher]
-                if fresh:
-                    self.matcher.add_patterns_events([n for n, _ in fresh], [[list(e) for e in ev] for _, ev in fresh])
-                done += len(chunk)
-                logger.info("kato_gpu: %s: %d / %d patterns loaded", self.kb_id, done, total)
+            self.in_step = False
+            # A pattern the matcher cannot hold (longer than its max_pattern_length, ...) must not
+            # stop KATO's processor start: KATO answers for this kb instead.
+            try:
+                result = client.query(f"SELECT name, pattern_data FROM kato.patterns_data WHERE kb_id = '{kb}'")
+                rows = result.result_rows
+                total = len(rows)
+                logger.info("kato_gpu: loading %d patterns of %s from KATO's pattern store", total, self.kb_id)
+                self.matcher.clear_all()
+                done = 0
+                for start in range(0, total, LOAD_BATCH):
+                    chunk = rows[start : start + LOAD_BATCH]
+                    fresh = [(name, events) for name, events in chunk if name not in self.matcher]
+                    if fresh:
+                        self.matcher.add_patterns_events(
+                            [n for n, _ in fresh], [[list(e) for e in ev] for _, ev in fresh]
+                        )
+                    done += len(chunk)
+                    logger.info("kato_gpu: %s: %d / %d patterns loaded", self.kb_id, done, total)
+            except Exception:
+                logger.exception("kato_gpu: could not load %s; KATO answers until the next reload", self.kb_id)
+                return len(self.matcher)
             self.in_step = True
         logger.info(
             "kato_gpu: %s ready, %d patterns in %.1f s", self.kb_id, len(self.matcher), time.perf_counter() - started
