@@ -32,7 +32,8 @@ kept natively: a filter pipeline configured for the session, fuzzy token matchin
 (``fuzzy_token_threshold > 0``), character-level matching (``use_token_matching`` off), KATO's
 difflib thread path (``KATO_USE_FAST_MATCHING=false`` with at most 500 candidates), target-class
 candidates, RapidFuzz missing, or a matcher that lost step with KATO's store (an error while
-learning; the next processor start reloads it).
+learning or loading, such as a pattern longer than its ``max_pattern_length``; the next processor
+start reloads it).
 """
 
 from __future__ import annotations
