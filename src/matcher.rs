@@ -287,6 +287,14 @@ impl Matcher {
         self.index.contains(name, &self.store)
     }
 
+    /// The name of every stored pattern, in slot order.
+    pub fn pattern_names(&self) -> Vec<String> {
+        (0..self.store.slots() as u32)
+            .filter(|&s| self.store.is_live(s))
+            .map(|s| self.store.name(s).to_owned())
+            .collect()
+    }
+
     pub fn tiers(&self) -> TierCounts {
         TierCounts { bulk: self.bulk_live, recent: self.store.live_count() - self.bulk_live }
     }
@@ -800,6 +808,11 @@ mod tests {
             });
             assert_eq!(m.len(), kept.len());
             assert!(m.store.slots() < inserted, "removing two thirds must have compacted the store");
+            let mut names = m.pattern_names();
+            names.sort_unstable();
+            let mut expected: Vec<String> = kept.iter().map(|(n, _)| n.clone()).collect();
+            expected.sort_unstable();
+            assert_eq!(names, expected, "pattern_names lists the live patterns only");
             for q in 0..6 {
                 let state = rng.sequence(if q == 5 { 240 } else { 25 }, 12);
                 for (threshold, limit) in [(0.0, None), (0.3, Some(7)), (0.5, None), (0.9, Some(100))] {

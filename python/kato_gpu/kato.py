@@ -32,7 +32,8 @@ kept natively: a filter pipeline configured for the session, fuzzy token matchin
 (``fuzzy_token_threshold > 0``), character-level matching (``use_token_matching`` off), KATO's
 difflib thread path (``KATO_USE_FAST_MATCHING=false`` with at most 500 candidates), target-class
 candidates, RapidFuzz missing, or a matcher that lost step with KATO's store (an error while
-learning; the next processor start reloads it).
+learning or loading, such as a pattern longer than its ``max_pattern_length``; the next processor
+start reloads it).
 """
 
 from __future__ import annotations
@@ -110,14 +111,22 @@ class _KnowledgeBase:
         started = time.perf_counter()
         with self.lock:
             self.in_step = False
-            self.loaded_at = client.query("SELECT toUnixTimestamp(now())").result_rows[0][0]
-            rows = client.query(f"SELECT name, pattern_data FROM {self._where()}").result_rows
-            total = len(rows)
-            logger.info("kato_gpu: loading %d patterns of %s from KATO's pattern store", total, self.kb_id)
-            self.matcher.clear_all()
-            for start in range(0, total, LOAD_BATCH):
-                self._add_rows(rows[start : start + LOAD_BATCH])
-                logger.info("kato_gpu: %s: %d / %d patterns loaded", self.kb_id, min(start + LOAD_BATCH, total), total)
+            # A pattern the matcher cannot hold (longer than its max_pattern_length, ...) must not
+            # stop KATO's processor start: KATO answers for this kb instead.
+            try:
+                self.loaded_at = client.query("SELECT toUnixTimestamp(now())").result_rows[0][0]
+                rows = client.query(f"SELECT name, pattern_data FROM {self._where()}").result_rows
+                total = len(rows)
+                logger.info("kato_gpu: loading %d patterns of %s from KATO's pattern store", total, self.kb_id)
+                self.matcher.clear_all()
+                for start in range(0, total, LOAD_BATCH):
+                    self._add_rows(rows[start : start + LOAD_BATCH])
+                    logger.info(
+                        "kato_gpu: %s: %d / %d patterns loaded", self.kb_id, min(start + LOAD_BATCH, total), total
+                    )
+            except Exception:
+                logger.exception("kato_gpu: could not load %s; KATO answers until the next reload", self.kb_id)
+                return len(self.matcher)
             self.in_step = True
         logger.info(
             "kato_gpu: %s ready, %d patterns in %.1f s", self.kb_id, len(self.matcher), time.perf_counter() - started
@@ -291,8 +300,7 @@ class _MatcherNames(MutableMapping):
         seen = set(self._own)
         yield from self._own
         if self._base is not None:
-            # Threshold 0.0 matches every stored pattern: the names of all of them.
-            for name in self._base.matcher.match_patterns_arrays([], 0.0, None).names:
+            for name in self._base.matcher.pattern_names():
                 if name not in seen and name not in self._gone:
                     yield name
 

@@ -728,6 +728,12 @@ impl PyMatcher {
         py.allow_threads(|| self.read().contains(&name))
     }
 
+    /// The name of every stored pattern (a snapshot: later changes do not show in it).
+    fn pattern_names<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let names = py.allow_threads(|| self.read().pattern_names());
+        PyList::new(py, names)
+    }
+
     /// The stored symbols of a pattern (flattened), or None.
     fn pattern_symbols<'py>(
         &self,
