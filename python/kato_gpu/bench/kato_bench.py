@@ -168,6 +168,9 @@ def _verify(
                 patterns = _named_patterns(opts.kato_src, sequences)
             from .kato_oracle import kato_pre_potentials, pruning_cut_tied
 
+            print(
+                f"kato-bench: answers differ for {query}; running KATO's own matching here to see why", file=sys.stderr
+            )
             state = list(chain(*query))
             pre = kato_pre_potentials(patterns, state, opts.threshold, query, opts.mode == "token")
             if pruning_cut_tied(pre, 3 * opts.max_predictions):

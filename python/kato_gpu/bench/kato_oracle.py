@@ -45,7 +45,11 @@ def kato_pre_potentials(
     flat = {name: list(chain(*events)) for name, events in patterns.items()}
     names = list(flat)
     if len(names) > ps.PROCESS_POOL_CANDIDATE_THRESHOLD:
-        results = ps._process_batch_worker(list(state), list(flat.items()), threshold, True, 0.0)
+        # In KATO's batches of 100 (its worker looks each match up in a dict of its batch).
+        items = list(flat.items())
+        results = []
+        for start in range(0, len(items), 100):
+            results.extend(ps._process_batch_worker(list(state), items[start : start + 100], threshold, True, 0.0))
     else:
         searcher = SimpleNamespace(
             use_token_matching=True,
