@@ -313,6 +313,17 @@ class _MatcherNames(MutableMapping):
         self._gone.clear()
 
 
+def _metadata_of(metadata_batch: Dict[str, Any], name: str) -> Tuple[Dict[str, Any], int]:
+    """A pattern's Redis metadata as KATO reads it, and its frequency floored at 1 (a pattern in
+    KATO's table with frequency 0 means lost metadata, not an unlearned pattern)."""
+    metadata = metadata_batch.get(name, {"name": name, "frequency": 1})
+    frequency = metadata.get("frequency", 1)
+    if frequency == 0:
+        logger.warning("kato_gpu: %s has frequency 0 in Redis (metadata lost?); using 1 as KATO does", name)
+        frequency = 1
+    return metadata, frequency
+
+
 def _threshold(searcher: Any) -> Optional[float]:
     value = searcher.recall_threshold if searcher.recall_threshold is not None else 0.1
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
@@ -449,11 +460,7 @@ def _patch(ps: Any, pp: Any, cw: Any, redis_writer_class: Any) -> None:
         # in the response); it prunes when there are more matches than it keeps.
         pruned = keep is not None and total > keep
         for name, events, intersection, past, present, missing, extras, similarity, blocks, weighted, pre in kept:
-            metadata = metadata_batch.get(name, {"name": name, "frequency": 1})
-            frequency = metadata.get("frequency", 1)
-            if frequency == 0:
-                logger.warning("kato_gpu: %s has frequency 0 in Redis (metadata lost?); using 1 as KATO does", name)
-                frequency = 1
+            metadata, frequency = _metadata_of(metadata_batch, name)
             pattern = {
                 "name": name,
                 "pattern_data": events,
@@ -532,11 +539,7 @@ def _patch(ps: Any, pp: Any, cw: Any, redis_writer_class: Any) -> None:
             weighted_snr,
             potential,
         ) in kept:
-            metadata = metadata_batch.get(name, {"name": name, "frequency": 1})
-            frequency = metadata.get("frequency", 1)
-            if frequency == 0:
-                logger.warning("kato_gpu: %s has frequency 0 in Redis (metadata lost?); using 1 as KATO does", name)
-                frequency = 1
+            metadata, frequency = _metadata_of(metadata_batch, name)
             emotives = metadata.get("emotives", [])
             try:
                 if isinstance(emotives, list) and emotives:
