@@ -155,6 +155,23 @@ impl PyMatcher {
     }
 }
 
+/// `lists` as patterns of events (`what` names it in errors), one per name.
+fn patterns_events_of(lists: &Bound<'_, PyAny>, what: &str, names: usize) -> PyResult<Vec<Vec<Vec<String>>>> {
+    if is_text(lists) {
+        return Err(PyTypeError::new_err(format!("{what} must be a list of patterns (lists of events), not a str")));
+    }
+    let patterns: Vec<Vec<Vec<String>>> = lists
+        .try_iter()
+        .map_err(|_| PyTypeError::new_err(format!("{what} must be a list of patterns, got {}", describe(lists))))?
+        .enumerate()
+        .map(|(k, events)| events_of(&events?, &format!("pattern {k}")))
+        .collect::<PyResult<_>>()?;
+    if names != patterns.len() {
+        return Err(PyValueError::new_err(format!("got {names} names but {} patterns", patterns.len())));
+    }
+    Ok(patterns)
+}
+
 /// Patterns as lists of events: the flat symbols and the event lengths of each.
 fn patterns_of_events(events: Vec<Vec<Vec<String>>>) -> (Vec<Vec<String>>, Vec<Vec<u32>>) {
     let lens = events.iter().map(|p| p.iter().map(|e| e.len() as u32).collect()).collect();
@@ -464,20 +481,8 @@ impl PyMatcher {
         promote: Flag,
     ) -> PyResult<usize> {
         let names = names_of(&names, "names")?;
-        if is_text(&events_list) {
-            return Err(PyTypeError::new_err("events_list must be a list of patterns (lists of events), not a str"));
-        }
-        let patterns: Vec<Vec<String>> = events_list
-            .try_iter()
-            .map_err(|_| {
-                PyTypeError::new_err(format!("events_list must be a list of patterns, got {}", describe(&events_list)))
-            })?
-            .enumerate()
-            .map(|(k, events)| Ok(events_of(&events?, &format!("pattern {k}"))?.concat()))
-            .collect::<PyResult<_>>()?;
-        if names.len() != patterns.len() {
-            return Err(PyValueError::new_err(format!("got {} names but {} patterns", names.len(), patterns.len())));
-        }
+        let patterns: Vec<Vec<String>> =
+            patterns_events_of(&events_list, "events_list", names.len())?.iter().map(|e| e.concat()).collect();
         let added = py.allow_threads(|| guard(|| self.learn(&names, &patterns, false)))??.unwrap_or(0);
         if promote.0 {
             self.sync_cpu_to_gpu(py)?;
@@ -545,24 +550,7 @@ impl PyMatcher {
         promote: Flag,
     ) -> PyResult<usize> {
         let names = names_of(&names, "names")?;
-        if is_text(&events_lists) {
-            return Err(PyTypeError::new_err("events_lists must be a list of patterns (lists of events), not a str"));
-        }
-        let events: Vec<Vec<Vec<String>>> = events_lists
-            .try_iter()
-            .map_err(|_| {
-                PyTypeError::new_err(format!(
-                    "events_lists must be a list of patterns, got {}",
-                    describe(&events_lists)
-                ))
-            })?
-            .enumerate()
-            .map(|(k, events)| events_of(&events?, &format!("pattern {k}")))
-            .collect::<PyResult<_>>()?;
-        if names.len() != events.len() {
-            return Err(PyValueError::new_err(format!("got {} names but {} patterns", names.len(), events.len())));
-        }
-        let (flat, lens) = patterns_of_events(events);
+        let (flat, lens) = patterns_of_events(patterns_events_of(&events_lists, "events_lists", names.len())?);
         let added = py.allow_threads(|| guard(|| self.learn_events(&names, &flat, Some(&lens), false)))??.unwrap_or(0);
         if promote.0 {
             self.sync_cpu_to_gpu(py)?;
