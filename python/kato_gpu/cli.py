@@ -4,7 +4,12 @@
 kato_gpu, RapidFuzz and difflib, and checks kato_gpu's results against the exact references
 (exit status 1 on any difference, 2 when rapidfuzz is missing); then times learning new
 patterns one ``add_new_pattern`` call at a time and their promotion (``--learn``); optionally a
-threshold sweep (``--thresholds``) and one batch call against single calls (``--batch``).
+threshold sweep (``--thresholds``), one batch call against single calls (``--batch``), latency
+on smaller prefixes of the workload (``--sizes``) and the capacity figure (``--plot FILE``, PNG or
+SVG; ``bench/plot.py``).
+
+Output files (``--json``, ``--plot``) are checked when the arguments are parsed: a path that cannot
+be written is a usage error (exit status 2) before any work, like every other bad argument.
 
 ``kato-gpu scale-bench``: loads millions of KATO-shaped patterns a chunk at a time and reports
 memory, load time and query latency, verifying results on seeded samples (``bench/scale.py``).
