@@ -8,17 +8,31 @@ BENCH_ARGS ?= --patterns 100000 --queries 20
 RUFF_VERSION := 0.14.14
 MYPY_VERSION := 1.20.2
 PDOC_VERSION := 16.0.0
+# The release wheel's toolchain: zig (from PyPI) links against glibc 2.17 for manylinux2014;
+# auditwheel checks the result.
+ZIGLANG_VERSION := 0.14.1
+AUDITWHEEL_VERSION := 6.8.2
+RELEASE_DIR := dist/release
 
 .PHONY: venv dev wheel install test test-rust test-python test-kato bench lint lint-fmt lint-clippy \
-	lint-clippy-python lint-ruff stubs docs clean kato-deps test-kato-service kato-suite
+	lint-clippy-python lint-ruff stubs docs clean kato-deps test-kato-service kato-suite \
+	release-wheel sdist test-docs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "maturin>=1.5,<2" "numpy>=1.21" "pytest>=7" "hypothesis>=6" "rapidfuzz>=3" "mongomock>=4" prometheus_client fastapi httpx uvicorn nvidia-cuda-nvrtc-cu12 nvidia-cuda-nvcc-cu12
+	$(PY) -m pip install -q "maturin>=1.5,<2" "numpy>=1.21" "pytest>=7" "hypothesis>=6" "rapidfuzz>=3" "mongomock>=4" prometheus_client fastapi httpx uvicorn nvidia-cuda-nvrtc-cu12 nvidia-cuda-nvcc-cu12 $(PLOT_PIP_DEPS)
 	$(PY) -m pip install -q "ruff==$(RUFF_VERSION)" "mypy==$(MYPY_VERSION)"
 
 venv: $(PY)
+
+# matplotlib for `kato-gpu bench --plot` and its test (the `plot` extra); a stamp, so that a venv
+# made before it was needed gets it too.
+PLOT_PIP_DEPS := "matplotlib>=3.5"
+PLOT_DEPS_STAMP := $(VENV)/.plot-deps
+$(PLOT_DEPS_STAMP): $(PY)
+	$(PY) -m pip install -q $(PLOT_PIP_DEPS)
+	touch $@
 
 # What serving unmodified KATO needs (kato_gpu.kato_host): KATO's own dependencies at the versions
 # of its requirements.lock (fastapi 0.118 and qdrant-client 1.15.1 are what KATO 3.10.1 runs on;
@@ -50,6 +64,26 @@ dev: $(PY)
 wheel: $(PY)
 	$(VENV)/bin/maturin build --release --out dist -q
 
+# The wheel to publish: manylinux2014 (glibc >= 2.17: RHEL/Rocky 8, Ubuntu 20.04, Debian 11 and
+# newer), x86_64, abi3, linked by zig against glibc 2.17 headers, then checked by auditwheel: the
+# target fails unless auditwheel places the wheel in manylinux2014 (no library beyond that
+# policy's list; CUDA is loaded at run time by cudarc, never linked). `make wheel` stays the quick
+# native build (tagged for this machine's glibc). .github/workflows/release.yml builds the same
+# wheel for x86_64 and aarch64 on a tag.
+release-wheel: $(PY)
+	$(PY) -m pip install -q "ziglang==$(ZIGLANG_VERSION)" "auditwheel==$(AUDITWHEEL_VERSION)"
+	rm -rf $(RELEASE_DIR)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/maturin build --release --zig \
+		--compatibility manylinux2014 --target x86_64-unknown-linux-gnu --out $(RELEASE_DIR)
+	$(VENV)/bin/auditwheel show $(RELEASE_DIR)/kato_gpu-*.whl | tee $(RELEASE_DIR)/auditwheel.txt
+	@tr '\n' ' ' < $(RELEASE_DIR)/auditwheel.txt | grep -q '"manylinux_2_17_x86_64"' || \
+		{ echo "release-wheel: auditwheel does not place the wheel in manylinux2014 (manylinux_2_17)"; exit 1; }
+	@ls $(RELEASE_DIR)/kato_gpu-*-cp39-abi3-manylinux2014_x86_64.manylinux_2_17_x86_64.whl
+
+# The source distribution (needs a Rust toolchain to install) into dist/.
+sdist: $(PY)
+	$(VENV)/bin/maturin sdist --out dist
+
 # The wheel installed into the venv (not the source tree): what the Python tests and stubtest see.
 install: wheel
 	$(PY) -m pip install -q --force-reinstall --no-deps dist/kato_gpu-*.whl
@@ -77,11 +111,16 @@ lint-ruff: $(PY)
 stubs: install
 	cd tests && ../$(PY) -m mypy.stubtest kato_gpu._native --allowlist stubtest-allowlist.txt
 
+# The documentation's own test: every fenced block of README.md and docs/*.md is closed and every
+# ```python block runs (tests/python/test_docs.py, against the installed wheel).
+test-docs: install
+	cd tests && ../$(PY) -m pytest -q -p no:cacheprovider python/test_docs.py
+
 test-rust:
 	cargo test --release --features kernel-emulation
 
 # Runs the Python tests against the installed wheel, then KATO's own encoder tests.
-test-python: install
+test-python: install $(PLOT_DEPS_STAMP)
 	cd tests && ../$(PY) -c "import kato_gpu; print('testing the installed kato_gpu', kato_gpu.__version__, 'at', kato_gpu.__file__)"
 	cd tests && ../$(PY) -m pytest -q -p no:cacheprovider python
 	$(KATO_SUITE)

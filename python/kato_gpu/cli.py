@@ -4,7 +4,12 @@
 kato_gpu, RapidFuzz and difflib, and checks kato_gpu's results against the exact references
 (exit status 1 on any difference, 2 when rapidfuzz is missing); then times learning new
 patterns one ``add_new_pattern`` call at a time and their promotion (``--learn``); optionally a
-threshold sweep (``--thresholds``) and one batch call against single calls (``--batch``).
+threshold sweep (``--thresholds``), one batch call against single calls (``--batch``), latency
+on smaller prefixes of the workload (``--sizes``) and the capacity figure (``--plot FILE``, PNG or
+SVG; ``bench/plot.py``).
+
+Output files (``--json``, ``--plot``) are checked when the arguments are parsed: a path that cannot
+be written is a usage error (exit status 2) before any work, like every other bad argument.
 
 ``kato-gpu scale-bench``: loads millions of KATO-shaped patterns a chunk at a time and reports
 memory, load time and query latency, verifying results on seeded samples (``bench/scale.py``).
@@ -13,10 +18,16 @@ memory, load time and query latency, verifying results on seeded samples (``benc
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Optional, Sequence, Tuple, Union
 
 __all__ = ["main", "build_parser"]
+
+#: What ``--plot`` writes, by the file's extension.
+PLOT_FORMATS = (".png", ".svg")
+#: ``--plot``'s threshold sweep unless ``--thresholds`` says otherwise.
+PLOT_THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def _positive_int(text: str) -> int:
@@ -59,7 +70,9 @@ def _threshold(text: str) -> float:
 
 
 def _thresholds(text: str) -> Tuple[float, ...]:
-    """A comma-separated list of thresholds in [0, 1], e.g. ``0,0.1,0.2``."""
+    """A comma-separated list of thresholds in [0, 1], e.g. ``0,0.1,0.2``; ``none``: no sweep."""
+    if text.strip().lower() == "none":
+        return ()
     parts = [p.strip() for p in text.split(",")]
     if not parts or any(not p for p in parts):
         raise argparse.ArgumentTypeError(f"expected a comma-separated list of numbers in [0, 1], got {text!r}")
@@ -73,6 +86,81 @@ def _batch_limit(text: str) -> Union[int, None, str]:
         return _limit(text)
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"expected a positive integer, 'all' or 'same', got {text!r}") from None
+
+
+def _output_path(text: str) -> str:
+    """A file the command will write when it ends: checked now, so that a benchmark of minutes is
+    not run for a result that cannot be saved (a usage error, exit status 2)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a file path, got an empty string")
+    path = os.path.abspath(text)
+    folder = os.path.dirname(path)
+    if os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory, not a file")
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: the directory {folder!r} does not exist")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: the file is not writable")
+    if not os.path.exists(path) and not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: the directory {folder!r} is not writable")
+    return text
+
+
+def _plot_path(text: str) -> str:
+    """A figure file: PNG or SVG, by its extension."""
+    if os.path.splitext(text)[1].lower() not in PLOT_FORMATS:
+        raise argparse.ArgumentTypeError(f"expected a file name ending in .png or .svg, got {text!r}")
+    return _output_path(text)
+
+
+def _sizes(text: str) -> Tuple[int, ...]:
+    """A comma-separated list of pattern counts, e.g. ``1000,10000``."""
+    parts = [p.strip() for p in text.split(",")]
+    if any(not p for p in parts):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of positive integers, got {text!r}")
+    return tuple(sorted(set(_positive_int(p) for p in parts)))
+
+
+# ------------------------------------------------------------------ options several commands share
+def _add_patterns(p: argparse.ArgumentParser, default: int, help: str = "number of patterns to load") -> None:
+    p.add_argument("--patterns", type=_positive_int, default=default, metavar="N", help=help)
+
+
+def _add_queries(p: argparse.ArgumentParser, default: int, help: str) -> None:
+    p.add_argument("--queries", type=_positive_int, default=default, metavar="Q", help=help)
+
+
+def _add_metric(p: argparse.ArgumentParser, help: str = "similarity metric(s) to run") -> None:
+    p.add_argument("--metric", choices=("lcs", "difflib", "both"), default="both", help=help)
+
+
+def _add_threshold(
+    p: argparse.ArgumentParser, help: str = "recall threshold: patterns with similarity >= this match"
+) -> None:
+    p.add_argument("--threshold", type=_threshold, default=0.1, help=help)
+
+
+def _add_seed(p: argparse.ArgumentParser, default: int = 42) -> None:
+    p.add_argument("--seed", type=int, default=default, help="workload seed")
+
+
+def _add_json(p: argparse.ArgumentParser, help: str = "also write every number as JSON to PATH") -> None:
+    p.add_argument(
+        "--json",
+        dest="json_path",
+        type=_output_path,
+        default=None,
+        metavar="PATH",
+        help=help + " (checked before the run: an unwritable PATH is a usage error)",
+    )
+
+
+def _add_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
+
+
+def _metrics(args: argparse.Namespace, both: Tuple[str, ...] = ("lcs", "difflib")) -> Tuple[str, ...]:
+    return both if args.metric == "both" else (args.metric,)
 
 
 def _version() -> str:
@@ -105,20 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
             "through kato_gpu, RapidFuzz's process.cdist (LCSseq) and a difflib loop over a random "
             "sample (extrapolated to N). Checks kato_gpu's results against the exact reference of each "
             "metric: the whole result against RapidFuzz for lcs (bit for bit), the sample against difflib "
-            "for difflib. Exit status: 0 verified, 1 a result differs, 2 rapidfuzz missing or bad arguments."
+            "for difflib. With --plot, also draws latency against N and against the threshold. "
+            "Exit status: 0 verified, 1 a result differs, 2 rapidfuzz (or matplotlib for --plot) missing "
+            "or bad arguments."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    bench.add_argument(
-        "--patterns", type=_positive_int, default=100_000, metavar="N", help="number of patterns to load"
-    )
-    bench.add_argument(
-        "--queries",
-        type=_positive_int,
-        default=20,
-        metavar="Q",
-        help="number of timed queries (plus one untimed warm-up)",
-    )
+    _add_patterns(bench, 100_000)
+    _add_queries(bench, 20, "number of timed queries (plus one untimed warm-up)")
     bench.add_argument(
         "--shape",
         choices=("kato", "chunks"),
@@ -126,12 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="kato: KATO's benchmark data (200 symbols, 2-5 events of 3-15 sorted tokens); "
         "chunks: 5-token patterns from a 50,000-symbol Zipf vocabulary",
     )
-    bench.add_argument(
-        "--metric", choices=("lcs", "difflib", "both"), default="both", help="similarity metric(s) to run"
-    )
-    bench.add_argument(
-        "--threshold", type=_threshold, default=0.1, help="recall threshold: patterns with similarity >= this match"
-    )
+    _add_metric(bench)
+    _add_threshold(bench)
     bench.add_argument(
         "--max-predictions",
         type=_limit,
@@ -146,10 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help="patterns per query run through difflib (timed, extrapolated to N, and checked); 0 skips difflib",
     )
-    bench.add_argument("--seed", type=int, default=42, help="workload seed")
-    bench.add_argument(
-        "--json", dest="json_path", default=None, metavar="PATH", help="also write every number as JSON to PATH"
-    )
+    _add_seed(bench)
+    _add_json(bench)
     bench.add_argument(
         "--load-chunk",
         type=_positive_int,
@@ -175,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         "match_patterns_arrays(state, T, max_predictions) for every T (median, p95, "
         "matches/query) and verify every result (lcs: whole result against RapidFuzz, whose "
         "cdist runs once per query and is the reference column; difflib: the difflib sample); "
-        "e.g. 0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9; none: no sweep",
+        "e.g. 0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9; none: no sweep; default: none, or that list with --plot",
     )
     bench.add_argument(
         "--batch",
@@ -201,16 +277,42 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also time the public match_patterns_batch, which builds a dict per match (keep --batch-limit small)",
     )
-    bench.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
+    bench.add_argument(
+        "--plot",
+        dest="plot_path",
+        type=_plot_path,
+        default=None,
+        metavar="FILE",
+        help="also draw the capacity figure into FILE (.png or .svg): per metric, median query latency against "
+        "the number of patterns (--sizes) and against the threshold (--thresholds), kato_gpu beside RapidFuzz "
+        "and difflib. Needs matplotlib: pip install 'kato-gpu[plot]'",
+    )
+    bench.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=None,
+        metavar="N1,N2,...",
+        help="latency against N: also time the same queries on the first N1, N2, ... loaded patterns (each below "
+        "--patterns; lcs results checked whole against RapidFuzz, difflib results for order and threshold); "
+        "default with --plot: --patterns/100 and --patterns/10",
+    )
+    _add_progress(bench)
 
     predict = commands.add_parser(
         "predict-bench",
         help="end to end: time KATO's prediction tuples through kato_gpu against KATO's Python path, verified",
+        description=(
+            "Loads a seeded KATO-shaped workload, then for each query times HybridGPUMatcher.match_predictions "
+            "(every prediction above the threshold, KATO's tuples built) against KATO's Python path "
+            "(similarity, then extract_prediction_info) over a random sample of patterns, extrapolated to N. "
+            "Every sampled pattern's tuple must equal kato_gpu's. Exit status: 0 verified, 1 a tuple differs, "
+            "2 bad arguments."
+        ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    predict.add_argument("--patterns", type=_positive_int, default=100_000, metavar="N")
-    predict.add_argument("--queries", type=_positive_int, default=10, metavar="Q")
-    predict.add_argument("--threshold", type=_threshold, default=0.1)
+    _add_patterns(predict, 100_000)
+    _add_queries(predict, 10, "number of timed queries (plus one untimed warm-up)")
+    _add_threshold(predict, "recall threshold of the predictions")
     predict.add_argument(
         "--sample",
         type=_positive_int,
@@ -218,9 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help="patterns per query run through KATO's Python path (timed, extrapolated, compared)",
     )
-    predict.add_argument("--metric", choices=("lcs", "difflib", "both"), default="both")
-    predict.add_argument("--seed", type=int, default=42)
-    predict.add_argument("--json", dest="json_path", default=None, metavar="PATH")
+    _add_metric(predict, "difflib: KATO's _process_with_original; lcs: its RapidFuzz token path (rounded)")
+    _add_seed(predict)
+    _add_json(predict, "also write the medians and mismatch counts as JSON to PATH")
+    _add_progress(predict)
     scale = commands.add_parser(
         "scale-bench",
         help="load millions of KATO-shaped patterns a chunk at a time, report memory, load time and query "
@@ -237,23 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    scale.add_argument(
-        "--patterns", type=_positive_int, default=10_000_000, metavar="N", help="number of patterns to load"
-    )
-    scale.add_argument(
-        "--queries",
-        type=_positive_int,
-        default=10,
-        metavar="Q",
-        help="number of timed queries (plus one untimed warm-up per call)",
-    )
-    scale.add_argument(
-        "--metric",
-        choices=("lcs", "difflib", "both"),
-        default="both",
-        help="similarity metric(s), one matcher at a time",
-    )
-    scale.add_argument("--threshold", type=_threshold, default=0.1, help="recall threshold of the timed queries")
+    _add_patterns(scale, 10_000_000)
+    _add_queries(scale, 10, "number of timed queries (plus one untimed warm-up per call)")
+    _add_metric(scale, "similarity metric(s), one matcher at a time")
+    _add_threshold(scale, "recall threshold of the timed queries")
     scale.add_argument(
         "--limit",
         type=_positive_int,
@@ -282,11 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="each: add_patterns_csr(promote=True) per chunk; end: promote=False, then one "
         "sync_cpu_to_gpu() (counted in the load time)",
     )
-    scale.add_argument("--seed", type=int, default=42, help="workload seed")
-    scale.add_argument(
-        "--json", dest="json_path", default=None, metavar="PATH", help="also write every number as JSON to PATH"
-    )
-    scale.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
+    _add_seed(scale)
+    _add_json(scale)
+    _add_progress(scale)
 
     learn = commands.add_parser(
         "learn-bench",
@@ -309,8 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--stores", choices=("memory", "file", "both"), default="both", help="vocabulary store(s) to time"
     )
     learn.add_argument("--learns", type=_positive_int, default=5_000, metavar="L", help="timed learns of each kind")
-    learn.add_argument("--seed", type=int, default=7)
-    learn.add_argument("--json", dest="json_path", default=None, metavar="PATH", help="also write the rows as JSON")
+    _add_seed(learn, 7)
+    _add_json(learn, "also write the rows as JSON to PATH")
 
     kato_bench = commands.add_parser(
         "kato-bench",
@@ -324,8 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     kato_bench.add_argument("--kato-src", default=None, metavar="DIR", help="KATO's source (default: $KATO_SRC)")
-    kato_bench.add_argument("--patterns", type=_positive_int, default=10_000, metavar="N", help="patterns learned")
-    kato_bench.add_argument("--queries", type=_positive_int, default=20, metavar="Q", help="prediction requests")
+    _add_patterns(kato_bench, 10_000, "patterns learned")
+    _add_queries(kato_bench, 20, "prediction requests")
     kato_bench.add_argument(
         "--kato-queries",
         type=_positive_int,
@@ -339,12 +427,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="token",
         help="KATO's matching: token (its default) or difflib (KATO_USE_FAST_MATCHING=false)",
     )
-    kato_bench.add_argument("--threshold", type=_threshold, default=0.1, help="the session's recall_threshold")
+    _add_threshold(kato_bench, "the session's recall_threshold")
     kato_bench.add_argument("--max-predictions", type=_positive_int, default=100, help="the session's max_predictions")
-    kato_bench.add_argument("--seed", type=int, default=42, help="workload seed")
-    kato_bench.add_argument(
-        "--json", dest="json_path", default=None, metavar="PATH", help="also write the results as JSON to PATH"
-    )
+    _add_seed(kato_bench)
+    _add_json(kato_bench, "also write the results as JSON to PATH")
     return parser
 
 
@@ -383,7 +469,7 @@ def _learn_bench(args: argparse.Namespace) -> int:
 def _scale_bench(args: argparse.Namespace) -> int:
     from .bench.scale import ScaleOptions, run_scale
 
-    metrics = ("lcs", "difflib") if args.metric == "both" else (args.metric,)
+    metrics = _metrics(args)
     return run_scale(
         ScaleOptions(
             patterns=args.patterns,
@@ -404,19 +490,45 @@ def _scale_bench(args: argparse.Namespace) -> int:
 def _predict_bench(args: argparse.Namespace) -> int:
     from .bench.predictions import run_predictions
 
-    metrics = ("difflib", "lcs") if args.metric == "both" else (args.metric,)
-    return run_predictions(args.patterns, args.queries, args.threshold, args.sample, metrics, args.seed, args.json_path)
+    return run_predictions(
+        args.patterns,
+        args.queries,
+        args.threshold,
+        args.sample,
+        _metrics(args, ("difflib", "lcs")),
+        args.seed,
+        args.json_path,
+        progress=not args.no_progress,
+    )
+
+
+def default_sizes(patterns: int) -> Tuple[int, ...]:
+    """The smaller sizes of ``--plot``'s latency-against-N panel: N/100 and N/10 (those >= 100)."""
+    return tuple(n for n in (patterns // 100, patterns // 10) if n >= 100)
 
 
 def _bench(args: argparse.Namespace) -> int:
     from .bench.runner import BenchOptions, run
 
-    metrics = ("lcs", "difflib") if args.metric == "both" else (args.metric,)
+    if args.plot_path is not None:
+        from .bench.plot import require_matplotlib
+
+        if not require_matplotlib(sys.stderr):
+            return 2
+    sizes = args.sizes
+    if sizes is None:
+        sizes = default_sizes(args.patterns) if args.plot_path is not None else ()
+    too_big = [n for n in sizes if n >= args.patterns]
+    if too_big:
+        print(
+            f"kato-gpu bench: error: --sizes must be below --patterns ({args.patterns:,}): {too_big}", file=sys.stderr
+        )
+        return 2
     opts = BenchOptions(
         patterns=args.patterns,
         queries=args.queries,
         shape=args.shape,
-        metrics=metrics,
+        metrics=_metrics(args),
         threshold=args.threshold,
         max_predictions=args.max_predictions,
         difflib_sample=args.difflib_sample,
@@ -425,10 +537,12 @@ def _bench(args: argparse.Namespace) -> int:
         load_chunk=args.load_chunk,
         progress=not args.no_progress,
         learn=args.learn,
-        thresholds=args.thresholds or (),
+        thresholds=PLOT_THRESHOLDS if args.thresholds is None and args.plot_path is not None else args.thresholds or (),
         batch=args.batch,
         batch_limit=args.batch_limit,
         batch_dicts=args.batch_dicts,
+        sizes=tuple(sizes),
+        plot_path=args.plot_path,
     )
     return run(opts)
 

@@ -17,10 +17,15 @@ from typing import Any, Callable, Dict, Optional, TypeVar
 
 from . import _native
 
-__all__ = ["GPUConfig", "DEFAULT_GPU_CONFIG", "METRICS"]
+__all__ = ["GPUConfig", "DEFAULT_GPU_CONFIG", "METRICS", "DEVICES"]
 
 #: Similarity metrics the matcher implements (the native engine's list).
 METRICS = tuple(_native.METRICS)
+
+#: Where the bulk tier may run (``GPUConfig.device``, ``KATO_GPU_DEVICE``): ``auto`` uses a usable
+#: GPU and serves from the CPU cores on a host without one; ``cpu`` never touches CUDA; ``gpu``
+#: requires the GPU tier (the matcher refuses to start without it).
+DEVICES = ("auto", "cpu", "gpu")
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
@@ -72,6 +77,13 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(text)
 
 
+def _parse_device(text: str) -> str:
+    lowered = text.lower()
+    if lowered not in DEVICES:
+        raise ValueError(text)
+    return lowered
+
+
 def _parse_metric(text: str) -> str:
     lowered = text.lower()
     if lowered not in METRICS:
@@ -100,6 +112,15 @@ class GPUConfig:
         * ``metric`` picks the similarity: ``"difflib"`` (KATO's
           ``SequenceMatcher.ratio``) or ``"lcs"``. ``autojunk`` mirrors
           difflib's option of the same name (KATO uses ``False``).
+        * ``enabled=False`` (``KATO_GPU_ENABLED=false``) is KATO's switch for
+          its GPU matcher: inside KATO (``KATO_GPU_ACCELERATE``) it turns
+          kato_gpu off and KATO's own code answers; a matcher built directly
+          still serves, from the CPU cores.
+        * ``device`` (``KATO_GPU_DEVICE``) is where kato_gpu's bulk tier runs,
+          with kato_gpu on: ``"auto"`` (the GPU when one is usable; a host
+          without a GPU is a normal state, logged at INFO), ``"cpu"`` (never
+          the GPU, CUDA is not even probed) or ``"gpu"`` (the matcher raises
+          ``GPUUnavailableError`` at start without a usable GPU).
     """
 
     # Feature flags
@@ -128,6 +149,7 @@ class GPUConfig:
     # kato_gpu additions
     metric: str = "difflib"
     autojunk: bool = False
+    device: str = "auto"
 
     @classmethod
     def from_env(cls) -> "GPUConfig":
@@ -140,7 +162,7 @@ class GPUConfig:
         KATO_GPU_SYNC_THRESHOLD, KATO_GPU_SYNC_INTERVAL,
         KATO_GPU_BACKGROUND_SYNC, KATO_GPU_LOG_MEMORY, KATO_GPU_LOG_TIMING,
         KATO_GPU_SHARED_MEMORY, KATO_GPU_EARLY_TERM, KATO_GPU_METRIC,
-        KATO_GPU_AUTOJUNK. Booleans take true/false/1/0/yes/no/on/off in any
+        KATO_GPU_AUTOJUNK, KATO_GPU_DEVICE (auto/cpu/gpu). Booleans take true/false/1/0/yes/no/on/off in any
         case.
 
         Raises:
@@ -176,6 +198,7 @@ class GPUConfig:
             enable_early_termination=b("KATO_GPU_EARLY_TERM", d.enable_early_termination),
             metric=_parse_env("KATO_GPU_METRIC", d.metric, _parse_metric, "metric (difflib or lcs)"),
             autojunk=b("KATO_GPU_AUTOJUNK", d.autojunk),
+            device=_parse_env("KATO_GPU_DEVICE", d.device, _parse_device, "device (auto, cpu or gpu)"),
         )
         config.validate()
         return config
@@ -238,6 +261,10 @@ class GPUConfig:
             raise TypeError(f"metric must be a str, got {type(self.metric).__name__}")
         if self.metric not in METRICS:
             raise ValueError(f"metric must be one of {', '.join(METRICS)}; got {self.metric!r}")
+        if not isinstance(self.device, str):
+            raise TypeError(f"device must be a str, got {type(self.device).__name__}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}; got {self.device!r}")
 
     def to_dict(self) -> Dict[str, Any]:
         """All fields as a plain dict (for status endpoints and logs)."""
@@ -247,6 +274,7 @@ class GPUConfig:
         return (
             "GPUConfig(\n"
             f"  enabled={self.enabled}\n"
+            f"  device={self.device}\n"
             f"  min_compute_capability={self.min_compute_capability}\n"
             f"  max_pattern_length={self.max_pattern_length}\n"
             f"  memory_usage_fraction={self.memory_usage_fraction}\n"
@@ -266,4 +294,5 @@ DEFAULT_GPU_CONFIG = GPUConfig()
 assert {f.name for f in fields(GPUConfig)} == set(_BOOL_FIELDS + _INT_FIELDS + _FLOAT_FIELDS) | {
     "force_max_patterns",
     "metric",
+    "device",
 }

@@ -2,8 +2,8 @@
 
 Switched on by the environment: ``KATO_GPU_ACCELERATE=1`` in KATO's environment (the wheel's
 ``kato_gpu_hook.pth`` calls :func:`install` right after KATO imports its pattern processor).
-Unset it and restart to roll back. :func:`install` may also be called directly before KATO
-builds its first processor.
+Unset it (or set ``KATO_GPU_ENABLED=false``) and restart to roll back. :func:`install` may also
+be called directly before KATO builds its first processor.
 
 What changes, class by class (KATO's own method still runs wherever the note says so):
 
@@ -336,6 +336,12 @@ def install() -> None:
     global _installed
     with _install_lock:
         if _installed:
+            return
+        # KATO_GPU_ENABLED is KATO's switch for its GPU matcher: false means kato_gpu is off and
+        # KATO's own code answers. A host without a GPU keeps kato_gpu on its CPU cores instead
+        # (KATO_GPU_DEVICE=auto, the default, or cpu).
+        if not GPUConfig.from_env().enabled:
+            logger.info("kato_gpu: off (KATO_GPU_ENABLED=false); KATO's own prediction paths answer")
             return
         from kato.searches import pattern_search
         from kato.storage import clickhouse_writer

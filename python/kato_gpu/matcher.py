@@ -26,8 +26,15 @@ from .errors import GPUUnavailableError
 
 logger = logging.getLogger("kato_gpu.matcher")
 
-#: GPU-unavailable reasons already logged at WARNING by this process.
+#: GPU-unavailable reasons already logged (at INFO or WARNING) by this process.
 _GPU_REASONS_LOGGED: set = set()
+
+
+def _no_gpu_here(min_compute_capability: float) -> bool:
+    """Whether this host has no GPU at all (no NVIDIA driver, or a driver that sees no device):
+    a CPU host, as opposed to a GPU that is present but cannot be used."""
+    info = _native.cuda_probe(min_compute_capability)
+    return not info["driver_found"] or not info["device_count"]
 
 
 def _checked_config(config: Optional[GPUConfig]) -> GPUConfig:
@@ -99,10 +106,16 @@ class HybridGPUMatcher(_native.HybridGPUMatcher):
 
     def _attach_gpu(self, config: GPUConfig) -> Optional[str]:
         """Attaches the GPU tier when the configuration asks for it and a device can be used;
-        returns why not otherwise. Without a usable GPU and with ``fallback_to_cpu=False``,
-        raises ``GPUUnavailableError`` (as KATO's matcher raises without CuPy)."""
+        returns why not otherwise. Raises ``GPUUnavailableError`` without a usable GPU when
+        ``device="gpu"`` or ``fallback_to_cpu=False`` (as KATO's matcher raises without CuPy).
+
+        Log levels follow what the operator has to do: nothing for a host without a GPU
+        (``device="auto"``: INFO, it is a CPU host) or a GPU turned off on purpose (INFO); a GPU
+        that is there but cannot be used (too old, NVRTC missing, compilation failed) is a WARNING."""
         if not config.enabled:
             return "disabled by configuration (enabled=False)"
+        if config.device == "cpu":
+            return "not used: device is 'cpu' (KATO_GPU_DEVICE=cpu)"
         cuda._preload_nvrtc()
         reason = self._enable_gpu(
             config.min_compute_capability,
@@ -112,13 +125,23 @@ class HybridGPUMatcher(_native.HybridGPUMatcher):
             config.threads_per_block,
             config.fallback_to_cpu,
         )
-        if reason is not None:
-            if not config.fallback_to_cpu:
-                raise GPUUnavailableError(f"no usable GPU and fallback_to_cpu is off: {reason}")
-            # Once per reason and process: a service builds a matcher per knowledge base.
-            level = logging.DEBUG if reason in _GPU_REASONS_LOGGED else logging.WARNING
-            _GPU_REASONS_LOGGED.add(reason)
-            logger.log(level, "GPU tier unavailable, serving from all CPU cores: %s", reason)
+        if reason is None:
+            return None
+        if config.device == "gpu":
+            raise GPUUnavailableError(f"no usable GPU and device is 'gpu' (KATO_GPU_DEVICE=gpu): {reason}")
+        if not config.fallback_to_cpu:
+            raise GPUUnavailableError(f"no usable GPU and fallback_to_cpu is off: {reason}")
+        # Once per reason and process: a service builds a matcher per knowledge base.
+        first = reason not in _GPU_REASONS_LOGGED
+        _GPU_REASONS_LOGGED.add(reason)
+        if _no_gpu_here(config.min_compute_capability):
+            logger.log(logging.INFO if first else logging.DEBUG, "no GPU here, serving from all CPU cores: %s", reason)
+        else:
+            logger.log(
+                logging.WARNING if first else logging.DEBUG,
+                "GPU tier unavailable, serving from all CPU cores: %s",
+                reason,
+            )
         return reason
 
     @property

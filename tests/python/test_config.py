@@ -13,7 +13,7 @@ import pytest
 
 from kato_gpu.config import DEFAULT_GPU_CONFIG, GPUConfig
 
-# (field, default) in KATO's declaration order, then kato_gpu's two additions.
+# (field, default) in KATO's declaration order, then kato_gpu's additions.
 KATO_FIELDS = [
     ("enabled", True),
     ("fallback_to_cpu", True),
@@ -31,7 +31,7 @@ KATO_FIELDS = [
     ("use_shared_memory", True),
     ("enable_early_termination", True),
 ]
-EXTRA_FIELDS = [("metric", "difflib"), ("autojunk", False)]
+EXTRA_FIELDS = [("metric", "difflib"), ("autojunk", False), ("device", "auto")]
 
 # env variable -> (field, text to set, expected value)
 ENV_CASES = [
@@ -52,6 +52,7 @@ ENV_CASES = [
     ("KATO_GPU_EARLY_TERM", "enable_early_termination", "no", False),
     ("KATO_GPU_METRIC", "metric", "lcs", "lcs"),
     ("KATO_GPU_AUTOJUNK", "autojunk", "yes", True),
+    ("KATO_GPU_DEVICE", "device", " CPU ", "cpu"),
 ]
 ALL_VARS = [case[0] for case in ENV_CASES]
 
@@ -160,6 +161,7 @@ def test_metric_env_is_case_insensitive(clean_env: pytest.MonkeyPatch) -> None:
         ("KATO_GPU_SYNC_THRESHOLD", "1e3"),
         ("KATO_GPU_SYNC_INTERVAL", "5m"),
         ("KATO_GPU_METRIC", "levenshtein"),
+        ("KATO_GPU_DEVICE", "cuda"),
     ],
 )
 def test_bad_env_value_names_variable(clean_env: pytest.MonkeyPatch, var: str, text: str) -> None:
@@ -218,6 +220,8 @@ def test_from_env_validates(clean_env: pytest.MonkeyPatch, var: str, text: str) 
         ({"sync_threshold": True}, TypeError),
         ({"memory_usage_fraction": "0.5"}, TypeError),
         ({"min_compute_capability": None}, TypeError),
+        ({"device": "cuda"}, ValueError),
+        ({"device": None}, TypeError),
     ],
 )
 def test_validate_rejects(changes: Dict[str, Any], error: type) -> None:
@@ -238,6 +242,8 @@ def test_validate_rejects(changes: Dict[str, Any], error: type) -> None:
         {"growth_buffer_fraction": 1.0},
         {"min_compute_capability": 3},
         {"force_max_patterns": 1},
+        {"device": "cpu"},
+        {"device": "gpu"},
     ],
 )
 def test_validate_accepts(changes: Dict[str, Any]) -> None:

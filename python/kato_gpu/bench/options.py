@@ -26,6 +26,8 @@ class BenchOptions:
     batch: int = 0  # states in the batch comparison; 0: none
     batch_limit: Union[int, None, str] = "same"  # max_predictions of the batch part; "same": max_predictions
     batch_dicts: bool = False  # also time the public match_patterns_batch (a dict per match)
+    sizes: Tuple[int, ...] = ()  # latency against N: smaller prefixes of the workload also timed; empty: none
+    plot_path: Optional[str] = None  # the capacity figure (.png or .svg); None: no figure
 
 
 def batch_limit(opts: BenchOptions) -> Optional[int]:

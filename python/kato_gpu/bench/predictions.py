@@ -18,6 +18,7 @@ from typing import IO, Any, Dict, List, Optional
 
 import numpy as np
 
+from .._progress import Progress
 from .oracles import kato_prediction
 from .workload import generate_workload, pattern_names
 
@@ -31,10 +32,15 @@ def run_predictions(
     seed: int = 42,
     json_path: Optional[str] = None,
     out: Optional[IO[str]] = None,
+    progress: bool = True,
+    err: Optional[IO[str]] = None,
 ) -> int:
+    """Runs the benchmark (``progress``: a progress bar per metric on ``err``, stderr by default);
+    returns 0 when every sampled tuple equals KATO's, 1 otherwise."""
     import kato_gpu
 
     out = out or sys.stdout
+    err = err or sys.stderr
     wl = generate_workload(patterns, queries + 1, "kato", seed)
     names = pattern_names(0, wl.n_patterns)
     rng = np.random.default_rng(seed + 7)
@@ -57,6 +63,7 @@ def run_predictions(
         theirs: List[float] = []
         counts: List[int] = []
         mismatches: List[str] = []
+        bar = Progress(queries + 1, label=f"predictions ({metric})", unit="queries", stream=err, enabled=progress)
         for q in range(queries + 1):
             state = wl.state_symbols(q)
             # Each side starts from a collected heap, with the other side's results of the previous query
@@ -81,6 +88,8 @@ def run_predictions(
                     if by_name.get(name) != want:
                         mismatches.append(f"query {q} pattern {name}: kato_gpu {by_name.get(name)!r} != KATO {want!r}")
             del got, by_name
+            bar.update(1)
+        bar.close()
         median_ours, median_theirs = float(np.median(ours)) * 1e3, float(np.median(theirs)) * 1e3
         print(f"metric {metric}{' (KATO RapidFuzz rounding)' if rounding else ''}:", file=out)
         print(

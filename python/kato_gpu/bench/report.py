@@ -74,6 +74,8 @@ def table(metric: str, result: Dict[str, Any], opts: BenchOptions, out: IO[str])
         print(f"  {text}", file=out)
     if result.get("thresholds"):
         _sweep_table(metric, result["thresholds"], out)
+    if result.get("sizes"):
+        _sizes_table(metric, result["sizes"], out)
     if result.get("batch"):
         _batch_table(metric, result["batch"], out)
     learning = result.get("learning")
@@ -130,6 +132,24 @@ def _sweep_table(metric: str, sweep: Dict[str, Any], out: IO[str]) -> None:
         )
     else:
         print(f"  MISMATCH in {v['results_with_differences']} (threshold, query) results", file=out)
+
+
+def _sizes_table(metric: str, sizes: Dict[str, Any], out: IO[str]) -> None:
+    print(f"  latency against N ({metric}, same queries on the first N patterns):", file=out)
+    header = f"  {'N':>12} {'kato_gpu median ms':>19} {'p95 ms':>9} {'cdist ms':>9} {'difflib ms*':>12} {'matches/query':>14}"
+    print(header, file=out)
+    print("  " + "-" * (len(header) - 2), file=out)
+    for row in sizes["rows"]:
+        dl = row["difflib_median_ms"]
+        print(
+            f"  {row['patterns']:>12,} {row['kato_gpu']['median_ms']:>19,.2f} {row['kato_gpu']['p95_ms']:>9,.2f} "
+            f"{row['rapidfuzz']['median_ms']:>9,.2f} {'n/a' if dl is None else f'{dl:,.1f}':>12} "
+            f"{row['mean_matches']:>14,.1f}",
+            file=out,
+        )
+    v = sizes["verification"]
+    verdict = "verified" if v["ok"] else f"MISMATCH in {v['results_with_differences']} results"
+    print(f"  {verdict}; * difflib: {sizes['difflib']}", file=out)
 
 
 def _batch_table(metric: str, batch: Dict[str, Any], out: IO[str]) -> None:

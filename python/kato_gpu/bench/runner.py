@@ -23,6 +23,10 @@ Batch (``batch`` > 0), next: ``batch`` new query states (another seed stream) th
 call against as many single ``match_patterns_arrays`` calls, best of three runs each; the batch
 results must equal the single results exactly, and a few are checked against the oracle.
 
+Sizes (``sizes`` not empty), after each metric's run: the same queries on the first n patterns
+for each n (``bench/sizes.py``), for latency against N. ``plot_path``: the figure of the report
+(``bench/plot.py``).
+
 Learning (``learn`` > 0), after each metric's queries and checks, on the same loaded matcher:
 ``learn`` new patterns of the same shape (another seed, names after the loaded ones) are learned
 one ``HybridGPUMatcher.add_new_pattern(name, events)`` call at a time, events as lists of
@@ -52,8 +56,9 @@ from .common import (
 )
 from .learning import learn_workload
 from .options import BenchOptions, batch_limit
-from .report import finish_report, table
+from .report import _jsonable, finish_report, table
 from .single import bench_metric
+from .sizes import size_series
 from .workload import generate_workload
 
 __all__ = ["BenchOptions", "run", "EXIT_OK", "EXIT_MISMATCH", "EXIT_MISSING_DEPENDENCY"]
@@ -92,9 +97,11 @@ def run(opts: BenchOptions, out: Optional[IO[str]] = None, err: Optional[IO[str]
     out.flush()
 
     rss0 = _rss_bytes()
-    print(
-        f"generating {opts.patterns:,} {opts.shape} patterns and {opts.queries} queries (seed {opts.seed})...", file=err
-    )
+    if opts.progress:
+        print(
+            f"generating {opts.patterns:,} {opts.shape} patterns and {opts.queries} queries (seed {opts.seed})...",
+            file=err,
+        )
     t0 = time.perf_counter()
     wl = generate_workload(opts.patterns, opts.queries, opts.shape, opts.seed)
     generate_s = time.perf_counter() - t0
@@ -141,8 +148,17 @@ def run(opts: BenchOptions, out: Optional[IO[str]] = None, err: Optional[IO[str]
         gc.freeze()
     try:
         for metric in opts.metrics:
-            results[metric] = bench_metric(kato_gpu, rf, encoder, metric, wl, tokens_enc, choices, opts, err, lw)
-            table(metric, results[metric], opts, out)
+            results[metric] = result = bench_metric(
+                kato_gpu, rf, encoder, metric, wl, tokens_enc, choices, opts, err, lw
+            )
+            if opts.sizes:
+                result["sizes"] = size_series(kato_gpu, rf, encoder, metric, wl, tokens_enc, choices, opts, result, err)
+                if not result["sizes"]["verification"]["ok"]:
+                    result["verification"]["ok"] = False
+                    result["verification"]["first_differences"].extend(
+                        result["sizes"]["verification"]["first_differences"]
+                    )
+            table(metric, result, opts, out)
             out.flush()
     finally:
         if hasattr(gc, "unfreeze"):
@@ -151,7 +167,7 @@ def run(opts: BenchOptions, out: Optional[IO[str]] = None, err: Optional[IO[str]
     ok = all(r["verification"]["ok"] for r in results.values())
     report = {
         "ok": ok,
-        "options": {k: v for k, v in asdict(opts).items() if k != "json_path"},
+        "options": {k: v for k, v in asdict(opts).items() if k not in ("json_path", "plot_path")},
         "environment": {
             "cpu_count": total_cpus,
             "usable_cpus": usable_cpus,
@@ -161,4 +177,10 @@ def run(opts: BenchOptions, out: Optional[IO[str]] = None, err: Optional[IO[str]
         "workload": workload_info,
         "results": results,
     }
-    return finish_report(report, opts.json_path, out, err)
+    status = finish_report(report, opts.json_path, out, err)
+    if opts.plot_path:
+        from .plot import draw
+
+        draw(_jsonable(report), opts.plot_path)
+        print(f"wrote {opts.plot_path}", file=out)
+    return status
