@@ -26,6 +26,12 @@ What changes, class by class (KATO's own method still runs wherever the note say
   whose first symbol is the state's) are ranked natively by KATO's single-symbol potential; only
   the ``max_predictions`` kept are built.
 * ``PatternProcessor.predictPattern``: KATO's, unchanged, told how many predictions it keeps.
+* ``CachedMetricsCalculator.conditional_probability_cached`` (KATO's Redis cache of each kept
+  prediction's conditional probability): during one ``predictPattern`` the hash of the symbol
+  probability table, which KATO recomputes (sorting and printing the whole table) for every
+  kept prediction although the table does not change, is computed once. The cache keys, the
+  Redis traffic and the values are KATO's. Patched only while KATO's method is the version this
+  was written against (its source fingerprint); another version is left alone, with a warning.
 
 KATO's original method answers, and :func:`status` counts why, wherever exactness cannot be
 kept natively: a filter pipeline configured for the session, fuzzy token matching
@@ -39,6 +45,10 @@ start reloads it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import hashlib
+import inspect
 import logging
 import math
 import threading
@@ -349,6 +359,7 @@ def install() -> None:
         from kato.workers import pattern_processor
 
         _patch(pattern_search, pattern_processor, clickhouse_writer, RedisWriter)
+        _patch_metrics_cache()
         # KATO sets the level of its own logger from LOG_LEVEL; kato_gpu's lines follow it there
         # unless the application set kato_gpu's level itself.
         ours = logging.getLogger("kato_gpu")
@@ -399,7 +410,8 @@ def _patch(ps: Any, pp: Any, cw: Any, redis_writer_class: Any) -> None:
         searcher = self.patterns_searcher
         searcher._kato_gpu_keep = int(self.max_predictions) * PRUNING_FACTOR
         try:
-            return await originals["predictPattern"](self, state, *args, **kwargs)
+            with probability_hash_memo():
+                return await originals["predictPattern"](self, state, *args, **kwargs)
         finally:
             searcher.__dict__.pop("_kato_gpu_keep", None)
 
@@ -589,3 +601,83 @@ def _patch(ps: Any, pp: Any, cw: Any, redis_writer_class: Any) -> None:
     Processor.predictPattern = predictPattern
     Processor._predict_single_symbol_fast = single_symbol
     Searcher.causalBeliefAsync = causalBeliefAsync
+
+
+# -- KATO's conditional-probability cache ---------------------------------------------------------
+
+#: sha256 of the source of KATO's ``CachedMetricsCalculator.conditional_probability_cached`` that
+#: :func:`_patch_metrics_cache` reproduces (KATO 3.10.1).
+CONDITIONAL_PROBABILITY_FINGERPRINT = "aa9dcbc1cedcdbcc2b8f79b79f7af1d180a77d4206b2a2d2a1943061962d9532"
+
+#: id(probability table) -> (the table, its hash), for the ``predictPattern`` call under way.
+_probability_hashes: contextvars.ContextVar[Optional[Dict[int, Tuple[Any, str]]]] = contextvars.ContextVar(
+    "kato_gpu_probability_hashes", default=None
+)
+
+
+@contextlib.contextmanager
+def probability_hash_memo() -> Iterator[None]:
+    """Within the block, a probability table's hash is computed once (KATO builds the table
+    before its metrics loop and only reads it there)."""
+    token = _probability_hashes.set({})
+    try:
+        yield
+    finally:
+        _probability_hashes.reset(token)
+
+
+def _md5_of_sorted(items: Any) -> str:
+    # KATO's cache-key parameter: the md5 of the printed, sorted list.
+    return hashlib.md5(str(sorted(items)).encode(), usedforsecurity=False).hexdigest()
+
+
+def _source_fingerprint(function: Any) -> Optional[str]:
+    try:
+        return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()
+    except (OSError, TypeError):
+        return None
+
+
+def _patch_metrics_cache() -> bool:
+    """Patches KATO's ``conditional_probability_cached`` (see the module notes); False where KATO's
+    method is not the version it reproduces."""
+    from kato.informatics import metrics
+    from kato.storage import metrics_cache
+
+    calculator = metrics_cache.CachedMetricsCalculator
+    original = calculator.conditional_probability_cached
+    if _source_fingerprint(original) != CONDITIONAL_PROBABILITY_FINGERPRINT:
+        logger.warning(
+            "kato_gpu: KATO's conditional_probability_cached is not the version kato_gpu knows; "
+            "left as it is (its probability-table hash is recomputed per prediction)"
+        )
+        return False
+
+    async def conditional_probability_cached(self: Any, state: Any, symbol_probabilities: Any) -> Any:
+        memo = _probability_hashes.get()
+        if memo is None:
+            return await original(self, state, symbol_probabilities)
+        known = memo.get(id(symbol_probabilities))
+        if known is None or known[0] is not symbol_probabilities:
+            known = (symbol_probabilities, _md5_of_sorted(symbol_probabilities.items()))
+            memo[id(symbol_probabilities)] = known
+        key = {"state_hash": _md5_of_sorted(state), "probabilities_hash": known[1]}
+        manager = self.cache_manager
+        cached = await manager.get_cached_metric("conditional_probability", **key)
+        if cached is not None:
+            return cached
+        started = time.time()
+        try:
+            value = metrics.conditionalProbability(state, symbol_probabilities)
+            elapsed = time.time() - started
+            await manager.cache_metric("conditional_probability", value, **key)
+            manager.record_calculation_time("conditional_probability", elapsed)
+            return value
+        except Exception as error:  # as KATO's method: a failed calculation counts as 0.0
+            logger.warning("kato_gpu: conditional probability failed, 0.0 used as KATO does: %s", error)
+            return 0.0
+
+    conditional_probability_cached.__doc__ = original.__doc__
+    conditional_probability_cached.__wrapped__ = original  # type: ignore[attr-defined]
+    calculator.conditional_probability_cached = conditional_probability_cached
+    return True

@@ -39,6 +39,7 @@ PATCHED = (
     ("kato.workers.pattern_processor", "PatternProcessor", "predictPattern"),
     ("kato.workers.pattern_processor", "PatternProcessor", "_predict_single_symbol_fast"),
     ("kato.searches.pattern_search", "PatternSearcher", "causalBeliefAsync"),
+    ("kato.storage.metrics_cache", "CachedMetricsCalculator", "conditional_probability_cached"),
 )
 
 #: A small knowledge base: every pattern shares symbols with the query states below.
@@ -525,3 +526,43 @@ def test_import_hook_switches_kato_on_only_when_asked():
     assert off == {"hook_loaded": True, "kato_gpu_loaded": False, "methods": kato_only}
     on = _probe("1", preamble)
     assert on == {"hook_loaded": True, "kato_gpu_loaded": True, "methods": ["kato_gpu.kato"], "installed": True}
+
+
+# -- KATO's conditional-probability cache ---------------------------------------------------------
+
+
+def test_conditional_probability_cache_is_kato_s(kato):
+    """Under the per-request memo, the patched method writes the same Redis keys with the same
+    values as KATO's own, and answers the same (bit for bit), from the cache the second time."""
+    from kato.storage import metrics_cache
+
+    original = kato.originals[
+        ("kato.storage.metrics_cache", "CachedMetricsCalculator", "conditional_probability_cached")
+    ]
+    assert metrics_cache.CachedMetricsCalculator.conditional_probability_cached is not original
+    table = {f"s{k}": (k + 1) / 331 for k in range(300)}
+    states = [["s3", "s1", "s3"], ["s299"], ["unknown", "s2"], ["s7", "s8", "s9", "s10"], ["s1", "s3", "s3"]]
+
+    async def answers_and_store(method: Any, memo: bool) -> tuple:
+        manager = metrics_cache.MetricsCacheManager(redis_url=kato.redis.url)
+        assert await manager.initialize()
+        try:
+            await manager.redis.flushdb()
+            calculator = metrics_cache.CachedMetricsCalculator(manager)
+            with kato.glue.probability_hash_memo() if memo else contextlib.nullcontext():
+                first = [await method(calculator, s, table) for s in states]
+                second = [await method(calculator, s, table) for s in states]
+            keys = sorted(k for k in await manager.redis.keys("*") if not k.endswith(b"_index"))
+            stored = {k: await manager.redis.get(k) for k in keys}
+            return first, second, stored, dict(manager.stats)
+        finally:
+            await manager.redis.aclose()
+
+    theirs = asyncio.run(answers_and_store(original, memo=False))
+    ours = asyncio.run(
+        answers_and_store(metrics_cache.CachedMetricsCalculator.conditional_probability_cached, memo=True)
+    )
+    hexes = lambda values: [float(v).hex() for v in values]  # noqa: E731
+    assert hexes(ours[0]) == hexes(theirs[0]) and hexes(ours[1]) == hexes(theirs[1])
+    assert ours[2] == theirs[2] and len(ours[2]) == 4, "same keys and values (two states share a sorted form)"
+    assert ours[3] == theirs[3], "the same cache hits, misses and updates"
