@@ -410,8 +410,11 @@ def _patch(ps: Any, pp: Any, cw: Any, redis_writer_class: Any) -> None:
         searcher = self.patterns_searcher
         searcher._kato_gpu_keep = int(self.max_predictions) * PRUNING_FACTOR
         try:
-            with probability_hash_memo():
-                return await originals["predictPattern"](self, state, *args, **kwargs)
+            with probability_hash_memo() as memo:
+                try:
+                    return await originals["predictPattern"](self, state, *args, **kwargs)
+                finally:
+                    await memo.flush()
         finally:
             searcher.__dict__.pop("_kato_gpu_keep", None)
 
@@ -504,6 +507,7 @@ def _patch(ps: Any, pp: Any, cw: Any, redis_writer_class: Any) -> None:
             )
             if pruned:
                 predictions[-1]["_pre_potential"] = pre
+        _remember_predictions(predictions)
         return predictions
 
     async def single_symbol(self: Any, symbol: str, stm_events: Optional[List[List[str]]] = None) -> Any:
@@ -609,21 +613,120 @@ def _patch(ps: Any, pp: Any, cw: Any, redis_writer_class: Any) -> None:
 #: :func:`_patch_metrics_cache` reproduces (KATO 3.10.1).
 CONDITIONAL_PROBABILITY_FINGERPRINT = "aa9dcbc1cedcdbcc2b8f79b79f7af1d180a77d4206b2a2d2a1943061962d9532"
 
-#: id(probability table) -> (the table, its hash), for the ``predictPattern`` call under way.
-_probability_hashes: contextvars.ContextVar[Optional[Dict[int, Tuple[Any, str]]]] = contextvars.ContextVar(
-    "kato_gpu_probability_hashes", default=None
+
+class _RequestMemo:
+    """What one ``predictPattern`` call may compute once for KATO's conditional-probability cache:
+    the probability table's hash (KATO builds the table before its metrics loop and only reads it
+    there), and the cached values of every kept prediction's key, read from Redis in one round trip
+    instead of one per prediction."""
+
+    def __init__(self) -> None:
+        self.hashes: Dict[int, Tuple[Any, str]] = {}
+        #: The predictions ``causalBeliefAsync`` handed back, in KATO's order.
+        self.predictions: Optional[List[Any]] = None
+        #: Cache key -> stored value (None: not stored), read for one table.
+        self.prefetched: Optional[Dict[str, Any]] = None
+        self.prefetched_for: Any = None
+        #: Values computed on a prefetched miss, written to KATO's cache in one pipeline by
+        #: :meth:`flush` (KATO writes each at once: the same entries, one round trip each).
+        self.pending: Dict[str, float] = {}
+        self.manager: Any = None
+
+    def table_hash(self, table: Any) -> str:
+        known = self.hashes.get(id(table))
+        if known is None or known[0] is not table:
+            known = (table, _md5_of_sorted(table.items()))
+            self.hashes[id(table)] = known
+        return known[1]
+
+    async def prefetch(self, manager: Any, table: Any) -> None:
+        """Reads the keys KATO's metrics loop is about to ask for (each kept prediction's present
+        symbols against `table`) with one MGET. Any failure leaves KATO's one GET per call."""
+        self.prefetched, self.prefetched_for = {}, table
+        if self.predictions is None or not getattr(manager, "redis", None):
+            return
+        table_hash = self.table_hash(table)
+        keys = []
+        for prediction in self.predictions:
+            present = [symbol for event in prediction.present for symbol in event]
+            if present:
+                keys.append(
+                    manager._generate_cache_key(
+                        "conditional_probability", state_hash=_md5_of_sorted(present), probabilities_hash=table_hash
+                    )
+                )
+        keys = list(dict.fromkeys(keys))
+        try:
+            values = await manager.redis.mget(keys) if keys else []
+        except Exception as error:
+            logger.debug("kato_gpu: prefetching KATO's cached conditional probabilities failed: %s", error)
+            return
+        self.prefetched = dict(zip(keys, values))
+
+    def computed(self, key: str, value: float) -> None:
+        """A prefetched miss computed: stored at :meth:`flush`, and read back by a later lookup of
+        the same key in this request, as KATO reads back what it stored."""
+        assert self.prefetched is not None
+        self.prefetched[key] = str(value)
+        self.pending[key] = value
+
+    async def flush(self) -> None:
+        """Writes the computed values to KATO's cache as its ``cache_metric`` does (the entry with
+        its TTL, the key in the cache's index, the index's expiry), all in one pipeline."""
+        manager, pending = self.manager, self.pending
+        self.pending = {}
+        if not pending or manager is None or not getattr(manager, "redis", None):
+            return
+        try:
+            pipe = manager.redis.pipeline(transaction=False)
+            for key, value in pending.items():
+                pipe.setex(key, manager.ttl, str(value))
+                pipe.sadd(manager.index_key, key)
+                pipe.expire(manager.index_key, manager.ttl * 2)
+            await pipe.execute()
+            manager.stats["updates"] += len(pending)
+        except Exception as error:
+            logger.warning(
+                "kato_gpu: storing %d conditional probabilities in KATO's cache failed: %s", len(pending), error
+            )
+
+    async def cached_value(self, manager: Any, key_params: Dict[str, str], table: Any) -> Tuple[Optional[str], Any]:
+        """(the cache key when the prefetch covered it, the cached value or None), counted in KATO's
+        cache statistics as its own lookup would be."""
+        self.manager = manager
+        if self.prefetched is None or self.prefetched_for is not table:
+            await self.prefetch(manager, table)
+        key = manager._generate_cache_key("conditional_probability", **key_params)
+        if self.prefetched is None or key not in self.prefetched:
+            return None, await manager.get_cached_metric("conditional_probability", **key_params)
+        stored = self.prefetched[key]
+        if stored is None:
+            manager.stats["misses"] += 1
+            return key, None
+        manager.stats["hits"] += 1
+        return key, float(stored)
+
+
+_request_memo: contextvars.ContextVar[Optional[_RequestMemo]] = contextvars.ContextVar(
+    "kato_gpu_request_memo", default=None
 )
 
 
 @contextlib.contextmanager
-def probability_hash_memo() -> Iterator[None]:
-    """Within the block, a probability table's hash is computed once (KATO builds the table
-    before its metrics loop and only reads it there)."""
-    token = _probability_hashes.set({})
+def probability_hash_memo() -> Iterator[_RequestMemo]:
+    """One ``predictPattern`` call's :class:`_RequestMemo`."""
+    memo = _RequestMemo()
+    token = _request_memo.set(memo)
     try:
-        yield
+        yield memo
     finally:
-        _probability_hashes.reset(token)
+        _request_memo.reset(token)
+
+
+def _remember_predictions(predictions: List[Any]) -> None:
+    memo = _request_memo.get()
+    if memo is not None:
+        memo.predictions = predictions
 
 
 def _md5_of_sorted(items: Any) -> str:
@@ -654,23 +757,25 @@ def _patch_metrics_cache() -> bool:
         return False
 
     async def conditional_probability_cached(self: Any, state: Any, symbol_probabilities: Any) -> Any:
-        memo = _probability_hashes.get()
+        memo = _request_memo.get()
         if memo is None:
             return await original(self, state, symbol_probabilities)
-        known = memo.get(id(symbol_probabilities))
-        if known is None or known[0] is not symbol_probabilities:
-            known = (symbol_probabilities, _md5_of_sorted(symbol_probabilities.items()))
-            memo[id(symbol_probabilities)] = known
-        key = {"state_hash": _md5_of_sorted(state), "probabilities_hash": known[1]}
+        key_params = {
+            "state_hash": _md5_of_sorted(state),
+            "probabilities_hash": memo.table_hash(symbol_probabilities),
+        }
         manager = self.cache_manager
-        cached = await manager.get_cached_metric("conditional_probability", **key)
+        key, cached = await memo.cached_value(manager, key_params, symbol_probabilities)
         if cached is not None:
             return cached
         started = time.time()
         try:
             value = metrics.conditionalProbability(state, symbol_probabilities)
             elapsed = time.time() - started
-            await manager.cache_metric("conditional_probability", value, **key)
+            if key is None:
+                await manager.cache_metric("conditional_probability", value, **key_params)
+            else:
+                memo.computed(key, value)
             manager.record_calculation_time("conditional_probability", elapsed)
             return value
         except Exception as error:  # as KATO's method: a failed calculation counts as 0.0

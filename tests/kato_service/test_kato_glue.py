@@ -531,9 +531,12 @@ def test_import_hook_switches_kato_on_only_when_asked():
 # -- KATO's conditional-probability cache ---------------------------------------------------------
 
 
-def test_conditional_probability_cache_is_kato_s(kato):
-    """Under the per-request memo, the patched method writes the same Redis keys with the same
-    values as KATO's own, and answers the same (bit for bit), from the cache the second time."""
+@pytest.mark.parametrize("prefetch", [False, True], ids=["per-call", "prefetched"])
+def test_conditional_probability_cache_is_kato_s(kato, prefetch):
+    """Under the per-request memo (with the kept predictions known, the keys read in one MGET), the
+    patched method writes the same Redis keys with the same values as KATO's own, answers the same
+    (bit for bit; from the cache the second time, including a key stored earlier in the same
+    request) and counts the same cache hits and misses."""
     from kato.storage import metrics_cache
 
     original = kato.originals[
@@ -542,6 +545,8 @@ def test_conditional_probability_cache_is_kato_s(kato):
     assert metrics_cache.CachedMetricsCalculator.conditional_probability_cached is not original
     table = {f"s{k}": (k + 1) / 331 for k in range(300)}
     states = [["s3", "s1", "s3"], ["s299"], ["unknown", "s2"], ["s7", "s8", "s9", "s10"], ["s1", "s3", "s3"]]
+    # What causalBeliefAsync hands KATO's metrics loop: predictions whose present events hold the states.
+    kept = [SimpleNamespace(present=[state[:1], state[1:]]) for state in states]
 
     async def answers_and_store(method: Any, memo: bool) -> tuple:
         manager = metrics_cache.MetricsCacheManager(redis_url=kato.redis.url)
@@ -549,11 +554,21 @@ def test_conditional_probability_cache_is_kato_s(kato):
         try:
             await manager.redis.flushdb()
             calculator = metrics_cache.CachedMetricsCalculator(manager)
-            with kato.glue.probability_hash_memo() if memo else contextlib.nullcontext():
+            if memo:
+                with kato.glue.probability_hash_memo() as request:
+                    request.predictions = kept if prefetch else None
+                    first = [await method(calculator, s, table) for s in states]
+                    await request.flush()
+                with kato.glue.probability_hash_memo() as request:
+                    request.predictions = kept if prefetch else None
+                    second = [await method(calculator, s, table) for s in states]
+                    await request.flush()
+            else:
                 first = [await method(calculator, s, table) for s in states]
                 second = [await method(calculator, s, table) for s in states]
             keys = sorted(k for k in await manager.redis.keys("*") if not k.endswith(b"_index"))
-            stored = {k: await manager.redis.get(k) for k in keys}
+            stored = {k: (await manager.redis.get(k), await manager.redis.ttl(k) > 0) for k in keys}
+            stored["index"] = sorted(await manager.redis.smembers(manager.index_key))
             return first, second, stored, dict(manager.stats)
         finally:
             await manager.redis.aclose()
@@ -564,5 +579,47 @@ def test_conditional_probability_cache_is_kato_s(kato):
     )
     hexes = lambda values: [float(v).hex() for v in values]  # noqa: E731
     assert hexes(ours[0]) == hexes(theirs[0]) and hexes(ours[1]) == hexes(theirs[1])
-    assert ours[2] == theirs[2] and len(ours[2]) == 4, "same keys and values (two states share a sorted form)"
+    assert ours[2] == theirs[2] and len(ours[2]) == 4 + 1, (
+        "same keys, values, TTLs and index (two states share a sorted form)"
+    )
     assert ours[3] == theirs[3], "the same cache hits, misses and updates"
+
+
+def test_predict_pattern_leaves_kato_s_cache_as_kato_does(kato):
+    """Two predictions of one state through ``get_predictions_async`` with KATO's metrics cache on:
+    kato_gpu's path leaves the same conditional-probability entries in Redis (keys and values), with
+    the same hit/miss/update counts, as KATO's own path, and answers the same."""
+    from kato.storage import metrics_cache
+
+    kb = new_kb()
+    proc = processor(kb)
+    for events in PATTERNS:
+        learn(proc, events)
+    stm = [["a", "b"], ["c"]]
+
+    async def predict_twice() -> tuple:
+        metrics_cache._metrics_cache_manager = None
+        await proc.initialize_metrics_cache()
+        manager = proc.metrics_cache_manager
+        assert manager is not None and proc.cached_calculator is not None
+        try:
+            for key in [k async for k in manager.redis.scan_iter("kato:metrics:*")]:
+                await manager.redis.delete(key)
+            answers = [[dict(p) for p in await proc.get_predictions_async(stm)] for _ in range(2)]
+            keys = sorted([k async for k in manager.redis.scan_iter("kato:metrics:conditional_probability:*")])
+            entries = {k: await manager.redis.get(k) for k in keys}
+            counts = {k: manager.stats[k] for k in ("hits", "misses", "updates")}
+            return answers, entries, counts
+        finally:
+            await manager.redis.aclose()
+            metrics_cache._metrics_cache_manager = None
+            proc.metrics_cache_manager = proc.cached_calculator = None
+
+    with kato_own(kato):
+        theirs = asyncio.run(predict_twice())
+    ours = asyncio.run(predict_twice())
+    assert theirs[1], "KATO's path stored conditional probabilities"
+    assert ours[1] == theirs[1]
+    assert ours[2] == theirs[2] and theirs[2]["hits"] > 0 and theirs[2]["updates"] > 0
+    for kato_answer, our_answer in zip(theirs[0], ours[0]):
+        assert_same(kato_answer, our_answer)
