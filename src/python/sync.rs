@@ -155,6 +155,7 @@ fn check_sync_settings(
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_SYNC_THRESHOLD", crate::sync::MAX_SYNC_THRESHOLD)?;
     m.add("MAX_SYNC_INTERVAL_SECONDS", crate::sync::MAX_SYNC_INTERVAL_SECONDS)?;
+    m.add("MAX_CONSECUTIVE_FAILURES", crate::sync::MAX_CONSECUTIVE_FAILURES)?;
     m.add_function(wrap_pyfunction!(check_sync_settings, m)?)?;
     m.add("SYNC_SOURCES", SOURCES.to_vec())?;
     m.add_class::<PySyncManager>()
