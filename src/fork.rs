@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockWriteGuard};
 
 static GATE: RwLock<()> = RwLock::new(());
 
-
 /// The process whose threads rayon's global pool was built with.
 static HOME: OnceLock<u32> = OnceLock::new();
 

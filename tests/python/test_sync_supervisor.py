@@ -57,7 +57,9 @@ def test_a_failed_worker_is_logged_counted_and_restarted(managed, caplog):
     assert stats["last_worker_error"] == SIMULATED
     assert before - 1 <= stats["last_worker_error_time"] <= time.time() + 1
     assert stats["background_sync_running"] is True and sync.is_running()
-    assert wait_until(lambda: any(SIMULATED in r.getMessage() and "restarting" in r.getMessage() for r in caplog.records))
+    assert wait_until(
+        lambda: any(SIMULATED in r.getMessage() and "restarting" in r.getMessage() for r in caplog.records)
+    )
     record = next(r for r in caplog.records if SIMULATED in r.getMessage())
     assert record.levelno == logging.ERROR and record.name.startswith("kato_gpu")
     # The restarted worker still promotes on its own.
