@@ -129,7 +129,7 @@ mod tests {
     fn run_is_reentrant_and_the_gate_holds_off_a_fork() {
         set_home();
         assert!(!is_forked());
-        assert_eq!(run(|| run(|| rayon::current_num_threads() > 0)), true);
+        assert!(run(|| run(|| rayon::current_num_threads() > 0)));
         // An operation in flight keeps `prepare` waiting; the nested `run` inside it does not
         // deadlock against the waiting writer.
         let (entered_tx, entered_rx) = std::sync::mpsc::channel();

@@ -171,7 +171,10 @@ def test_a_grandchild_queries_too():
         m = make()
         load(m, 3000)
         expected = answer(m)
+        from kato_gpu import _native
+        assert not _native.is_forked_process()
         def grandchild():
+            assert _native.is_forked_process()
             assert answer(m) == expected
             print("GRANDCHILD SAME", flush=True)
         def child():
