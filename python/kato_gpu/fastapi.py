@@ -182,7 +182,8 @@ def router(
         dependencies: FastAPI dependencies (``Depends(...)``) run before each endpoint that
             changes something, after the token check: your own authentication.
         insecure: allow mounting with neither a token nor dependencies: anyone who reaches the
-            port can then trigger syncs and change the configuration.
+            port can then trigger syncs and change the configuration. A token configured by
+            ``token`` or the environment is still required.
         max_body_bytes: the largest request body those endpoints accept (413 above).
 
     Raises:
