@@ -222,6 +222,9 @@ def router(
     def gpu_sync() -> Dict[str, Any]:
         return promote_once()
 
+    # Introspection (tests): how many requests wait for the promotion in progress.
+    gpu_sync.coalesced = promote_once  # type: ignore[attr-defined]
+
     @api.post(
         "/sync/restart",
         summary="Start the background sync worker if it is not running",

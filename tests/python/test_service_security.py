@@ -381,3 +381,43 @@ def test_concurrent_sync_requests_over_http(parts):
     assert 1 <= len(calls) <= 8
     assert {a["patterns_promoted"] for _, _, a in answers} <= set(calls)
     assert sum(calls) == len(PATTERNS) and m._tiers() == (len(PATTERNS), 0)
+
+
+def test_concurrent_sync_requests_share_one_promotion_over_http(parts):
+    """Requests arriving while a promotion runs wait for it and get its answer."""
+    m, s = parts
+    release, started = threading.Event(), threading.Event()
+    calls = []
+    trigger = s.trigger_sync
+
+    def blocking_trigger(source: str = "manual") -> int:
+        calls.append(source)
+        started.set()
+        assert release.wait(30)
+        return trigger(source)
+
+    s.trigger_sync = blocking_trigger
+    app = app_with(m, s, token=TOKEN)
+    (route,) = [r for r in app.routes if getattr(r, "path", None) == "/gpu/sync"]
+    coalesced = route.endpoint.coalesced
+    answers = []
+    with Http(app) as h:
+
+        def post() -> None:
+            answers.append(h.call("POST", "/gpu/sync", token=TOKEN))
+
+        leader = threading.Thread(target=post)
+        leader.start()
+        assert started.wait(30)
+        followers = [threading.Thread(target=post) for _ in range(5)]
+        for t in followers:
+            t.start()
+        assert wait_until(lambda: coalesced.waiting == 5)
+        release.set()
+        for t in [leader, *followers]:
+            t.join(30)
+    assert calls == ["manual"]
+    assert [(status, answer) for status, _, answer in answers] == [
+        (200, {"patterns_promoted": len(PATTERNS), "source": "manual"})
+    ] * 6
+    assert m._tiers() == (len(PATTERNS), 0)
