@@ -10,23 +10,26 @@
 //!   writing, so the fork happens between operations, never inside one; [`after_fork`] opens it
 //!   again in both processes.
 //! - **A pool per process**: in the process that loaded the library, [`run`] uses rayon's global
-//!   pool as before; in any other (a forked child), it runs the work in a pool built in that
-//!   process, rebuilt again in a grandchild.
+//!   pool as before; in a forked child (libc tells us, through an at-fork handler, whoever called
+//!   `fork`), it runs the work in a pool built in that process, rebuilt again in a grandchild.
 //!
 //! The gate is re-entrant per thread (a nested [`run`] does not take it again: with a writer
 //! waiting, a second read would deadlock), and it is never held while waiting for another thread
 //! that may take it.
 
 use std::cell::{Cell, RefCell};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockWriteGuard};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, Once, RwLock, RwLockWriteGuard};
 
 static GATE: RwLock<()> = RwLock::new(());
 
-/// The process whose threads rayon's global pool was built with.
-static HOME: OnceLock<u32> = OnceLock::new();
+/// Forks between the process that loaded the library and this one: 0 there, 1 in a child, 2 in
+/// a grandchild... Counted by a handler that libc runs in every child, whoever called `fork`.
+static FORKS: AtomicU64 = AtomicU64::new(0);
+static WATCHING: Once = Once::new();
 
-/// The rayon pool of a process other than [`HOME`], with the process it was built in.
-static CHILD_POOL: Mutex<Option<(u32, Arc<rayon::ThreadPool>)>> = Mutex::new(None);
+/// The rayon pool of a forked process, with the [`FORKS`] count it was built at.
+static CHILD_POOL: Mutex<Option<(u64, Arc<rayon::ThreadPool>)>> = Mutex::new(None);
 
 thread_local! {
     static DEPTH: Cell<u32> = const { Cell::new(0) };
@@ -39,16 +42,54 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Records this process as the one rayon's global pool belongs to. Called when the library is
-/// loaded (the bindings' module init); otherwise the first [`run`] records it.
-#[cfg_attr(not(feature = "python"), allow(dead_code))]
-pub fn set_home() {
-    HOME.get_or_init(std::process::id);
+/// Runs in the child, right after `fork` (only async-signal-safe work is allowed there).
+extern "C" fn count_fork() {
+    FORKS.fetch_add(1, Relaxed);
 }
 
-/// Whether this process is not the one the library was loaded in (a forked child).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn on_fork_in_child(child: extern "C" fn()) {
+    extern "C" {
+        // What glibc's `pthread_atfork` calls; exported by libc.so.6 itself on every glibc since
+        // 2.3.2 (`pthread_atfork` was a static stub in libpthread_nonshared.a before 2.28).
+        fn __register_atfork(
+            prepare: Option<extern "C" fn()>,
+            parent: Option<extern "C" fn()>,
+            child: Option<extern "C" fn()>,
+            dso_handle: *mut std::ffi::c_void,
+        ) -> std::ffi::c_int;
+    }
+    // SAFETY: registers a handler that only increments an atomic. A null DSO handle means "never
+    // unregister", right for a library that is never unloaded.
+    unsafe { __register_atfork(None, None, Some(child), std::ptr::null_mut()) };
+}
+
+#[cfg(all(unix, not(all(target_os = "linux", target_env = "gnu"))))]
+fn on_fork_in_child(child: extern "C" fn()) {
+    extern "C" {
+        fn pthread_atfork(
+            prepare: Option<extern "C" fn()>,
+            parent: Option<extern "C" fn()>,
+            child: Option<extern "C" fn()>,
+        ) -> std::ffi::c_int;
+    }
+    // SAFETY: as above.
+    unsafe { pthread_atfork(None, None, Some(child)) };
+}
+
+#[cfg(not(unix))]
+fn on_fork_in_child(_child: extern "C" fn()) {}
+
+/// Starts counting forks; called when the library is loaded (the bindings' module init), and by
+/// the first [`run`] otherwise.
+pub fn watch_forks() {
+    WATCHING.call_once(|| on_fork_in_child(count_fork));
+}
+
+/// Whether this process is a fork of the one that loaded the library.
 pub fn is_forked() -> bool {
-    std::process::id() != *HOME.get_or_init(std::process::id)
+    watch_forks();
+    FORKS.load(Relaxed) != 0
 }
 
 /// Runs `f` between forks (holding the gate, unless this thread already does) on this process's
@@ -74,15 +115,16 @@ pub fn run<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }
 }
 
-/// `None` in the home process (rayon's global pool serves it); otherwise this process's own pool.
+/// `None` in the process that loaded the library (rayon's global pool serves it); otherwise this
+/// process's own pool.
 fn child_pool() -> Option<Arc<rayon::ThreadPool>> {
     if !is_forked() {
         return None;
     }
-    let pid = std::process::id();
+    let forks = FORKS.load(Relaxed);
     let mut slot = lock(&CHILD_POOL);
-    if let Some((built_in, pool)) = slot.as_ref() {
-        if *built_in == pid {
+    if let Some((built_at, pool)) = slot.as_ref() {
+        if *built_at == forks {
             return Some(pool.clone());
         }
     }
@@ -96,7 +138,7 @@ fn child_pool() -> Option<Arc<rayon::ThreadPool>> {
             .build()
             .expect("building a thread pool in a forked process"),
     );
-    *slot = Some((pid, pool.clone()));
+    *slot = Some((forks, pool.clone()));
     Some(pool)
 }
 
@@ -127,7 +169,6 @@ mod tests {
 
     #[test]
     fn run_is_reentrant_and_the_gate_holds_off_a_fork() {
-        set_home();
         assert!(!is_forked());
         assert!(run(|| run(|| rayon::current_num_threads() > 0)));
         // An operation in flight keeps `prepare` waiting; the nested `run` inside it does not

@@ -151,7 +151,7 @@ fn is_forked_process() -> bool {
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    fork::set_home();
+    fork::watch_forks();
     install_logger(m.py())?;
     m.add_function(wrap_pyfunction!(interpreter_exiting, m)?)?;
     m.add_function(wrap_pyfunction!(before_fork, m)?)?;
