@@ -13,6 +13,7 @@
 //! **Fork.** `kato_gpu` registers [`before_fork`] and [`after_fork`] with `os.register_at_fork`;
 //! see `crate::fork` for what they guarantee.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::OnceLock;
 use std::thread::ThreadId;
@@ -32,17 +33,27 @@ fn exempt() -> bool {
     EXIT_THREAD.get() == Some(&std::thread::current().id())
 }
 
-/// Counts this thread in transit to the GIL; `false` (nothing counted) once exit has begun.
+thread_local! {
+    /// This thread's transits in progress: a call back into kato_gpu from Python code that native
+    /// code is running (a collection store's write, a logging handler) is nested in one.
+    static TRANSITS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Counts this thread in transit to the GIL; `false` (nothing counted) once exit has begun. A
+/// nested transit always goes on: the exit callback is waiting for the outer one to end, so the
+/// interpreter is not finalising yet.
 fn enter_python() -> bool {
     IN_TRANSIT.fetch_add(1, SeqCst);
-    if EXITING.load(SeqCst) && !exempt() {
+    if EXITING.load(SeqCst) && !exempt() && TRANSITS.with(Cell::get) == 0 {
         IN_TRANSIT.fetch_sub(1, SeqCst);
         return false;
     }
+    TRANSITS.with(|t| t.set(t.get() + 1));
     true
 }
 
 fn leave_python() {
+    TRANSITS.with(|t| t.set(t.get() - 1));
     IN_TRANSIT.fetch_sub(1, SeqCst);
 }
 
@@ -134,12 +145,14 @@ fn before_fork(py: Python<'_>) {
     py.allow_threads(fork::prepare);
 }
 
-/// `os.register_at_fork(after_in_parent=..., after_in_child=...)`. In the child, the threads that
-/// were on their way back into Python do not exist.
+/// `os.register_at_fork(after_in_parent=..., after_in_child=...)`. In the child, the other threads
+/// that were on their way back into Python do not exist.
 #[pyfunction]
 fn after_fork(in_child: bool) {
     if in_child {
-        IN_TRANSIT.store(0, SeqCst);
+        // Only this thread's own transits (if it forked from Python code run by native code)
+        // came along.
+        IN_TRANSIT.store(TRANSITS.with(Cell::get) as usize, SeqCst);
     }
     fork::after_fork();
 }

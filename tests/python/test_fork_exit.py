@@ -313,15 +313,19 @@ def test_exit_with_daemon_threads_inside_bulk_loads_and_syncs():
 
 
 def test_exit_with_a_daemon_thread_learning_into_a_collection_store():
-    """A learn with a collection store takes the GIL inside the native call (to write the store)."""
+    """A learn with a collection store takes the GIL inside the native call (to write the store);
+    here the store's write even calls kato_gpu again."""
     proc = run_script(
         """
+        other = make()
+        load(other, 100)
         class Collection:
             def __init__(self):
                 self.doc = None
             def find_one(self, query, *args, **kwargs):
                 return self.doc
             def update_one(self, query, update, upsert=False, **kwargs):
+                other.match_patterns(STATE, 0.0)
                 time.sleep(0.001)
         encoder = SymbolVocabularyEncoder(Collection())
         m = HybridGPUMatcher(encoder, GPUConfig(enabled=False, metric="lcs"))
