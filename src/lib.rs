@@ -18,6 +18,7 @@
 mod cuda;
 mod device;
 mod error;
+mod fork;
 mod kato_record;
 mod kpi;
 mod matcher;

@@ -5,7 +5,9 @@ Drop-in replacements for KATO's ``kato.gpu`` classes::
     from kato_gpu import SymbolVocabularyEncoder, HybridGPUMatcher, GPUConfig
 """
 
+import atexit
 import logging
+import os
 
 from . import _native, cuda
 from .config import DEFAULT_GPU_CONFIG, GPUConfig
@@ -28,6 +30,20 @@ def __getattr__(name: str):
 
 
 logging.getLogger("kato_gpu").addHandler(logging.NullHandler())
+
+# Fork: the native code finishes every operation in flight and holds new ones off across the fork,
+# and a child gets its own thread pool (see docs/OPERATIONS.md, "Fork and exit").
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_native.before_fork,
+        after_in_parent=lambda: _native.after_fork(False),
+        after_in_child=lambda: _native.after_fork(True),
+    )
+
+# Exit: registered after the sync module's hook, so it runs before it (atexit is last in, first
+# out). From then on a thread coming back from native code parks instead of taking the GIL from a
+# finalising interpreter, which would abort the process.
+atexit.register(_native.interpreter_exiting)
 
 __all__ = [
     "DEFAULT_GPU_CONFIG",

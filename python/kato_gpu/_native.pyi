@@ -24,6 +24,13 @@ __all__ = [
     "SYNC_SOURCES",
     "SyncManager",
     "check_sync_settings",
+    "MAX_SYNC_THRESHOLD",
+    "MAX_SYNC_INTERVAL_SECONDS",
+    "MAX_CONSECUTIVE_FAILURES",
+    "interpreter_exiting",
+    "before_fork",
+    "after_fork",
+    "is_forked_process",
     "cuda_compile_ptx",
     "cuda_probe",
     "cuda_entry_points",
@@ -35,6 +42,9 @@ MAX_SYMBOL_ID: int
 PADDING_ID: int
 VOCABULARY_CLASS: str
 SYNC_SOURCES: List[str]
+MAX_SYNC_THRESHOLD: int
+MAX_SYNC_INTERVAL_SECONDS: int
+MAX_CONSECUTIVE_FAILURES: int
 METRICS: List[str]
 
 def similarity(
@@ -216,8 +226,15 @@ class SyncManager:
     @property
     def training(self) -> bool: ...
     def stats(self) -> Dict[str, Any]: ...
+    def _simulate_worker_failure(self, count: int = 1) -> None: ...
 
 def check_sync_settings(threshold: int, interval_seconds: float, background: bool) -> None: ...
+
+# src/python/lifecycle.rs (registered by kato_gpu/__init__.py with atexit and os.register_at_fork)
+def interpreter_exiting() -> None: ...
+def before_fork() -> None: ...
+def after_fork(in_child: bool) -> None: ...
+def is_forked_process() -> bool: ...
 
 # src/python/cuda.rs (the public wrapper is kato_gpu.cuda)
 def cuda_compile_ptx(arch: str) -> str: ...

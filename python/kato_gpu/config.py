@@ -244,7 +244,7 @@ class GPUConfig:
             raise ValueError("threads_per_block must be a positive multiple of 32")
         if self.threads_per_block > 1024:
             raise ValueError("threads_per_block cannot exceed 1024 (hardware limit)")
-        # The sync rule (positive threshold, positive representable interval) is the engine's.
+        # The sync ranges (threshold 1..=10**9, interval in (0, a year]) are the engine's one rule.
         _native.check_sync_settings(self.sync_threshold, self.sync_interval_seconds, self.enable_background_sync)
         if self.min_compute_capability < 3.0:
             raise ValueError("min_compute_capability too low (must be at least 3.0)")

@@ -23,7 +23,8 @@ Exported metrics (read from ``matcher.get_kpis()`` at every scrape; nothing is c
   ``kato_gpu_active``;
 * with a sync manager, also the gauges ``kato_gpu_training_mode``,
   ``kato_gpu_background_sync_running``, ``kato_gpu_patterns_pending_sync`` and
-  ``kato_gpu_last_sync_timestamp_seconds`` (absent until the first sync).
+  ``kato_gpu_last_sync_timestamp_seconds`` (absent until the first sync), and the counters
+  ``kato_gpu_sync_worker_failures_total`` and ``kato_gpu_sync_worker_restarts_total``.
 """
 
 from __future__ import annotations
@@ -105,6 +106,18 @@ _SYNC_GAUGES: Tuple[Tuple[str, str, str], ...] = (
         "Patterns learned since the last sync (not yet promoted to the bulk tier).",
     ),
 )
+_SYNC_COUNTERS: Tuple[Tuple[str, str, str], ...] = (
+    (
+        "kato_gpu_sync_worker_failures_total",
+        "worker_failures",
+        "Failures of the background sync worker (each logged; see /gpu/status for the last error).",
+    ),
+    (
+        "kato_gpu_sync_worker_restarts_total",
+        "worker_restarts",
+        "Restarts of the background sync worker by its supervisor after a failure.",
+    ),
+)
 _LAST_SYNC = ("kato_gpu_last_sync_timestamp_seconds", "Unix time of the last sync; absent until the first one.")
 
 
@@ -156,6 +169,8 @@ class KatoGpuCollector:
         if self.sync_manager is not None:
             for name, _, doc in _SYNC_GAUGES:
                 yield GaugeMetricFamily(name, doc)
+            for name, _, doc in _SYNC_COUNTERS:
+                yield CounterMetricFamily(name, doc)
             yield GaugeMetricFamily(*_LAST_SYNC)
 
     def collect(self) -> Iterator[Metric]:
@@ -179,6 +194,9 @@ class KatoGpuCollector:
             for name, key, doc in _SYNC_GAUGES:
                 if key in stats:
                     yield GaugeMetricFamily(name, doc, value=float(stats[key] or 0))
+            for name, key, doc in _SYNC_COUNTERS:
+                if key in stats:
+                    yield CounterMetricFamily(name, doc, value=float(stats[key]))
             last = stats.get("last_sync_time")
             if last is not None and math.isfinite(float(last)):
                 yield GaugeMetricFamily(_LAST_SYNC[0], _LAST_SYNC[1], value=float(last))

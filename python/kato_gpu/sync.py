@@ -9,6 +9,18 @@ Unlike KATO's, the background worker is a Rust thread: it never holds the GIL, s
 learning reaches the threshold or the interval passes (no polling), and stops on
 ``stop_background_sync()``, when the manager or the matcher is garbage-collected, and at
 interpreter exit. A promotion blocks queries only for the final swap.
+
+The worker is supervised: a failure is logged (logger ``kato_gpu.sync``, ERROR), counted in
+``get_stats()`` (``worker_failures``, ``worker_restarts``, ``last_worker_error``,
+``last_worker_error_time``) and the worker restarts after a pause (0.1 s, doubling with each
+failure in a row); after ``MAX_CONSECUTIVE_FAILURES`` in a row it stays stopped until
+``restart_background_sync()`` (``POST /gpu/sync/restart``). Each promotion is labelled with what
+made it due: ``automatic`` (the threshold), ``background`` (the interval), ``training`` (leaving
+training mode with a sync) or ``manual``.
+
+Ranges: ``sync_threshold`` from 1 to ``MAX_SYNC_THRESHOLD`` (10**9) patterns,
+``sync_interval_seconds`` above 0 and at most ``MAX_SYNC_INTERVAL_SECONDS`` (a year); the engine
+enforces them on every path (``GPUConfig.validate``, ``update_config``, the HTTP endpoints).
 """
 
 from __future__ import annotations
@@ -36,6 +48,13 @@ def _stop_all_workers() -> None:
 
 #: The sync sources (the native worker validates them).
 SOURCES = tuple(_native.SYNC_SOURCES)
+
+#: The largest ``sync_threshold`` (patterns) and ``sync_interval_seconds`` (a year) accepted.
+MAX_SYNC_THRESHOLD: int = _native.MAX_SYNC_THRESHOLD
+MAX_SYNC_INTERVAL_SECONDS: int = _native.MAX_SYNC_INTERVAL_SECONDS
+
+#: Failures in a row after which the supervised worker stays stopped.
+MAX_CONSECUTIVE_FAILURES: int = _native.MAX_CONSECUTIVE_FAILURES
 
 
 class SyncManager:
@@ -81,6 +100,20 @@ class SyncManager:
             logger.info("sync worker started")
         else:
             logger.warning("sync worker already running")
+
+    def restart_background_sync(self) -> bool:
+        """Starts the worker if it is not running: stopped by ``stop_background_sync()``, or by its
+        supervisor after failing ``MAX_CONSECUTIVE_FAILURES`` times in a row. Returns whether it
+        started one (``False``: it was running)."""
+        started = self._native.start()
+        if started:
+            logger.info("sync worker (re)started")
+        return started
+
+    def is_running(self) -> bool:
+        """Whether the worker thread is alive in this process (``False`` in a forked child until
+        started there: the child has no copy of the parent's threads)."""
+        return self._native.is_running()
 
     def stop_background_sync(self) -> None:
         """Stops the worker, waiting for a promotion in progress."""

@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::error::guard;
+use super::lifecycle::unlocked;
 use crate::cuda::device::{self, DeviceInfo};
 use crate::cuda::error::CudaError;
 use crate::cuda::{nvrtc, ENTRY_POINTS, KERNEL_SOURCE};
@@ -22,7 +23,7 @@ impl From<CudaError> for PyErr {
 /// PTX of the kernels for `arch` ("sm_XY" or "compute_XY"), through the on-disk cache.
 #[pyfunction]
 fn cuda_compile_ptx(py: Python<'_>, arch: &str) -> PyResult<String> {
-    Ok(py.allow_threads(|| guard(|| nvrtc::compile_ptx_cached(arch)))??)
+    Ok(unlocked(py, || guard(|| nvrtc::compile_ptx_cached(arch)))??)
 }
 
 /// What CUDA this process can use, as a dict (see `kato_gpu.cuda.device_info`).
@@ -34,7 +35,7 @@ fn cuda_probe(py: Python<'_>, min_compute_capability: f64) -> PyResult<Bound<'_,
             "min_compute_capability must be a finite number >= 0, got {min_compute_capability}"
         )));
     }
-    let info: DeviceInfo = py.allow_threads(|| guard(|| device::probe(min_compute_capability)))?;
+    let info: DeviceInfo = unlocked(py, || guard(|| device::probe(min_compute_capability)))?;
     let dict = PyDict::new(py);
     dict.set_item("available", info.available)?;
     dict.set_item("reason", info.reason)?;

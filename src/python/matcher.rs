@@ -14,6 +14,7 @@ use rayon::prelude::*;
 
 use super::error::guard;
 use super::kato_record::{self, Count};
+use super::lifecycle::unlocked;
 use super::predictions::ResolvedWeights;
 use super::vocabulary::{describe, events_of, is_text, strs, symbol_of, symbols_of, PyVocabulary, SharedVocabulary};
 use crate::cuda::driver::CudaBackend;
@@ -61,7 +62,7 @@ impl PyMatcher {
         limit: Option<usize>,
     ) -> PyResult<MatchResult> {
         let state = state_of(state)?;
-        py.allow_threads(|| {
+        unlocked(py, || {
             guard(|| {
                 let ids = self.state_ids(&state);
                 let matcher = self.read();
@@ -86,7 +87,7 @@ impl PyMatcher {
             .map_err(|_| PyTypeError::new_err(format!("states must be a list of states, got {}", describe(states))))?
             .map(|s| state_of(&s?))
             .collect::<PyResult<_>>()?;
-        py.allow_threads(|| {
+        unlocked(py, || {
             guard(|| {
                 let ids: Vec<Vec<u32>> = states.iter().map(|s| self.state_ids(s)).collect();
                 let matcher = self.read();
@@ -319,7 +320,7 @@ impl PyMatcher {
 
     #[getter]
     fn metric(&self, py: Python<'_>) -> &'static str {
-        py.allow_threads(|| self.read().metric().name())
+        unlocked(py, || self.read().metric().name())
     }
 
     // ---------------------------------------------------------------- queries
@@ -413,7 +414,7 @@ impl PyMatcher {
             None => None,
         };
         let rule = if kato_rounding.0 { SimilarityRule::KatoRounded } else { SimilarityRule::Exact };
-        let (hits, names, patterns, infos) = py.allow_threads(|| {
+        let (hits, names, patterns, infos) = unlocked(py, || {
             guard(|| -> crate::Result<_> {
                 let vocab = self.vocab.read();
                 let ids = state_ids(&vocab, &state);
@@ -466,7 +467,7 @@ impl PyMatcher {
     ) -> PyResult<bool> {
         let name = name_of(&pattern_name)?;
         let flat: Vec<String> = events_of(&pattern_sequence, "pattern_sequence")?.concat();
-        let added = py.allow_threads(|| guard(|| self.learn(&[name], &[flat], true)))??;
+        let added = unlocked(py, || guard(|| self.learn(&[name], &[flat], true)))??;
         Ok(added.is_some())
     }
 
@@ -483,7 +484,7 @@ impl PyMatcher {
         let names = names_of(&names, "names")?;
         let patterns: Vec<Vec<String>> =
             patterns_events_of(&events_list, "events_list", names.len())?.iter().map(|e| e.concat()).collect();
-        let added = py.allow_threads(|| guard(|| self.learn(&names, &patterns, false)))??.unwrap_or(0);
+        let added = unlocked(py, || guard(|| self.learn(&names, &patterns, false)))??.unwrap_or(0);
         if promote.0 {
             self.sync_cpu_to_gpu(py)?;
         }
@@ -504,7 +505,7 @@ impl PyMatcher {
         let names = names_of(&names, "names")?;
         let tokens = int_array(&tokens, "tokens")?;
         let offsets = int_array(&offsets, "offsets")?;
-        let added = py.allow_threads(|| {
+        let added = unlocked(py, || {
             guard(|| {
                 self.vocab.hold(|vocab| {
                     let known = |t: i64| u32::try_from(t).ok().is_some_and(|id| vocab.symbol(id).is_some());
@@ -535,7 +536,7 @@ impl PyMatcher {
     fn add_pattern_events(&self, py: Python<'_>, name: Bound<'_, PyAny>, events: Bound<'_, PyAny>) -> PyResult<bool> {
         let name = name_of(&name)?;
         let (flat, lens) = patterns_of_events(vec![events_of(&events, "events")?]);
-        let added = py.allow_threads(|| guard(|| self.learn_events(&[name], &flat, Some(&lens), true)))??;
+        let added = unlocked(py, || guard(|| self.learn_events(&[name], &flat, Some(&lens), true)))??;
         Ok(added.is_some())
     }
 
@@ -551,7 +552,7 @@ impl PyMatcher {
     ) -> PyResult<usize> {
         let names = names_of(&names, "names")?;
         let (flat, lens) = patterns_of_events(patterns_events_of(&events_lists, "events_lists", names.len())?);
-        let added = py.allow_threads(|| guard(|| self.learn_events(&names, &flat, Some(&lens), false)))??.unwrap_or(0);
+        let added = unlocked(py, || guard(|| self.learn_events(&names, &flat, Some(&lens), false)))??.unwrap_or(0);
         if promote.0 {
             self.sync_cpu_to_gpu(py)?;
         }
@@ -561,7 +562,7 @@ impl PyMatcher {
     /// The stored pattern as its events (one event for patterns learned without events), or None.
     fn pattern_events<'py>(&self, py: Python<'py>, name: Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyList>>> {
         let name = name_of(&name)?;
-        let found = py.allow_threads(|| self.read().pattern_events(&name).map(|(t, e)| (t.into_owned(), e.to_vec())));
+        let found = unlocked(py, || self.read().pattern_events(&name).map(|(t, e)| (t.into_owned(), e.to_vec())));
         let Some((tokens, lens)) = found else { return Ok(None) };
         Ok(Some(kato_record::events_list(py, &self.vocab.py_symbols(py, &tokens), &lens)?))
     }
@@ -590,7 +591,7 @@ impl PyMatcher {
         let weights = weights_of(weights)?;
         let weights = ResolvedWeights::resolve(weights.as_ref(), &state_symbols, &self.vocab.read())?;
         let rule = if rounded.0 { SimilarityRule::KatoRounded } else { SimilarityRule::Exact };
-        let (total, detached, infos) = py.allow_threads(|| {
+        let (total, detached, infos) = unlocked(py, || {
             guard(|| -> crate::Result<_> {
                 let vocab = self.vocab.read();
                 let ids = state_ids(&vocab, &state);
@@ -624,7 +625,7 @@ impl PyMatcher {
     /// event starts with it.
     fn kato_first_symbol_candidates(&self, py: Python<'_>, symbol: Bound<'_, PyAny>) -> PyResult<usize> {
         let symbol = symbol_of(&symbol, &|| "symbol".to_string())?;
-        py.allow_threads(|| {
+        unlocked(py, || {
             guard(|| {
                 let Some(id) = self.vocab.read().id(&symbol) else { return 0 };
                 crate::kato_record::first_symbol_slots(&self.read(), id).len()
@@ -640,7 +641,7 @@ impl PyMatcher {
         symbol: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyList>> {
         let symbol = symbol_of(&symbol, &|| "symbol".to_string())?;
-        let symbols = py.allow_threads(|| {
+        let symbols = unlocked(py, || {
             guard(|| {
                 let vocab = self.vocab.read();
                 let Some(id) = vocab.id(&symbol) else { return Vec::new() };
@@ -677,7 +678,7 @@ impl PyMatcher {
         let state_symbols = [PyString::new(py, &symbol)];
         let weights = weights_of(weights)?;
         let weights = ResolvedWeights::resolve(weights.as_ref(), &state_symbols, &self.vocab.read())?;
-        let detached = py.allow_threads(|| {
+        let detached = unlocked(py, || {
             guard(|| -> crate::Result<_> {
                 let Some(id) = self.vocab.read().id(&symbol) else {
                     return Ok(kato_record::Detached { records: Vec::new(), names: Vec::new(), patterns: Vec::new() });
@@ -696,29 +697,29 @@ impl PyMatcher {
     /// Forgets a pattern, whichever tier holds it. False when no such pattern is stored.
     fn remove_pattern(&self, py: Python<'_>, pattern_name: Bound<'_, PyAny>) -> PyResult<bool> {
         let name = name_of(&pattern_name)?;
-        py.allow_threads(|| guard(|| self.write().remove(&name)))
+        unlocked(py, || guard(|| self.write().remove(&name)))
     }
 
     /// Forgets every pattern in both tiers (the vocabulary is kept).
     fn clear_all(&self, py: Python<'_>) -> PyResult<()> {
-        py.allow_threads(|| guard(|| self.write().clear()))?;
+        unlocked(py, || guard(|| self.write().clear()))?;
         log::info!("cleared all patterns");
         Ok(())
     }
 
     fn __len__(&self, py: Python<'_>) -> usize {
-        py.allow_threads(|| self.read().len())
+        unlocked(py, || self.read().len())
     }
 
     /// Whether a pattern of this name is stored (False for anything that is not a valid name).
     fn __contains__(&self, py: Python<'_>, pattern_name: Bound<'_, PyAny>) -> bool {
         let Ok(name) = name_of(&pattern_name) else { return false };
-        py.allow_threads(|| self.read().contains(&name))
+        unlocked(py, || self.read().contains(&name))
     }
 
     /// The name of every stored pattern (a snapshot: later changes do not show in it).
     fn pattern_names<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let names = py.allow_threads(|| self.read().pattern_names());
+        let names = unlocked(py, || self.read().pattern_names());
         PyList::new(py, names)
     }
 
@@ -729,7 +730,7 @@ impl PyMatcher {
         pattern_name: Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyList>>> {
         let name = name_of(&pattern_name)?;
-        let ids = py.allow_threads(|| self.read().pattern(&name).map(std::borrow::Cow::into_owned));
+        let ids = unlocked(py, || self.read().pattern(&name).map(std::borrow::Cow::into_owned));
         ids.map(|ids| PyList::new(py, self.vocab.py_symbols(py, &ids))).transpose()
     }
 
@@ -738,7 +739,7 @@ impl PyMatcher {
     /// Promotes every recent pattern into the bulk tier (onto the GPU when there is one);
     /// returns how many moved. Queries keep running meanwhile; they wait only for the swap.
     fn sync_cpu_to_gpu(&self, py: Python<'_>) -> PyResult<usize> {
-        let (moved, bulk, seconds) = py.allow_threads(|| {
+        let (moved, bulk, seconds) = unlocked(py, || {
             guard(|| {
                 let started = std::time::Instant::now();
                 let plan = self.read().plan_promotion();
@@ -756,7 +757,7 @@ impl PyMatcher {
         let settings = *self.sync.lock().unwrap_or_else(|e| e.into_inner());
         let settings =
             settings.ok_or_else(|| PyRuntimeError::new_err("no sync settings: call _configure_sync first"))?;
-        Ok(py.allow_threads(|| settings.due(&self.read())))
+        Ok(unlocked(py, || settings.due(&self.read())))
     }
 
     /// The sync triggers `check_sync_needed` applies.
@@ -774,49 +775,49 @@ impl PyMatcher {
     /// What the matcher logs: memory after every promotion, the device part of GPU queries.
     fn _configure_logging(&self, py: Python<'_>, memory: Flag, kernel_timing: Flag) {
         let logging = crate::Logging { memory: memory.0, kernel_timing: kernel_timing.0 };
-        py.allow_threads(|| self.write().set_logging(logging))
+        unlocked(py, || self.write().set_logging(logging))
     }
 
     /// Unix time of the last sync (the matcher's creation before the first).
     #[getter]
     fn get_last_sync_time(&self, py: Python<'_>) -> f64 {
-        let at = py.allow_threads(|| self.read().last_promotion());
+        let at = unlocked(py, || self.read().last_promotion());
         at.duration_since(std::time::SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
     }
 
     #[setter]
     fn set_last_sync_time(&self, py: Python<'_>, unix_seconds: Bound<'_, PyAny>) -> PyResult<()> {
         let at = crate::sync::unix_time(real_of(&unix_seconds, "last_sync_time")?)?;
-        py.allow_threads(|| self.write().set_last_promotion(at));
+        unlocked(py, || self.write().set_last_promotion(at));
         Ok(())
     }
 
     /// Patterns waiting in the recent tier.
     #[getter]
     fn patterns_since_sync(&self, py: Python<'_>) -> usize {
-        py.allow_threads(|| self.read().tiers().recent)
+        unlocked(py, || self.read().tiers().recent)
     }
 
     /// `(bulk, recent)` live pattern counts.
     fn _tiers(&self, py: Python<'_>) -> (usize, usize) {
-        py.allow_threads(|| {
+        unlocked(py, || {
             let t = self.read().tiers();
             (t.bulk, t.recent)
         })
     }
 
     fn _memory_bytes(&self, py: Python<'_>) -> usize {
-        py.allow_threads(|| self.read().memory_bytes())
+        unlocked(py, || self.read().memory_bytes())
     }
 
     fn _token_count(&self, py: Python<'_>) -> usize {
-        py.allow_threads(|| self.read().token_count())
+        unlocked(py, || self.read().token_count())
     }
 
     /// The matcher's counters under the seed plan's KPI names (histograms as cumulative
     /// `(le, count)` buckets with `sum` and `count`); gauges are added by the Python wrapper.
     fn _kpis<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (gpu, cpu, sync, matched, learned, events, queries, errors, status) = py.allow_threads(|| {
+        let (gpu, cpu, sync, matched, learned, events, queries, errors, status) = unlocked(py, || {
             let m = self.read();
             let k = m.kpis();
             let errors = m.device_errors();
@@ -872,7 +873,7 @@ impl PyMatcher {
         fallback_to_cpu: bool,
     ) -> PyResult<Option<String>> {
         let limits = TierLimits { memory_usage_fraction, growth_buffer_fraction, force_max_patterns };
-        py.allow_threads(|| {
+        unlocked(py, || {
             guard(|| {
                 let tier = CudaBackend::open(min_compute_capability, threads_per_block)
                     .and_then(|b| DeviceTier::new(b, limits));
@@ -890,12 +891,12 @@ impl PyMatcher {
     /// Test hook: the next query's device part fails like a driver error (no effect without a
     /// device). Used by `pytest -m gpu` to exercise the fallback on real hardware.
     fn _simulate_device_failure(&self, py: Python<'_>) {
-        py.allow_threads(|| self.read().simulate_device_failure())
+        unlocked(py, || self.read().simulate_device_failure())
     }
 
     /// The device tier's state and counters (see `HybridGPUMatcher.get_stats`).
     fn _device_status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let status = py.allow_threads(|| self.read().device_status());
+        let status = unlocked(py, || self.read().device_status());
         let d = PyDict::new(py);
         d.set_item("active", status.active)?;
         d.set_item("gpu_queries", status.gpu_queries)?;
@@ -1024,7 +1025,7 @@ impl MatchResult {
         if self.slots.len() < 4096 {
             return PyList::new(py, (0..self.slots.len()).map(|k| self.name(k)));
         }
-        let (buffer, ends) = py.allow_threads(|| guard(|| self.gather_names()))?;
+        let (buffer, ends) = unlocked(py, || guard(|| self.gather_names()))?;
         PyList::new(py, (0..ends.len()).map(|k| &buffer[if k == 0 { 0 } else { ends[k - 1] }..ends[k]]))
     }
 

@@ -7,13 +7,14 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use super::error::guard;
+use super::lifecycle::unlocked;
 use crate::metrics::Metric;
 
 #[pyfunction]
 #[pyo3(signature = (pattern, state, metric = "difflib", autojunk = false))]
 fn similarity(py: Python<'_>, pattern: Vec<u32>, state: Vec<u32>, metric: &str, autojunk: bool) -> PyResult<f64> {
     let metric = Metric::from_name(metric, autojunk)?;
-    py.allow_threads(|| guard(|| metric.similarity(&pattern, &state)))
+    unlocked(py, || guard(|| metric.similarity(&pattern, &state)))
 }
 
 /// `rapidfuzz.fuzz.ratio(a, b)`, computed in Rust (the fuzzy token path's scorer).
@@ -53,7 +54,7 @@ fn prediction_info(
     weights: Option<HashMap<String, f64>>,
 ) -> PyResult<Option<InfoTuple>> {
     use crate::prediction::{prediction_infos, FuzzyTokens, PredictionRequest, Weights};
-    py.allow_threads(|| {
+    unlocked(py, || {
         let mut ids: HashMap<&str, u32> = HashMap::new();
         let mut texts: Vec<&str> = Vec::new();
         let pattern_ids: Vec<u32> = pattern

@@ -17,6 +17,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
 use super::error::guard;
+use super::lifecycle::{self, unlocked};
 use crate::matcher::Matcher;
 use crate::vocabulary::{FileStore, Vocabulary, VocabularyDocument};
 
@@ -125,7 +126,7 @@ impl SharedVocabulary {
                         (first..vocab.next_id()).filter_map(|id| vocab.symbol(id).map(str::to_owned)).collect();
                     (symbols, vocab.len(), vocab.next_id())
                 };
-                Python::with_gil(|py| {
+                lifecycle::with_gil(|py| {
                     let done: bool = adapter.call_method1(py, "append", (symbols, first, size, next))?.extract(py)?;
                     if done {
                         Ok(())
@@ -150,7 +151,7 @@ impl SharedVocabulary {
         match &self.store {
             Store::Memory => Ok(()),
             Store::File(file) => Ok(open_file(&mut lock(file))?.rewrite(&self.read())?),
-            Store::Collection(adapter) => Python::with_gil(|py| self.replace_collection(py, adapter)),
+            Store::Collection(adapter) => lifecycle::with_gil(|py| self.replace_collection(py, adapter)),
         }
     }
 
@@ -173,7 +174,7 @@ impl SharedVocabulary {
         match &self.store {
             Store::Memory => {}
             Store::File(file) => open_file(&mut lock(file))?.rewrite(&empty)?,
-            Store::Collection(adapter) => Python::with_gil(|py| -> PyResult<()> {
+            Store::Collection(adapter) => lifecycle::with_gil(|py| -> PyResult<()> {
                 adapter.call_method1(py, "replace", (document_dict(py, &empty.document())?,))?;
                 Ok(())
             })?,
@@ -380,7 +381,7 @@ impl PyVocabulary {
                 let path: PathBuf = path.extract::<String>().map(PathBuf::from).map_err(|_| {
                     PyTypeError::new_err(format!("store path must be str or os.PathLike[str], got {}", describe(&s)))
                 })?;
-                let (file, vocab) = py.allow_threads(|| guard(|| FileStore::open(&path)))??;
+                let (file, vocab) = unlocked(py, || guard(|| FileStore::open(&path)))??;
                 (Store::File(Mutex::new(Some(file))), vocab, format!("file {}", path.display()))
             }
             Some(s) if callable(&s, "find_one") && callable(&s, "update_one") => {
@@ -518,7 +519,7 @@ impl PyVocabulary {
     /// Empties the vocabulary and its store. Raises ValueError while a matcher built on this
     /// vocabulary holds patterns (their ids would be reused for other symbols).
     fn clear(&self, py: Python<'_>) -> PyResult<()> {
-        py.allow_threads(|| guard(|| self.shared.clear()))??;
+        unlocked(py, || guard(|| self.shared.clear()))??;
         log::info!("vocabulary cleared");
         Ok(())
     }
@@ -526,14 +527,14 @@ impl PyVocabulary {
     /// Writes the whole vocabulary to the store now (no-op in memory). File stores compact their
     /// log into the snapshot.
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
-        py.allow_threads(|| guard(|| self.shared.flush()))?
+        unlocked(py, || guard(|| self.shared.flush()))?
     }
 
     /// Releases the store: a file store's lock is dropped, so another encoder (in this or
     /// another process) may open the file. The vocabulary stays readable; adding a symbol
     /// afterwards raises ValueError. No-op for other stores and when already closed.
     fn close(&self, py: Python<'_>) {
-        py.allow_threads(|| {
+        unlocked(py, || {
             let _learning = lock(&self.shared.learn);
             if let Store::File(file) = &self.shared.store {
                 lock(file).take();
@@ -574,7 +575,7 @@ impl PyVocabulary {
 
 impl PyVocabulary {
     fn encode(&self, py: Python<'_>, symbols: &[&str]) -> PyResult<Vec<u32>> {
-        let ids = py.allow_threads(|| guard(|| self.shared.learn(symbols, || Ok(true), |ids| Ok(ids.to_vec()))))??;
+        let ids = unlocked(py, || guard(|| self.shared.learn(symbols, || Ok(true), |ids| Ok(ids.to_vec()))))??;
         Ok(ids.unwrap_or_default())
     }
 }

@@ -89,9 +89,18 @@ def test_unrepresentable_sync_interval_is_a_value_error():
 
 def test_an_interval_beyond_any_deadline_does_not_kill_the_worker():
     """An interval representable as a duration but too long to add to now panicked the worker
-    thread; it now means "never"."""
+    thread. Such intervals are now refused; the longest accepted one leaves the worker alive."""
+    from kato_gpu import _native
+
     matcher = make(sync_threshold=10**9)
-    config = GPUConfig(metric="lcs", sync_threshold=10**9, sync_interval_seconds=10**18, enable_background_sync=True)
+    with pytest.raises(ValueError, match="sync_interval_seconds"):
+        GPUConfig(metric="lcs", sync_interval_seconds=10**18, enable_background_sync=True).validate()
+    config = GPUConfig(
+        metric="lcs",
+        sync_threshold=_native.MAX_SYNC_THRESHOLD,
+        sync_interval_seconds=_native.MAX_SYNC_INTERVAL_SECONDS,
+        enable_background_sync=True,
+    )
     sync = SyncManager(matcher, config)
     sync.start_background_sync()
     try:
@@ -100,6 +109,7 @@ def test_an_interval_beyond_any_deadline_does_not_kill_the_worker():
         assert sync.trigger_sync("manual") == 1
         # A panic would end the worker at its first deadline computation, right after starting.
         assert sync._native.is_running()
+        assert sync.get_stats()["worker_failures"] == 0
     finally:
         sync.stop_background_sync()
 
