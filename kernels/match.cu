@@ -26,6 +26,10 @@
 // a limit) are defined once, in src/cuda/limits.rs, which prepends them to this file; the host
 // sizes its tables from the same constants. Each count kernel checks its launch against them
 // and writes KATO_OVER_LIMIT rather than index past a per-thread array.
+//
+// Every kernel is declared __launch_bounds__(KATO_MAX_THREADS_PER_BLOCK, 1): any configured block
+// size (up to 1024) launches, and the ", 1" (one resident block suffices) keeps ptxas from
+// squeezing registers for two 1024-thread blocks per SM, which made difflib_count spill.
 #if !defined(KATO_MAX_LCS_WORDS) || !defined(KATO_MAX_DIFFLIB_STATE) || !defined(KATO_MAX_THREADS_PER_BLOCK) \
     || !defined(KATO_NOT_SCORED) || !defined(KATO_OVER_LIMIT)
 #error "kernel limits missing: this file is compiled with the #define block of src/cuda/limits.rs in front"
@@ -53,7 +57,7 @@ __device__ __forceinline__ bool kato_cannot_match(u64 pattern_len, u32 state_len
 
 // LCS length, bit-parallel over the state: `masks[id * words + w]` has bit k set when
 // state[64 * w + k] == id (ids >= table_len occur nowhere in the state).
-extern "C" __global__ void __launch_bounds__(KATO_MAX_THREADS_PER_BLOCK) lcs_count(
+extern "C" __global__ void __launch_bounds__(KATO_MAX_THREADS_PER_BLOCK, 1) lcs_count(
     const u32* __restrict__ tokens, const u64* __restrict__ offsets, const u8* __restrict__ live,
     const u32* __restrict__ order, u32 begin, u32 end,
     const u64* __restrict__ masks, u32 table_len, u32 words, u32 state_len, double threshold,
@@ -105,7 +109,7 @@ extern "C" __global__ void __launch_bounds__(KATO_MAX_THREADS_PER_BLOCK) lcs_cou
 //   slot_of_id[id]  : index of id among the state's indexed symbols, or -1 (absent or popular);
 //                     ids >= table_len are absent
 //   pos_starts[s] .. pos_starts[s + 1] : the ascending positions in b of indexed symbol s
-extern "C" __global__ void __launch_bounds__(KATO_MAX_THREADS_PER_BLOCK) difflib_count(
+extern "C" __global__ void __launch_bounds__(KATO_MAX_THREADS_PER_BLOCK, 1) difflib_count(
     const u32* __restrict__ tokens, const u64* __restrict__ offsets, const u8* __restrict__ live,
     const u32* __restrict__ order, u32 begin, u32 end,
     const u32* __restrict__ b, u32 lb,
@@ -227,7 +231,7 @@ __device__ __forceinline__ bool kato_selected(
 
 // One pass of the radix select behind top-k: counts, by the 8 bits of the rank key at `shift`,
 // the passing positions whose key agrees with `prefix` on the bits of `prefix_mask`.
-extern "C" __global__ void __launch_bounds__(KATO_MAX_THREADS_PER_BLOCK) key_histogram(
+extern "C" __global__ void __launch_bounds__(KATO_MAX_THREADS_PER_BLOCK, 1) key_histogram(
     const u32* __restrict__ counts, const u64* __restrict__ offsets, const u32* __restrict__ order,
     u32 begin, u32 end, u32 state_len, double threshold,
     u64 prefix, u64 prefix_mask, u32 shift, u32* __restrict__ histogram)
@@ -242,7 +246,7 @@ extern "C" __global__ void __launch_bounds__(KATO_MAX_THREADS_PER_BLOCK) key_his
 // Keeps the slots whose similarity 2.0 * M / T reaches the threshold and whose rank key is at
 // most `max_key` (the k-th best key for top-k, ties included; all ones otherwise), appending
 // (slot, M) pairs at an atomically claimed index. Order is arbitrary; the host sorts.
-extern "C" __global__ void __launch_bounds__(KATO_MAX_THREADS_PER_BLOCK) select_matches(
+extern "C" __global__ void __launch_bounds__(KATO_MAX_THREADS_PER_BLOCK, 1) select_matches(
     const u32* __restrict__ counts, const u64* __restrict__ offsets,
     const u32* __restrict__ order, u32 begin, u32 end, u32 state_len, double threshold, u64 max_key,
     u32* __restrict__ out_slots, u32* __restrict__ out_counts, u32* __restrict__ out_len)
