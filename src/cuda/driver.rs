@@ -44,7 +44,8 @@ impl CudaBackend {
         }
         // The kernels are compiled with __launch_bounds__(MAX_THREADS_PER_BLOCK): a larger block
         // would fail every launch, a block that is not whole warps wastes lanes.
-        if threads_per_block == 0 || threads_per_block > MAX_THREADS_PER_BLOCK || threads_per_block % 32 != 0 {
+        if threads_per_block == 0 || threads_per_block > MAX_THREADS_PER_BLOCK || !threads_per_block.is_multiple_of(32)
+        {
             return Err(CudaError::Unavailable(format!(
                 "threads_per_block must be a multiple of 32 from 32 to {MAX_THREADS_PER_BLOCK}, got {threads_per_block}"
             )));

@@ -367,7 +367,7 @@ fn kernels_refuse_launches_past_their_limits() {
                 64,
             );
         }
-        let got: Vec<u32> = out_slots[..out_len as usize].iter().map(|&s| s).collect();
+        let got: Vec<u32> = out_slots[..out_len as usize].to_vec();
         let refused_slots: Vec<u32> = refused.iter().map(|&k| store.order[k]).collect();
         assert!(refused_slots.iter().all(|s| got.contains(s)), "max_key {max_key:#x}");
         let over_limit = out_counts[..out_len as usize].iter().filter(|&&m| m == OVER_LIMIT).count();

@@ -23,6 +23,10 @@ pub const NOT_SCORED: u32 = u32::MAX;
 /// one): never a count. It always reaches the host, which then scores the query on the CPU.
 pub const OVER_LIMIT: u32 = u32::MAX - 1;
 
+// Positions of a difflib state are u16 on the device; a block is whole warps, at most 1024.
+const _: () = assert!(MAX_DIFFLIB_STATE <= u16::MAX as usize);
+const _: () = assert!(MAX_THREADS_PER_BLOCK.is_multiple_of(32) && MAX_THREADS_PER_BLOCK <= 1024);
+
 /// The `#define` block for the kernel source.
 pub fn prelude() -> String {
     format!(

@@ -66,7 +66,9 @@ def test_entry_points_are_the_kernels_of_the_source():
     assert names == ["lcs_count", "difflib_count", "key_histogram", "select_matches"]
     src = kc.kernel_source()
     for name in names:
-        assert re.search(r'extern "C" __global__ void __launch_bounds__\(KATO_MAX_THREADS_PER_BLOCK, 1\) ' + name + r"\(", src), name
+        assert re.search(
+            r'extern "C" __global__ void __launch_bounds__\(KATO_MAX_THREADS_PER_BLOCK, 1\) ' + name + r"\(", src
+        ), name
 
 
 def test_kernel_source_starts_with_the_generated_limits():
