@@ -255,17 +255,23 @@ pub enum KernelImage {
 /// NVRTC targets. Through the disk cache.
 pub fn kernel_image_cached(arch: &str) -> Result<KernelImage, CudaError> {
     let n = parse_arch(arch)?;
-    let supported = supported_archs()?;
-    if supported.contains(&n) {
-        let arch = format!("sm_{n}");
-        return compile_cubin_cached(&arch).map(|image| KernelImage::Cubin { arch, image });
-    }
-    match supported.iter().copied().filter(|&a| a <= n).max() {
-        Some(older) => {
-            let arch = format!("compute_{older}");
+    match image_target(n, &supported_archs()?)? {
+        (Output::Cubin, arch) => compile_cubin_cached(&arch).map(|image| KernelImage::Cubin { arch, image }),
+        (Output::Ptx, arch) => {
             log::info!("kato_gpu: NVRTC cannot build for sm_{n}; loading PTX for {arch} (JIT-compiled by the driver)");
             compile_ptx_cached(&arch).map(|ptx| KernelImage::Ptx { arch, ptx })
         }
+    }
+}
+
+/// What to build for a device of architecture `n` with an NVRTC that targets `supported`: a
+/// cubin for `sm_n`, else PTX for the newest `compute_m` below it.
+fn image_target(n: u32, supported: &[u32]) -> Result<(Output, String), CudaError> {
+    if supported.contains(&n) {
+        return Ok((Output::Cubin, format!("sm_{n}")));
+    }
+    match supported.iter().copied().filter(|&a| a <= n).max() {
+        Some(older) => Ok((Output::Ptx, format!("compute_{older}"))),
         None => Err(CudaError::Compile {
             arch: format!("sm_{n}"),
             log: format!("this NVRTC targets none of sm_{MIN_ARCH}..sm_{n} (it supports {supported:?})"),
@@ -520,25 +526,38 @@ mod tests {
         }
     }
 
-    /// What the tier loads on sm_80 and sm_90 devices, where NVRTC is present: a cubin for the
-    /// exact architecture (any CUDA 12 driver loads it), never PTX newer than the oldest driver's.
+    /// The choice of image, for the architecture lists of NVRTC 12.4 and 12.9: a cubin for every
+    /// device NVRTC targets; PTX for the newest target below a device it does not know.
     #[test]
-    fn the_tier_loads_a_cubin_for_sm_80_and_sm_90() {
+    fn the_tier_loads_a_cubin_wherever_nvrtc_targets_the_device() {
+        let nvrtc_12_4 = [50, 52, 53, 60, 61, 62, 70, 72, 75, 80, 86, 87, 89, 90];
+        let nvrtc_12_9 = [50, 52, 53, 60, 61, 62, 70, 72, 75, 80, 86, 87, 89, 90, 100, 101, 103, 120, 121];
+        let cubin = |arch: &str| Ok((Output::Cubin, arch.to_string()));
+        let ptx = |arch: &str| Ok((Output::Ptx, arch.to_string()));
+        for supported in [&nvrtc_12_4[..], &nvrtc_12_9[..]] {
+            for n in [70, 75, 80, 86, 89, 90] {
+                assert_eq!(image_target(n, supported), cubin(&format!("sm_{n}")));
+            }
+            assert_eq!(image_target(130, supported), ptx(&format!("compute_{}", supported.last().unwrap())));
+            assert!(image_target(MIN_ARCH - 1, supported).is_err());
+        }
+        assert_eq!(image_target(100, &nvrtc_12_4), ptx("compute_90"));
+        assert_eq!(image_target(120, &nvrtc_12_4), ptx("compute_90"));
+        assert_eq!(image_target(120, &nvrtc_12_9), cubin("sm_120"));
+        assert_eq!(image_target(91, &nvrtc_12_9), ptx("compute_90"));
+    }
+
+    /// Where NVRTC is present: its own list, and what the tier builds for sm_80 and sm_90 is a
+    /// cubin for the exact architecture (which any CUDA 12 driver loads).
+    #[test]
+    fn the_tier_builds_cubins_for_sm_80_and_sm_90_where_nvrtc_is_present() {
         if !nvrtc_present() {
             return;
         }
-        let dir = std::env::temp_dir().join(format!("kato_gpu_image_test_{}", std::process::id()));
-        std::env::set_var("KATO_GPU_CACHE_DIR", &dir);
+        let supported = supported_archs().unwrap();
         for (arch, n) in [("sm_80", 80), ("sm_90", 90)] {
-            match kernel_image_cached(arch).unwrap() {
-                KernelImage::Cubin { arch: built, image } => {
-                    assert_eq!(built, arch);
-                    assert_eq!(cubin_arch(&image), Some(n));
-                    assert_eq!(kernel_image_cached(arch).unwrap(), KernelImage::Cubin { arch: built, image });
-                }
-                other => panic!("{arch}: {other:?}"),
-            }
+            assert_eq!(image_target(n, &supported).unwrap(), (Output::Cubin, arch.to_string()));
+            assert_eq!(cubin_arch(&compile_cubin(arch).unwrap()), Some(n));
         }
-        let _ = fs::remove_dir_all(&dir);
     }
 }
