@@ -60,6 +60,7 @@ impl CudaBackend {
             let stream = ctx.default_stream();
             let loading = format!("loading {what} of the kernels");
             let module = ctx.load_module(image).map_err(driver_error(&loading))?;
+            log::info!("kato_gpu: loaded {what} of the kernels on device 0 (compute capability {major}.{minor})");
             let function = |name: &str| module.load_function(name).map_err(driver_error("finding a kernel"));
             Ok(CudaBackend {
                 lcs: function("lcs_count")?,

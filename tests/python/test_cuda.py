@@ -452,6 +452,15 @@ def test_gpu_minimum_capability_above_the_device():
 
 @pytest.mark.gpu
 @needs_gpu
+def test_gpu_loads_a_cubin_for_its_own_arch():
+    major, minor = kc.device_info()["compute_capability"]
+    kind, target, image = kc.kernel_image(f"sm_{major}{minor}")
+    assert (kind, target) == ("cubin", f"sm_{major}{minor}")
+    assert elf_cuda_arch(image) == major * 10 + minor
+
+
+@pytest.mark.gpu
+@needs_gpu
 @needs_ptxas
 def test_gpu_own_arch_assembles():
     major, minor = kc.device_info()["compute_capability"]
