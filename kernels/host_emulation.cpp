@@ -1,6 +1,9 @@
 // Host build of the shipped kernel source (tests only): kernels/match.cu compiled as C++ with
 // kernels/host_emulation.h, and one emulated launch per kernel with the CUDA launch geometry.
+// kato_limits.h is the `#define` block of src/cuda/limits.rs (written by build.rs), the same
+// text NVRTC gets in front of the kernel source.
 #include "host_emulation.h"
+#include "kato_limits.h"
 #include "match.cu"
 
 template <typename Kernel>

@@ -20,6 +20,8 @@ static thread_local kato_dim3 threadIdx, blockIdx, blockDim, gridDim;
 #define __global__
 #define __device__
 #define __forceinline__ inline
+// Launch bounds only steer the device compiler's register allocation.
+#define __launch_bounds__(...)
 #define __restrict__ __restrict
 
 #include <cstring>

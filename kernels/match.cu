@@ -21,18 +21,19 @@
 // the device and, unchanged, by a C++ compiler for the host with kernels/host_emulation.h, which
 // is how it is tested without a GPU.
 
-#ifndef KATO_MAX_LCS_WORDS
-// States of up to 64 * KATO_MAX_LCS_WORDS symbols are scored on the device by `lcs_count`.
-#define KATO_MAX_LCS_WORDS 16
+// The limits (KATO_MAX_LCS_WORDS, KATO_MAX_DIFFLIB_STATE, KATO_MAX_THREADS_PER_BLOCK) and the
+// sentinels (KATO_NOT_SCORED for removed or length-pruned slots, KATO_OVER_LIMIT for a launch past
+// a limit) are defined once, in src/cuda/limits.rs, which prepends them to this file; the host
+// sizes its tables from the same constants. Each count kernel checks its launch against them
+// and writes KATO_OVER_LIMIT rather than index past a per-thread array.
+//
+// Every kernel is declared __launch_bounds__(KATO_MAX_THREADS_PER_BLOCK, 1): any configured block
+// size (up to 1024) launches, and the ", 1" (one resident block suffices) keeps ptxas from
+// squeezing registers for two 1024-thread blocks per SM, which made difflib_count spill.
+#if !defined(KATO_MAX_LCS_WORDS) || !defined(KATO_MAX_DIFFLIB_STATE) || !defined(KATO_MAX_THREADS_PER_BLOCK) \
+    || !defined(KATO_NOT_SCORED) || !defined(KATO_OVER_LIMIT)
+#error "kernel limits missing: this file is compiled with the #define block of src/cuda/limits.rs in front"
 #endif
-
-#ifndef KATO_MAX_DIFFLIB_STATE
-// States of up to this many symbols are scored on the device by `difflib_count`.
-#define KATO_MAX_DIFFLIB_STATE 256
-#endif
-
-// Written for removed slots and slots that cannot match (length bound); never a valid count.
-#define KATO_NOT_SCORED 0xFFFFFFFFu
 
 typedef unsigned int u32;
 typedef unsigned short u16;
@@ -56,7 +57,7 @@ __device__ __forceinline__ bool kato_cannot_match(u64 pattern_len, u32 state_len
 
 // LCS length, bit-parallel over the state: `masks[id * words + w]` has bit k set when
 // state[64 * w + k] == id (ids >= table_len occur nowhere in the state).
-extern "C" __global__ void lcs_count(
+extern "C" __global__ void __launch_bounds__(KATO_MAX_THREADS_PER_BLOCK, 1) lcs_count(
     const u32* __restrict__ tokens, const u64* __restrict__ offsets, const u8* __restrict__ live,
     const u32* __restrict__ order, u32 begin, u32 end,
     const u64* __restrict__ masks, u32 table_len, u32 words, u32 state_len, double threshold,
@@ -64,6 +65,11 @@ extern "C" __global__ void lcs_count(
 {
     u32 k = kato_position(begin, end);
     if (k == end) return;
+    // v[] has KATO_MAX_LCS_WORDS words, and `words` must cover the state.
+    if (words == 0 || words > KATO_MAX_LCS_WORDS || state_len > 64u * words) {
+        counts[k] = KATO_OVER_LIMIT;
+        return;
+    }
     u32 slot = order[k];
     u64 first = offsets[slot], last = offsets[slot + 1];
     if (!live[slot] || kato_cannot_match(last - first, state_len, threshold)) {
@@ -103,7 +109,7 @@ extern "C" __global__ void lcs_count(
 //   slot_of_id[id]  : index of id among the state's indexed symbols, or -1 (absent or popular);
 //                     ids >= table_len are absent
 //   pos_starts[s] .. pos_starts[s + 1] : the ascending positions in b of indexed symbol s
-extern "C" __global__ void difflib_count(
+extern "C" __global__ void __launch_bounds__(KATO_MAX_THREADS_PER_BLOCK, 1) difflib_count(
     const u32* __restrict__ tokens, const u64* __restrict__ offsets, const u8* __restrict__ live,
     const u32* __restrict__ order, u32 begin, u32 end,
     const u32* __restrict__ b, u32 lb,
@@ -113,10 +119,20 @@ extern "C" __global__ void difflib_count(
 {
     u32 k = kato_position(begin, end);
     if (k == end) return;
+    // The j2len rows, set lists and range stack are sized for KATO_MAX_DIFFLIB_STATE symbols.
+    if (lb > KATO_MAX_DIFFLIB_STATE) {
+        counts[k] = KATO_OVER_LIMIT;
+        return;
+    }
     u32 slot = order[k];
     u64 first = offsets[slot], last = offsets[slot + 1];
     if (!live[slot] || kato_cannot_match(last - first, lb, threshold)) {
         counts[k] = KATO_NOT_SCORED;
+        return;
+    }
+    // Pattern positions are u32 below.
+    if (last - first > 0xFFFFFFFFull) {
+        counts[k] = KATO_OVER_LIMIT;
         return;
     }
     const u32* a = tokens + first;
@@ -186,52 +202,59 @@ extern "C" __global__ void difflib_count(
     counts[k] = total;
 }
 
-// The similarity of position k's pattern, or -1 when it did not score or is below the threshold.
-__device__ __forceinline__ double kato_passing_similarity(
-    const u32* __restrict__ counts, const u64* __restrict__ offsets, const u32* __restrict__ order,
-    u32 k, u32 state_len, double threshold)
-{
-    u32 m = counts[k];
-    if (m == KATO_NOT_SCORED) return -1.0;
-    u32 slot = order[k];
-    u64 total = offsets[slot + 1] - offsets[slot] + state_len;
-    double similarity = total == 0 ? 1.0 : 2.0 * (double)m / (double)total;
-    return similarity >= threshold ? similarity : -1.0;
-}
-
 // Orders similarities descending as unsigned integers: similarities are >= 0, where the bits of
-// a double grow with its value, so the complement shrinks.
+// a double grow with its value, so the complement shrinks. No similarity has key 0.
 __device__ __forceinline__ u64 kato_rank_key(double similarity) {
     return ~(u64)__double_as_longlong(similarity);
 }
 
+// Whether position k goes to the host, and its rank key: a similarity at or above the threshold
+// goes with its key; a count the kernel refused (KATO_OVER_LIMIT) always goes, with key 0 (ahead
+// of every similarity, so no top-k cut drops it), and the host then scores the query on the CPU.
+__device__ __forceinline__ bool kato_selected(
+    const u32* __restrict__ counts, const u64* __restrict__ offsets, const u32* __restrict__ order,
+    u32 k, u32 state_len, double threshold, u64* key)
+{
+    u32 m = counts[k];
+    if (m == KATO_OVER_LIMIT) {
+        *key = 0;
+        return true;
+    }
+    if (m == KATO_NOT_SCORED) return false;
+    u32 slot = order[k];
+    u64 total = offsets[slot + 1] - offsets[slot] + state_len;
+    double similarity = total == 0 ? 1.0 : 2.0 * (double)m / (double)total;
+    if (!(similarity >= threshold)) return false;
+    *key = kato_rank_key(similarity);
+    return true;
+}
+
 // One pass of the radix select behind top-k: counts, by the 8 bits of the rank key at `shift`,
 // the passing positions whose key agrees with `prefix` on the bits of `prefix_mask`.
-extern "C" __global__ void key_histogram(
+extern "C" __global__ void __launch_bounds__(KATO_MAX_THREADS_PER_BLOCK, 1) key_histogram(
     const u32* __restrict__ counts, const u64* __restrict__ offsets, const u32* __restrict__ order,
     u32 begin, u32 end, u32 state_len, double threshold,
     u64 prefix, u64 prefix_mask, u32 shift, u32* __restrict__ histogram)
 {
     u32 k = kato_position(begin, end);
     if (k == end) return;
-    double similarity = kato_passing_similarity(counts, offsets, order, k, state_len, threshold);
-    if (similarity < 0.0) return;
-    u64 key = kato_rank_key(similarity);
+    u64 key;
+    if (!kato_selected(counts, offsets, order, k, state_len, threshold, &key)) return;
     if ((key & prefix_mask) == prefix) atomicAdd(&histogram[(key >> shift) & 255u], 1u);
 }
 
 // Keeps the slots whose similarity 2.0 * M / T reaches the threshold and whose rank key is at
 // most `max_key` (the k-th best key for top-k, ties included; all ones otherwise), appending
 // (slot, M) pairs at an atomically claimed index. Order is arbitrary; the host sorts.
-extern "C" __global__ void select_matches(
+extern "C" __global__ void __launch_bounds__(KATO_MAX_THREADS_PER_BLOCK, 1) select_matches(
     const u32* __restrict__ counts, const u64* __restrict__ offsets,
     const u32* __restrict__ order, u32 begin, u32 end, u32 state_len, double threshold, u64 max_key,
     u32* __restrict__ out_slots, u32* __restrict__ out_counts, u32* __restrict__ out_len)
 {
     u32 k = kato_position(begin, end);
     if (k == end) return;
-    double similarity = kato_passing_similarity(counts, offsets, order, k, state_len, threshold);
-    if (similarity < 0.0 || kato_rank_key(similarity) > max_key) return;
+    u64 key;
+    if (!kato_selected(counts, offsets, order, k, state_len, threshold, &key) || key > max_key) return;
     u32 at = atomicAdd(out_len, 1u);
     out_slots[at] = order[k];
     out_counts[at] = counts[k];

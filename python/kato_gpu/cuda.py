@@ -1,10 +1,13 @@
-"""The GPU tier's toolchain: device discovery, the kernel source, its PTX, and ptxas reports.
+"""The GPU tier's toolchain: device discovery, the kernel source, its cubins and PTX, and ptxas
+reports.
 
 Nothing here needs CUDA to import, and nothing touches the driver until called::
 
     import kato_gpu.cuda as kc
     kc.available()                 # False without a usable GPU; device_info()["reason"] says why
-    kc.compile_ptx("sm_90")        # PTX of the kernels, by NVRTC (cached on disk)
+    kc.compile_cubin("sm_90")      # ELF image of the kernels for sm_90, by NVRTC (cached on disk)
+    kc.compile_ptx("sm_90")        # PTX of the kernels for compute_90 (cached on disk)
+    kc.kernel_image("sm_90")       # what the device tier loads there: ("cubin", "sm_90", image)
     kc.ptxas_report("sm_90")       # registers / spills per kernel, by ptxas
 
 NVRTC is found by the extension at run time (``libnvrtc.so.12``). When the
@@ -18,7 +21,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from . import _native
 from .errors import KatoGpuError
@@ -26,9 +29,11 @@ from .errors import KatoGpuError
 __all__ = [
     "CudaToolError",
     "available",
+    "compile_cubin",
     "compile_ptx",
     "device_info",
     "entry_points",
+    "kernel_image",
     "kernel_source",
     "ptxas_report",
 ]
@@ -140,7 +145,9 @@ def entry_points() -> List[str]:
 
 
 def kernel_source() -> str:
-    """The CUDA C++ source of the kernels, as compiled into the extension."""
+    """The CUDA C++ source of the kernels exactly as NVRTC compiles it: the ``#define`` block of
+    the kernels' limits (generated from the Rust constants, their one definition), then
+    ``kernels/match.cu``."""
     return _native.cuda_kernel_source()
 
 
@@ -165,6 +172,37 @@ def compile_ptx(arch: str = "sm_90") -> str:
         raise
     except RuntimeError as exc:
         raise CudaToolError(str(exc)) from exc
+
+
+def _nvrtc_call(function: Any, arch: object) -> Any:
+    _check_arch(arch)
+    _preload_nvrtc()
+    try:
+        return function(arch)
+    except ValueError:
+        raise
+    except RuntimeError as exc:
+        raise CudaToolError(str(exc)) from exc
+
+
+def compile_cubin(arch: str = "sm_90") -> bytes:
+    """A cubin of the kernels for ``arch`` (``"sm_XY"`` or ``"compute_XY"``, XY >= 50): the ELF
+    image NVRTC builds for the real architecture ``sm_XY``, which every CUDA 12 driver (R525 and
+    newer) loads. Cached on disk beside :func:`compile_ptx`'s entries.
+
+    Raises ``TypeError``/``ValueError`` for a bad ``arch`` and :class:`CudaToolError` when NVRTC
+    is missing, cannot target ``sm_XY`` or fails (with its log)."""
+    return bytes(_nvrtc_call(_native.cuda_compile_cubin, arch))
+
+
+def kernel_image(arch: str = "sm_90") -> Tuple[str, str, bytes]:
+    """What the device tier loads on a device of architecture ``arch``: ``("cubin", "sm_XY",
+    image)`` when NVRTC can build for ``sm_XY`` (every architecture it lists), else ``("ptx",
+    "compute_VW", text)`` for the newest architecture below it that NVRTC targets, which the
+    driver JIT-compiles (a device newer than the NVRTC has a driver newer than it too). Errors
+    as :func:`compile_cubin`."""
+    kind, target, image = _nvrtc_call(_native.cuda_kernel_image, arch)
+    return str(kind), str(target), bytes(image)
 
 
 # --- ptxas -----------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-//! The [`Backend`] on a real GPU, through cudarc (driver API, loaded at run time). It compiles the
-//! shipped kernels with NVRTC for device 0's architecture (cached on disk), and keeps one device
-//! allocation per [`Buf`].
+//! The [`Backend`] on a real GPU, through cudarc (driver API, loaded at run time). It loads the
+//! shipped kernels as NVRTC builds them for device 0 (a cubin for its exact architecture, or PTX
+//! for one NVRTC cannot target: [`nvrtc::kernel_image_cached`], cached on disk), and keeps one
+//! device allocation per [`Buf`].
 //!
 //! This file has never run on hardware in this project's CI (there is no GPU there); the tier
 //! logic above it is tested with the emulated backend, the kernels on the host, and the PTX is
@@ -14,8 +15,9 @@ use cudarc::nvrtc::Ptx;
 
 use super::device;
 use super::error::{catch, CudaError};
-use super::nvrtc;
+use super::nvrtc::{self, KernelImage};
 use super::tier::{Backend, Buf, CountLaunch};
+use super::MAX_THREADS_PER_BLOCK;
 
 fn driver_error(what: &str) -> impl Fn(cudarc::driver::DriverError) -> CudaError + '_ {
     move |e| CudaError::Driver(format!("{what}: {e:?}"))
@@ -40,12 +42,25 @@ impl CudaBackend {
         if let Some(reason) = info.reason {
             return Err(CudaError::Unavailable(reason));
         }
+        // The kernels are compiled with __launch_bounds__(MAX_THREADS_PER_BLOCK): a larger block
+        // would fail every launch, a block that is not whole warps wastes lanes.
+        if threads_per_block == 0 || threads_per_block > MAX_THREADS_PER_BLOCK || !threads_per_block.is_multiple_of(32)
+        {
+            return Err(CudaError::Unavailable(format!(
+                "threads_per_block must be a multiple of 32 from 32 to {MAX_THREADS_PER_BLOCK}, got {threads_per_block}"
+            )));
+        }
         let (major, minor) = info.compute_capability.unwrap_or((0, 0));
-        let ptx = nvrtc::compile_ptx_cached(&format!("sm_{major}{minor}"))?;
+        let (image, what) = match nvrtc::kernel_image_cached(&format!("sm_{major}{minor}"))? {
+            KernelImage::Cubin { arch, image } => (Ptx::from_binary(image), format!("the {arch} cubin")),
+            KernelImage::Ptx { arch, ptx } => (Ptx::from_src(ptx), format!("the {arch} PTX")),
+        };
         catch(|| {
             let ctx = CudaContext::new(0).map_err(driver_error("creating a context on device 0"))?;
             let stream = ctx.default_stream();
-            let module = ctx.load_module(Ptx::from_src(ptx)).map_err(driver_error("loading the kernels"))?;
+            let loading = format!("loading {what} of the kernels");
+            let module = ctx.load_module(image).map_err(driver_error(&loading))?;
+            log::info!("kato_gpu: loaded {what} of the kernels on device 0 (compute capability {major}.{minor})");
             let function = |name: &str| module.load_function(name).map_err(driver_error("finding a kernel"));
             Ok(CudaBackend {
                 lcs: function("lcs_count")?,

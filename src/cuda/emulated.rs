@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use super::error::CudaError;
 use super::tier::{Backend, Buf, CountLaunch};
+use super::{MAX_DIFFLIB_STATE, MAX_LCS_WORDS};
 
 extern "C" {
     pub fn emulate_lcs_count(
@@ -81,11 +82,20 @@ pub struct EmulatedBackend {
     free_bytes: u64,
     /// Launches left before every later launch fails (simulated device failure).
     pub launches_before_failure: Option<usize>,
+    /// Count launches pass a state one past the kernels' limit (a host that disagrees with the
+    /// kernels about their limits), to exercise the kernels' guards through the tier.
+    pub over_limit_launches: bool,
 }
 
 impl EmulatedBackend {
     pub fn new(free_bytes: u64) -> EmulatedBackend {
-        EmulatedBackend { buffers: HashMap::new(), capacity: HashMap::new(), free_bytes, launches_before_failure: None }
+        EmulatedBackend {
+            buffers: HashMap::new(),
+            capacity: HashMap::new(),
+            free_bytes,
+            launches_before_failure: None,
+            over_limit_launches: false,
+        }
     }
 
     fn ptr<T>(&self, buf: Buf) -> *const T {
@@ -156,7 +166,19 @@ impl Backend for EmulatedBackend {
     fn launch_count(&mut self, slots: u32, threshold: f64, launch: CountLaunch) -> Result<(), CudaError> {
         self.check_failure()?;
         let counts = self.ptr_mut::<u32>(Buf::Counts);
-        // SAFETY: the tier sized every buffer for `slots` patterns and uploaded the tables.
+        let launch = match launch {
+            CountLaunch::Lcs { table_len, .. } if self.over_limit_launches => CountLaunch::Lcs {
+                table_len,
+                words: MAX_LCS_WORDS as u32 + 1,
+                state_len: 64 * (MAX_LCS_WORDS as u32 + 1),
+            },
+            CountLaunch::Difflib { table_len, .. } if self.over_limit_launches => {
+                CountLaunch::Difflib { state_len: MAX_DIFFLIB_STATE as u32 + 1, table_len }
+            }
+            launch => launch,
+        };
+        // SAFETY: the tier sized every buffer for `slots` patterns and uploaded the tables (an
+        // over-limit launch reads none of the state's tables: the kernels' guards stop first).
         unsafe {
             match launch {
                 CountLaunch::Lcs { table_len, words, state_len } => emulate_lcs_count(

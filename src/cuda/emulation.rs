@@ -3,9 +3,9 @@
 //! [`super::plan`], compared with the CPU metrics — themselves checked against naive oracles
 //! here and against Python's difflib and RapidFuzz in the Python suite.
 
-use super::emulated::{emulate_difflib_count, emulate_lcs_count, emulate_select_matches};
+use super::emulated::{emulate_difflib_count, emulate_key_histogram, emulate_lcs_count, emulate_select_matches};
 use super::plan::{DifflibPlan, LcsPlan};
-use super::NOT_SCORED;
+use super::{MAX_DIFFLIB_STATE, MAX_LCS_WORDS, NOT_SCORED, OVER_LIMIT};
 use crate::metrics::{difflib, lcs, length_bound, ratio};
 use crate::testing::Rng;
 
@@ -211,6 +211,192 @@ fn select_matches_keeps_exactly_the_matches() {
     }
 }
 
+/// `lcs_count` over every position of `store` with `plan`'s tables, `words` and `state_len`
+/// overridable to launch what no plan would.
+fn run_lcs(store: &Store, plan: &LcsPlan, words: u32, state_len: u32, threshold: f64) -> Vec<u32> {
+    let n = store.live.len() as u32;
+    let mut counts = vec![0u32; n as usize];
+    // SAFETY: every pointer covers what the kernel reads for positions [0, n); an over-limit
+    // launch reads no table (the guard stops first).
+    unsafe {
+        emulate_lcs_count(
+            store.tokens.as_ptr(),
+            store.offsets.as_ptr(),
+            store.live.as_ptr(),
+            store.order.as_ptr(),
+            0,
+            n,
+            plan.masks.as_ptr(),
+            plan.table_len,
+            words,
+            state_len,
+            threshold,
+            counts.as_mut_ptr(),
+            256,
+        );
+    }
+    counts
+}
+
+/// `difflib_count` over every position of `store` with `plan`'s tables, `lb` overridable.
+fn run_difflib(store: &Store, plan: &DifflibPlan, lb: u32, threshold: f64) -> Vec<u32> {
+    let n = store.live.len() as u32;
+    let mut counts = vec![0u32; n as usize];
+    // SAFETY: as in `run_lcs`.
+    unsafe {
+        emulate_difflib_count(
+            store.tokens.as_ptr(),
+            store.offsets.as_ptr(),
+            store.live.as_ptr(),
+            store.order.as_ptr(),
+            0,
+            n,
+            plan.b.as_ptr(),
+            lb,
+            plan.slot_of_id.as_ptr(),
+            plan.slot_of_id.len() as u32,
+            plan.pos_starts.as_ptr(),
+            plan.positions.as_ptr(),
+            threshold,
+            counts.as_mut_ptr(),
+            256,
+        );
+    }
+    counts
+}
+
+/// States exactly at each kernel's limit (and one below) are scored on the device, bit for bit
+/// as on the CPU; one symbol more and the plans refuse them (the CPU scores those).
+#[test]
+fn kernels_at_their_limits_equal_the_cpu() {
+    let mut rng = Rng::new(24);
+    let lcs_max = 64 * MAX_LCS_WORDS;
+    for (alphabet, len) in [(4, lcs_max), (60, lcs_max), (60, lcs_max - 1), (3000, lcs_max)] {
+        let store = Store::random(&mut rng, 400, 1200, alphabet);
+        let state: Vec<u32> = (0..len).map(|_| rng.below(alphabet) as u32).collect();
+        let plan = LcsPlan::new(&state).expect("a state at the limit fits");
+        assert_eq!(plan.words as usize, MAX_LCS_WORDS);
+        for threshold in [0.0, 0.5] {
+            let counts = run_lcs(&store, &plan, plan.words, plan.state_len, threshold);
+            for (k, &got) in counts.iter().enumerate() {
+                let slot = store.order[k] as usize;
+                assert_eq!(got, expected(&store, slot, &state, threshold, |p| lcs::matches(p, &state)), "slot {slot}");
+            }
+        }
+        let mut longer = state.clone();
+        longer.push(1);
+        assert_eq!(LcsPlan::new(&longer).is_none(), len == lcs_max);
+    }
+    for (alphabet, len) in
+        [(2, MAX_DIFFLIB_STATE), (12, MAX_DIFFLIB_STATE), (12, MAX_DIFFLIB_STATE - 1), (500, MAX_DIFFLIB_STATE)]
+    {
+        let store = Store::random(&mut rng, 500, 400, alphabet);
+        let state: Vec<u32> = (0..len).map(|_| rng.below(alphabet) as u32).collect();
+        for autojunk in [false, true] {
+            let plan = DifflibPlan::new(&state, autojunk).expect("a state at the limit fits");
+            for threshold in [0.0, 0.5] {
+                let counts = run_difflib(&store, &plan, plan.b.len() as u32, threshold);
+                for (k, &got) in counts.iter().enumerate() {
+                    let slot = store.order[k] as usize;
+                    let want = expected(&store, slot, &state, threshold, |p| difflib::matches(p, &state, autojunk));
+                    assert_eq!(got, want, "slot {slot} autojunk {autojunk}");
+                }
+            }
+            let mut longer = state.clone();
+            longer.push(1);
+            assert_eq!(DifflibPlan::new(&longer, autojunk).is_none(), len == MAX_DIFFLIB_STATE);
+        }
+    }
+}
+
+/// A launch past a kernel's limits — what a host that disagreed with the kernels about them
+/// would send — is refused by the kernel's guard: every position reads OVER_LIMIT, nothing is
+/// written past a per-thread array, and the selection passes hand those positions to the host
+/// ahead of every match, even under a top-0 cut.
+#[test]
+fn kernels_refuse_launches_past_their_limits() {
+    let mut rng = Rng::new(25);
+    let store = Store::random(&mut rng, 700, 60, 8);
+    let n = store.live.len();
+    let state: Vec<u32> = (0..64 * MAX_LCS_WORDS + 1).map(|_| rng.below(8) as u32).collect();
+    // The tables a plan without a limit would build: 17 words.
+    let words = state.len().div_ceil(64);
+    let table_len = 8;
+    let mut masks = vec![0u64; table_len * words];
+    for (pos, &s) in state.iter().enumerate() {
+        masks[s as usize * words + pos / 64] |= 1u64 << (pos % 64);
+    }
+    let plan = LcsPlan { masks, table_len: table_len as u32, words: words as u32, state_len: state.len() as u32 };
+    let over = |counts: Vec<u32>| counts.iter().all(|&c| c == OVER_LIMIT);
+    assert!(over(run_lcs(&store, &plan, words as u32, state.len() as u32, 0.0)));
+    // Words that do not cover the state, or none.
+    assert!(over(run_lcs(&store, &plan, 2, 129, 0.0)));
+    assert!(over(run_lcs(&store, &plan, 0, 0, 0.0)));
+    // At the limit the same tables (first 16 words' worth of state) are scored.
+    let at_limit = LcsPlan::new(&state[..64 * MAX_LCS_WORDS]).unwrap();
+    assert!(!run_lcs(&store, &at_limit, at_limit.words, at_limit.state_len, 0.0).contains(&OVER_LIMIT));
+
+    let b: Vec<u32> = (0..MAX_DIFFLIB_STATE as u32 + 1).map(|_| rng.below(8) as u32).collect();
+    let plan = DifflibPlan::new(&b[..MAX_DIFFLIB_STATE], false).unwrap();
+    assert!(over(run_difflib(&store, &plan, b.len() as u32, 0.0)));
+    assert!(!run_difflib(&store, &plan, MAX_DIFFLIB_STATE as u32, 0.0).contains(&OVER_LIMIT));
+
+    // Selection: OVER_LIMIT positions always reach the host, with rank key 0.
+    let mut counts = run_lcs(&store, &at_limit, at_limit.words, at_limit.state_len, 0.0);
+    let refused = [3usize, 200, n - 1];
+    for &k in &refused {
+        counts[k] = OVER_LIMIT;
+    }
+    let state_len = at_limit.state_len;
+    for max_key in [0, u64::MAX] {
+        let (mut out_slots, mut out_counts, mut out_len) = (vec![0u32; n], vec![0u32; n], 0u32);
+        // SAFETY: outputs have room for every position.
+        unsafe {
+            emulate_select_matches(
+                counts.as_ptr(),
+                store.offsets.as_ptr(),
+                store.order.as_ptr(),
+                0,
+                n as u32,
+                state_len,
+                0.0,
+                max_key,
+                out_slots.as_mut_ptr(),
+                out_counts.as_mut_ptr(),
+                &mut out_len,
+                64,
+            );
+        }
+        let got: Vec<u32> = out_slots[..out_len as usize].to_vec();
+        let refused_slots: Vec<u32> = refused.iter().map(|&k| store.order[k]).collect();
+        assert!(refused_slots.iter().all(|s| got.contains(s)), "max_key {max_key:#x}");
+        let over_limit = out_counts[..out_len as usize].iter().filter(|&&m| m == OVER_LIMIT).count();
+        assert_eq!(over_limit, refused.len());
+        if max_key == 0 {
+            assert_eq!(out_len as usize, refused.len());
+        }
+    }
+    let mut histogram = [0u32; 256];
+    // SAFETY: the histogram holds 256 counters.
+    unsafe {
+        emulate_key_histogram(
+            counts.as_ptr(),
+            store.offsets.as_ptr(),
+            store.order.as_ptr(),
+            0,
+            n as u32,
+            state_len,
+            0.0,
+            0,
+            0,
+            56,
+            histogram.as_mut_ptr(),
+            64,
+        );
+    }
+    assert_eq!(histogram[0] as usize, refused.len(), "key 0 is the top byte 0");
+}
+
 #[test]
 fn plans_send_overlong_states_to_the_cpu() {
     assert!(LcsPlan::new(&vec![1; 64 * super::MAX_LCS_WORDS]).is_some());
@@ -357,6 +543,51 @@ mod device_tier {
                     assert_eq!(top, want, "{metric:?} k={k} threshold={threshold}");
                 }
                 assert_eq!(tier.query(metric, &state, threshold, Some(0)).unwrap().unwrap(), vec![]);
+            }
+        }
+    }
+
+    /// Through the whole tier: states at each limit are answered by the device, bit for bit as
+    /// the CPU; one symbol past it, by the CPU (counted); and a tier whose launches exceed the
+    /// kernels' limits (a host that disagrees with them) gets the kernels' refusal, and the query
+    /// is answered exactly by the CPU instead of from out-of-bounds writes.
+    #[test]
+    fn states_at_and_past_the_limits_through_the_tier() {
+        use crate::cuda::{MAX_DIFFLIB_STATE, MAX_LCS_WORDS};
+        let mut rng = Rng::new(35);
+        let alphabet = 10;
+        for metric in [Metric::Lcs, Metric::Difflib { autojunk: false }, Metric::Difflib { autojunk: true }] {
+            let max = match metric {
+                Metric::Lcs => 64 * MAX_LCS_WORDS,
+                Metric::Difflib { .. } => MAX_DIFFLIB_STATE,
+            };
+            for over_limit_launches in [false, true] {
+                let mut backend = EmulatedBackend::new(1 << 30);
+                backend.over_limit_launches = over_limit_launches;
+                let mut gpu = with_device(metric, backend, LIMITS, false);
+                let mut cpu = Matcher::new(metric);
+                load(&mut [&mut gpu, &mut cpu], &mut rng, 0, 1500, alphabet);
+                gpu.promote();
+                cpu.promote();
+                for len in [max - 1, max, max + 1] {
+                    let state: Vec<u32> = (0..len).map(|_| rng.below(alphabet) as u32).collect();
+                    let before = gpu.device_status();
+                    for (threshold, limit) in [(0.0, None), (0.2, Some(7))] {
+                        assert_eq!(results(&gpu, &state, threshold, limit), results(&cpu, &state, threshold, limit));
+                    }
+                    let after = gpu.device_status();
+                    let on_device = len <= max && !over_limit_launches;
+                    assert_eq!(
+                        after.gpu_queries - before.gpu_queries,
+                        if on_device { 2 } else { 0 },
+                        "{metric:?} {len}"
+                    );
+                    assert_eq!(
+                        after.long_state_cpu_queries - before.long_state_cpu_queries,
+                        if on_device { 0 } else { 2 }
+                    );
+                    assert!(after.active && after.fallbacks == 0);
+                }
             }
         }
     }

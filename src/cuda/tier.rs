@@ -7,6 +7,7 @@
 
 use super::error::CudaError;
 use super::plan::{DifflibPlan, LcsPlan};
+use super::OVER_LIMIT;
 use crate::device::CapacityInfo;
 use crate::metrics::Metric;
 use crate::store::PatternStore;
@@ -298,7 +299,8 @@ impl<B: Backend> DeviceTier<B> {
 
     /// Scores the mirrored slots against `state`: `(slot, M)` for every match — with `limit`,
     /// only the best `limit` by similarity, plus any tied with the last — in no order, or
-    /// `None` when the state does not fit the kernels (the caller scores on the CPU).
+    /// `None` when the state does not fit the kernels (the caller scores on the CPU): too long
+    /// for a plan, or refused by a kernel's own guard (`OVER_LIMIT`).
     pub fn query(
         &mut self,
         metric: Metric,
@@ -341,7 +343,17 @@ impl<B: Backend> DeviceTier<B> {
         self.backend.read(Buf::OutSlots, 0, &mut found_slots)?;
         self.backend.read(Buf::OutCounts, 0, &mut found_counts)?;
         let word = |b: &[u8], k: usize| u32::from_ne_bytes([b[4 * k], b[4 * k + 1], b[4 * k + 2], b[4 * k + 3]]);
-        Ok(Some((0..len).map(|k| (word(&found_slots, k), word(&found_counts, k))).collect()))
+        let found: Vec<(u32, u32)> = (0..len).map(|k| (word(&found_slots, k), word(&found_counts, k))).collect();
+        if found.iter().any(|&(_, m)| m == OVER_LIMIT) {
+            // A kernel refused the launch as past its limits (the plans should have sent this
+            // state to the CPU): nothing it returned is used, the CPU scores the query.
+            log::warn!(
+                "kato_gpu: a {metric:?} kernel refused a state of {} symbols as over its limits; scored on the CPU",
+                state.len()
+            );
+            return Ok(None);
+        }
+        Ok(Some(found))
     }
 
     /// The rank key of the `k`-th best passing match (radix select, eight bits a pass, on the

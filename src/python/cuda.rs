@@ -3,13 +3,14 @@
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBytes, PyDict};
 
 use super::error::guard;
 use super::lifecycle::unlocked;
 use crate::cuda::device::{self, DeviceInfo};
 use crate::cuda::error::CudaError;
-use crate::cuda::{nvrtc, ENTRY_POINTS, KERNEL_SOURCE};
+use crate::cuda::nvrtc::{self, KernelImage};
+use crate::cuda::{ENTRY_POINTS, KERNEL_SOURCE};
 
 impl From<CudaError> for PyErr {
     fn from(err: CudaError) -> PyErr {
@@ -24,6 +25,23 @@ impl From<CudaError> for PyErr {
 #[pyfunction]
 fn cuda_compile_ptx(py: Python<'_>, arch: &str) -> PyResult<String> {
     Ok(unlocked(py, || guard(|| nvrtc::compile_ptx_cached(arch)))??)
+}
+
+/// A cubin (ELF image) of the kernels for `arch` ("sm_XY" or "compute_XY"), through the cache.
+#[pyfunction]
+fn cuda_compile_cubin<'py>(py: Python<'py>, arch: &str) -> PyResult<Bound<'py, PyBytes>> {
+    let image = py.allow_threads(|| guard(|| nvrtc::compile_cubin_cached(arch)))??;
+    Ok(PyBytes::new(py, &image))
+}
+
+/// What the device tier loads on a device of architecture `arch`: ("cubin", "sm_XY", ELF image)
+/// or ("ptx", "compute_VW", PTX text as bytes).
+#[pyfunction]
+fn cuda_kernel_image<'py>(py: Python<'py>, arch: &str) -> PyResult<(&'static str, String, Bound<'py, PyBytes>)> {
+    Ok(match py.allow_threads(|| guard(|| nvrtc::kernel_image_cached(arch)))?? {
+        KernelImage::Cubin { arch, image } => ("cubin", arch, PyBytes::new(py, &image)),
+        KernelImage::Ptx { arch, ptx } => ("ptx", arch, PyBytes::new(py, ptx.as_bytes())),
+    })
 }
 
 /// What CUDA this process can use, as a dict (see `kato_gpu.cuda.device_info`).
@@ -59,11 +77,13 @@ fn cuda_entry_points() -> Vec<&'static str> {
 /// The CUDA C++ source of the kernels, as shipped.
 #[pyfunction]
 fn cuda_kernel_source() -> &'static str {
-    KERNEL_SOURCE
+    KERNEL_SOURCE.as_str()
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cuda_compile_ptx, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_compile_cubin, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_kernel_image, m)?)?;
     m.add_function(wrap_pyfunction!(cuda_probe, m)?)?;
     m.add_function(wrap_pyfunction!(cuda_entry_points, m)?)?;
     m.add_function(wrap_pyfunction!(cuda_kernel_source, m)?)

@@ -1,5 +1,5 @@
-"""kato_gpu.cuda: the kernel source, its PTX by NVRTC (and the disk cache), ptxas reports, and
-device discovery. NVRTC and ptxas come from the nvidia-cuda-nvrtc-cu12 / nvidia-cuda-nvcc-cu12
+"""kato_gpu.cuda: the kernel source, its cubins and PTX by NVRTC (and the disk cache), what the
+device tier loads, ptxas reports, and device discovery. NVRTC and ptxas come from the nvidia-cuda-nvrtc-cu12 / nvidia-cuda-nvcc-cu12
 wheels (installed by the Makefile), so these run without a GPU; tests marked `gpu` need one."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import struct
 import subprocess
 import sys
 import textwrap
@@ -65,21 +66,40 @@ def test_entry_points_are_the_kernels_of_the_source():
     assert names == ["lcs_count", "difflib_count", "key_histogram", "select_matches"]
     src = kc.kernel_source()
     for name in names:
-        assert re.search(r'extern "C" __global__ void ' + name + r"\(", src), name
+        assert re.search(
+            r'extern "C" __global__ void __launch_bounds__\(KATO_MAX_THREADS_PER_BLOCK, 1\) ' + name + r"\(", src
+        ), name
+
+
+def test_kernel_source_starts_with_the_generated_limits():
+    src = kc.kernel_source()
+    defines = dict(re.findall(r"^#define (KATO_\w+) (\S+)$", src, flags=re.MULTILINE))
+    assert defines == {
+        "KATO_MAX_LCS_WORDS": "16",
+        "KATO_MAX_DIFFLIB_STATE": "256",
+        "KATO_MAX_THREADS_PER_BLOCK": "1024",
+        "KATO_NOT_SCORED": "0xFFFFFFFFu",
+        "KATO_OVER_LIMIT": "0xFFFFFFFEu",
+    }
+    # Defined once, in front of the kernel file, which itself defines none.
+    assert src.index("#error") > max(src.index(f"#define {name} ") for name in defines)
 
 
 @pytest.mark.parametrize("arch", ["sm_5", "sm_49", "gfx90a", "", "sm_xx", "sm_90a", "compute_", "90", "sm_1000"])
 def test_bad_arch_is_a_value_error(arch):
-    with pytest.raises(ValueError, match="architecture"):
-        kc.compile_ptx(arch)
+    for compile_for in (kc.compile_ptx, kc.compile_cubin, kc.kernel_image):
+        with pytest.raises(ValueError, match="architecture"):
+            compile_for(arch)
 
 
 @pytest.mark.parametrize("arch", [90, None, 9.0, b"sm_90", ["sm_90"]])
 def test_non_string_arch_is_a_type_error(arch):
-    with pytest.raises(TypeError):
-        kc.compile_ptx(arch)
-    with pytest.raises(TypeError):
-        kc._native.cuda_compile_ptx(arch)
+    for compile_for in (kc.compile_ptx, kc.compile_cubin, kc.kernel_image):
+        with pytest.raises(TypeError):
+            compile_for(arch)
+    for native in (kc._native.cuda_compile_ptx, kc._native.cuda_compile_cubin, kc._native.cuda_kernel_image):
+        with pytest.raises(TypeError):
+            native(arch)
 
 
 def test_device_info_keys_and_consistency():
@@ -156,13 +176,14 @@ def test_missing_nvrtc_is_a_clear_error():
             print("system-nvrtc")
             raise SystemExit(0)
         assert info["available"] is False and info["nvrtc_version"] is None, info
-        try:
-            kc.compile_ptx("sm_80")
-        except kc.CudaToolError as exc:
-            assert isinstance(exc, RuntimeError)
-            print(exc)
-        else:
-            raise AssertionError("compiled without NVRTC")
+        for compile_for in (kc.compile_ptx, kc.compile_cubin, kc.kernel_image):
+            try:
+                compile_for("sm_80")
+            except kc.CudaToolError as exc:
+                assert isinstance(exc, RuntimeError)
+                print(exc)
+            else:
+                raise AssertionError("compiled without NVRTC")
         """
     )
     env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
@@ -263,11 +284,13 @@ def test_disk_cache_is_written_and_reused(cache_dir):
     assert len(files) == 1 and "compute_80" in files[0].name and files[0].suffix == ".ptx"
     assert files[0].read_text().endswith(ptx)
     assert kc.compile_ptx("sm_80") == ptx
-    # The entry is what a second call returns: replace its body, keeping its header.
+    # The entry is what a second call returns: replace its body, keeping its header (with the
+    # body's new length).
     header, _, _ = files[0].read_text().partition("\n")
-    assert header.startswith("// kato_gpu PTX cache")
-    files[0].write_text(header + "\n// from the cache\n" + ptx)
-    assert kc.compile_ptx("sm_80") == "// from the cache\n" + ptx
+    assert header.startswith("// kato_gpu ptx cache") and header.endswith(f" len={len(ptx)}")
+    body = "// from the cache\n" + ptx
+    files[0].write_text(header.rpartition(" len=")[0] + f" len={len(body)}\n" + body)
+    assert kc.compile_ptx("sm_80") == body
     # A different architecture is a different entry; no temporary files are left behind.
     kc.compile_ptx("sm_90")
     names = sorted(p.name for p in cache_dir.iterdir())
@@ -281,6 +304,33 @@ def test_damaged_cache_entry_is_recompiled(cache_dir):
     entry.write_text("garbage\n")
     assert kc.compile_ptx("sm_70") == ptx
     assert entry.read_text().endswith(ptx)
+
+
+@needs_nvrtc
+def test_cubin_cache_entries_are_checked(cache_dir):
+    cubin = kc.compile_cubin("sm_90")
+    (entry,) = cache_dir.iterdir()
+    assert "sm_90" in entry.name and entry.suffix == ".cubin"
+    raw = entry.read_bytes()
+    header, _, body = raw.partition(b"\n")
+    assert header.startswith(b"// kato_gpu cubin cache") and header.endswith(b" len=%d" % len(cubin))
+    assert body == cubin and kc.compile_cubin("sm_90") == cubin
+    # Truncated, padded, not an ELF image of the stated length, garbage: each is recompiled and
+    # rewritten whole.
+    prefix = header.rpartition(b" len=")[0]
+    for damaged in (
+        raw[:-100],
+        raw + b"\0",
+        prefix + b" len=8\nnot-cuda",
+        b"garbage\n",
+        b"",
+    ):
+        entry.write_bytes(damaged)
+        assert kc.compile_cubin("sm_90") == cubin
+        assert entry.read_bytes() == raw
+    # PTX and cubin entries of one architecture live side by side.
+    kc.compile_ptx("sm_90")
+    assert sorted(p.suffix for p in cache_dir.iterdir()) == [".cubin", ".ptx"]
 
 
 @needs_nvrtc
@@ -299,6 +349,65 @@ def test_cache_dir_falls_back_to_xdg(tmp_path, monkeypatch):
     assert len(list((tmp_path / "xdg" / "kato_gpu").iterdir())) == 1
 
 
+# The PTX ISA each CUDA 12 release writes (and so the oldest driver that JIT-compiles NVRTC's PTX).
+PTX_ISA = {0: (8, 0), 1: (8, 1), 2: (8, 2), 3: (8, 3), 4: (8, 4), 5: (8, 5), 6: (8, 5), 8: (8, 7), 9: (8, 8)}
+EM_CUDA = 190
+
+
+def elf_cuda_arch(image: bytes) -> int:
+    """The sm_XY a cubin is for, read from its ELF header (CUDA ELF ABI 7: e_flags bits 0-7;
+    ABI 8, sm_100 and newer: bits 8-15)."""
+    assert image[:4] == b"\x7fELF", image[:16]
+    assert image[4] == 2 and image[5] == 1  # ELFCLASS64, little-endian
+    (e_machine,) = struct.unpack_from("<H", image, 18)
+    assert e_machine == EM_CUDA
+    (e_flags,) = struct.unpack_from("<I", image, 48)
+    return (e_flags >> 8) & 0xFF if image[8] >= 8 else e_flags & 0xFF
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("arch", ["sm_70", "sm_80", "sm_86", "sm_90", "compute_90", "sm_120"])
+def test_compile_cubin_is_an_elf_image_for_the_arch(arch):
+    cubin = kc.compile_cubin(arch)
+    assert isinstance(cubin, bytes)
+    assert elf_cuda_arch(cubin) == int(arch.split("_")[1])
+    for name in kc.entry_points():
+        assert name.encode() + b"\0" in cubin, name
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_the_tier_loads_a_cubin_for_the_device_arch(arch):
+    """What the device tier loads on an A100/H100-class device needs no PTX JIT, so the NVRTC's
+    PTX ISA (which only drivers as new as the NVRTC accept) does not matter: a cubin for the
+    exact architecture, which every CUDA 12 driver (R525+) loads."""
+    kind, target, image = kc.kernel_image(arch)
+    assert (kind, target) == ("cubin", arch)
+    assert elf_cuda_arch(image) == int(arch[3:])
+    assert image == kc.compile_cubin(arch)
+
+
+@needs_nvrtc
+def test_ptx_is_the_fallback_for_an_arch_nvrtc_cannot_target():
+    """A device newer than the NVRTC (an unknown sm_XY) gets PTX for the newest architecture NVRTC
+    targets, JIT-compiled by its driver — which, supporting that device, is newer than the NVRTC
+    and so accepts its PTX ISA."""
+    kind, target, image = kc.kernel_image("sm_990")
+    assert kind == "ptx" and target.startswith("compute_")
+    ptx = image.decode()
+    newest = int(target.split("_")[1])
+    assert re.search(rf"^\.target sm_{newest}\s*$", ptx, flags=re.MULTILINE)
+    assert sorted(entries(ptx)) == sorted(kc.entry_points())
+    assert newest >= 90
+    major, minor = kc.device_info()["nvrtc_version"]
+    version = re.search(r"^\.version (\d+)\.(\d+)\s*$", ptx, flags=re.MULTILINE)
+    assert version, ptx[:300]
+    isa = (int(version.group(1)), int(version.group(2)))
+    if major == 12 and minor in PTX_ISA:
+        assert isa == PTX_ISA[minor], (isa, (major, minor))
+    assert isa >= (8, 0)  # PTX ISA 8.0 is CUDA 12.0's, the oldest CUDA 12 NVRTC's
+
+
 @needs_ptxas
 @pytest.mark.parametrize("arch", ["sm_90", "sm_80", "compute_70"])
 def test_ptxas_report(arch):
@@ -310,6 +419,9 @@ def test_ptxas_report(arch):
         for key in keys:
             assert isinstance(row[key], int) and row[key] >= 0, (key, row)
         assert 0 < row["registers"] <= 255
+        # __launch_bounds__(1024, 1): a 1024-thread block fits the 64K-register file, no spills.
+        assert row["registers"] <= 65536 // 1024, row
+        assert row["spill_stores_bytes"] == 0 and row["spill_loads_bytes"] == 0, row
 
 
 # --- on a GPU --------------------------------------------------------------------------------
@@ -336,6 +448,15 @@ def test_gpu_minimum_capability_above_the_device():
     assert info["available"] is False
     assert "compute capability" in info["reason"]
     assert info["compute_capability"] == (major, minor)
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_gpu_loads_a_cubin_for_its_own_arch():
+    major, minor = kc.device_info()["compute_capability"]
+    kind, target, image = kc.kernel_image(f"sm_{major}{minor}")
+    assert (kind, target) == ("cubin", f"sm_{major}{minor}")
+    assert elf_cuda_arch(image) == major * 10 + minor
 
 
 @pytest.mark.gpu
