@@ -30,7 +30,7 @@ fn cuda_compile_ptx(py: Python<'_>, arch: &str) -> PyResult<String> {
 /// A cubin (ELF image) of the kernels for `arch` ("sm_XY" or "compute_XY"), through the cache.
 #[pyfunction]
 fn cuda_compile_cubin<'py>(py: Python<'py>, arch: &str) -> PyResult<Bound<'py, PyBytes>> {
-    let image = py.allow_threads(|| guard(|| nvrtc::compile_cubin_cached(arch)))??;
+    let image = unlocked(py, || guard(|| nvrtc::compile_cubin_cached(arch)))??;
     Ok(PyBytes::new(py, &image))
 }
 
@@ -38,7 +38,7 @@ fn cuda_compile_cubin<'py>(py: Python<'py>, arch: &str) -> PyResult<Bound<'py, P
 /// or ("ptx", "compute_VW", PTX text as bytes).
 #[pyfunction]
 fn cuda_kernel_image<'py>(py: Python<'py>, arch: &str) -> PyResult<(&'static str, String, Bound<'py, PyBytes>)> {
-    Ok(match py.allow_threads(|| guard(|| nvrtc::kernel_image_cached(arch)))?? {
+    Ok(match unlocked(py, || guard(|| nvrtc::kernel_image_cached(arch)))?? {
         KernelImage::Cubin { arch, image } => ("cubin", arch, PyBytes::new(py, &image)),
         KernelImage::Ptx { arch, ptx } => ("ptx", arch, PyBytes::new(py, ptx.as_bytes())),
     })
