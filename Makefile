@@ -116,8 +116,12 @@ stubs: install
 test-docs: install
 	cd tests && ../$(PY) -m pytest -q -p no:cacheprovider python/test_docs.py
 
-test-rust:
-	cargo test --release --features kernel-emulation
+# NVRTC from the venv's nvidia-cuda-nvrtc-cu12 wheel, so that the Rust tests that compile the
+# kernels (PTX and cubins) run here instead of returning early without NVRTC.
+NVRTC_LIB = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/nvidia/cuda_nvrtc/lib))
+
+test-rust: $(PY)
+	LD_LIBRARY_PATH=$(abspath $(NVRTC_LIB))$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH} cargo test --release --features kernel-emulation
 
 # Runs the Python tests against the installed wheel, then KATO's own encoder tests.
 test-python: install $(PLOT_DEPS_STAMP)

@@ -99,6 +99,8 @@ def test_python_blocks_run(path: Path, tmp_path: Path):
     script = f"BLOCKS = {listing!r}\n{RUNNER}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("KATO_GPU_")}
     env["KATO_GPU_CACHE_DIR"] = str(tmp_path / "cache")
+    # What an operator sets for the mutating endpoints (docs/OPERATIONS.md, "Securing the endpoints").
+    env["KATO_GPU_API_TOKEN"] = "docs-example-token"
     proc = subprocess.run(
         [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
     )
