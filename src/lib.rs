@@ -18,6 +18,7 @@
 mod cuda;
 mod device;
 mod error;
+mod kato_filters;
 mod kato_record;
 mod kpi;
 mod matcher;
@@ -37,6 +38,7 @@ mod python;
 
 pub use device::{CapacityInfo, DeviceError, DeviceStatus};
 pub use error::{KatoError, Result};
+pub use kato_filters::{candidate_slots, FilterQuery, Pipeline, Rule, Stage};
 pub use kato_record::{
     first_symbol_slots, kato_scores, pre_potential_bound, ranked_predictions, single_symbol_predictions, KatoScores,
     Ranked, RankedRecord, SingleSymbolRecord,
