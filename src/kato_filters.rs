@@ -24,10 +24,18 @@ pub const RAPIDFUZZ_THRESHOLD: f64 = 0.1;
 /// One configured stage with the session's raw parameters (None: not set).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Stage {
-    Length { min_ratio: Option<f64>, max_ratio: Option<f64> },
-    Jaccard { threshold: Option<f64>, min_overlap: Option<f64> },
+    Length {
+        min_ratio: Option<f64>,
+        max_ratio: Option<f64>,
+    },
+    Jaccard {
+        threshold: Option<f64>,
+        min_overlap: Option<f64>,
+    },
     /// `threshold`: the session's `recall_threshold` (its own `or 0.1`, not the searcher's default).
-    RapidFuzz { threshold: Option<f64> },
+    RapidFuzz {
+        threshold: Option<f64>,
+    },
 }
 
 /// A stage's test of one pattern, its parameters resolved for one state.
@@ -267,7 +275,8 @@ mod tests {
         let ratio = |r: usize| if r == 0 { None } else { Some(r as f64 / 10.0) };
         for round in 0..80 {
             let state: Vec<String> = (0..1 + rng.below(7)).map(|_| alphabet[rng.below(12)].clone()).collect();
-            let lookup: Vec<i64> = state.iter().map(|s| s[1..].parse::<i64>().unwrap()).map(|i| if i < 10 { i } else { -1 }).collect();
+            let lookup: Vec<i64> =
+                state.iter().map(|s| s[1..].parse::<i64>().unwrap()).map(|i| if i < 10 { i } else { -1 }).collect();
             let ids = crate::matcher::query_from_lookup(&lookup);
             let query = FilterQuery::new(&ids, state.iter().collect::<HashSet<_>>().len());
             let stages = [
@@ -281,14 +290,51 @@ mod tests {
                 candidate_slots(&matcher, &query, &pipeline).iter().map(|&s| matcher.name(s).to_string()).collect();
             let want: Vec<String> = (0..600)
                 .filter(|&k| k % 7 != 0)
-                .filter(|&k| {
-                    !pipeline.selects_nothing && pipeline.rules.iter().all(|r| naive(r, &patterns[k], &state))
-                })
+                .filter(|&k| !pipeline.selects_nothing && pipeline.rules.iter().all(|r| naive(r, &patterns[k], &state)))
                 .map(|k| format!("p{k:03}"))
                 .collect();
             let mut got_sorted = got.clone();
             got_sorted.sort();
             assert_eq!(got_sorted, want, "state {state:?}, stages {chosen:?}");
+        }
+    }
+
+    #[test]
+    fn ranking_among_candidates_equals_ranking_a_store_of_only_them() {
+        use crate::kato_record::{ranked_predictions, ranked_predictions_among};
+        use crate::metrics::SimilarityRule;
+        let mut rng = Rng::new(5);
+        let patterns: Vec<Vec<u32>> = (0..900).map(|_| rng.sequence(9, 12)).collect();
+        let mut all = Matcher::new(crate::metrics::Metric::Lcs);
+        for (k, p) in patterns.iter().enumerate() {
+            all.insert(&format!("p{k:03}"), p).unwrap();
+        }
+        for round in 0..12 {
+            let chosen: Vec<usize> = (0..900).filter(|_| rng.below(3) == 0).collect();
+            let mut only = Matcher::new(crate::metrics::Metric::Lcs);
+            for &k in chosen.iter().filter(|&&k| !patterns[k].is_empty()) {
+                only.insert(&format!("p{k:03}"), &patterns[k]).unwrap();
+            }
+            // Names not stored are ignored.
+            let mut names: Vec<String> = chosen.iter().map(|k| format!("p{k:03}")).collect();
+            names.push("absent".to_string());
+            let among: crate::matcher::CandidateNames = names.iter().map(String::as_str).collect();
+            let state = rng.sequence(7, 12);
+            let threshold = [0.0, 0.1, 0.3][round % 3];
+            let keep = [1, 5, 40, 1000][round % 4];
+            let summary = |m: &Matcher, r: crate::kato_record::Ranked| -> (usize, Vec<(String, u64, u64)>) {
+                let rows = r
+                    .records
+                    .iter()
+                    .map(|x| (m.name(x.slot).to_string(), x.similarity.to_bits(), x.scores.pre_potential.to_bits()));
+                (r.total, rows.collect())
+            };
+            for prune in [false, true] {
+                let rule = SimilarityRule::KatoRounded;
+                let got = ranked_predictions_among(&all, &state, threshold, keep, rule, prune, Some(&among)).unwrap();
+                let want = ranked_predictions(&only, &state, threshold, keep, rule, prune).unwrap();
+                assert_eq!(summary(&all, got), summary(&only, want), "round {round}, prune {prune}");
+            }
         }
     }
 }

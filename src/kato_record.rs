@@ -8,7 +8,7 @@ use std::cmp::Ordering;
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::matcher::{Matcher, SlotMask};
+use crate::matcher::{CandidateNames, Matcher, SlotMask};
 use crate::metrics::difflib::DifflibQuery;
 use crate::metrics::lcs::LcsQuery;
 use crate::metrics::{PreparedQuery, Scorer, SimilarityRule};
@@ -402,8 +402,9 @@ pub fn ranked_predictions(
     ranked_predictions_among(matcher, state, threshold, keep, rule, prune, None)
 }
 
-/// [`ranked_predictions`] over only the slots of `among` (every live pattern when None): KATO's
-/// candidates after a filter pipeline.
+/// [`ranked_predictions`] over only the patterns named in `among` (every live pattern when
+/// None): KATO's candidates after a filter pipeline. Names not stored are ignored, and so are
+/// empty patterns (KATO caches no pattern data for them, so it never scores them).
 pub fn ranked_predictions_among(
     matcher: &Matcher,
     state: &[u32],
@@ -411,9 +412,15 @@ pub fn ranked_predictions_among(
     keep: usize,
     rule: SimilarityRule,
     prune: bool,
-    among: Option<&SlotMask>,
+    among: Option<&CandidateNames>,
 ) -> Result<Ranked> {
     matcher.check_query(state.len(), threshold, rule)?;
+    let among = among.map(|names| {
+        let (store, _) = matcher.store_and_order();
+        let slots = names.iter().filter_map(|n| matcher.slot_of(n)).filter(|&s| store.len_of(s) > 0);
+        SlotMask::from_slots(store.slots(), slots)
+    });
+    let among = among.as_ref();
     let (store, order) = matcher.store_and_order();
     let plan = QueryPlan::with_rule(state.len(), threshold, store.lengths(), rule);
     let cutoff_positive = threshold > 0.0;

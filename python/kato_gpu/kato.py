@@ -15,9 +15,14 @@ What changes, class by class (KATO's own method still runs wherever the note say
   matcher follow (learn / clear / remove). A failed KATO write or delete leaves the matcher as
   it was. Every learn path of KATO writes through ``write_pattern``.
 * ``PatternSearcher.causalBeliefAsync`` (every multi-symbol prediction, including the
-  per-request searchers ``get_predictions_async`` builds): with KATO's default candidate
-  selection (no filter stage: every pattern of the ``kb_id``) the matcher scores every pattern
-  exactly as KATO's matching would (token mode: KATO's LCS score rounded through 0-100), computes
+  per-request searchers ``get_predictions_async`` builds): the candidates are every pattern of
+  the ``kb_id`` with KATO's default (no filter stage), else those the session's
+  ``filter_pipeline`` selects: its length, Jaccard and RapidFuzz stages evaluated natively with
+  the semantics of KATO's executor (counted ``filter_native``), or, where a stage is another one
+  (MinHash, Bloom) or a parameter or symbol is one the native rules do not cover exactly (a quote
+  or backslash in a symbol of the Jaccard SQL, a non-finite parameter), KATO's own executor
+  (``filter_kato_stages``). Over the candidates the matcher scores every pattern exactly as
+  KATO's matching would (token mode: KATO's LCS score rounded through 0-100), computes
   KATO's prediction fields and its pre-potential for every match, and hands back only the
   ``3 × max_predictions`` that ``predictPattern`` would keep, as KATO's own ``Prediction``
   objects (metadata from Redis through KATO's ``RedisWriter``). Above KATO's process-pool
@@ -28,7 +33,7 @@ What changes, class by class (KATO's own method still runs wherever the note say
 * ``PatternProcessor.predictPattern``: KATO's, unchanged, told how many predictions it keeps.
 
 KATO's original method answers, and :func:`status` counts why, wherever exactness cannot be
-kept natively: a filter pipeline configured for the session, fuzzy token matching
+kept natively: a searcher without KATO's hybrid (ClickHouse) architecture, fuzzy token matching
 (``fuzzy_token_threshold > 0``), character-level matching (``use_token_matching`` off), KATO's
 difflib thread path (``KATO_USE_FAST_MATCHING=false`` with at most 500 candidates), target-class
 candidates, RapidFuzz missing, or a matcher that lost step with KATO's store (an error while
@@ -236,8 +241,10 @@ _registry = _Registry()
 
 def status() -> Dict[str, Any]:
     """What kato_gpu serves: per knowledge base its pattern count and whether it is in step with
-    KATO's store; how many predictions it answered (``accelerated``, ``single_symbol``) and how
-    many KATO's own code answered, by reason (``fallback.<reason>``)."""
+    KATO's store; how many predictions it answered (``accelerated``, ``single_symbol``; of the
+    accelerated ones, those of sessions with a filter pipeline by who chose the candidates:
+    ``filter_native``, ``filter_kato_stages``) and how many KATO's own code answered, by reason
+    (``fallback.<reason>``)."""
     return {
         "installed": _installed,
         "knowledge_bases": {

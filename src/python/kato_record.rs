@@ -56,9 +56,10 @@ impl<'py> FromPyObject<'py> for Stages {
             let parts: (Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>) = item.extract().map_err(|_| {
                 PyTypeError::new_err(format!("a stage must be a (name, a, b) tuple, got {}", describe(&item)))
             })?;
-            let name: String = parts.0.extract().map_err(|_| {
-                PyTypeError::new_err(format!("a stage name must be a str, got {}", describe(&parts.0)))
-            })?;
+            let name: String = parts
+                .0
+                .extract()
+                .map_err(|_| PyTypeError::new_err(format!("a stage name must be a str, got {}", describe(&parts.0))))?;
             let stage = match name.as_str() {
                 "length" => Stage::Length {
                     min_ratio: parameter(&parts.1, "length_min_ratio")?,

@@ -612,11 +612,8 @@ impl PyMatcher {
                 let vocab = self.vocab.read();
                 let ids = state_ids(&vocab, &state);
                 let matcher = self.read();
-                let among = candidates.as_ref().map(|names| {
-                    let (store, _) = matcher.store_and_order();
-                    let slots = names.iter().filter_map(|n| matcher.slot_of(n)).filter(|&s| store.len_of(s) > 0);
-                    crate::matcher::SlotMask::from_slots(store.slots(), slots)
-                });
+                let among: Option<crate::matcher::CandidateNames> =
+                    candidates.as_ref().map(|names| names.iter().map(String::as_str).collect());
                 let ranked = crate::kato_record::ranked_predictions_among(
                     &matcher,
                     &ids,

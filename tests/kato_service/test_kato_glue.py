@@ -409,7 +409,6 @@ class _Refusing:
 @pytest.mark.parametrize(
     "settings, reason",
     [
-        ({"filter_pipeline": ["length"], "length_min_ratio": 0.1, "length_max_ratio": 10.0}, "filter_pipeline"),
         ({"fuzzy_token_threshold": 0.8}, "fuzzy_tokens"),
         ({"use_token_matching": False}, "character_level"),
     ],
