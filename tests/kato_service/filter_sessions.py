@@ -8,7 +8,7 @@ node of 620 patterns keeps more than 500 candidates, so KATO's process-pool bran
 
 Where KATO prunes (3 × max_predictions below the number of matches) the requests where its cut
 falls inside a tie are found by KATO's own matching run in this process over the candidates; for
-the large node those are the length filter's, computed here from the patterns. On the small node
+the large node those are the length filter's (``kato_oracle.filter_candidates``). On the small node
 ``max_predictions`` is 100: KATO keeps every match, so no cut exists.
 """
 
@@ -19,7 +19,7 @@ from itertools import chain
 from typing import Any, Dict, List
 
 from kato_gpu.bench.kato_compare import compare_responses
-from kato_gpu.bench.kato_oracle import kato_pre_potentials, pruning_cut_tied
+from kato_gpu.bench.kato_oracle import filter_candidates, kato_pre_potentials, pruning_cut_tied
 
 QUOTED = "it's"
 
@@ -43,13 +43,6 @@ def path_of(settings: dict, state: List[str]) -> str:
 
 #: A length filter wide enough to keep more than 500 of the large node's patterns.
 WIDE = {"filter_pipeline": ["length"], "length_min_ratio": 0.2, "length_max_ratio": 20.0}
-
-
-def length_candidates(patterns: Dict[str, List[List[str]]], state_len: int, low: float, high: float) -> Dict:
-    """The patterns KATO's length stage selects (its SQL bounds: ``int()`` of the products, the
-    lower one at least 1), for the oracle."""
-    lo, hi = max(1, int(state_len * low)), int(state_len * high)
-    return {n: e for n, e in patterns.items() if lo <= sum(map(len, e)) <= hi}
 
 
 def compare(pair: Any, sessions, events, ambiguous: bool) -> None:
@@ -105,7 +98,7 @@ def exercise_filters(pair: Any, large_patterns, large_queries) -> Dict[str, int]
         pair.plain.update_config(large[0], max_predictions=max_predictions, recall_threshold=threshold)
         pair.fast.update_config(large[1], max_predictions=max_predictions, recall_threshold=threshold)
         state = list(chain(*[sorted(e) for e in events]))
-        candidates = length_candidates(patterns, len(state), WIDE["length_min_ratio"], WIDE["length_max_ratio"])
+        candidates = filter_candidates(patterns, state, {**WIDE, "recall_threshold": threshold})
         assert len(candidates) > 500
         pre = kato_pre_potentials(candidates, state, threshold, [sorted(e) for e in events])
         compare(pair, large, events, pruning_cut_tied(pre, 3 * max_predictions))

@@ -125,3 +125,32 @@ def test_ranking_among_candidates():
         assert [(r[0], r[7].hex(), r[10].hex()) for r in got[1]] == [(r[0], r[7].hex(), r[10].hex()) for r in want[1]]
     with pytest.raises(TypeError):
         m.kato_ranked_predictions(["s1"], 0.1, 5, candidates="p000")
+
+
+def test_the_bench_oracle_agrees():
+    """``kato_oracle.filter_candidates`` (the kato-bench tie check's candidates) states the same
+    rules from a session configuration."""
+    from kato_gpu.bench.kato_oracle import filter_candidates
+
+    rng = random.Random(4)
+    patterns = random_patterns(rng, 200)
+    m = matcher_of(patterns)
+    named = {f"p{k:03}": events for k, events in enumerate(patterns)}
+    params = [None, 0, 0.3, 1, 2.5]
+    for _ in range(100):
+        state = [rng.choice(VOCAB + ["unknown"]) for _ in range(rng.randint(1, 6))]
+        pipeline = [rng.choice(["length", "jaccard", "rapidfuzz"]) for _ in range(rng.randint(0, 3))]
+        config = {"filter_pipeline": pipeline}
+        for key in ("length_min_ratio", "length_max_ratio", "jaccard_threshold", "jaccard_min_overlap"):
+            config[key] = rng.choice(params)
+        config["recall_threshold"] = rng.choice([None, 0.0, 0.2, 0.6])
+        stages = [
+            ("length", config["length_min_ratio"], config["length_max_ratio"])
+            if name == "length"
+            else ("jaccard", config["jaccard_threshold"], config["jaccard_min_overlap"])
+            if name == "jaccard"
+            else ("rapidfuzz", config["recall_threshold"], None)
+            for name in pipeline
+        ]
+        assert set(filter_candidates(named, state, config)) == set(m.kato_filter_candidates(state, stages))
+    assert filter_candidates(named, ["s1"], {"filter_pipeline": ["length", "minhash"]}) is None

@@ -166,19 +166,25 @@ def _verify(
     patterns = None
     for query, kato, ours in zip(queries, kato_responses, ours_responses):
         outcome = compare_responses(kato, ours)
-        # KATO's matching over every pattern tells a tie at its cut; with a filter pipeline the
-        # candidates are fewer, so a difference there stays a difference (never hidden).
-        if outcome.outcome == "different" and not (opts.session_config or {}).get("filter_pipeline"):
+        if outcome.outcome == "different":
             # Only now is KATO's own matching run here (at N = 1M it takes about as long as KATO).
             if patterns is None:
                 patterns = _named_patterns(opts.kato_src, sequences)
-            from .kato_oracle import kato_pre_potentials, pruning_cut_tied
+            from .kato_oracle import filter_candidates, kato_pre_potentials, pruning_cut_tied
 
             print(
                 f"kato-bench: answers differ for {query}; running KATO's own matching here to see why", file=sys.stderr
             )
             state = list(chain(*query))
-            pre = kato_pre_potentials(patterns, state, opts.threshold, query, opts.mode == "token")
+            # With a filter pipeline KATO matches only its candidates; for stages the oracle does
+            # not restate (MinHash, Bloom) a difference stays a difference (never hidden).
+            session = {"recall_threshold": opts.threshold, **(opts.session_config or {})}
+            candidates = filter_candidates(patterns, state, session) if session.get("filter_pipeline") else patterns
+            if candidates is None:
+                counts[outcome.outcome] += 1
+                problems.append(f"{query}: {outcome.problems[:3]}")
+                continue
+            pre = kato_pre_potentials(candidates, state, opts.threshold, query, opts.mode == "token")
             if pruning_cut_tied(pre, 3 * opts.max_predictions):
                 outcome = compare_responses(kato, ours, ensemble_ambiguous=True)
         counts[outcome.outcome] += 1
