@@ -174,3 +174,27 @@ def test_searcher_view_holds_the_candidates(kato):  # noqa: F811
     with pytest.raises(Exception, match="Unable to find and delete pattern"):
         proc.delete_pattern(long)
     assert proc.delete_pattern(short) == "deleted"
+
+
+def test_jaccard_at_its_threshold(kato):  # noqa: F811
+    """Patterns whose Jaccard similarity with the state equals a threshold exactly: KATO's SQL
+    literal and its Float64 division meet kato_gpu's float64 rule at the boundary."""
+    kb_id = new_kb()
+    proc = processor(kb_id)
+    state = [f"t{k}" for k in range(10)]
+    # (shared, extra): the pattern holds `shared` of the state's symbols and `extra` others, so
+    # its Jaccard similarity is shared / (10 + extra): 0.1, 0.2, 0.3, 0.6, 0.7, 0.2, 0.3, 0.6.
+    for shared, extra in ((1, 0), (2, 0), (3, 0), (6, 0), (7, 0), (3, 5), (6, 10), (9, 5)):
+        events = [state[:shared], [f"x{shared}-{k}" for k in range(extra)]]
+        learn(proc, [e for e in events if e] + ([["t0"]] if shared + extra < 2 else []))
+    for threshold in (0.1, 0.2, 0.3, 0.6, 0.7):
+        config = _config(
+            {"filter_pipeline": ["jaccard"], "jaccard_threshold": threshold, "jaccard_min_overlap": 1}, 0.0
+        )
+        before = counts(kato)
+        ours = predict(proc, [state], config)
+        assert delta(before, counts(kato)) == {"accelerated": 1, "filter_native": 1}
+        assert_same(predict_kato(kato, proc, [state], config), ours)
+        assert len(ours) == sum(
+            s / (10 + e) >= threshold for s, e in ((1, 0), (2, 0), (3, 0), (6, 0), (7, 0), (3, 5), (6, 10), (9, 5))
+        )
