@@ -8,7 +8,7 @@ use std::cmp::Ordering;
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::matcher::Matcher;
+use crate::matcher::{CandidateNames, Matcher, SlotMask};
 use crate::metrics::difflib::DifflibQuery;
 use crate::metrics::lcs::LcsQuery;
 use crate::metrics::{PreparedQuery, Scorer, SimilarityRule};
@@ -399,14 +399,35 @@ pub fn ranked_predictions(
     rule: SimilarityRule,
     prune: bool,
 ) -> Result<Ranked> {
+    ranked_predictions_among(matcher, state, threshold, keep, rule, prune, None)
+}
+
+/// [`ranked_predictions`] over only the patterns named in `among` (every live pattern when
+/// None): KATO's candidates after a filter pipeline. Names not stored are ignored, and so are
+/// empty patterns (KATO caches no pattern data for them, so it never scores them).
+pub fn ranked_predictions_among(
+    matcher: &Matcher,
+    state: &[u32],
+    threshold: f64,
+    keep: usize,
+    rule: SimilarityRule,
+    prune: bool,
+    among: Option<&CandidateNames>,
+) -> Result<Ranked> {
     matcher.check_query(state.len(), threshold, rule)?;
+    let among = among.map(|names| {
+        let (store, _) = matcher.store_and_order();
+        let slots = names.iter().filter_map(|n| matcher.slot_of(n)).filter(|&s| store.len_of(s) > 0);
+        SlotMask::from_slots(store.slots(), slots)
+    });
+    let among = among.as_ref();
     let (store, order) = matcher.store_and_order();
     let plan = QueryPlan::with_rule(state.len(), threshold, store.lengths(), rule);
     let cutoff_positive = threshold > 0.0;
     let bounds = (prune && keep > 0).then(|| BoundQuery::new(state));
     let chunks = match matcher.metric().prepare(state) {
-        PreparedQuery::Lcs(q) => scan(&q, store, &plan, bounds.as_ref(), true, cutoff_positive),
-        PreparedQuery::Difflib(q) => scan(&q, store, &plan, bounds.as_ref(), false, cutoff_positive),
+        PreparedQuery::Lcs(q) => scan(&q, store, &plan, bounds.as_ref(), true, cutoff_positive, among),
+        PreparedQuery::Difflib(q) => scan(&q, store, &plan, bounds.as_ref(), false, cutoff_positive, among),
     };
     let total = chunks.iter().map(Vec::len).sum();
     let query = DifflibQuery::new(state, false);
@@ -496,6 +517,7 @@ fn scan<S: Scorer>(
     bounds: Option<&BoundQuery>,
     lcs_metric: bool,
     cutoff_positive: bool,
+    among: Option<&SlotMask>,
 ) -> Vec<Vec<Pending>> {
     let slots = store.slots();
     let state_len = query.state_len();
@@ -509,7 +531,8 @@ fn scan<S: Scorer>(
                 let run = store.run(first, end - first as usize);
                 needed.clear();
                 needed.extend((0..run.len()).map(|k| {
-                    if store.is_live(first + k as u32) {
+                    let slot = first + k as u32;
+                    if store.is_live(slot) && among.is_none_or(|m| m.contains(slot)) {
                         plan.row(run.pattern_len(k)).min_matches
                     } else {
                         LengthRow::NONE

@@ -19,6 +19,7 @@ mod cuda;
 mod device;
 mod error;
 mod fork;
+mod kato_filters;
 mod kato_record;
 mod kpi;
 mod matcher;
@@ -38,12 +39,13 @@ mod python;
 
 pub use device::{CapacityInfo, DeviceError, DeviceStatus};
 pub use error::{KatoError, Result};
+pub use kato_filters::{candidate_slots, FilterQuery, Pipeline, Rule, Stage};
 pub use kato_record::{
-    first_symbol_slots, kato_scores, pre_potential_bound, ranked_predictions, single_symbol_predictions, KatoScores,
-    Ranked, RankedRecord, SingleSymbolRecord,
+    first_symbol_slots, kato_scores, pre_potential_bound, ranked_predictions, ranked_predictions_among,
+    single_symbol_predictions, KatoScores, Ranked, RankedRecord, SingleSymbolRecord,
 };
 pub use kpi::{HistogramSnapshot, Kpis, DURATION_BUCKETS};
-pub use matcher::{query_from_lookup, Logging, Matcher, PromotionPlan, SharedMatcher, TierCounts};
+pub use matcher::{query_from_lookup, CandidateNames, Logging, Matcher, PromotionPlan, SharedMatcher, TierCounts};
 pub use metrics::Metric;
 pub use ordering::Matches;
 pub use prediction::{prediction_parts_many, PredictionParts, Weights};

@@ -115,11 +115,20 @@ impl QueryOptions {
 }
 
 /// One bit per slot: whether a query may return that slot.
-struct SlotMask(Vec<u64>);
+pub(crate) struct SlotMask(Vec<u64>);
 
 impl SlotMask {
+    /// A mask of `slots` over a store of `capacity` slots.
+    pub(crate) fn from_slots(capacity: usize, slots: impl IntoIterator<Item = u32>) -> SlotMask {
+        let mut words = vec![0u64; capacity.div_ceil(64)];
+        for slot in slots {
+            words[slot as usize / 64] |= 1 << (slot % 64);
+        }
+        SlotMask(words)
+    }
+
     #[inline]
-    fn contains(&self, slot: u32) -> bool {
+    pub(crate) fn contains(&self, slot: u32) -> bool {
         self.0.get(slot as usize / 64).is_some_and(|word| word >> (slot % 64) & 1 == 1)
     }
 
@@ -687,15 +696,14 @@ impl Matcher {
         }
     }
 
+    /// The slot of the stored pattern `name`.
+    pub(crate) fn slot_of(&self, name: &str) -> Option<u32> {
+        self.index.get(name, &self.store)
+    }
+
     /// The slots of the stored patterns among `names`.
-    fn candidate_mask(&self, names: &CandidateNames) -> SlotMask {
-        let mut words = vec![0u64; self.store.slots().div_ceil(64)];
-        for name in names.iter() {
-            if let Some(slot) = self.index.get(name, &self.store) {
-                words[slot as usize / 64] |= 1 << (slot % 64);
-            }
-        }
-        SlotMask(words)
+    pub(crate) fn candidate_mask(&self, names: &CandidateNames) -> SlotMask {
+        SlotMask::from_slots(self.store.slots(), names.iter().filter_map(|name| self.index.get(name, &self.store)))
     }
 
     /// Scores slots `from..` on the CPU (only those in `mask`, when given); one list of

@@ -174,7 +174,13 @@ class HybridGPUMatcher:
         *,
         weights: Optional[Dict[str, float]] = None,
         rounded: bool = True,
+        candidates: Optional[Sequence[str]] = None,
     ) -> Tuple[int, List[tuple]]: ...
+    def kato_filter_candidates(
+        self,
+        state: Sequence[str],
+        stages: Sequence[Tuple[str, Optional[float], Optional[float]]],
+    ) -> List[str]: ...
     def kato_first_symbol_candidates(self, symbol: str) -> int: ...
     def kato_first_symbol_symbols(self, symbol: str) -> List[str]: ...
     def kato_single_symbol_predictions(

@@ -69,6 +69,18 @@ def _threshold(text: str) -> float:
     return value
 
 
+def _json_object(text: str) -> dict:
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
 def _thresholds(text: str) -> Tuple[float, ...]:
     """A comma-separated list of thresholds in [0, 1], e.g. ``0,0.1,0.2``; ``none``: no sweep."""
     if text.strip().lower() == "none":
@@ -430,6 +442,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threshold(kato_bench, "the session's recall_threshold")
     kato_bench.add_argument("--max-predictions", type=_positive_int, default=100, help="the session's max_predictions")
     _add_seed(kato_bench)
+    kato_bench.add_argument(
+        "--session-config",
+        type=_json_object,
+        default=None,
+        metavar="JSON",
+        help='more session settings, e.g. \'{"filter_pipeline": ["length", "jaccard"]}\'',
+    )
     _add_json(kato_bench, "also write the results as JSON to PATH")
     return parser
 
@@ -448,6 +467,7 @@ def _kato_bench(args: argparse.Namespace) -> int:
             kato_queries=args.kato_queries,
             seed=args.seed,
             json_path=args.json_path,
+            session_config=args.session_config,
         )
     )
 

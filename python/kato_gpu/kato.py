@@ -15,9 +15,14 @@ What changes, class by class (KATO's own method still runs wherever the note say
   matcher follow (learn / clear / remove). A failed KATO write or delete leaves the matcher as
   it was. Every learn path of KATO writes through ``write_pattern``.
 * ``PatternSearcher.causalBeliefAsync`` (every multi-symbol prediction, including the
-  per-request searchers ``get_predictions_async`` builds): with KATO's default candidate
-  selection (no filter stage: every pattern of the ``kb_id``) the matcher scores every pattern
-  exactly as KATO's matching would (token mode: KATO's LCS score rounded through 0-100), computes
+  per-request searchers ``get_predictions_async`` builds): the candidates are every pattern of
+  the ``kb_id`` with KATO's default (no filter stage), else those the session's
+  ``filter_pipeline`` selects: its length, Jaccard and RapidFuzz stages evaluated natively with
+  the semantics of KATO's executor (counted ``filter_native``), or, where a stage is another one
+  (MinHash, Bloom) or a parameter or symbol is one the native rules do not cover exactly (a quote
+  or backslash in a symbol of the Jaccard SQL, a non-finite parameter), KATO's own executor
+  (``filter_kato_stages``). Over the candidates the matcher scores every pattern exactly as
+  KATO's matching would (token mode: KATO's LCS score rounded through 0-100), computes
   KATO's prediction fields and its pre-potential for every match, and hands back only the
   ``3 × max_predictions`` that ``predictPattern`` would keep, as KATO's own ``Prediction``
   objects (metadata from Redis through KATO's ``RedisWriter``). Above KATO's process-pool
@@ -34,7 +39,7 @@ What changes, class by class (KATO's own method still runs wherever the note say
   was written against (its source fingerprint); another version is left alone, with a warning.
 
 KATO's original method answers, and :func:`status` counts why, wherever exactness cannot be
-kept natively: a filter pipeline configured for the session, fuzzy token matching
+kept natively: a searcher without KATO's hybrid (ClickHouse) architecture, fuzzy token matching
 (``fuzzy_token_threshold > 0``), character-level matching (``use_token_matching`` off), KATO's
 difflib thread path (``KATO_USE_FAST_MATCHING=false`` with at most 500 candidates), target-class
 candidates, RapidFuzz missing, or a matcher that lost step with KATO's store (an error while
@@ -80,6 +85,11 @@ FALLBACK_REASONS = (
     "bad_threshold",
     "empty_state",
 )
+
+#: Characters of state symbols up to which KATO's Jaccard SQL stays well inside ClickHouse's
+#: default ``max_query_size`` (256 KiB) even with 500 candidate names in it; above, KATO's own
+#: stage runs.
+JACCARD_SQL_LIMIT = 100_000
 
 #: Patterns added per batch while loading a knowledge base.
 LOAD_BATCH = 50_000
@@ -241,8 +251,10 @@ _registry = _Registry()
 
 def status() -> Dict[str, Any]:
     """What kato_gpu serves: per knowledge base its pattern count and whether it is in step with
-    KATO's store; how many predictions it answered (``accelerated``, ``single_symbol``) and how
-    many KATO's own code answered, by reason (``fallback.<reason>``)."""
+    KATO's store; how many predictions it answered (``accelerated``, ``single_symbol``; of the
+    accelerated ones, those of sessions with a filter pipeline by who chose the candidates:
+    ``filter_native``, ``filter_kato_stages``) and how many KATO's own code answered, by reason
+    (``fallback.<reason>``)."""
     return {
         "installed": _installed,
         "knowledge_bases": {
@@ -278,8 +290,10 @@ class _MatcherNames(MutableMapping):
     ``delete_pattern`` checks) is the matcher's. Patterns learned or removed later follow the
     matcher through the hooks; ``clear`` empties the view as KATO's dict would be emptied."""
 
-    def __init__(self, base: _KnowledgeBase) -> None:
+    def __init__(self, base: _KnowledgeBase, only: Optional[frozenset] = None) -> None:
         self._base: Optional[_KnowledgeBase] = base
+        #: The filter pipeline's candidates: KATO refills its cache with those only.
+        self._only = only
         self._own: Dict[str, Any] = {}
         self._gone: set = set()
 
@@ -287,7 +301,13 @@ class _MatcherNames(MutableMapping):
         if name in self._own:
             return True
         base = self._base
-        return base is not None and name not in self._gone and isinstance(name, str) and name in base.matcher
+        return (
+            base is not None
+            and name not in self._gone
+            and isinstance(name, str)
+            and (self._only is None or name in self._only)
+            and name in base.matcher
+        )
 
     def __getitem__(self, name: str) -> Any:
         if name in self._own:
@@ -310,8 +330,9 @@ class _MatcherNames(MutableMapping):
         seen = set(self._own)
         yield from self._own
         if self._base is not None:
-            for name in self._base.matcher.pattern_names():
-                if name not in seen and name not in self._gone:
+            names = self._base.matcher.pattern_names() if self._only is None else sorted(self._only)
+            for name in names:
+                if name not in seen and name not in self._gone and (self._only is None or name in self._base.matcher):
                     yield name
 
     def __len__(self) -> int:
@@ -319,6 +340,7 @@ class _MatcherNames(MutableMapping):
 
     def clear(self) -> None:
         self._base = None
+        self._only = None
         self._own.clear()
         self._gone.clear()
 
@@ -332,6 +354,93 @@ def _metadata_of(metadata_batch: Dict[str, Any], name: str) -> Tuple[Dict[str, A
         logger.warning("kato_gpu: %s has frequency 0 in Redis (metadata lost?); using 1 as KATO does", name)
         frequency = 1
     return metadata, frequency
+
+
+def _filter_executor(searcher: Any, state: List[str]) -> Any:
+    """KATO's filter pipeline executor of the searcher, created or updated as KATO's candidate
+    selection does before every multi-symbol query: the pipeline is fixed when the executor is
+    created, its parameters are read from the session's configuration at every stage."""
+    executor = searcher.filter_executor
+    if executor is None:
+        from kato.filters import FilterPipelineExecutor
+
+        executor = searcher.filter_executor = FilterPipelineExecutor(
+            config=searcher.session_config,
+            state=state,
+            clickhouse_client=searcher.clickhouse_client,
+            redis_client=searcher.redis_client,
+            kb_id=searcher.kb_id,
+            bloom_filter=searcher.bloom_filter,
+            extractor=searcher.extractor,
+        )
+    else:
+        executor.state = state
+        executor.stage_metrics = []
+    return executor
+
+
+def _plain_number(value: Any) -> bool:
+    """A parameter the native stages take as KATO's SQL and Python would read it: unset, or an
+    int or float of a sane size. Anything else (bools, NaN, huge values, strings) is left to
+    KATO's own stages, which treat it as they do."""
+    if value is None:
+        return True
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) and abs(value) <= 1e9
+
+
+def _sql_text_safe(text: Any) -> bool:
+    """A symbol KATO's SQL embeds as it is: no quote or backslash (ClickHouse would read them as
+    the end of the literal or an escape) and no control character."""
+    return isinstance(text, str) and "'" not in text and "\\" not in text and all(c >= " " for c in text)
+
+
+def _native_stages(searcher: Any, executor: Any, state: List[str], rapidfuzz_available: bool) -> Optional[list]:
+    """The executor's pipeline as the native stages (``(name, a, b)``) when every stage it would
+    run is KATO's length, Jaccard or RapidFuzz stage and the native rules give exactly the
+    candidates KATO's SQL and Python give; else None (KATO's own stages then select them).
+    Unknown names are skipped, as KATO skips them."""
+    from kato.filters import FilterPipelineExecutor, JaccardFilter, LengthFilter, RapidFuzzFilter
+
+    if not _sql_text_safe(searcher.kb_id):
+        return None
+    native = {"length": LengthFilter, "jaccard": JaccardFilter, "rapidfuzz": RapidFuzzFilter}
+    config = executor.config
+    stages = []
+    for name in executor.filter_pipeline:
+        if not isinstance(name, str):
+            return None
+        registered = FilterPipelineExecutor.FILTER_REGISTRY.get(name)
+        if registered is None:
+            continue
+        if registered is not native.get(name):
+            return None
+        if name == "length":
+            params = (getattr(config, "length_min_ratio", None), getattr(config, "length_max_ratio", None))
+        elif name == "jaccard":
+            params = (getattr(config, "jaccard_threshold", None), getattr(config, "jaccard_min_overlap", None))
+            # KATO's Jaccard SQL holds every distinct state symbol; past ClickHouse's query size
+            # limit it would fail, and a failed stage changes the candidates.
+            if not all(_sql_text_safe(t) for t in state) or sum(len(t) + 4 for t in set(state)) > JACCARD_SQL_LIMIT:
+                return None
+        else:
+            extractor = executor.extractor
+            # Token-mode LCS similarity is what the native stage computes; KATO's other modes
+            # (difflib, characters, fuzzy tokens) stay with KATO.
+            if not (
+                rapidfuzz_available
+                and extractor is not None
+                and extractor.use_fast_matcher
+                and extractor.use_token_matching
+                and not (getattr(config, "fuzzy_token_threshold", 0.0) or 0.0)
+            ):
+                return None
+            params = (getattr(config, "recall_threshold", None), None)
+        if not all(_plain_number(p) for p in params):
+            return None
+        stages.append((name, *params))
+    return stages
 
 
 def _threshold(searcher: Any) -> Optional[float]:
@@ -422,7 +531,7 @@ def _patch(ps: Any, pp: Any, cw: Any, redis_writer_class: Any) -> None:
         if target_class_candidates:
             return "target_class_candidates", None
         config = searcher.session_config
-        if getattr(config, "filter_pipeline", None):
+        if not getattr(searcher, "use_hybrid_architecture", False) or config is None:
             return "filter_pipeline", None
         if (getattr(config, "fuzzy_token_threshold", 0.0) or 0.0) > 0.0:
             return "fuzzy_tokens", None
@@ -451,9 +560,28 @@ def _patch(ps: Any, pp: Any, cw: Any, redis_writer_class: Any) -> None:
         threshold = _threshold(self)
         if reason is None and threshold is None:
             reason = "bad_threshold"
+        # The candidates: every pattern of the kb (no filter stage), or those the session's
+        # filter pipeline selects: natively where its stages allow, else by KATO's own stages.
+        candidates = filtered = None
+        if reason is None:
+            state = list(state)
+            executor = _filter_executor(self, state)
+            if executor.filter_pipeline:
+                stages = _native_stages(self, executor, state, ps.RAPIDFUZZ_AVAILABLE)
+                if stages is not None:
+                    filtered = "filter_native"
+                    candidates = await asyncio.get_running_loop().run_in_executor(
+                        None, lambda: base.matcher.kato_filter_candidates(state, stages)
+                    )
+                else:
+                    filtered = "filter_kato_stages"
+                    candidates = list(self.getCandidatesViaFilterPipeline(state))
+                    if not all(name in base.matcher for name in candidates):
+                        reason = "out_of_step"
+        count = len(base.matcher) if candidates is None and base is not None else len(candidates or ())
         # KATO scores above this many candidates in a process pool (LCS scorer, no weights)
         # and below it in threads (its fast matcher, or difflib when that is switched off).
-        process_pool = base is not None and len(base.matcher) > ps.PROCESS_POOL_CANDIDATE_THRESHOLD
+        process_pool = base is not None and count > ps.PROCESS_POOL_CANDIDATE_THRESHOLD
         if reason is None and not process_pool and not self.use_fast_matching:
             reason = "difflib_thread_path"
         if reason is not None:
@@ -464,12 +592,23 @@ def _patch(ps: Any, pp: Any, cw: Any, redis_writer_class: Any) -> None:
         total, kept = await asyncio.get_running_loop().run_in_executor(
             None,
             lambda: base.matcher.kato_ranked_predictions(
-                list(state), threshold, keep if keep is not None else len(base.matcher), weights=weights, rounded=True
+                state,
+                threshold,
+                keep if keep is not None else len(base.matcher),
+                weights=weights,
+                rounded=True,
+                candidates=candidates,
             ),
         )
         _registry.count("accelerated")
-        self.patterns_cache = _MatcherNames(base)
-        self.patterns_count = len(base.matcher)
+        if filtered is not None:
+            _registry.count(filtered)
+        if filtered == "filter_native":
+            self.patterns_cache = _MatcherNames(base, only=frozenset(candidates))
+            self.patterns_count = len(candidates)
+        elif filtered is None:
+            self.patterns_cache = _MatcherNames(base)
+            self.patterns_count = len(base.matcher)
         if not kept:
             return []
         names = [k[0] for k in kept]

@@ -4,9 +4,10 @@
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyFloat, PyInt, PyList, PyString, PyTuple};
 
-use super::vocabulary::{describe, SharedVocabulary};
+use super::vocabulary::{describe, is_text, SharedVocabulary};
+use crate::kato_filters::Stage;
 use crate::kato_record::{RankedRecord, SingleSymbolRecord};
 
 /// A count argument (`keep`): an int >= 0, not a bool.
@@ -22,6 +23,62 @@ impl<'py> FromPyObject<'py> for Count {
         count
             .map(Count)
             .ok_or_else(|| PyValueError::new_err(format!("keep must be an int in [0, 2**64), got {}", describe(value))))
+    }
+}
+
+/// A filter stage parameter: None, or an int or float (not a bool).
+fn parameter(value: &Bound<'_, PyAny>, what: &str) -> PyResult<Option<f64>> {
+    if value.is_none() {
+        return Ok(None);
+    }
+    if value.is_instance_of::<PyBool>() || !(value.is_instance_of::<PyInt>() || value.is_instance_of::<PyFloat>()) {
+        return Err(PyTypeError::new_err(format!("{what} must be an int, a float or None, got {}", describe(value))));
+    }
+    Ok(Some(value.extract::<f64>()?))
+}
+
+/// KATO's filter stages, `[(name, a, b), ...]`: `("length", length_min_ratio,
+/// length_max_ratio)`, `("jaccard", jaccard_threshold, jaccard_min_overlap)`, `("rapidfuzz",
+/// recall_threshold, None)`, each parameter as the session holds it (None when unset).
+pub struct Stages(pub Vec<Stage>);
+
+impl<'py> FromPyObject<'py> for Stages {
+    fn extract_bound(value: &Bound<'py, PyAny>) -> PyResult<Self> {
+        if is_text(value) {
+            return Err(PyTypeError::new_err("stages must be a list of (name, a, b) tuples, not a str"));
+        }
+        let items = value.try_iter().map_err(|_| {
+            PyTypeError::new_err(format!("stages must be a list of (name, a, b) tuples, got {}", describe(value)))
+        })?;
+        let mut stages = Vec::new();
+        for item in items {
+            let item = item?;
+            let parts: (Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>) = item.extract().map_err(|_| {
+                PyTypeError::new_err(format!("a stage must be a (name, a, b) tuple, got {}", describe(&item)))
+            })?;
+            let name: String = parts
+                .0
+                .extract()
+                .map_err(|_| PyTypeError::new_err(format!("a stage name must be a str, got {}", describe(&parts.0))))?;
+            let stage = match name.as_str() {
+                "length" => Stage::Length {
+                    min_ratio: parameter(&parts.1, "length_min_ratio")?,
+                    max_ratio: parameter(&parts.2, "length_max_ratio")?,
+                },
+                "jaccard" => Stage::Jaccard {
+                    threshold: parameter(&parts.1, "jaccard_threshold")?,
+                    min_overlap: parameter(&parts.2, "jaccard_min_overlap")?,
+                },
+                "rapidfuzz" => Stage::RapidFuzz { threshold: parameter(&parts.1, "recall_threshold")? },
+                other => {
+                    return Err(PyValueError::new_err(format!(
+                        "unknown filter stage {other:?}: expected \"length\", \"jaccard\" or \"rapidfuzz\""
+                    )))
+                }
+            };
+            stages.push(stage);
+        }
+        Ok(Stages(stages))
     }
 }
 

@@ -575,8 +575,11 @@ impl PyMatcher {
     /// past, present, missing, extras, similarity, number_of_blocks, weighted_similarity,
     /// pre_potential)` with the lists flat as KATO's `extract_prediction_info` returns them.
     /// `weights`: symbol -> weight, for `weighted_similarity` (else None).
-    #[pyo3(signature = (state, threshold, keep, *, weights = None, rounded = Flag(true)),
-                  text_signature = "(self, state, threshold, keep, *, weights=None, rounded=True)")]
+    /// `candidates`: pattern names; only those, when given, are ranked (KATO's candidates after
+    /// a filter pipeline; names not stored and empty patterns are not candidates).
+    #[pyo3(signature = (state, threshold, keep, *, weights = None, rounded = Flag(true), candidates = None),
+                  text_signature = "(self, state, threshold, keep, *, weights=None, rounded=True, candidates=None)")]
+    #[allow(clippy::too_many_arguments)]
     fn kato_ranked_predictions<'py>(
         &self,
         py: Python<'py>,
@@ -585,8 +588,10 @@ impl PyMatcher {
         keep: Count,
         weights: Option<Bound<'py, PyAny>>,
         rounded: Flag,
+        candidates: Option<Bound<'py, PyAny>>,
     ) -> PyResult<(usize, Bound<'py, PyList>)> {
         let state: Vec<String> = symbols_of(&state, "state")?;
+        let candidates = candidates.map(|c| names_of(&c, "candidates")).transpose()?;
         let state_symbols: Vec<Bound<'py, PyString>> = state.iter().map(|s| PyString::new(py, s)).collect();
         let weights = weights_of(weights)?;
         let weights = ResolvedWeights::resolve(weights.as_ref(), &state_symbols, &self.vocab.read())?;
@@ -596,7 +601,17 @@ impl PyMatcher {
                 let vocab = self.vocab.read();
                 let ids = state_ids(&vocab, &state);
                 let matcher = self.read();
-                let ranked = crate::kato_record::ranked_predictions(&matcher, &ids, threshold.0, keep.0, rule, true)?;
+                let among: Option<crate::matcher::CandidateNames> =
+                    candidates.as_ref().map(|names| names.iter().map(String::as_str).collect());
+                let ranked = crate::kato_record::ranked_predictions_among(
+                    &matcher,
+                    &ids,
+                    threshold.0,
+                    keep.0,
+                    rule,
+                    true,
+                    among.as_ref(),
+                )?;
                 let kept = Matches {
                     similarities: ranked.records.iter().map(|r| r.similarity).collect(),
                     slots: ranked.records.iter().map(|r| r.slot).collect(),
@@ -619,6 +634,33 @@ impl PyMatcher {
         })??;
         let _gc = GcPause::new(py)?;
         Ok((total, kato_record::ranked_tuples(py, &self.vocab, &detached, &infos, &state_symbols)?))
+    }
+
+    /// The names of the patterns KATO's filter pipeline selects for `state`, in no particular
+    /// order: `stages` as `[(name, a, b), ...]`, `("length", length_min_ratio,
+    /// length_max_ratio)`, `("jaccard", jaccard_threshold, jaccard_min_overlap)`, `("rapidfuzz",
+    /// recall_threshold, None)`, the session's values as they are (None when unset; KATO's
+    /// defaults replace None and 0). As KATO's executor: a "rapidfuzz" stage before the first
+    /// database stage is skipped, and with no database stage nothing is selected.
+    fn kato_filter_candidates<'py>(
+        &self,
+        py: Python<'py>,
+        state: Bound<'py, PyAny>,
+        stages: kato_record::Stages,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let state: Vec<String> = symbols_of(&state, "state")?;
+        let names = unlocked(py, || {
+            guard(|| -> crate::Result<Vec<String>> {
+                let pipeline = crate::kato_filters::Pipeline::resolve(&stages.0, state.len())?;
+                let distinct = state.iter().map(String::as_str).collect::<std::collections::HashSet<_>>().len();
+                let ids = state_ids(&self.vocab.read(), &state);
+                let matcher = self.read();
+                let query = crate::kato_filters::FilterQuery::new(&ids, distinct);
+                let slots = crate::kato_filters::candidate_slots(&matcher, &query, &pipeline);
+                Ok(slots.iter().map(|&s| matcher.name(s).to_string()).collect())
+            })
+        })??;
+        PyList::new(py, names)
     }
 
     /// How many patterns KATO's single-symbol path considers for `symbol`: those whose first

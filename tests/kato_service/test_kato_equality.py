@@ -14,6 +14,8 @@ detects those requests, and there only the fields that do not depend on the rest
 ensemble are compared. Both servers run with ``PYTHONHASHSEED=0``, so that KATO's set iteration
 orders agree between them.
 
+Sessions with a ``filter_pipeline`` (``filter_sessions.py``) run on the same servers in token mode.
+
 KATO's REST API has no way to delete one pattern; clear-all is exercised. A ``recall_threshold``
 of 0.0, one-symbol states, affinity weights (``affinity_emotive``), ``max_predictions`` from 1 to
 100, both of KATO's matching branches (threads at most 500 candidates, a process pool above) and
@@ -30,6 +32,8 @@ from itertools import chain
 from typing import Dict, List
 
 import pytest
+from filter_sessions import NODE as FILTER_NODE
+from filter_sessions import exercise_filters, filter_patterns
 
 from conftest import KATO_SRC, serving_unavailable
 
@@ -174,12 +178,17 @@ def test_same_predictions_through_katos_rest_api(mode, small_requests, large_req
     with plain, fast:
         for server in (plain, fast):
             server.bulk_load("large", large_patterns)
+            if mode == "token":
+                server.bulk_load(FILTER_NODE, filter_patterns())
         pair = Pair(plain, fast)
         try:
             pair.patterns["large"] = {
                 kato_name([sorted(e) for e in seq]): [sorted(e) for e in seq] for seq in large_patterns
             }
             exercise(pair, random.Random(f"kato-equality-{mode}"), small_requests, large_requests, large_queries)
+            # Sessions with a filter pipeline, on the same servers (token mode: KATO's RapidFuzz
+            # stage and kato_gpu's native one compute its LCS similarity).
+            filtered = exercise_filters(pair, large_patterns, large_queries) if mode == "token" else {}
             status = pair.fast.request("GET", "/kato-gpu/status")
         finally:
             pair.close()
@@ -198,3 +207,7 @@ def test_same_predictions_through_katos_rest_api(mode, small_requests, large_req
     assert status["knowledge_bases"] and all(kb["in_step"] for kb in status["knowledge_bases"].values()), status
     expected_fallbacks = {"fallback.difflib_thread_path"} if mode == "difflib" else set()
     assert {k for k in counts if k.startswith("fallback.")} == expected_fallbacks, counts
+    if filtered:
+        print(f"filtered sessions: {pair.filter_counts}")
+        assert pair.filter_counts["exact"] >= 0.9 * sum(pair.filter_counts.values()), pair.filter_counts
+        assert {k: counts.get(k, 0) for k in filtered} == filtered, counts

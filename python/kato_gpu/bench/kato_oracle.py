@@ -81,3 +81,39 @@ def pruning_cut_tied(pre_potentials: Mapping[str, float], keep: int) -> bool:
         return False
     ranked: List[float] = sorted(pre_potentials.values(), reverse=True)
     return ranked[keep - 1] == ranked[keep]
+
+
+def filter_candidates(
+    patterns: Mapping[str, Sequence[Sequence[str]]], state: Sequence[str], config: Mapping
+) -> Optional[Dict[str, Sequence[Sequence[str]]]]:
+    """The patterns (name → events) a session's ``filter_pipeline`` of KATO's ``length``,
+    ``jaccard`` and ``rapidfuzz`` stages selects, the rules restated here in plain Python over
+    the events (KATO runs the first two as SQL over its pattern table): None when the pipeline has
+    any other stage. Independent of kato_gpu's native stages, which the tie check must not trust.
+    Parameters as KATO's stages take them: ``value or default``, length bounds truncated by
+    ``int()``, a RapidFuzz stage before any database stage skipped, no database stage: nothing."""
+    from .oracles import ref_lcs
+
+    kept: Optional[set] = None
+    for stage in config.get("filter_pipeline") or []:
+        if stage not in ("length", "jaccard", "rapidfuzz"):
+            return None
+        if stage == "rapidfuzz" and kept is None:
+            continue
+        names = set()
+        for name, events in patterns.items():
+            flat = list(chain(*events))
+            if stage == "length":
+                low = max(1, int(len(state) * (config.get("length_min_ratio") or 0.5)))
+                ok = low <= len(flat) <= int(len(state) * (config.get("length_max_ratio") or 2.0))
+            elif stage == "jaccard":
+                overlap, union = len(set(flat) & set(state)), len(set(flat) | set(state))
+                ok = overlap >= (config.get("jaccard_min_overlap") or 2) and overlap * 1.0 / union >= (
+                    config.get("jaccard_threshold") or 0.3
+                )
+            else:
+                ok = bool(flat) and ref_lcs(flat, state) >= (config.get("recall_threshold") or 0.1)
+            if ok:
+                names.add(name)
+        kept = names if kept is None else kept & names
+    return {name: patterns[name] for name in kept or ()}
