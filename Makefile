@@ -30,7 +30,7 @@ venv: $(PY)
 # made before it was needed gets it too.
 PLOT_PIP_DEPS := "matplotlib>=3.5"
 PLOT_DEPS_STAMP := $(VENV)/.plot-deps
-$(PLOT_DEPS_STAMP): $(PY)
+$(PLOT_DEPS_STAMP): $(PY) Makefile
 	$(PY) -m pip install -q $(PLOT_PIP_DEPS)
 	touch $@
 
@@ -41,13 +41,14 @@ $(PLOT_DEPS_STAMP): $(PY)
 # Then what KATO's own service tests import (make kato-suite): pytest and pytest-asyncio at KATO's
 # locked versions, requests, websocket-client and pytest-timeout (KATO's test requirements; a hung test ends). The
 # docker package is left out on purpose: without it KATO's fixtures use the service on port 8000.
+# The stamps are remade whenever this Makefile changes, so that a changed pin reaches an existing venv.
 KATO_DEPS_STAMP := $(VENV)/.kato-deps
 KATO_PIP_DEPS := "fastapi==0.118.3" "starlette==0.48.0" "pydantic==2.11.9" "pydantic-settings==2.11.0" \
 	"uvicorn==0.37.0" "websockets==15.0.1" "python-multipart==0.0.20" "pyyaml==6.0.3" "redis==6.4.0" \
 	"clickhouse-connect==0.9.2" "qdrant-client==1.15.1" "protobuf==6.32.1" "grpcio==1.75.1" \
 	"datasketch==1.7.0" "xxhash>=3" "rapidfuzz==3.14.1" "psutil==7.1.0" "httpx>=0.24" "chdb==4.4.0" \
 	"pytest==8.4.2" "pytest-asyncio==1.2.0" "requests==2.34.2" "pytest-timeout==2.4.0" "websocket-client==1.9.2"
-$(KATO_DEPS_STAMP): $(PY)
+$(KATO_DEPS_STAMP): $(PY) Makefile
 	$(PY) -m pip install -q $(KATO_PIP_DEPS)
 	@command -v redis-server >/dev/null 2>&1 || { \
 		echo "installing redis-server (apt-get)"; \
