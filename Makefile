@@ -16,7 +16,7 @@ RELEASE_DIR := dist/release
 
 .PHONY: venv dev wheel install test test-rust test-python test-kato bench lint lint-fmt lint-clippy \
 	lint-clippy-python lint-ruff stubs docs clean kato-deps test-kato-service kato-suite \
-	release-wheel sdist test-docs
+	release-wheel sdist test-docs gpu-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -156,6 +156,14 @@ test: lint
 
 bench: install
 	$(VENV)/bin/kato-gpu bench $(BENCH_ARGS)
+
+# What only a machine with a CUDA GPU can check (scripts/gpu_check.py; docs/GPU.md): pytest -m gpu,
+# compute-sanitizer memcheck over it when installed, and kato-gpu bench --patterns 10000000 --device
+# gpu, in under five minutes after the build, recorded in gpu-check.json (logs in gpu-check-logs/).
+# Without a usable GPU it stops at once: "no CUDA device: <reason>", exit status 3.
+GPU_CHECK_ARGS ?=
+gpu-check: install
+	$(PY) scripts/gpu_check.py --json gpu-check.json $(GPU_CHECK_ARGS)
 
 # API reference from the docstrings and stubs into docs/api/ (git-ignored); pdoc only here. The
 # package's __all__ names no submodule, so every public module is named (the compiled one too).

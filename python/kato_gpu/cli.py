@@ -239,6 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_seed(bench)
     _add_json(bench)
     bench.add_argument(
+        "--device",
+        choices=("auto", "cpu", "gpu"),
+        default="auto",
+        help="GPUConfig.device of the benchmarked matchers: auto (the GPU when usable), cpu, or gpu (exit "
+        "status 2 without a usable GPU)",
+    )
+    bench.add_argument(
         "--load-chunk",
         type=_positive_int,
         default=50_000,
@@ -554,6 +561,7 @@ def _bench(args: argparse.Namespace) -> int:
         difflib_sample=args.difflib_sample,
         seed=args.seed,
         json_path=args.json_path,
+        device=args.device,
         load_chunk=args.load_chunk,
         progress=not args.no_progress,
         learn=args.learn,

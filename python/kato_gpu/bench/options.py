@@ -19,6 +19,7 @@ class BenchOptions:
     difflib_sample: int = 2000
     seed: int = 42
     json_path: Optional[str] = None
+    device: str = "auto"  # GPUConfig.device of every matcher the benchmark builds
     load_chunk: int = 50_000
     progress: bool = True
     learn: int = 20_000  # patterns learned one add_new_pattern call at a time; 0: no learning

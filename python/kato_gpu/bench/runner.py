@@ -66,7 +66,7 @@ __all__ = ["BenchOptions", "run", "EXIT_OK", "EXIT_MISMATCH", "EXIT_MISSING_DEPE
 
 def run(opts: BenchOptions, out: Optional[IO[str]] = None, err: Optional[IO[str]] = None) -> int:
     """Runs the benchmark; returns 0 (all verified), 1 (a result differs from an oracle) or 2
-    (rapidfuzz missing)."""
+    (rapidfuzz missing, or ``device="gpu"`` without a usable GPU)."""
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     rapidfuzz = require_rapidfuzz("bench", err)
@@ -74,6 +74,12 @@ def run(opts: BenchOptions, out: Optional[IO[str]] = None, err: Optional[IO[str]
         return EXIT_MISSING_DEPENDENCY
     import kato_gpu
 
+    if opts.device == "gpu":
+        # Refused before the workload is generated (minutes at 10M), as a bad argument is.
+        info = kato_gpu.cuda.device_info()
+        if not info["available"]:
+            print(f"kato-gpu bench: error: --device gpu, but no usable CUDA GPU: {info['reason']}", file=err)
+            return EXIT_MISSING_DEPENDENCY
     total_cpus, usable_cpus = _cpu_counts()
     versions = _versions(kato_gpu, rapidfuzz)
     print(

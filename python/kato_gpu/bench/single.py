@@ -24,7 +24,7 @@ from .workload import Workload, pattern_index, pattern_names
 def _load(kato_gpu, encoder, metric: str, wl: Workload, tokens_enc: np.ndarray, opts: BenchOptions, err: IO[str]):
     gc.collect()
     rss_before = _rss_bytes()
-    matcher = kato_gpu.HybridGPUMatcher(encoder, kato_gpu.GPUConfig(metric=metric))
+    matcher = kato_gpu.HybridGPUMatcher(encoder, kato_gpu.GPUConfig(metric=metric, device=opts.device))
     n = wl.n_patterns
     offsets = wl.offsets
     chunk = max(1, opts.load_chunk)
@@ -153,6 +153,10 @@ def bench_metric(
                 sample_checked += sample_size
             bar.update(1)
 
+    # Where the timed queries ran (gpu_queries, long-state and fallback counts), before anything
+    # else queries this matcher.
+    query_stats = matcher.get_stats()
+
     # The threshold sweep and the batch comparison, on the same matcher, before learning.
     sweep = None
     sweep_ok = batch_ok = True
@@ -224,6 +228,7 @@ def bench_metric(
     return {
         "formula": METRIC_FORMULAS[metric],
         "load": load,
+        "query_stats": query_stats,
         "engines": engines,
         "learning": learning,
         "thresholds": sweep,

@@ -52,7 +52,7 @@ def size_series(
         len(opts.sizes) * wl.n_queries, label=f"sizes ({metric})", unit="queries", stream=err, enabled=opts.progress
     ) as bar:
         for n in opts.sizes:
-            matcher = kato_gpu.HybridGPUMatcher(encoder, kato_gpu.GPUConfig(metric=metric))
+            matcher = kato_gpu.HybridGPUMatcher(encoder, kato_gpu.GPUConfig(metric=metric, device=opts.device))
             end = int(wl.offsets[n])
             added = matcher.add_patterns_csr(pattern_names(0, n), tokens_enc[:end], wl.offsets[: n + 1], promote=True)
             if added != n:
