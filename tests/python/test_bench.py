@@ -97,6 +97,10 @@ def test_bench_runs_and_reports(tmp_path, capsys, shape, metric, limit):
         assert v["sampled_pairs_checked"] == Q * 400
         assert v["queries_checked_whole_result"] == (Q if m == "lcs" else 0)
         assert f"metric {m}" in out
+        # Where the warm-up and the timed queries ran (make gpu-check wants them all on the device).
+        stats = r["query_stats"]
+        assert stats["gpu_queries"] + stats["cpu_queries"] == Q + 1
+        assert stats["gpu_queries"] == (Q + 1 if stats["bulk_tier_device"] == "gpu" else 0)
 
     # kato_gpu's count for query 0, recomputed here from the regenerated symbols.
     m = metrics[-1]
@@ -106,6 +110,21 @@ def test_bench_runs_and_reports(tmp_path, capsys, shape, metric, limit):
     assert report["results"][m]["engines"]["kato_gpu"]["matches_per_query"][0] == expected
     if m == "lcs":
         assert report["results"][m]["engines"]["rapidfuzz"]["above_threshold_per_query"][0] == _recount(shape, 0, "lcs")
+
+
+@pytest.mark.skipif(kato_gpu.cuda.available(), reason="checks the behaviour without a GPU")
+def test_bench_device_gpu_without_a_gpu_is_refused_before_any_work(tmp_path, capsys):
+    code, report = _bench(tmp_path, "--device", "gpu")
+    err = capsys.readouterr().err
+    assert code == 2 and report is None
+    assert f"--device gpu, but no usable CUDA GPU: {kato_gpu.cuda.device_info()['reason']}" in err
+
+
+def test_bench_device_cpu_keeps_every_query_on_the_cpu(tmp_path):
+    code, report = _bench(tmp_path, "--device", "cpu", "--metric", "lcs", "--difflib-sample", "50")
+    assert code == 0 and report["options"]["device"] == "cpu"
+    stats = report["results"]["lcs"]["query_stats"]
+    assert stats["bulk_tier_device"] == "cpu" and stats["gpu_queries"] == 0 and stats["cpu_queries"] == Q + 1
 
 
 # ---------------------------------------------------------------------------- learning latency
