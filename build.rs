@@ -22,6 +22,10 @@ fn main() {
             .include(&out)
             .flag_if_supported("-std=c++17")
             .opt_level(2)
+            // The kernels read u16 tables as u32 words, as CUDA allows.
+            .flag("-fno-strict-aliasing")
+            // `#pragma unroll` is for the device compiler.
+            .flag("-Wno-unknown-pragmas")
             .warnings(true)
             .compile("kato_kernels_emulated");
     }

@@ -1,56 +1,223 @@
 // Host build of the shipped kernel source (tests only): kernels/match.cu compiled as C++ with
-// kernels/host_emulation.h, and one emulated launch per kernel with the CUDA launch geometry.
-// kato_limits.h is the `#define` block of src/cuda/limits.rs (written by build.rs), the same
-// text NVRTC gets in front of the kernel source.
+// kernels/host_emulation.h, and one emulated launch per kernel family with CUDA's launch
+// geometry. kato_limits.h is the `#define` block of src/cuda/limits.rs (written by build.rs),
+// the same text NVRTC gets in front of the kernel source.
+//
+// Blocks are emulated with fibers (ucontext): see host_emulation.h for the semantics. A launch
+// that breaks them (barrier divergence) leaves a message for emulate_take_failure().
 #include "host_emulation.h"
 #include "kato_limits.h"
 #include "match.cu"
 
-template <typename Kernel>
-static void emulate_launch(unsigned int threads, unsigned int block_dim, Kernel kernel) {
-    unsigned int grid = (threads + block_dim - 1) / block_dim;
-    gridDim = {grid, 1, 1};
-    blockDim = {block_dim, 1, 1};
-    for (unsigned int b = 0; b < grid; ++b) {
-        for (unsigned int t = 0; t < block_dim; ++t) {
-            blockIdx = {b, 0, 0};
+#include <ucontext.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace {
+
+enum class FiberState { Runnable, AtBarrier, Done };
+
+struct Fiber {
+    ucontext_t context;
+    std::unique_ptr<unsigned char[]> stack;
+    FiberState state = FiberState::Runnable;
+    int barrier_line = 0;
+};
+
+// Enough for the deepest kernel frame (difflib's bucket-256 rows and stack, ~6 KB) many times
+// over; never written unless used (operator new[] of this size maps pages lazily).
+constexpr size_t STACK_BYTES = 64 << 10;
+// Shared memory starts as this byte in every block: what a thread reads before anyone wrote it.
+constexpr unsigned char POISON = 0xA5;
+
+struct BlockRun {
+    ucontext_t scheduler;
+    std::vector<Fiber> fibers;
+    const std::function<void()>* body = nullptr;
+    unsigned current = 0;
+};
+
+thread_local BlockRun run;
+// Test hooks (emulate_set_schedule): a barrier line to treat as absent, and whether threads run
+// last to first between barriers.
+thread_local int skipped_barrier_line = 0;
+thread_local bool reverse_order = false;
+thread_local std::string failure;
+
+void fiber_main() {
+    (*run.body)();
+    run.fibers[run.current].state = FiberState::Done;
+}
+
+// Runs the threads of one block to the end, barrier by barrier; false on barrier divergence.
+bool run_block(unsigned threads) {
+    if (run.fibers.size() < threads) run.fibers.resize(threads);
+    for (unsigned t = 0; t < threads; ++t) {
+        Fiber& f = run.fibers[t];
+        if (!f.stack) f.stack.reset(new unsigned char[STACK_BYTES]);
+        getcontext(&f.context);
+        f.context.uc_stack.ss_sp = f.stack.get();
+        f.context.uc_stack.ss_size = STACK_BYTES;
+        f.context.uc_link = &run.scheduler;
+        makecontext(&f.context, fiber_main, 0);
+        f.state = FiberState::Runnable;
+    }
+    for (;;) {
+        for (unsigned i = 0; i < threads; ++i) {
+            unsigned t = reverse_order ? threads - 1 - i : i;
+            if (run.fibers[t].state != FiberState::Runnable) continue;
+            run.current = t;
             threadIdx = {t, 0, 0};
-            kernel();
+            swapcontext(&run.scheduler, &run.fibers[t].context);
         }
+        unsigned done = 0;
+        int line = 0;
+        bool same_barrier = true;
+        for (unsigned t = 0; t < threads; ++t) {
+            const Fiber& f = run.fibers[t];
+            if (f.state == FiberState::Done) {
+                ++done;
+            } else {
+                same_barrier = same_barrier && (line == 0 || line == f.barrier_line);
+                line = f.barrier_line;
+            }
+        }
+        if (done == threads) return true;
+        if (done > 0 || !same_barrier) {
+            failure = "barrier divergence in block " + std::to_string(blockIdx.x) + ": " + std::to_string(done) +
+                      " of " + std::to_string(threads) + " threads ended while others wait at the __syncthreads() of "
+                      "kernels/match.cu line " + std::to_string(line);
+            return false;
+        }
+        for (unsigned t = 0; t < threads; ++t) run.fibers[t].state = FiberState::Runnable;
     }
 }
 
-extern "C" void emulate_lcs_count(const u32* tokens, const u64* offsets, const u8* live, const u32* order, u32 begin,
-                                  u32 end, const u64* masks, u32 table_len, u32 words, u32 state_len, double threshold,
-                                  u32* counts, u32 block_dim) {
-    emulate_launch(end - begin, block_dim, [&] {
-        lcs_count(tokens, offsets, live, order, begin, end, masks, table_len, words, state_len, threshold, counts);
-    });
+template <typename Kernel>
+void emulate_launch(unsigned grid, unsigned block_dim, size_t shared_bytes, Kernel kernel) {
+    std::function<void()> body = kernel;
+    run.body = &body;
+    // u64 words: aligned for every type the kernels keep in shared memory.
+    std::unique_ptr<u64[]> shared(new u64[shared_bytes / 8 + 2]);
+    gridDim = {grid, 1, 1};
+    blockDim = {block_dim, 1, 1};
+    for (unsigned b = 0; b < grid; ++b) {
+        blockIdx = {b, 0, 0};
+        std::memset(shared.get(), POISON, (shared_bytes / 8 + 2) * 8);
+        kato_shared = reinterpret_cast<unsigned char*>(shared.get());
+        if (!run_block(block_dim)) break;
+    }
+    run.body = nullptr;
 }
 
-extern "C" void emulate_difflib_count(const u32* tokens, const u64* offsets, const u8* live, const u32* order,
-                                      u32 begin, u32 end, const u32* b, u32 lb, const int* slot_of_id, u32 table_len,
-                                      const u32* pos_starts, const u16* positions, double threshold, u32* counts,
-                                      u32 block_dim) {
-    emulate_launch(end - begin, block_dim, [&] {
-        difflib_count(tokens, offsets, live, order, begin, end, b, lb, slot_of_id, table_len, pos_starts, positions,
-                      threshold, counts);
-    });
+unsigned blocks_for(unsigned positions, unsigned block_dim) { return (positions + block_dim - 1) / block_dim; }
+
+typedef void (*LcsKernel32)(const void*, const u64*, const u32*, const u8*, u32, const u32*, u32, const u32*, u32,
+                            const u32*, const u16*, u32, u32, const u32*, u32, u32, u32, u32*);
+typedef void (*LcsKernel64)(const void*, const u64*, const u32*, const u8*, u32, const u32*, u32, const u32*, u32,
+                            const u32*, const u16*, u32, u32, const u64*, u32, u32, u32, u32*);
+
+}  // namespace
+
+void kato_emulated_barrier(int line) {
+    if (line == skipped_barrier_line) return;
+    Fiber& f = run.fibers[run.current];
+    f.state = FiberState::AtBarrier;
+    f.barrier_line = line;
+    swapcontext(&f.context, &run.scheduler);
 }
 
-extern "C" void emulate_key_histogram(const u32* counts, const u64* offsets, const u32* order, u32 begin, u32 end,
-                                      u32 state_len, double threshold, u64 prefix, u64 prefix_mask, u32 shift,
-                                      u32* histogram, u32 block_dim) {
-    emulate_launch(end - begin, block_dim, [&] {
-        key_histogram(counts, offsets, order, begin, end, state_len, threshold, prefix, prefix_mask, shift, histogram);
-    });
+// Test hooks: the barrier at `skip_barrier_line` of kernels/match.cu is treated as absent (0:
+// none), and `reverse` runs the threads of a block last to first between barriers.
+extern "C" void emulate_set_schedule(int skip_barrier_line, int reverse) {
+    skipped_barrier_line = skip_barrier_line;
+    reverse_order = reverse != 0;
 }
 
-extern "C" void emulate_select_matches(const u32* counts, const u64* offsets, const u32* order, u32 begin, u32 end,
-                                       u32 state_len, double threshold, u64 max_key, u32* out_slots, u32* out_counts,
-                                       u32* out_len, u32 block_dim) {
-    emulate_launch(end - begin, block_dim, [&] {
-        select_matches(counts, offsets, order, begin, end, state_len, threshold, max_key, out_slots, out_counts,
-                       out_len);
+// The first failure of the emulation since the last call (barrier divergence), or "".
+extern "C" const char* emulate_take_failure() {
+    static thread_local std::string taken;
+    taken = failure;
+    failure.clear();
+    return taken.c_str();
+}
+
+// The lcs_classes_* kernel for (token bytes, word bits, words); false when none is compiled.
+extern "C" bool emulate_lcs_classes(u32 token_bytes, u32 word_bits, u32 words, const void* tokens,
+                                    const u64* group_base, const u32* lane_len, const u8* live, u32 positions,
+                                    const u32* rows, u32 rows_len, const u32* entry_class, u32 has_classes,
+                                    const u32* keys, const u16* index, u32 capacity, u32 shift, const void* masks,
+                                    u32 distinct, u32 masks_in_shared, u32 state_len, u32* classes, u32 block_dim,
+                                    u32 shared_bytes) {
+    LcsKernel32 narrow = nullptr;
+    LcsKernel64 wide = nullptr;
+    bool u16_tokens = token_bytes == 2;
+    if (word_bits == 32 && words == 1) narrow = u16_tokens ? lcs_classes_u16_w32x1 : lcs_classes_u32_w32x1;
+    if (word_bits == 64) {
+        switch (words) {
+        case 1: wide = u16_tokens ? lcs_classes_u16_w64x1 : lcs_classes_u32_w64x1; break;
+        case 2: wide = u16_tokens ? lcs_classes_u16_w64x2 : lcs_classes_u32_w64x2; break;
+        case 4: wide = u16_tokens ? lcs_classes_u16_w64x4 : lcs_classes_u32_w64x4; break;
+        case 8: wide = u16_tokens ? lcs_classes_u16_w64x8 : lcs_classes_u32_w64x8; break;
+        case 16: wide = u16_tokens ? lcs_classes_u16_w64x16 : lcs_classes_u32_w64x16; break;
+        default: break;
+        }
+    }
+    if ((!narrow && !wide) || (token_bytes != 2 && token_bytes != 4)) return false;
+    emulate_launch(blocks_for(positions, block_dim), block_dim, shared_bytes, [&] {
+        if (narrow) {
+            narrow(tokens, group_base, lane_len, live, positions, rows, rows_len, entry_class, has_classes, keys,
+                   index, capacity, shift, (const u32*)masks, distinct, masks_in_shared, state_len, classes);
+        } else {
+            wide(tokens, group_base, lane_len, live, positions, rows, rows_len, entry_class, has_classes, keys, index,
+                 capacity, shift, (const u64*)masks, distinct, masks_in_shared, state_len, classes);
+        }
+    });
+    return true;
+}
+
+// The difflib_classes_* kernel for (token bytes, bucket); false when none is compiled.
+extern "C" bool emulate_difflib_classes(u32 token_bytes, u32 bucket, const void* tokens, const u64* group_base,
+                                        const u32* lane_len, const u8* live, u32 positions, const u32* rows,
+                                        u32 rows_len, const u32* entry_class, u32 has_classes, const u32* keys,
+                                        const u16* index, u32 capacity, u32 shift, const u32* b, u32 lb,
+                                        const u32* pos_starts, u32 slots, const u16* positions_in_b, u32* classes,
+                                        u32 block_dim, u32 shared_bytes) {
+    typedef void (*Kernel)(const void*, const u64*, const u32*, const u8*, u32, const u32*, u32, const u32*, u32,
+                           const u32*, const u16*, u32, u32, const u32*, u32, const u32*, u32, const u16*, u32*);
+    Kernel kernel = nullptr;
+    bool u16_tokens = token_bytes == 2;
+    switch (bucket) {
+    case 32: kernel = u16_tokens ? difflib_classes_u16_b32 : difflib_classes_u32_b32; break;
+    case 64: kernel = u16_tokens ? difflib_classes_u16_b64 : difflib_classes_u32_b64; break;
+    case 128: kernel = u16_tokens ? difflib_classes_u16_b128 : difflib_classes_u32_b128; break;
+    case 256: kernel = u16_tokens ? difflib_classes_u16_b256 : difflib_classes_u32_b256; break;
+    default: break;
+    }
+    if (!kernel || (token_bytes != 2 && token_bytes != 4)) return false;
+    emulate_launch(blocks_for(positions, block_dim), block_dim, shared_bytes, [&] {
+        kernel(tokens, group_base, lane_len, live, positions, rows, rows_len, entry_class, has_classes, keys, index,
+               capacity, shift, b, lb, pos_starts, slots, positions_in_b, classes);
+    });
+    return true;
+}
+
+extern "C" void emulate_class_histogram(const u32* classes, u32 positions, u32 buckets, u32* histogram, u32 grid,
+                                        u32 block_dim, u32 shared_bytes) {
+    emulate_launch(grid, block_dim, shared_bytes, [&] { class_histogram(classes, positions, buckets, histogram); });
+}
+
+extern "C" void emulate_choose_cutoff(const u32* histogram, u32 buckets, u32 limit, u32* cutoff, u32 block_dim,
+                                      u32 shared_bytes) {
+    emulate_launch(1, block_dim, shared_bytes, [&] { choose_cutoff(histogram, buckets, limit, cutoff); });
+}
+
+extern "C" void emulate_select_candidates(const u32* classes, const u32* lane_slot, u32 positions, const u32* cutoff,
+                                          u32 limited, u32* out_slots, u32* out_classes, u32* out_len, u32 block_dim) {
+    emulate_launch(blocks_for(positions, block_dim), block_dim, 0, [&] {
+        select_candidates(classes, lane_slot, positions, cutoff, limited, out_slots, out_classes, out_len);
     });
 }

@@ -1,151 +1,279 @@
-// kato_gpu device kernels: count matching symbols between one state and every stored pattern.
+// kato_gpu device kernels: one pipeline per query, from the mirrored patterns to the candidates
+// of the query's best similarity classes.
 //
-// Layout (the same columnar store as the CPU tiers, mirrored on the device):
-//   tokens  : u32 symbol ids of every pattern, concatenated
-//   offsets : u64, pattern k is tokens[offsets[k] .. offsets[k + 1])
-//   live    : u8 per slot, 0 for removed patterns
-// One thread scores one pattern. Kernels write integer match counts M only; the similarity
-// 2.0 * M / T is computed once, in float64, by the host (the same `ratio` the CPU tiers use), so
-// GPU and CPU results agree bit for bit. `select_matches` applies the threshold on the device so
-// only matches cross the bus; it divides with IEEE double division (`/` on doubles is correctly
-// rounded in CUDA), which decides `sim >= threshold` exactly as the host would. With a result
-// limit, `key_histogram` passes find the k-th best similarity exactly (radix select), so only the
-// best k matches (and ties) cross the bus.
+// Layout (src/cuda/tier.rs mirrors the bulk tier this way):
+//   Patterns are kept in "warp groups" of 32, sorted by length within each upload, so the 32
+//   patterns a warp scores have about the same length. Position p = 32 * g + lane is lane `lane`
+//   of group g; symbol i of its pattern is tokens[group_base[g] + 32 * i + lane]: a warp reading
+//   symbol i of its 32 patterns reads 32 adjacent tokens (one coalesced load). Tokens are u16
+//   while every stored id fits (as on the host), u32 after. Per position: lane_slot (the store
+//   slot, KATO_NO_SLOT for an empty lane), lane_len (0 for an empty lane) and live (0 once the
+//   pattern is removed).
 //
-// Threads are assigned through `order`, a permutation of the mirrored slots sorted by pattern
-// length (src/cuda/tier.rs): thread k of a launch over [begin, end) scores slot order[k], so the
-// threads of a warp get patterns of similar length and a long pattern does not hold up 31 short
-// ones. Outputs are indexed by k.
+// Exactness: no floating point anywhere on the device. The host's query plan (src/ordering.rs,
+// QueryPlan) already resolved, per pattern length P, the least match count that passes the
+// threshold (`rows[2P]`, KATO_NO_CLASS when none does) and where each passing (M, P) falls in
+// result order (`entry_class[rows[2P + 1] + M - rows[2P]]`, a "similarity class", 0 = best).
+// A count kernel writes each position's class (or M itself when the plan keeps no class table:
+// has_classes == 0), or KATO_NO_CLASS; the host turns classes back into similarities with the
+// same plan the CPU tiers use, so both agree bit for bit.
 //
-// The host prepares every per-state table (src/cuda/plan.rs). This file is compiled by NVRTC for
-// the device and, unchanged, by a C++ compiler for the host with kernels/host_emulation.h, which
-// is how it is tested without a GPU.
-
-// The limits (KATO_MAX_LCS_WORDS, KATO_MAX_DIFFLIB_STATE, KATO_MAX_THREADS_PER_BLOCK) and the
-// sentinels (KATO_NOT_SCORED for removed or length-pruned slots, KATO_OVER_LIMIT for a launch past
-// a limit) are defined once, in src/cuda/limits.rs, which prepends them to this file; the host
-// sizes its tables from the same constants. Each count kernel checks its launch against them
-// and writes KATO_OVER_LIMIT rather than index past a per-thread array.
+// Per query: count kernel -> [class_histogram -> choose_cutoff] (with a result limit) ->
+// select_candidates, which appends (slot, class) for every class up to the cut-off: the best k
+// and everything tied with the k-th.
 //
-// Every kernel is declared __launch_bounds__(KATO_MAX_THREADS_PER_BLOCK, 1): any configured block
-// size (up to 1024) launches, and the ", 1" (one resident block suffices) keeps ptxas from
-// squeezing registers for two 1024-thread blocks per SM, which made difflib_count spill.
+// Shared memory: every kernel uses only the dynamic block `kato_shared` (sized by the host at
+// launch), never a static __shared__ array, so the host emulation (kernels/host_emulation.h)
+// can hand each emulated block fresh, poisoned shared memory and catch a missing barrier.
+//
+// The limits (KATO_MAX_LCS_WORDS, KATO_MAX_DIFFLIB_STATE, KATO_MAX_THREADS_PER_BLOCK,
+// KATO_HISTOGRAM_CLASSES) and sentinels (KATO_NO_CLASS, KATO_OVER_LIMIT, KATO_NO_SLOT,
+// KATO_NO_SYMBOL) are defined once, in src/cuda/limits.rs, which prepends them to this file.
+// Every kernel is __launch_bounds__(KATO_MAX_THREADS_PER_BLOCK, 1): any configured block size
+// launches, and ", 1" keeps ptxas from squeezing registers for two 1024-thread blocks per SM.
 #if !defined(KATO_MAX_LCS_WORDS) || !defined(KATO_MAX_DIFFLIB_STATE) || !defined(KATO_MAX_THREADS_PER_BLOCK) \
-    || !defined(KATO_NOT_SCORED) || !defined(KATO_OVER_LIMIT)
+    || !defined(KATO_HISTOGRAM_CLASSES) || !defined(KATO_NO_CLASS) || !defined(KATO_OVER_LIMIT) \
+    || !defined(KATO_NO_SLOT) || !defined(KATO_NO_SYMBOL)
 #error "kernel limits missing: this file is compiled with the #define block of src/cuda/limits.rs in front"
 #endif
+// The largest kernels instantiated below (64-bit x 16 words, bucket 256) are these limits.
+static_assert(KATO_MAX_LCS_WORDS == 16 && KATO_MAX_DIFFLIB_STATE == 256, "instantiate the kernels for the new limits");
 
 typedef unsigned int u32;
 typedef unsigned short u16;
 typedef unsigned char u8;
 typedef unsigned long long u64;
 
-// This thread's position in [begin, end), or `end` when the thread has nothing to do.
-__device__ __forceinline__ u32 kato_position(u32 begin, u32 end) {
-    u32 k = begin + blockIdx.x * blockDim.x + threadIdx.x;
-    return k < end ? k : end;
+#ifndef KATO_HOST_EMULATION
+extern __shared__ __align__(16) unsigned char kato_shared[];
+#endif
+
+#define ENTRY extern "C" __global__ void __launch_bounds__(KATO_MAX_THREADS_PER_BLOCK, 1)
+
+// The patterns' side of a count launch (see the layout above).
+struct Patterns {
+    const void* tokens;
+    const u64* group_base;
+    const u32* lane_len;
+    const u8* live;
+    u32 positions;
+};
+
+// The query plan's side: rows[2P] = least passing M for length P (KATO_NO_CLASS: none passes),
+// rows[2P + 1] = the class-table index of (least M, P); lengths >= rows_len are never scored.
+struct Plan {
+    const u32* rows;
+    u32 rows_len;
+    const u32* entry_class;
+    u32 has_classes;
+};
+
+// The state's distinct symbols as an open-addressing table: keys[h] is a symbol id or
+// KATO_NO_SYMBOL (empty), index[h] its row in the metric's tables. Capacity is a power of two
+// at least twice the symbols, so a probe ends at an empty entry. Hash and probe order are the
+// host's too (src/cuda/plan.rs, SymbolHash), which builds the table.
+__device__ __forceinline__ u32 kato_symbol_row(const u32* keys, const u16* index, u32 capacity_mask, u32 shift, u32 id) {
+    u32 h = (id * 0x9E3779B1u) >> shift;
+    // At most one lap: a table without an empty entry (which the host never builds) ends too.
+    for (u32 probes = 0; probes <= capacity_mask; ++probes) {
+        u32 key = keys[h];
+        if (key == id) return index[h];
+        if (key == KATO_NO_SYMBOL) return KATO_NO_SYMBOL;
+        h = (h + 1) & capacity_mask;
+    }
+    return KATO_NO_SYMBOL;
 }
 
-// The exact upper bound used by the CPU tiers: M <= min(|p|, |s|), so a pattern whose
-// 2 * min / T is below the threshold cannot match and is skipped.
-__device__ __forceinline__ bool kato_cannot_match(u64 pattern_len, u32 state_len, double threshold) {
-    u64 shorter = pattern_len < state_len ? pattern_len : state_len;
-    u64 total = pattern_len + state_len;
-    double bound = total == 0 ? 1.0 : 2.0 * (double)shorter / (double)total;
-    return bound < threshold;
+template <typename T>
+__device__ __forceinline__ u32 kato_token(const Patterns& p, u64 base, u32 lane, u32 i) {
+    return ((const T*)p.tokens)[base + 32ull * i + lane];
 }
 
-// LCS length, bit-parallel over the state: `masks[id * words + w]` has bit k set when
-// state[64 * w + k] == id (ids >= table_len occur nowhere in the state).
-extern "C" __global__ void __launch_bounds__(KATO_MAX_THREADS_PER_BLOCK, 1) lcs_count(
-    const u32* __restrict__ tokens, const u64* __restrict__ offsets, const u8* __restrict__ live,
-    const u32* __restrict__ order, u32 begin, u32 end,
-    const u64* __restrict__ masks, u32 table_len, u32 words, u32 state_len, double threshold,
-    u32* __restrict__ counts)
+// The least passing M for this position's pattern, or KATO_NO_CLASS when it cannot pass (removed,
+// empty lane, or too short/long for the threshold): the length test the CPU tiers make too.
+__device__ __forceinline__ u32 kato_least_matches(const Patterns& p, const Plan& plan, u32 pos, u32 len) {
+    if (!p.live[pos] || len >= plan.rows_len) return KATO_NO_CLASS;
+    return plan.rows[2 * len];
+}
+
+__device__ __forceinline__ u32 kato_class(const Plan& plan, u32 len, u32 least, u32 matches) {
+    if (matches < least) return KATO_NO_CLASS;
+    return plan.has_classes ? plan.entry_class[plan.rows[2 * len + 1] + matches - least] : matches;
+}
+
+// Copies `n` u32 words into shared memory, all threads of the block taking part.
+__device__ __forceinline__ void kato_copy_words(u32* to, const u32* from, u32 n) {
+    for (u32 i = threadIdx.x; i < n; i += blockDim.x) to[i] = from[i];
+}
+
+// ---------------------------------------------------------------------------------------------
+// One symbol of a pattern: v advances by the state positions holding it (mask row `row`;
+// KATO_NO_SYMBOL, a symbol absent from the state, leaves v as it is).
+template <typename W, int WORDS>
+__device__ __forceinline__ void lcs_step(W (&v)[WORDS], const W* __restrict__ mask_rows, u32 row) {
+    if (row == KATO_NO_SYMBOL) return;
+    const W* m = mask_rows + (u64)row * WORDS;
+    W carry = 0;
+#pragma unroll
+    for (int w = 0; w < WORDS; ++w) {
+        W x = v[w];
+        W u = x & m[w];
+        W sum = x + u;
+        W c1 = sum < x;
+        W sum2 = sum + carry;
+        W c2 = sum2 < sum;
+        carry = c1 | c2;
+        // u is a subset of x's bits, so x - u never borrows.
+        v[w] = sum2 | (x - u);
+    }
+}
+
+// LCS length, bit-parallel over the state (Allison-Dix / Hyyrö): bit k of mask row r is set when
+// state[k] is the symbol of row r. W is the word (u32 for states of <= 32 symbols, else u64),
+// WORDS the words of the bit vector, a compile-time constant so the vector lives in registers.
+// Shared memory: keys[capacity] (u32), index[capacity] (u16), then the mask rows when
+// `masks_in_shared` (the host decides: they fit its shared-memory budget); otherwise the rows
+// are read from global memory, where they stay in L1/L2.
+template <typename T, typename W, int WORDS>
+__device__ __forceinline__ void lcs_classes(
+    Patterns p, Plan plan,
+    const u32* __restrict__ keys, const u16* __restrict__ index, u32 capacity, u32 shift,
+    const W* __restrict__ masks, u32 distinct, u32 masks_in_shared, u32 state_len,
+    u32* __restrict__ classes)
 {
-    u32 k = kato_position(begin, end);
-    if (k == end) return;
-    // v[] has KATO_MAX_LCS_WORDS words, and `words` must cover the state.
-    if (words == 0 || words > KATO_MAX_LCS_WORDS || state_len > 64u * words) {
-        counts[k] = KATO_OVER_LIMIT;
+    u32* keys_s = (u32*)kato_shared;
+    u16* index_s = (u16*)(keys_s + capacity);
+    W* masks_s = (W*)(kato_shared + ((6u * capacity + 15u) & ~15u));
+    kato_copy_words(keys_s, keys, capacity);
+    kato_copy_words((u32*)index_s, (const u32*)index, capacity / 2);
+    const u32 mask_words = distinct * WORDS * (u32)(sizeof(W) / 4);
+    if (masks_in_shared) kato_copy_words((u32*)masks_s, (const u32*)masks, mask_words);
+    __syncthreads();
+    const W* mask_rows = masks_in_shared ? masks_s : masks;
+
+    u32 pos = blockIdx.x * blockDim.x + threadIdx.x;
+    if (pos >= p.positions) return;
+    const u32 bits = 8 * sizeof(W);
+    if (state_len > bits * WORDS) {  // the host picked too few words: refuse, never overrun v[]
+        classes[pos] = KATO_OVER_LIMIT;
         return;
     }
-    u32 slot = order[k];
-    u64 first = offsets[slot], last = offsets[slot + 1];
-    if (!live[slot] || kato_cannot_match(last - first, state_len, threshold)) {
-        counts[k] = KATO_NOT_SCORED;
+    u32 len = p.lane_len[pos];
+    u32 least = kato_least_matches(p, plan, pos, len);
+    if (least == KATO_NO_CLASS) {
+        classes[pos] = KATO_NO_CLASS;
         return;
     }
-    u64 v[KATO_MAX_LCS_WORDS];
-    for (u32 w = 0; w < words; ++w) v[w] = ~0ull;
-    for (u64 i = first; i < last; ++i) {
-        u32 c = tokens[i];
-        if (c >= table_len) continue;
-        const u64* m = masks + (u64)c * words;
-        u64 carry = 0;
-        for (u32 w = 0; w < words; ++w) {
-            u64 x = v[w];
-            u64 u = x & m[w];
-            u64 sum = x + u;
-            u64 c1 = sum < x;
-            u64 sum2 = sum + carry;
-            u64 c2 = sum2 < sum;
-            carry = c1 | c2;
-            // u is a subset of x's bits, so x - u never borrows.
-            v[w] = sum2 | (x - u);
-        }
+    u32 lane = pos % 32;
+    u64 base = p.group_base[pos / 32];
+    W v[WORDS];
+#pragma unroll
+    for (int w = 0; w < WORDS; ++w) v[w] = ~(W)0;
+    auto symbol_row = [&](u32 i) {
+        return kato_symbol_row(keys_s, index_s, capacity - 1, shift, kato_token<T>(p, base, lane, i));
+    };
+    u32 i = 0;
+    // Four rows of tokens are loaded before the steps that use them, so a warp has several
+    // loads in flight instead of waiting on each in turn (the loads are independent; the steps
+    // are a chain through v).
+    for (; i + 4 <= len; i += 4) {
+        u32 r0 = symbol_row(i), r1 = symbol_row(i + 1), r2 = symbol_row(i + 2), r3 = symbol_row(i + 3);
+        lcs_step<W, WORDS>(v, mask_rows, r0);
+        lcs_step<W, WORDS>(v, mask_rows, r1);
+        lcs_step<W, WORDS>(v, mask_rows, r2);
+        lcs_step<W, WORDS>(v, mask_rows, r3);
     }
-    u32 lcs = 0;
-    u32 tail = state_len % 64;
-    for (u32 w = 0; w < words; ++w) {
-        u64 valid = (w + 1 == words && tail != 0) ? ((1ull << tail) - 1) : ~0ull;
-        lcs += __popcll(~v[w] & valid);
+    for (; i < len; ++i) lcs_step<W, WORDS>(v, mask_rows, symbol_row(i));
+    // Words past the state keep all ones (their mask bits are 0), so they add nothing; the last
+    // word's bits past the state are masked off.
+    u32 matches = 0;
+#pragma unroll
+    for (int w = 0; w < WORDS; ++w) {
+        u32 first_bit = (u32)w * bits;
+        W valid = state_len >= first_bit + bits ? ~(W)0
+                  : state_len > first_bit     ? (((W)1 << (state_len - first_bit)) - 1)
+                                              : (W)0;
+        W lost = ~v[w] & valid;
+        matches += sizeof(W) == 8 ? __popcll((u64)lost) : __popc((u32)lost);
     }
-    counts[k] = lcs;
+    classes[pos] = kato_class(plan, len, least, matches);
 }
 
+#define LCS_ENTRY(NAME, T, W, WORDS)                                                                              \
+    ENTRY NAME(const void* tokens, const u64* group_base, const u32* lane_len, const u8* live, u32 positions,      \
+               const u32* rows, u32 rows_len, const u32* entry_class, u32 has_classes, const u32* keys,            \
+               const u16* index, u32 capacity, u32 shift, const W* masks, u32 distinct, u32 masks_in_shared,        \
+               u32 state_len, u32* classes) {                                                                     \
+        lcs_classes<T, W, WORDS>(Patterns{tokens, group_base, lane_len, live, positions},                          \
+                                 Plan{rows, rows_len, entry_class, has_classes}, keys, index, capacity, shift,      \
+                                 masks, distinct, masks_in_shared, state_len, classes);                            \
+    }
+
+LCS_ENTRY(lcs_classes_u16_w32x1, u16, u32, 1)
+LCS_ENTRY(lcs_classes_u16_w64x1, u16, u64, 1)
+LCS_ENTRY(lcs_classes_u16_w64x2, u16, u64, 2)
+LCS_ENTRY(lcs_classes_u16_w64x4, u16, u64, 4)
+LCS_ENTRY(lcs_classes_u16_w64x8, u16, u64, 8)
+LCS_ENTRY(lcs_classes_u16_w64x16, u16, u64, 16)
+LCS_ENTRY(lcs_classes_u32_w32x1, u32, u32, 1)
+LCS_ENTRY(lcs_classes_u32_w64x1, u32, u64, 1)
+LCS_ENTRY(lcs_classes_u32_w64x2, u32, u64, 2)
+LCS_ENTRY(lcs_classes_u32_w64x4, u32, u64, 4)
+LCS_ENTRY(lcs_classes_u32_w64x8, u32, u64, 8)
+LCS_ENTRY(lcs_classes_u32_w64x16, u32, u64, 16)
+
+// ---------------------------------------------------------------------------------------------
 // difflib.SequenceMatcher(None, a=pattern, b=state, autojunk) matching-block total, as CPython
-// computes it (see src/metrics/difflib.rs for the algorithm and its tie-breaking):
-//   slot_of_id[id]  : index of id among the state's indexed symbols, or -1 (absent or popular);
-//                     ids >= table_len are absent
-//   pos_starts[s] .. pos_starts[s + 1] : the ascending positions in b of indexed symbol s
-extern "C" __global__ void __launch_bounds__(KATO_MAX_THREADS_PER_BLOCK, 1) difflib_count(
-    const u32* __restrict__ tokens, const u64* __restrict__ offsets, const u8* __restrict__ live,
-    const u32* __restrict__ order, u32 begin, u32 end,
-    const u32* __restrict__ b, u32 lb,
-    const int* __restrict__ slot_of_id, u32 table_len,
-    const u32* __restrict__ pos_starts, const u16* __restrict__ positions, double threshold,
-    u32* __restrict__ counts)
+// computes it (see src/metrics/difflib.rs for the algorithm and its tie-breaking). LB, the
+// state-length bucket (32, 64, 128 or 256), sizes the per-thread j2len rows and range stack, so
+// a short state costs a short local array.
+// Shared memory: keys[capacity] (u32), index[capacity] (u16; the symbol's slot in the state's
+// index: absent and popular symbols are not in the table), then b[lb] (u32),
+// pos_starts[slots + 1] (u32) and positions[] (u16): pos_starts[s] .. pos_starts[s + 1] are the
+// ascending positions in b of indexed symbol s.
+template <typename T, int LB>
+__device__ __forceinline__ void difflib_classes(
+    Patterns p, Plan plan,
+    const u32* __restrict__ keys, const u16* __restrict__ index, u32 capacity, u32 shift,
+    const u32* __restrict__ b_global, u32 lb, const u32* __restrict__ starts_global, u32 slots,
+    const u16* __restrict__ positions_global, u32* __restrict__ classes)
 {
-    u32 k = kato_position(begin, end);
-    if (k == end) return;
-    // The j2len rows, set lists and range stack are sized for KATO_MAX_DIFFLIB_STATE symbols.
-    if (lb > KATO_MAX_DIFFLIB_STATE) {
-        counts[k] = KATO_OVER_LIMIT;
+    u32* keys_s = (u32*)kato_shared;
+    u16* index_s = (u16*)(keys_s + capacity);
+    u32* b = (u32*)(kato_shared + ((6u * capacity + 15u) & ~15u));
+    u32* pos_starts = b + lb;
+    u16* positions = (u16*)(pos_starts + slots + 1);
+    kato_copy_words(keys_s, keys, capacity);
+    kato_copy_words((u32*)index_s, (const u32*)index, capacity / 2);
+    kato_copy_words(b, b_global, lb);
+    kato_copy_words(pos_starts, starts_global, slots + 1);
+    // lb positions at most, padded by the host to an even count.
+    kato_copy_words((u32*)positions, (const u32*)positions_global, (lb + 1) / 2);
+    __syncthreads();
+
+    u32 pos = blockIdx.x * blockDim.x + threadIdx.x;
+    if (pos >= p.positions) return;
+    if (lb > LB) {  // the host picked too small a bucket: refuse, never overrun the rows
+        classes[pos] = KATO_OVER_LIMIT;
         return;
     }
-    u32 slot = order[k];
-    u64 first = offsets[slot], last = offsets[slot + 1];
-    if (!live[slot] || kato_cannot_match(last - first, lb, threshold)) {
-        counts[k] = KATO_NOT_SCORED;
+    u32 la = p.lane_len[pos];
+    u32 least = kato_least_matches(p, plan, pos, la);
+    if (least == KATO_NO_CLASS) {
+        classes[pos] = KATO_NO_CLASS;
         return;
     }
-    // Pattern positions are u32 below.
-    if (last - first > 0xFFFFFFFFull) {
-        counts[k] = KATO_OVER_LIMIT;
-        return;
-    }
-    const u32* a = tokens + first;
-    u32 la = (u32)(last - first);
+    u32 lane = pos % 32;
+    u64 base = p.group_base[pos / 32];
 
     // j2len rows of find_longest_match, indexed by j + 1, and the entries each row set.
-    u16 row_a[KATO_MAX_DIFFLIB_STATE + 1], row_b[KATO_MAX_DIFFLIB_STATE + 1];
-    u16 set_a[KATO_MAX_DIFFLIB_STATE], set_b[KATO_MAX_DIFFLIB_STATE];
+    u16 row_a[LB + 1], row_b[LB + 1];
+    u16 set_a[LB], set_b[LB];
     for (u32 j = 0; j <= lb; ++j) { row_a[j] = 0; row_b[j] = 0; }
     // Pending ranges (alo, ahi, blo, bhi); at most one more than the number of blocks found.
-    u32 stack[4 * (KATO_MAX_DIFFLIB_STATE + 2)];
-    u32 top = 0;
-    stack[0] = 0; stack[1] = la; stack[2] = 0; stack[3] = lb; top = 1;
+    u32 stack[4 * (LB + 2)];
+    u32 top = 1;
+    stack[0] = 0; stack[1] = la; stack[2] = 0; stack[3] = lb;
     u32 total = 0;
     while (top > 0) {
         --top;
@@ -155,13 +283,12 @@ extern "C" __global__ void __launch_bounds__(KATO_MAX_THREADS_PER_BLOCK, 1) diff
         u16* prev_set = set_a; u16* cur_set = set_b;
         u32 prev_n = 0, cur_n = 0;
         for (u32 i = alo; i < ahi; ++i) {
-            u32 c = a[i];
-            int s = c < table_len ? slot_of_id[c] : -1;
-            if (s >= 0) {
-                u32 p = pos_starts[s], p_end = pos_starts[s + 1];
-                while (p < p_end && positions[p] < blo) ++p;
-                for (; p < p_end; ++p) {
-                    u32 j = positions[p];
+            u32 s = kato_symbol_row(keys_s, index_s, capacity - 1, shift, kato_token<T>(p, base, lane, i));
+            if (s != KATO_NO_SYMBOL) {
+                u32 q = pos_starts[s], q_end = pos_starts[s + 1];
+                while (q < q_end && positions[q] < blo) ++q;
+                for (; q < q_end; ++q) {
+                    u32 j = positions[q];
                     if (j >= bhi) break;
                     u32 run = (u32)prev[j] + 1;
                     cur[j + 1] = (u16)run;
@@ -180,10 +307,11 @@ extern "C" __global__ void __launch_bounds__(KATO_MAX_THREADS_PER_BLOCK, 1) diff
         }
         for (u32 t = 0; t < prev_n; ++t) prev[prev_set[t]] = 0;
         // Nothing is junk: extend across equal neighbours (popular symbols are not indexed).
-        while (best_i > alo && best_j > blo && a[best_i - 1] == b[best_j - 1]) {
+        while (best_i > alo && best_j > blo && kato_token<T>(p, base, lane, best_i - 1) == b[best_j - 1]) {
             --best_i; --best_j; ++best_size;
         }
-        while (best_i + best_size < ahi && best_j + best_size < bhi && a[best_i + best_size] == b[best_j + best_size]) {
+        while (best_i + best_size < ahi && best_j + best_size < bhi
+               && kato_token<T>(p, base, lane, best_i + best_size) == b[best_j + best_size]) {
             ++best_size;
         }
         if (best_size > 0) {
@@ -199,63 +327,96 @@ extern "C" __global__ void __launch_bounds__(KATO_MAX_THREADS_PER_BLOCK, 1) diff
             }
         }
     }
-    counts[k] = total;
+    classes[pos] = kato_class(plan, la, least, total);
 }
 
-// Orders similarities descending as unsigned integers: similarities are >= 0, where the bits of
-// a double grow with its value, so the complement shrinks. No similarity has key 0.
-__device__ __forceinline__ u64 kato_rank_key(double similarity) {
-    return ~(u64)__double_as_longlong(similarity);
-}
-
-// Whether position k goes to the host, and its rank key: a similarity at or above the threshold
-// goes with its key; a count the kernel refused (KATO_OVER_LIMIT) always goes, with key 0 (ahead
-// of every similarity, so no top-k cut drops it), and the host then scores the query on the CPU.
-__device__ __forceinline__ bool kato_selected(
-    const u32* __restrict__ counts, const u64* __restrict__ offsets, const u32* __restrict__ order,
-    u32 k, u32 state_len, double threshold, u64* key)
-{
-    u32 m = counts[k];
-    if (m == KATO_OVER_LIMIT) {
-        *key = 0;
-        return true;
+#define DIFFLIB_ENTRY(NAME, T, LB)                                                                                \
+    ENTRY NAME(const void* tokens, const u64* group_base, const u32* lane_len, const u8* live, u32 positions,      \
+               const u32* rows, u32 rows_len, const u32* entry_class, u32 has_classes, const u32* keys,            \
+               const u16* index, u32 capacity, u32 shift, const u32* b, u32 lb, const u32* pos_starts, u32 slots,  \
+               const u16* positions_in_b, u32* classes) {                                                         \
+        difflib_classes<T, LB>(Patterns{tokens, group_base, lane_len, live, positions},                            \
+                               Plan{rows, rows_len, entry_class, has_classes}, keys, index, capacity, shift, b, lb, \
+                               pos_starts, slots, positions_in_b, classes);                                       \
     }
-    if (m == KATO_NOT_SCORED) return false;
-    u32 slot = order[k];
-    u64 total = offsets[slot + 1] - offsets[slot] + state_len;
-    double similarity = total == 0 ? 1.0 : 2.0 * (double)m / (double)total;
-    if (!(similarity >= threshold)) return false;
-    *key = kato_rank_key(similarity);
-    return true;
+
+DIFFLIB_ENTRY(difflib_classes_u16_b32, u16, 32)
+DIFFLIB_ENTRY(difflib_classes_u16_b64, u16, 64)
+DIFFLIB_ENTRY(difflib_classes_u16_b128, u16, 128)
+DIFFLIB_ENTRY(difflib_classes_u16_b256, u16, 256)
+DIFFLIB_ENTRY(difflib_classes_u32_b32, u32, 32)
+DIFFLIB_ENTRY(difflib_classes_u32_b64, u32, 64)
+DIFFLIB_ENTRY(difflib_classes_u32_b128, u32, 128)
+DIFFLIB_ENTRY(difflib_classes_u32_b256, u32, 256)
+
+// ---------------------------------------------------------------------------------------------
+// Top-k: how many positions fall in each class, for the first `buckets - 1` classes, the last
+// bucket counting every class past them. Counters live in shared memory per block
+// (`buckets` u32), flushed to `histogram` with one atomic per non-zero bucket; the grid strides
+// over the positions. KATO_OVER_LIMIT is not counted: it always reaches the host (see
+// select_candidates), which then answers the query on the CPU.
+ENTRY class_histogram(const u32* __restrict__ classes, u32 positions, u32 buckets, u32* __restrict__ histogram) {
+    u32* counts = (u32*)kato_shared;
+    if (buckets == 0 || buckets > KATO_HISTOGRAM_CLASSES + 1) return;  // the host sized no more
+    for (u32 b = threadIdx.x; b < buckets; b += blockDim.x) counts[b] = 0;
+    __syncthreads();
+    for (u32 pos = blockIdx.x * blockDim.x + threadIdx.x; pos < positions; pos += gridDim.x * blockDim.x) {
+        u32 c = classes[pos];
+        if (c == KATO_NO_CLASS || c == KATO_OVER_LIMIT) continue;
+        atomicAdd(&counts[c < buckets - 1 ? c : buckets - 1], 1u);
+    }
+    __syncthreads();
+    for (u32 b = threadIdx.x; b < buckets; b += blockDim.x) {
+        if (counts[b] != 0) atomicAdd(&histogram[b], counts[b]);
+    }
 }
 
-// One pass of the radix select behind top-k: counts, by the 8 bits of the rank key at `shift`,
-// the passing positions whose key agrees with `prefix` on the bits of `prefix_mask`.
-extern "C" __global__ void __launch_bounds__(KATO_MAX_THREADS_PER_BLOCK, 1) key_histogram(
-    const u32* __restrict__ counts, const u64* __restrict__ offsets, const u32* __restrict__ order,
-    u32 begin, u32 end, u32 state_len, double threshold,
-    u64 prefix, u64 prefix_mask, u32 shift, u32* __restrict__ histogram)
-{
-    u32 k = kato_position(begin, end);
-    if (k == end) return;
-    u64 key;
-    if (!kato_selected(counts, offsets, order, k, state_len, threshold, &key)) return;
-    if ((key & prefix_mask) == prefix) atomicAdd(&histogram[(key >> shift) & 255u], 1u);
+// One block: the last class the best `limit` positions need, written to *cutoff — the first
+// class at which the running count reaches `limit` — or KATO_NO_CLASS (every class) when fewer
+// than `limit` positions pass or the count reaches it only in the overflow bucket. Each thread
+// sums a run of buckets, a block-wide inclusive scan (Hillis-Steele, in shared memory: blockDim
+// u64) finds the thread whose run crosses `limit`, and that thread walks its run.
+ENTRY choose_cutoff(const u32* __restrict__ histogram, u32 buckets, u32 limit, u32* __restrict__ cutoff) {
+    u64* partial = (u64*)kato_shared;
+    u32 t = threadIdx.x, n = blockDim.x;
+    u32 per = (buckets + n - 1) / n;
+    u32 lo = t * per < buckets ? t * per : buckets;
+    u32 hi = lo + per < buckets ? lo + per : buckets;
+    u64 sum = 0;
+    for (u32 b = lo; b < hi; ++b) sum += histogram[b];
+    partial[t] = sum;
+    __syncthreads();
+    for (u32 offset = 1; offset < n; offset <<= 1) {
+        u64 add = t >= offset ? partial[t - offset] : 0;
+        __syncthreads();
+        partial[t] += add;
+        __syncthreads();
+    }
+    u64 before = t == 0 ? 0 : partial[t - 1];
+    if (t == n - 1 && partial[t] < limit) *cutoff = KATO_NO_CLASS;
+    if (before < limit && partial[t] >= limit) {
+        for (u32 b = lo; b < hi; ++b) {
+            before += histogram[b];
+            if (before >= limit) {
+                *cutoff = b == buckets - 1 ? KATO_NO_CLASS : b;
+                break;
+            }
+        }
+    }
 }
 
-// Keeps the slots whose similarity 2.0 * M / T reaches the threshold and whose rank key is at
-// most `max_key` (the k-th best key for top-k, ties included; all ones otherwise), appending
-// (slot, M) pairs at an atomically claimed index. Order is arbitrary; the host sorts.
-extern "C" __global__ void __launch_bounds__(KATO_MAX_THREADS_PER_BLOCK, 1) select_matches(
-    const u32* __restrict__ counts, const u64* __restrict__ offsets,
-    const u32* __restrict__ order, u32 begin, u32 end, u32 state_len, double threshold, u64 max_key,
-    u32* __restrict__ out_slots, u32* __restrict__ out_counts, u32* __restrict__ out_len)
-{
-    u32 k = kato_position(begin, end);
-    if (k == end) return;
-    u64 key;
-    if (!kato_selected(counts, offsets, order, k, state_len, threshold, &key) || key > max_key) return;
+// Appends (slot, class) of every position whose class is at most the cut-off (*cutoff when
+// `limited`, every class otherwise) at an atomically claimed index; order is arbitrary, the
+// host orders. A KATO_OVER_LIMIT always goes: the host then discards the device's answer.
+ENTRY select_candidates(const u32* __restrict__ classes, const u32* __restrict__ lane_slot, u32 positions,
+                        const u32* __restrict__ cutoff, u32 limited, u32* __restrict__ out_slots,
+                        u32* __restrict__ out_classes, u32* __restrict__ out_len) {
+    u32 pos = blockIdx.x * blockDim.x + threadIdx.x;
+    if (pos >= positions) return;
+    u32 c = classes[pos];
+    if (c == KATO_NO_CLASS) return;
+    if (limited && c > *cutoff && c != KATO_OVER_LIMIT) return;
     u32 at = atomicAdd(out_len, 1u);
-    out_slots[at] = order[k];
-    out_counts[at] = counts[k];
+    out_slots[at] = lane_slot[pos];
+    out_classes[at] = c;
 }

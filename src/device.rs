@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
 use crate::metrics::Metric;
+use crate::ordering::{Candidate, QueryPlan};
 use crate::store::PatternStore;
 
 /// A failure of a device mirror: a short stable `kind` (the `error_type` label of
@@ -50,13 +51,16 @@ pub trait DeviceMirror: Send {
     fn kill(&mut self, slot: usize) -> Result<(), DeviceError>;
     fn reset(&mut self);
     fn mirrored(&self) -> usize;
+    /// The candidates of the mirrored patterns that pass `plan` (with `limit`, those of the
+    /// best classes holding at least `limit` of them), or `None` when the state does not fit
+    /// the device (the caller scores on the CPU).
     fn query(
         &mut self,
         metric: Metric,
         state: &[u32],
-        threshold: f64,
+        plan: &QueryPlan,
         limit: Option<usize>,
-    ) -> Result<Option<Vec<(u32, u32)>>, DeviceError>;
+    ) -> Result<Option<Vec<Candidate>>, DeviceError>;
     fn capacity_info(&self) -> CapacityInfo;
 }
 
@@ -74,10 +78,10 @@ pub struct DeviceStatus {
     pub last_error: Option<String>,
 }
 
-/// The device part of one query: `(slot, M)` pairs from the device, and the first slot the
-/// CPU must scan.
+/// The device part of one query: the candidates the device found, and the first slot the CPU
+/// must scan.
 pub struct DevicePart {
-    pub pairs: Vec<(u32, u32)>,
+    pub candidates: Vec<Candidate>,
     pub cpu_from: usize,
 }
 
@@ -168,10 +172,10 @@ impl DeviceLink {
         &self,
         metric: Metric,
         state: &[u32],
-        threshold: f64,
+        plan: &QueryPlan,
         limit: Option<usize>,
     ) -> Result<DevicePart, String> {
-        let cpu_only = DevicePart { pairs: Vec::new(), cpu_from: 0 };
+        let cpu_only = DevicePart { candidates: Vec::new(), cpu_from: 0 };
         let mut tier = self.lock();
         let Some(t) = tier.as_mut() else {
             if self.lost.load(Relaxed) && !self.fallback_to_cpu {
@@ -183,12 +187,12 @@ impl DeviceLink {
         let outcome = if self.fail_next_query.swap(false, Relaxed) {
             Err(DeviceError { kind: "driver", message: "CUDA driver error: simulated device failure".to_string() })
         } else {
-            t.query(metric, state, threshold, limit)
+            t.query(metric, state, plan, limit)
         };
         match outcome {
-            Ok(Some(pairs)) => {
+            Ok(Some(candidates)) => {
                 self.gpu_queries.fetch_add(1, Relaxed);
-                Ok(DevicePart { pairs, cpu_from: t.mirrored() })
+                Ok(DevicePart { candidates, cpu_from: t.mirrored() })
             }
             Ok(None) => {
                 self.long_state_cpu_queries.fetch_add(1, Relaxed);

@@ -629,14 +629,11 @@ impl Matcher {
         let started = Instant::now();
         let mask = options.candidates.as_ref().map(|names| self.candidate_mask(names));
         let plan = QueryPlan::with_rule(state.len(), threshold, self.store.lengths(), options.rule);
-        // The device keeps the best `limit` by the exact ratio over all its patterns; with
-        // candidates or a rounding rule that selection could drop patterns this query returns.
-        let device_limit = if mask.is_none() && options.rule == SimilarityRule::Exact { limit } else { None };
+        // The device keeps the best classes holding `limit` of its patterns (classes follow
+        // `options.rule`); with candidates that selection could drop patterns this query returns.
+        let device_limit = if mask.is_none() { limit } else { None };
         let device_started = Instant::now();
-        let device = self
-            .device
-            .query(self.metric, state, plan.ratio_threshold(threshold), device_limit)
-            .map_err(KatoError::DeviceLost)?;
+        let device = self.device.query(self.metric, state, &plan, device_limit).map_err(KatoError::DeviceLost)?;
         if self.logging.kernel_timing && device.cpu_from > 0 {
             log::info!(
                 "device part of a query: {} patterns scored on the GPU in {:.3} ms",
@@ -649,18 +646,11 @@ impl Matcher {
             PreparedQuery::Difflib(q) => self.scan(&q, &plan, limit, device.cpu_from, mask),
             PreparedQuery::Lcs(q) => self.scan(&q, &plan, limit, device.cpu_from, mask),
         };
-        parts.push(
-            device
-                .pairs
-                .iter()
-                .filter(|&&(slot, _)| mask.is_none_or(|m| m.contains(slot)))
-                .filter_map(|&(slot, matches)| {
-                    let row = plan.row(self.store.len_of(slot));
-                    (row.min_matches != LengthRow::NONE && matches >= row.min_matches)
-                        .then(|| plan.candidate(row, matches, slot))
-                })
-                .collect(),
-        );
+        let mut from_device = device.candidates;
+        if let Some(m) = mask {
+            from_device.retain(|c| m.contains(c.slot));
+        }
+        parts.push(from_device);
         let hits = plan.finish(parts, limit, &self.store, &self.order);
         let histogram = if device.cpu_from > 0 { &self.kpis.gpu_query_duration } else { &self.kpis.cpu_query_duration };
         histogram.observe(started.elapsed());

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use crate::metrics::{passes, ratio, SimilarityRule};
+use crate::metrics::{passes, SimilarityRule};
 use crate::store::PatternStore;
 
 /// A pattern that passed the threshold.
@@ -263,8 +263,6 @@ pub struct QueryPlan {
     /// by name among themselves.
     class_similarity: Vec<f64>,
     rule: SimilarityRule,
-    /// The least `ratio(M, P + S)` of any passing `(M, P)` (infinite when none passes).
-    least_ratio: f64,
 }
 
 impl QueryPlan {
@@ -294,7 +292,6 @@ impl QueryPlan {
             entry_class: Vec::new(),
             class_similarity: Vec::new(),
             rule,
-            least_ratio: f64::INFINITY,
         };
         let similarity = |m: usize, len: usize| rule.similarity(m, len + state_len);
         // (similarity, entry) of every passing (M, P).
@@ -317,7 +314,6 @@ impl QueryPlan {
                 LengthRow::SKIP
             } else {
                 let first_entry = entries.len() as u32;
-                plan.least_ratio = plan.least_ratio.min(ratio(least, len + state_len));
                 if !too_many {
                     entries.extend((least..=most).map(|m| (similarity(m, len), first_entry + (m - least) as u32)));
                     too_many = entries.len() > max_class_entries;
@@ -346,13 +342,6 @@ impl QueryPlan {
         plan
     }
 
-    /// A threshold on `ratio(M, P + S)` that lets through every pair this plan passes, for a
-    /// scorer that tests the exact ratio (the device): `threshold` itself under
-    /// [`SimilarityRule::Exact`], possibly an ulp or two lower under a rounding rule.
-    pub fn ratio_threshold(&self, threshold: f64) -> f64 {
-        threshold.min(self.least_ratio)
-    }
-
     /// The row of patterns of `len` symbols (one that skips them when no such length was given).
     #[inline]
     pub fn row(&self, len: usize) -> LengthRow {
@@ -377,8 +366,26 @@ impl QueryPlan {
         Candidate { value, slot }
     }
 
-    fn has_classes(&self) -> bool {
+    /// Whether the plan numbers its similarities (a class table); without one, candidates carry
+    /// the match count M.
+    pub fn has_classes(&self) -> bool {
         !self.class_similarity.is_empty()
+    }
+
+    /// The number of classes (0 without a class table).
+    pub fn class_count(&self) -> usize {
+        self.class_similarity.len()
+    }
+
+    /// The rows as the device kernels read them: for each length P up to `longest`, the least
+    /// passing M ([`LengthRow::NONE`] when none passes) and the class-table index of that M.
+    pub fn device_rows(&self, longest: usize) -> Vec<u32> {
+        (0..=longest).map(|len| self.row(len)).flat_map(|row| [row.min_matches, row.first_entry]).collect()
+    }
+
+    /// The class of each passing `(M, P)`, at `first_entry + M - min_matches` of its length's row.
+    pub fn entry_classes(&self) -> &[u32] {
+        &self.entry_class
     }
 
     /// Drops from one scan chunk's candidates every one that cannot be among the best `limit`

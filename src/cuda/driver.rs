@@ -3,36 +3,55 @@
 //! for one NVRTC cannot target: [`nvrtc::kernel_image_cached`], cached on disk), and keeps one
 //! device allocation per [`Buf`].
 //!
+//! Everything a query does is queued on one stream — the tables' upload from pinned memory, a
+//! memset, the kernels, the copies of the results into pinned memory — and the host waits once,
+//! in [`Backend::read_results`] (a blocking wait: the context is created with
+//! `CU_CTX_SCHED_BLOCKING_SYNC`, so the waiting thread sleeps instead of spinning on a core).
+//!
 //! This file has never run on hardware in this project's CI (there is no GPU there); the tier
-//! logic above it is tested with the emulated backend, the kernels on the host, and the PTX is
-//! compiled in CI. `pytest -m gpu` exercises it where a GPU exists (docs/GPU.md).
+//! logic above it is tested with the emulated backend, the kernels on the host, and the kernels
+//! are compiled by NVRTC in CI. `make gpu-check` exercises it where a GPU exists (docs/GPU.md).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PinnedHostSlice,
+    PushKernelArg,
+};
 use cudarc::nvrtc::Ptx;
 
 use super::device;
 use super::error::{catch, CudaError};
+use super::limits::SHARED_TABLE_BYTES;
 use super::nvrtc::{self, KernelImage};
-use super::tier::{Backend, Buf, CountLaunch};
-use super::MAX_THREADS_PER_BLOCK;
+use super::tier::{
+    histogram_shared_bytes, Backend, Buf, CountLaunch, MetricArgs, Words, CUTOFF, CUTOFF_SHARED_BYTES, CUTOFF_THREADS,
+    HISTOGRAM, OUT_LEN,
+};
+use super::{entry_points, MAX_THREADS_PER_BLOCK};
 
 fn driver_error(what: &str) -> impl Fn(cudarc::driver::DriverError) -> CudaError + '_ {
     move |e| CudaError::Driver(format!("{what}: {e:?}"))
 }
 
+/// Blocks of a `class_histogram` launch per SM: enough to fill the device, few enough that the
+/// per-block flush of its counters stays small.
+const HISTOGRAM_BLOCKS_PER_SM: u32 = 2;
+
 pub struct CudaBackend {
     stream: Arc<CudaStream>,
     _module: Arc<CudaModule>,
-    lcs: CudaFunction,
-    difflib: CudaFunction,
-    histogram: CudaFunction,
-    select: CudaFunction,
+    kernels: HashMap<String, CudaFunction>,
     threads_per_block: u32,
+    multiprocessors: u32,
+    local_memory_bytes: u64,
     buffers: HashMap<Buf, CudaSlice<u8>>,
     capacity: HashMap<Buf, usize>,
+    /// Pinned host memory the query tables are staged in, and the results land in.
+    staging: Option<PinnedHostSlice<u8>>,
+    results: Option<PinnedHostSlice<u32>>,
 }
 
 impl CudaBackend {
@@ -57,35 +76,90 @@ impl CudaBackend {
         };
         catch(|| {
             let ctx = CudaContext::new(0).map_err(driver_error("creating a context on device 0"))?;
+            ctx.set_blocking_synchronize().map_err(driver_error("making synchronization blocking"))?;
             let stream = ctx.default_stream();
             let loading = format!("loading {what} of the kernels");
             let module = ctx.load_module(image).map_err(driver_error(&loading))?;
             log::info!("kato_gpu: loaded {what} of the kernels on device 0 (compute capability {major}.{minor})");
-            let function = |name: &str| module.load_function(name).map_err(driver_error("finding a kernel"));
+            let mut kernels = HashMap::new();
+            for name in entry_points() {
+                let function = module.load_function(&name).map_err(driver_error("finding a kernel"))?;
+                kernels.insert(name, function);
+            }
+            let attribute = |a| ctx.attribute(a).map_err(driver_error("reading a device attribute"));
+            let multiprocessors = attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32;
+            let threads_per_sm =
+                attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR)? as u64;
+            // The driver backs the largest per-thread local memory of any kernel for every thread
+            // that can be resident (reserved at the first launch, outside our allocations).
+            let mut local_per_thread = 0u64;
+            for function in kernels.values() {
+                let bytes = function
+                    .get_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES)
+                    .map_err(driver_error("reading a kernel's local memory"))?;
+                local_per_thread = local_per_thread.max(bytes.max(0) as u64);
+            }
+            let local_memory_bytes = local_per_thread * threads_per_sm * multiprocessors as u64;
+            log::info!(
+                "kato_gpu: the kernels' local memory takes {local_memory_bytes} bytes of device memory \
+                 ({local_per_thread} a thread), counted in the memory budget"
+            );
             Ok(CudaBackend {
-                lcs: function("lcs_count")?,
-                difflib: function("difflib_count")?,
-                histogram: function("key_histogram")?,
-                select: function("select_matches")?,
                 _module: module.clone(),
                 stream,
+                kernels,
                 threads_per_block,
+                multiprocessors,
+                local_memory_bytes,
                 buffers: HashMap::new(),
                 capacity: HashMap::new(),
+                staging: None,
+                results: None,
             })
         })
     }
 
-    fn config(&self, threads: u32) -> LaunchConfig {
+    fn config(&self, positions: u32, shared_bytes: u32) -> LaunchConfig {
         LaunchConfig {
-            grid_dim: (threads.div_ceil(self.threads_per_block).max(1), 1, 1),
+            grid_dim: (positions.div_ceil(self.threads_per_block).max(1), 1, 1),
             block_dim: (self.threads_per_block, 1, 1),
-            shared_mem_bytes: 0,
+            shared_mem_bytes: shared_bytes,
         }
     }
 
-    fn buffer(&self, buf: Buf) -> Result<&CudaSlice<u8>, CudaError> {
-        self.buffers.get(&buf).ok_or_else(|| CudaError::Driver(format!("device buffer {buf:?} was never allocated")))
+    fn kernel(&self, name: &str) -> Result<&CudaFunction, CudaError> {
+        self.kernels.get(name).ok_or_else(|| CudaError::Driver(format!("no kernel {name} in the module")))
+    }
+
+    /// The device address of element `at` of `buf`.
+    fn address(&self, buf: Buf, at: usize) -> Result<u64, CudaError> {
+        let slice = self.buffers.get(&buf).ok_or_else(|| CudaError::Driver(format!("{buf:?} was never allocated")))?;
+        let (base, _sync) = slice.device_ptr(&self.stream);
+        Ok(base + (at * buf.elem_bytes()) as u64)
+    }
+
+    fn table(&self, words: Words) -> Result<u64, CudaError> {
+        if words.at + words.len > self.capacity(Buf::Tables) {
+            return Err(CudaError::Driver(format!("query table {words:?} past the table buffer")));
+        }
+        self.address(Buf::Tables, words.at)
+    }
+
+    /// Pinned host memory of at least `len` elements in `slot`, grown (doubling) when short.
+    fn pinned<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
+        stream: &Arc<CudaStream>,
+        slot: &mut Option<PinnedHostSlice<T>>,
+        len: usize,
+    ) -> Result<*mut T, CudaError> {
+        if slot.as_ref().is_none_or(|p| p.len() < len) {
+            // SAFETY: the memory is written before it is read (uploads) or read only where the
+            // device wrote it (results).
+            let fresh = unsafe { stream.context().alloc_pinned::<T>(len.next_power_of_two()) }
+                .map_err(driver_error("allocating pinned host memory"))?;
+            *slot = Some(fresh);
+        }
+        let pinned = slot.as_mut().expect("allocated just above");
+        pinned.as_mut_ptr().map_err(driver_error("waiting for pinned host memory"))
     }
 }
 
@@ -95,6 +169,10 @@ impl Backend for CudaBackend {
             let (free, total) = self.stream.context().mem_get_info().map_err(driver_error("cuMemGetInfo"))?;
             Ok((free as u64, total as u64))
         })
+    }
+
+    fn local_memory_bytes(&self) -> u64 {
+        self.local_memory_bytes
     }
 
     fn capacity(&self, buf: Buf) -> usize {
@@ -110,7 +188,7 @@ impl Backend for CudaBackend {
             let mut fresh = self.stream.alloc_zeros::<u8>(bytes).map_err(driver_error("allocating device memory"))?;
             let keep_bytes = keep.min(self.capacity(buf)) * buf.elem_bytes();
             if keep_bytes > 0 {
-                let old = self.buffer(buf)?;
+                let old = self.buffers.get(&buf).ok_or_else(|| CudaError::Driver(format!("{buf:?} lost")))?;
                 self.stream
                     .memcpy_dtod(&old.slice(..keep_bytes), &mut fresh.slice_mut(..keep_bytes))
                     .map_err(driver_error("copying device memory"))?;
@@ -128,105 +206,186 @@ impl Backend for CudaBackend {
         catch(|| {
             let offset = at * buf.elem_bytes();
             let stream = self.stream.clone();
+            // The query tables go through pinned memory, so their copy is asynchronous (the
+            // staging memory is reused only after the query's one wait); the rest (uploads at
+            // sync time) are copied from pageable memory, which the driver stages before
+            // returning.
+            let source: &[u8] = if buf == Buf::Tables {
+                let pinned = Self::pinned(&stream, &mut self.staging, data.len())?;
+                // SAFETY: `pinned` holds at least data.len() bytes, and no copy from it is in
+                // flight (each query ends with a wait).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(data.as_ptr(), pinned, data.len());
+                    std::slice::from_raw_parts(pinned, data.len())
+                }
+            } else {
+                data
+            };
             let target =
                 self.buffers.get_mut(&buf).ok_or_else(|| CudaError::Driver(format!("{buf:?} not allocated")))?;
             stream
-                .memcpy_htod(data, &mut target.slice_mut(offset..offset + data.len()))
+                .memcpy_htod(source, &mut target.slice_mut(offset..offset + data.len()))
                 .map_err(driver_error("copying to the device"))
         })
     }
 
-    fn read(&mut self, buf: Buf, at: usize, out: &mut [u8]) -> Result<(), CudaError> {
-        if out.is_empty() {
-            return Ok(());
-        }
+    fn zero(&mut self, buf: Buf, at: usize, elems: usize) -> Result<(), CudaError> {
         catch(|| {
-            let offset = at * buf.elem_bytes();
-            let source = self.buffer(buf)?;
-            self.stream
-                .memcpy_dtoh(&source.slice(offset..offset + out.len()), out)
-                .map_err(driver_error("copying from the device"))
+            let (from, to) = (at * buf.elem_bytes(), (at + elems) * buf.elem_bytes());
+            let stream = self.stream.clone();
+            let target =
+                self.buffers.get_mut(&buf).ok_or_else(|| CudaError::Driver(format!("{buf:?} not allocated")))?;
+            stream.memset_zeros(&mut target.slice_mut(from..to)).map_err(driver_error("clearing device memory"))
         })
     }
 
-    fn launch_count(&mut self, slots: u32, threshold: f64, launch: CountLaunch) -> Result<(), CudaError> {
+    fn launch_count(&mut self, launch: &CountLaunch) -> Result<(), CudaError> {
         catch(|| {
-            let cfg = self.config(slots);
-            let b = |buf| self.buffer(buf);
-            let (tokens, offsets, live, order, counts) =
-                (b(Buf::Tokens)?, b(Buf::Offsets)?, b(Buf::Live)?, b(Buf::Order)?, b(Buf::Counts)?);
-            let begin = 0u32;
-            match launch {
-                CountLaunch::Lcs { table_len, words, state_len } => {
-                    let masks = b(Buf::Masks)?;
-                    let mut args = self.stream.launch_builder(&self.lcs);
-                    args.arg(tokens).arg(offsets).arg(live).arg(order).arg(&begin).arg(&slots);
-                    args.arg(masks).arg(&table_len).arg(&words).arg(&state_len).arg(&threshold).arg(counts);
-                    // SAFETY: argument order and types follow `lcs_count` in kernels/match.cu; the
-                    // tier sized every buffer for `slots` patterns and the state's tables.
-                    unsafe { args.launch(cfg) }.map_err(driver_error("launching lcs_count"))?;
+            let kernel = self.kernel(&launch.kernel())?;
+            if launch.shared_bytes as usize > SHARED_TABLE_BYTES {
+                return Err(CudaError::Driver(format!(
+                    "{} asks for {} B of shared memory",
+                    launch.kernel(),
+                    launch.shared_bytes
+                )));
+            }
+            let cfg = self.config(launch.positions, launch.shared_bytes);
+            let (p, s) = (launch.plan, launch.symbols);
+            let patterns = [
+                self.address(Buf::Tokens, 0)?,
+                self.address(Buf::GroupBase, 0)?,
+                self.address(Buf::LaneLen, 0)?,
+                self.address(Buf::Live, 0)?,
+            ];
+            let (rows, entry_class, keys, index) =
+                (self.table(p.rows)?, self.table(p.entry_class)?, self.table(s.keys)?, self.table(s.index)?);
+            let classes = self.address(Buf::Classes, 0)?;
+            let mut args = self.stream.launch_builder(kernel);
+            for address in &patterns {
+                args.arg(address);
+            }
+            args.arg(&launch.positions).arg(&rows).arg(&p.rows_len).arg(&entry_class).arg(&p.has_classes);
+            args.arg(&keys).arg(&index).arg(&s.capacity).arg(&s.shift);
+            let tables: [u64; 3];
+            let scalars: [u32; 4];
+            match launch.metric {
+                MetricArgs::Lcs { masks, distinct, masks_in_shared, state_len, .. } => {
+                    tables = [self.table(masks)?, 0, 0];
+                    scalars = [distinct, masks_in_shared, state_len, 0];
+                    args.arg(&tables[0]).arg(&scalars[0]).arg(&scalars[1]).arg(&scalars[2]);
                 }
-                CountLaunch::Difflib { state_len, table_len } => {
-                    let (state, slot_of_id, starts, positions) =
-                        (b(Buf::State)?, b(Buf::SlotOfId)?, b(Buf::PosStarts)?, b(Buf::Positions)?);
-                    let mut args = self.stream.launch_builder(&self.difflib);
-                    args.arg(tokens).arg(offsets).arg(live).arg(order).arg(&begin).arg(&slots);
-                    args.arg(state).arg(&state_len).arg(slot_of_id).arg(&table_len).arg(starts).arg(positions);
-                    args.arg(&threshold).arg(counts);
-                    // SAFETY: as above, for `difflib_count`.
-                    unsafe { args.launch(cfg) }.map_err(driver_error("launching difflib_count"))?;
+                MetricArgs::Difflib { b, lb, pos_starts, slots, positions, .. } => {
+                    tables = [self.table(b)?, self.table(pos_starts)?, self.table(positions)?];
+                    scalars = [lb, slots, 0, 0];
+                    args.arg(&tables[0]).arg(&scalars[0]).arg(&tables[1]).arg(&scalars[1]).arg(&tables[2]);
                 }
             }
+            args.arg(&classes);
+            // SAFETY: argument order and types follow the LCS_ENTRY / DIFFLIB_ENTRY signatures
+            // in kernels/match.cu (pointers passed as their 64-bit addresses); the tier sized
+            // every buffer for `positions` and packed every table it names.
+            unsafe { args.launch(cfg) }.map_err(driver_error("launching a count kernel"))?;
             Ok(())
         })
     }
 
-    fn launch_histogram(
-        &mut self,
-        slots: u32,
-        state_len: u32,
-        threshold: f64,
-        prefix: u64,
-        mask: u64,
-        shift: u32,
-    ) -> Result<(), CudaError> {
+    fn launch_histogram(&mut self, positions: u32, buckets: u32) -> Result<(), CudaError> {
         catch(|| {
-            let cfg = self.config(slots);
-            let b = |buf| self.buffer(buf);
-            let begin = 0u32;
-            let mut args = self.stream.launch_builder(&self.histogram);
-            args.arg(b(Buf::Counts)?)
-                .arg(b(Buf::Offsets)?)
-                .arg(b(Buf::Order)?)
-                .arg(&begin)
-                .arg(&slots)
-                .arg(&state_len)
-                .arg(&threshold);
-            args.arg(&prefix).arg(&mask).arg(&shift).arg(b(Buf::Histogram)?);
-            // SAFETY: as above, for `key_histogram`; the histogram holds 256 counters.
-            unsafe { args.launch(cfg) }.map_err(driver_error("launching key_histogram"))?;
+            let kernel = self.kernel("class_histogram")?;
+            let mut cfg = self.config(positions, histogram_shared_bytes(buckets));
+            cfg.grid_dim.0 = cfg.grid_dim.0.min(HISTOGRAM_BLOCKS_PER_SM * self.multiprocessors).max(1);
+            let (classes, histogram) = (self.address(Buf::Classes, 0)?, self.address(Buf::Control, HISTOGRAM)?);
+            let mut args = self.stream.launch_builder(kernel);
+            args.arg(&classes).arg(&positions).arg(&buckets).arg(&histogram);
+            // SAFETY: as above, for `class_histogram`; the control block holds `buckets` counters.
+            unsafe { args.launch(cfg) }.map_err(driver_error("launching class_histogram"))?;
             Ok(())
         })
     }
 
-    fn launch_select(&mut self, slots: u32, state_len: u32, threshold: f64, max_key: u64) -> Result<(), CudaError> {
+    fn launch_cutoff(&mut self, buckets: u32, limit: u32) -> Result<(), CudaError> {
         catch(|| {
-            let cfg = self.config(slots);
-            let b = |buf| self.buffer(buf);
-            let begin = 0u32;
-            let mut args = self.stream.launch_builder(&self.select);
-            args.arg(b(Buf::Counts)?)
-                .arg(b(Buf::Offsets)?)
-                .arg(b(Buf::Order)?)
-                .arg(&begin)
-                .arg(&slots)
-                .arg(&state_len)
-                .arg(&threshold)
-                .arg(&max_key);
-            args.arg(b(Buf::OutSlots)?).arg(b(Buf::OutCounts)?).arg(b(Buf::OutLen)?);
-            // SAFETY: as above, for `select_matches`; the outputs hold `slots` entries.
-            unsafe { args.launch(cfg) }.map_err(driver_error("launching select_matches"))?;
+            let kernel = self.kernel("choose_cutoff")?;
+            let cfg = LaunchConfig {
+                grid_dim: (1, 1, 1),
+                block_dim: (CUTOFF_THREADS, 1, 1),
+                shared_mem_bytes: CUTOFF_SHARED_BYTES,
+            };
+            let (histogram, cutoff) = (self.address(Buf::Control, HISTOGRAM)?, self.address(Buf::Control, CUTOFF)?);
+            let mut args = self.stream.launch_builder(kernel);
+            args.arg(&histogram).arg(&buckets).arg(&limit).arg(&cutoff);
+            // SAFETY: as above, for `choose_cutoff`.
+            unsafe { args.launch(cfg) }.map_err(driver_error("launching choose_cutoff"))?;
             Ok(())
+        })
+    }
+
+    fn launch_select(&mut self, positions: u32, limited: bool) -> Result<(), CudaError> {
+        catch(|| {
+            let kernel = self.kernel("select_candidates")?;
+            let cfg = self.config(positions, 0);
+            let addresses = [
+                self.address(Buf::Classes, 0)?,
+                self.address(Buf::LaneSlot, 0)?,
+                self.address(Buf::Control, CUTOFF)?,
+                self.address(Buf::OutSlots, 0)?,
+                self.address(Buf::OutClasses, 0)?,
+                self.address(Buf::Control, OUT_LEN)?,
+            ];
+            let limited = u32::from(limited);
+            let mut args = self.stream.launch_builder(kernel);
+            args.arg(&addresses[0]).arg(&addresses[1]).arg(&positions).arg(&addresses[2]).arg(&limited);
+            args.arg(&addresses[3]).arg(&addresses[4]).arg(&addresses[5]);
+            // SAFETY: as above, for `select_candidates`; the outputs hold one entry per position.
+            unsafe { args.launch(cfg) }.map_err(driver_error("launching select_candidates"))?;
+            Ok(())
+        })
+    }
+
+    fn read_results(&mut self, expected: usize) -> Result<(Vec<u32>, Vec<u32>), CudaError> {
+        catch(|| {
+            let stream = self.stream.clone();
+            let expected = expected.min(self.capacity(Buf::OutSlots));
+            // Layout of the pinned results: [out_len, slots (expected), classes (expected)].
+            let pinned = Self::pinned(&stream, &mut self.results, 1 + 2 * expected)?;
+            // SAFETY: `pinned` holds 1 + 2 * expected u32; the copies below fill what is read.
+            let host = unsafe { std::slice::from_raw_parts_mut(pinned, 1 + 2 * expected) };
+            let (len_part, rest) = host.split_at_mut(1);
+            let (slots_part, classes_part) = rest.split_at_mut(expected);
+            let control =
+                self.buffers.get(&Buf::Control).ok_or_else(|| CudaError::Driver("no control block".into()))?;
+            let copy = |from: &CudaSlice<u8>, at: usize, to: &mut [u32]| -> Result<(), CudaError> {
+                if to.is_empty() {
+                    return Ok(());
+                }
+                // SAFETY: a u32 view of pinned memory as bytes, for the byte-typed device buffer.
+                let bytes = unsafe { std::slice::from_raw_parts_mut(to.as_mut_ptr() as *mut u8, 4 * to.len()) };
+                stream
+                    .memcpy_dtoh(&from.slice(4 * at..4 * at + bytes.len()), bytes)
+                    .map_err(driver_error("copying results"))
+            };
+            copy(control, OUT_LEN, len_part)?;
+            let (out_slots, out_classes) = (
+                self.buffers.get(&Buf::OutSlots).ok_or_else(|| CudaError::Driver("no outputs".into()))?,
+                self.buffers.get(&Buf::OutClasses).ok_or_else(|| CudaError::Driver("no outputs".into()))?,
+            );
+            copy(out_slots, 0, slots_part)?;
+            copy(out_classes, 0, classes_part)?;
+            // The query's one wait.
+            stream.synchronize().map_err(driver_error("waiting for the device"))?;
+            let len = len_part[0] as usize;
+            let first = len.min(expected);
+            let (mut slots, mut classes) = (slots_part[..first].to_vec(), classes_part[..first].to_vec());
+            if len > expected {
+                // More than one round trip's worth (no limit, or many ties): a second copy.
+                let (mut more_slots, mut more_classes) = (vec![0u32; len - expected], vec![0u32; len - expected]);
+                copy(out_slots, expected, &mut more_slots)?;
+                copy(out_classes, expected, &mut more_classes)?;
+                stream.synchronize().map_err(driver_error("waiting for the device"))?;
+                slots.append(&mut more_slots);
+                classes.append(&mut more_classes);
+            }
+            Ok((slots, classes))
         })
     }
 }

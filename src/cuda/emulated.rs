@@ -1,88 +1,124 @@
 //! A [`Backend`] that runs the shipped kernels on the host (feature `kernel-emulation`): "device"
-//! buffers are host memory and launches call the host build of kernels/match.cu. It lets the
+//! buffers are host memory and launches run the host build of kernels/match.cu, a block at a
+//! time with its threads as fibers that meet at barriers (kernels/host_emulation.h). It lets the
 //! tests drive the whole device tier — mirroring, capacity, removals, queries, failures —
 //! without a GPU.
 
 use std::collections::HashMap;
+use std::ffi::CStr;
 
 use super::error::CudaError;
-use super::tier::{Backend, Buf, CountLaunch};
-use super::{MAX_DIFFLIB_STATE, MAX_LCS_WORDS};
+use super::limits::{DIFFLIB_BUCKETS, MAX_LCS_WORDS};
+use super::tier::{
+    histogram_shared_bytes, Backend, Buf, CountLaunch, MetricArgs, Words, CUTOFF, CUTOFF_SHARED_BYTES, CUTOFF_THREADS,
+    HISTOGRAM, OUT_LEN,
+};
 
 extern "C" {
-    pub fn emulate_lcs_count(
-        tokens: *const u32,
-        offsets: *const u64,
-        live: *const u8,
-        order: *const u32,
-        begin: u32,
-        end: u32,
-        masks: *const u64,
-        table_len: u32,
+    fn emulate_set_schedule(skip_barrier_line: i32, reverse: i32);
+    fn emulate_take_failure() -> *const std::ffi::c_char;
+    fn emulate_lcs_classes(
+        token_bytes: u32,
+        word_bits: u32,
         words: u32,
-        state_len: u32,
-        threshold: f64,
-        counts: *mut u32,
-        block_dim: u32,
-    );
-    pub fn emulate_difflib_count(
-        tokens: *const u32,
-        offsets: *const u64,
+        tokens: *const u8,
+        group_base: *const u64,
+        lane_len: *const u32,
         live: *const u8,
-        order: *const u32,
-        begin: u32,
-        end: u32,
+        positions: u32,
+        rows: *const u32,
+        rows_len: u32,
+        entry_class: *const u32,
+        has_classes: u32,
+        keys: *const u32,
+        index: *const u16,
+        capacity: u32,
+        shift: u32,
+        masks: *const u32,
+        distinct: u32,
+        masks_in_shared: u32,
+        state_len: u32,
+        classes: *mut u32,
+        block_dim: u32,
+        shared_bytes: u32,
+    ) -> bool;
+    fn emulate_difflib_classes(
+        token_bytes: u32,
+        bucket: u32,
+        tokens: *const u8,
+        group_base: *const u64,
+        lane_len: *const u32,
+        live: *const u8,
+        positions: u32,
+        rows: *const u32,
+        rows_len: u32,
+        entry_class: *const u32,
+        has_classes: u32,
+        keys: *const u32,
+        index: *const u16,
+        capacity: u32,
+        shift: u32,
         b: *const u32,
         lb: u32,
-        slot_of_id: *const i32,
-        table_len: u32,
         pos_starts: *const u32,
-        positions: *const u16,
-        threshold: f64,
-        counts: *mut u32,
+        slots: u32,
+        positions_in_b: *const u16,
+        classes: *mut u32,
         block_dim: u32,
-    );
-    pub fn emulate_key_histogram(
-        counts: *const u32,
-        offsets: *const u64,
-        order: *const u32,
-        begin: u32,
-        end: u32,
-        state_len: u32,
-        threshold: f64,
-        prefix: u64,
-        prefix_mask: u64,
-        shift: u32,
+        shared_bytes: u32,
+    ) -> bool;
+    fn emulate_class_histogram(
+        classes: *const u32,
+        positions: u32,
+        buckets: u32,
         histogram: *mut u32,
+        grid: u32,
         block_dim: u32,
+        shared_bytes: u32,
     );
-    pub fn emulate_select_matches(
-        counts: *const u32,
-        offsets: *const u64,
-        order: *const u32,
-        begin: u32,
-        end: u32,
-        state_len: u32,
-        threshold: f64,
-        max_key: u64,
+    fn emulate_choose_cutoff(
+        histogram: *const u32,
+        buckets: u32,
+        limit: u32,
+        cutoff: *mut u32,
+        block_dim: u32,
+        shared_bytes: u32,
+    );
+    fn emulate_select_candidates(
+        classes: *const u32,
+        lane_slot: *const u32,
+        positions: u32,
+        cutoff: *const u32,
+        limited: u32,
         out_slots: *mut u32,
-        out_counts: *mut u32,
+        out_classes: *mut u32,
         out_len: *mut u32,
         block_dim: u32,
     );
 }
 
-/// Launch geometry used by the emulated launches (any block size gives the same result).
-const BLOCK_DIM: u32 = 128;
+/// How the emulation runs blocks, for the tests that prove it catches a missing barrier.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Schedule {
+    /// The `__syncthreads()` on this line of kernels/match.cu is treated as absent.
+    pub skipped_barrier_line: Option<u32>,
+    /// Threads of a block run last to first between barriers.
+    pub reverse: bool,
+}
 
 pub struct EmulatedBackend {
     /// u64 words, so every buffer is aligned for every element type.
     buffers: HashMap<Buf, Vec<u64>>,
     capacity: HashMap<Buf, usize>,
     free_bytes: u64,
+    /// The block size of the count, histogram and select launches.
+    pub block_dim: u32,
+    /// Blocks of a histogram launch (it strides over the positions).
+    pub histogram_grid: u32,
+    pub schedule: Schedule,
     /// Launches left before every later launch fails (simulated device failure).
     pub launches_before_failure: Option<usize>,
-    /// Count launches pass a state one past the kernels' limit (a host that disagrees with the
+    /// Count launches name a kernel too small for the state (a host that disagrees with the
     /// kernels about their limits), to exercise the kernels' guards through the tier.
     pub over_limit_launches: bool,
 }
@@ -93,6 +129,9 @@ impl EmulatedBackend {
             buffers: HashMap::new(),
             capacity: HashMap::new(),
             free_bytes,
+            block_dim: 128,
+            histogram_grid: 3,
+            schedule: Schedule::default(),
             launches_before_failure: None,
             over_limit_launches: false,
         }
@@ -106,14 +145,34 @@ impl EmulatedBackend {
         self.buffers.get_mut(&buf).map_or(std::ptr::null_mut(), |v| v.as_mut_ptr() as *mut T)
     }
 
-    fn check_failure(&mut self) -> Result<(), CudaError> {
+    /// A run of the query tables.
+    fn table<T>(&self, words: Words) -> *const T {
+        assert!(words.at + words.len <= self.capacity(Buf::Tables), "{words:?} past the tables");
+        // SAFETY: in bounds (just checked).
+        unsafe { self.ptr::<u32>(Buf::Tables).add(words.at) as *const T }
+    }
+
+    /// Before a launch: the simulated failure, and the schedule for this thread's launches.
+    fn before_launch(&mut self) -> Result<(), CudaError> {
         match self.launches_before_failure.as_mut() {
-            Some(0) => Err(CudaError::Driver("simulated launch failure".to_string())),
-            Some(n) => {
-                *n -= 1;
-                Ok(())
-            }
-            None => Ok(()),
+            Some(0) => return Err(CudaError::Driver("simulated launch failure".to_string())),
+            Some(n) => *n -= 1,
+            None => {}
+        }
+        let line = self.schedule.skipped_barrier_line.map_or(0, |l| l as i32);
+        // SAFETY: plain setters of thread-local settings.
+        unsafe { emulate_set_schedule(line, i32::from(self.schedule.reverse)) };
+        Ok(())
+    }
+
+    /// After a launch: what the emulation found wrong (barrier divergence) is a launch error.
+    fn after_launch(&self, kernel: &str) -> Result<(), CudaError> {
+        // SAFETY: the emulation returns a NUL-terminated string it owns until the next call.
+        let failure = unsafe { CStr::from_ptr(emulate_take_failure()) }.to_string_lossy().into_owned();
+        if failure.is_empty() {
+            Ok(())
+        } else {
+            Err(CudaError::Driver(format!("{kernel}: {failure}")))
         }
     }
 }
@@ -121,6 +180,10 @@ impl EmulatedBackend {
 impl Backend for EmulatedBackend {
     fn memory_info(&self) -> Result<(u64, u64), CudaError> {
         Ok((self.free_bytes, self.free_bytes))
+    }
+
+    fn local_memory_bytes(&self) -> u64 {
+        0
     }
 
     fn capacity(&self, buf: Buf) -> usize {
@@ -133,7 +196,8 @@ impl Backend for EmulatedBackend {
         }
         let words = (elems * buf.elem_bytes()).div_ceil(8);
         let old = self.buffers.remove(&buf).unwrap_or_default();
-        let mut fresh = vec![0u64; words];
+        // Fresh device memory is garbage, not zeros: the tier must write what it reads.
+        let mut fresh = vec![0xA5A5_A5A5_A5A5_A5A5u64; words];
         let keep_words = (keep * buf.elem_bytes()).div_ceil(8).min(old.len());
         fresh[..keep_words].copy_from_slice(&old[..keep_words]);
         self.buffers.insert(buf, fresh);
@@ -152,124 +216,153 @@ impl Backend for EmulatedBackend {
         Ok(())
     }
 
-    fn read(&mut self, buf: Buf, at: usize, out: &mut [u8]) -> Result<(), CudaError> {
-        if out.is_empty() {
-            return Ok(());
-        }
-        let offset = at * buf.elem_bytes();
-        assert!(offset + out.len() <= self.capacity(buf) * buf.elem_bytes(), "read past {buf:?}");
-        // SAFETY: as in `write`.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr::<u8>(buf).add(offset), out.as_mut_ptr(), out.len()) };
-        Ok(())
+    fn zero(&mut self, buf: Buf, at: usize, elems: usize) -> Result<(), CudaError> {
+        self.write(buf, at, &vec![0u8; elems * buf.elem_bytes()])
     }
 
-    fn launch_count(&mut self, slots: u32, threshold: f64, launch: CountLaunch) -> Result<(), CudaError> {
-        self.check_failure()?;
-        let counts = self.ptr_mut::<u32>(Buf::Counts);
-        let launch = match launch {
-            CountLaunch::Lcs { table_len, .. } if self.over_limit_launches => CountLaunch::Lcs {
-                table_len,
-                words: MAX_LCS_WORDS as u32 + 1,
-                state_len: 64 * (MAX_LCS_WORDS as u32 + 1),
-            },
-            CountLaunch::Difflib { table_len, .. } if self.over_limit_launches => {
-                CountLaunch::Difflib { state_len: MAX_DIFFLIB_STATE as u32 + 1, table_len }
+    fn launch_count(&mut self, launch: &CountLaunch) -> Result<(), CudaError> {
+        self.before_launch()?;
+        let mut launch = launch.clone();
+        if self.over_limit_launches {
+            // The smallest kernel of the family, whatever the state needs.
+            launch.metric = match launch.metric {
+                MetricArgs::Lcs { masks, distinct, masks_in_shared, state_len, .. } => {
+                    MetricArgs::Lcs { word_bits: 32, words: 1, masks, distinct, masks_in_shared, state_len }
+                }
+                MetricArgs::Difflib { b, lb, pos_starts, slots, positions, .. } => {
+                    MetricArgs::Difflib { bucket: DIFFLIB_BUCKETS[0] as u32, b, lb, pos_starts, slots, positions }
+                }
+            };
+        }
+        let (plan, symbols) = (launch.plan, launch.symbols);
+        let classes = self.ptr_mut::<u32>(Buf::Classes);
+        // SAFETY: the tier sized every buffer for `positions` and packed the tables it names.
+        let known = unsafe {
+            match launch.metric {
+                MetricArgs::Lcs { word_bits, words, masks, distinct, masks_in_shared, state_len } => {
+                    debug_assert!(words as usize <= MAX_LCS_WORDS);
+                    emulate_lcs_classes(
+                        launch.token_bytes,
+                        word_bits,
+                        words,
+                        self.ptr(Buf::Tokens),
+                        self.ptr(Buf::GroupBase),
+                        self.ptr(Buf::LaneLen),
+                        self.ptr(Buf::Live),
+                        launch.positions,
+                        self.table(plan.rows),
+                        plan.rows_len,
+                        self.table(plan.entry_class),
+                        plan.has_classes,
+                        self.table(symbols.keys),
+                        self.table(symbols.index),
+                        symbols.capacity,
+                        symbols.shift,
+                        self.table(masks),
+                        distinct,
+                        masks_in_shared,
+                        state_len,
+                        classes,
+                        self.block_dim,
+                        launch.shared_bytes,
+                    )
+                }
+                MetricArgs::Difflib { bucket, b, lb, pos_starts, slots, positions } => emulate_difflib_classes(
+                    launch.token_bytes,
+                    bucket,
+                    self.ptr(Buf::Tokens),
+                    self.ptr(Buf::GroupBase),
+                    self.ptr(Buf::LaneLen),
+                    self.ptr(Buf::Live),
+                    launch.positions,
+                    self.table(plan.rows),
+                    plan.rows_len,
+                    self.table(plan.entry_class),
+                    plan.has_classes,
+                    self.table(symbols.keys),
+                    self.table(symbols.index),
+                    symbols.capacity,
+                    symbols.shift,
+                    self.table(b),
+                    lb,
+                    self.table(pos_starts),
+                    slots,
+                    self.table(positions),
+                    classes,
+                    self.block_dim,
+                    launch.shared_bytes,
+                ),
             }
-            launch => launch,
         };
-        // SAFETY: the tier sized every buffer for `slots` patterns and uploaded the tables (an
-        // over-limit launch reads none of the state's tables: the kernels' guards stop first).
-        unsafe {
-            match launch {
-                CountLaunch::Lcs { table_len, words, state_len } => emulate_lcs_count(
-                    self.ptr(Buf::Tokens),
-                    self.ptr(Buf::Offsets),
-                    self.ptr(Buf::Live),
-                    self.ptr(Buf::Order),
-                    0,
-                    slots,
-                    self.ptr(Buf::Masks),
-                    table_len,
-                    words,
-                    state_len,
-                    threshold,
-                    counts,
-                    BLOCK_DIM,
-                ),
-                CountLaunch::Difflib { state_len, table_len } => emulate_difflib_count(
-                    self.ptr(Buf::Tokens),
-                    self.ptr(Buf::Offsets),
-                    self.ptr(Buf::Live),
-                    self.ptr(Buf::Order),
-                    0,
-                    slots,
-                    self.ptr(Buf::State),
-                    state_len,
-                    self.ptr(Buf::SlotOfId),
-                    table_len,
-                    self.ptr(Buf::PosStarts),
-                    self.ptr(Buf::Positions),
-                    threshold,
-                    counts,
-                    BLOCK_DIM,
-                ),
-            }
+        if !known {
+            return Err(CudaError::Driver(format!("no kernel {}", launch.kernel())));
         }
-        Ok(())
+        self.after_launch(&launch.kernel())
     }
 
-    fn launch_histogram(
-        &mut self,
-        slots: u32,
-        state_len: u32,
-        threshold: f64,
-        prefix: u64,
-        mask: u64,
-        shift: u32,
-    ) -> Result<(), CudaError> {
-        self.check_failure()?;
-        let histogram = self.ptr_mut::<u32>(Buf::Histogram);
-        // SAFETY: as above; the histogram holds 256 counters.
+    fn launch_histogram(&mut self, positions: u32, buckets: u32) -> Result<(), CudaError> {
+        self.before_launch()?;
+        // SAFETY: the control block holds HISTOGRAM + buckets counters; classes cover positions.
         unsafe {
-            emulate_key_histogram(
-                self.ptr(Buf::Counts),
-                self.ptr(Buf::Offsets),
-                self.ptr(Buf::Order),
-                0,
-                slots,
-                state_len,
-                threshold,
-                prefix,
-                mask,
-                shift,
+            let histogram = self.ptr_mut::<u32>(Buf::Control).add(HISTOGRAM);
+            emulate_class_histogram(
+                self.ptr(Buf::Classes),
+                positions,
+                buckets,
                 histogram,
-                BLOCK_DIM,
+                self.histogram_grid,
+                self.block_dim,
+                histogram_shared_bytes(buckets),
             )
         };
-        Ok(())
+        self.after_launch("class_histogram")
     }
 
-    fn launch_select(&mut self, slots: u32, state_len: u32, threshold: f64, max_key: u64) -> Result<(), CudaError> {
-        self.check_failure()?;
-        let (out_slots, out_counts, out_len) =
-            (self.ptr_mut::<u32>(Buf::OutSlots), self.ptr_mut::<u32>(Buf::OutCounts), self.ptr_mut::<u32>(Buf::OutLen));
+    fn launch_cutoff(&mut self, buckets: u32, limit: u32) -> Result<(), CudaError> {
+        self.before_launch()?;
         // SAFETY: as above.
         unsafe {
-            emulate_select_matches(
-                self.ptr(Buf::Counts),
-                self.ptr(Buf::Offsets),
-                self.ptr(Buf::Order),
-                0,
-                slots,
-                state_len,
-                threshold,
-                max_key,
-                out_slots,
-                out_counts,
-                out_len,
-                BLOCK_DIM,
+            let control = self.ptr_mut::<u32>(Buf::Control);
+            emulate_choose_cutoff(
+                control.add(HISTOGRAM),
+                buckets,
+                limit,
+                control.add(CUTOFF),
+                CUTOFF_THREADS,
+                CUTOFF_SHARED_BYTES,
             )
         };
-        Ok(())
+        self.after_launch("choose_cutoff")
+    }
+
+    fn launch_select(&mut self, positions: u32, limited: bool) -> Result<(), CudaError> {
+        self.before_launch()?;
+        let (out_slots, out_classes) = (self.ptr_mut::<u32>(Buf::OutSlots), self.ptr_mut::<u32>(Buf::OutClasses));
+        // SAFETY: as above; the outputs hold one entry per position.
+        unsafe {
+            let control = self.ptr_mut::<u32>(Buf::Control);
+            emulate_select_candidates(
+                self.ptr(Buf::Classes),
+                self.ptr(Buf::LaneSlot),
+                positions,
+                control.add(CUTOFF),
+                u32::from(limited),
+                out_slots,
+                out_classes,
+                control.add(OUT_LEN),
+                self.block_dim,
+            )
+        };
+        self.after_launch("select_candidates")
+    }
+
+    fn read_results(&mut self, _expected: usize) -> Result<(Vec<u32>, Vec<u32>), CudaError> {
+        // SAFETY: the control block and outputs were written by the launches above.
+        unsafe {
+            let len = *self.ptr::<u32>(Buf::Control).add(OUT_LEN) as usize;
+            let slots = std::slice::from_raw_parts(self.ptr::<u32>(Buf::OutSlots), len).to_vec();
+            let classes = std::slice::from_raw_parts(self.ptr::<u32>(Buf::OutClasses), len).to_vec();
+            Ok((slots, classes))
+        }
     }
 }

@@ -1,408 +1,310 @@
 //! The shipped kernel source run on the host (feature `kernel-emulation`: build.rs compiles
-//! kernels/match.cu as C++ with kernels/host_emulation.h) with the launch tables of
-//! [`super::plan`], compared with the CPU metrics — themselves checked against naive oracles
+//! kernels/match.cu as C++ with kernels/host_emulation.h, whose launches run each block's threads
+//! as fibers that meet at `__syncthreads()`), driven through the device tier with the tables of
+//! [`super::plan`], and compared with the CPU metrics — themselves checked against naive oracles
 //! here and against Python's difflib and RapidFuzz in the Python suite.
 
-use super::emulated::{emulate_difflib_count, emulate_key_histogram, emulate_lcs_count, emulate_select_matches};
-use super::plan::{DifflibPlan, LcsPlan};
-use super::{MAX_DIFFLIB_STATE, MAX_LCS_WORDS, NOT_SCORED, OVER_LIMIT};
-use crate::metrics::{difflib, lcs, length_bound, ratio};
+use super::emulated::{EmulatedBackend, Schedule};
+use super::limits::{HISTOGRAM_CLASSES, MAX_DIFFLIB_STATE, MAX_LCS_WORDS};
+use super::tier::{DeviceTier, TierLimits};
+use crate::metrics::{difflib, lcs, Metric, SimilarityRule};
+use crate::ordering::{Candidate, QueryPlan};
+use crate::store::PatternStore;
 use crate::testing::Rng;
 
-/// A device-layout store: concatenated tokens, offsets, live flags, and the thread-to-slot
-/// order (shuffled here: results must not depend on it).
-struct Store {
-    tokens: Vec<u32>,
-    offsets: Vec<u64>,
-    live: Vec<u8>,
-    order: Vec<u32>,
-}
+const LIMITS: TierLimits =
+    TierLimits { memory_usage_fraction: 0.6, growth_buffer_fraction: 0.2, force_max_patterns: None };
 
-impl Store {
-    fn random(rng: &mut Rng, patterns: usize, max_len: usize, alphabet: usize) -> Store {
-        let mut store =
-            Store { tokens: Vec::new(), offsets: vec![0], live: Vec::new(), order: (0..patterns as u32).collect() };
-        for k in (1..patterns).rev() {
-            store.order.swap(k, rng.below(k + 1));
+/// A store of `patterns` random patterns (every 97th one long: nothing is truncated on the
+/// device either), some removed, symbols `first_id ..= first_id + alphabet - 1`.
+fn random_store(rng: &mut Rng, patterns: usize, max_len: usize, alphabet: usize, first_id: u32) -> PatternStore {
+    let mut store = PatternStore::new();
+    for k in 0..patterns {
+        let len = if k % 97 == 0 { 300 + rng.below(400) } else { rng.below(max_len + 1) };
+        let tokens: Vec<u32> = (0..len).map(|_| first_id + rng.below(alphabet) as u32).collect();
+        let slot = store.push(&format!("P{k}"), &tokens);
+        if rng.below(20) == 0 {
+            store.kill(slot);
         }
-        for k in 0..patterns {
-            // Some long patterns: nothing is truncated on the device either.
-            let len = if k % 97 == 0 { 300 + rng.below(400) } else { rng.below(max_len + 1) };
-            store.tokens.extend((0..len).map(|_| rng.below(alphabet) as u32));
-            store.offsets.push(store.tokens.len() as u64);
-            store.live.push(u8::from(rng.below(20) != 0));
+    }
+    store
+}
+
+fn cpu_matches(metric: Metric, pattern: &[u32], state: &[u32]) -> usize {
+    match metric {
+        Metric::Lcs => lcs::matches(pattern, state),
+        Metric::Difflib { autojunk } => difflib::matches(pattern, state, autojunk),
+    }
+}
+
+/// What the device must return, from the CPU metric and the same plan: every live pattern's
+/// candidate; with `limit`, only the classes up to the one holding the `limit`-th best (all of
+/// them when that class is past the histogram's own counters).
+fn expected(
+    store: &PatternStore,
+    metric: Metric,
+    state: &[u32],
+    plan: &QueryPlan,
+    limit: Option<usize>,
+) -> Vec<(u32, u32)> {
+    let mut all: Vec<(u32, u32)> = (0..store.slots() as u32)
+        .filter(|&slot| store.is_live(slot))
+        .filter_map(|slot| {
+            let row = plan.row(store.len_of(slot));
+            let m = cpu_matches(metric, &store.tokens(slot), state) as u32;
+            (row.min_matches != crate::ordering::LengthRow::NONE && m >= row.min_matches)
+                .then(|| plan.candidate(row, m, slot))
+                .map(|c| (c.slot, c.value))
+        })
+        .collect();
+    if let (Some(k), true) = (limit, plan.has_classes()) {
+        let mut classes: Vec<u32> = all.iter().map(|&(_, c)| c).collect();
+        classes.sort_unstable();
+        if k == 0 {
+            return Vec::new();
         }
-        store
+        if let Some(&kth) = classes.get(k - 1) {
+            if kth < HISTOGRAM_CLASSES {
+                all.retain(|&(_, c)| c <= kth);
+            }
+        }
     }
-
-    fn pattern(&self, slot: usize) -> &[u32] {
-        &self.tokens[self.offsets[slot] as usize..self.offsets[slot + 1] as usize]
-    }
+    all.sort_unstable();
+    all
 }
 
-/// What the kernels must produce for one slot: the CPU count, or NOT_SCORED for removed slots
-/// and slots the length bound excludes.
-fn expected(store: &Store, slot: usize, state: &[u32], threshold: f64, count: impl Fn(&[u32]) -> usize) -> u32 {
-    let p = store.pattern(slot);
-    if store.live[slot] == 0 || length_bound(p.len(), state.len()) < threshold {
-        NOT_SCORED
-    } else {
-        count(p) as u32
-    }
+fn sorted(candidates: Vec<Candidate>) -> Vec<(u32, u32)> {
+    let mut pairs: Vec<(u32, u32)> = candidates.into_iter().map(|c| (c.slot, c.value)).collect();
+    pairs.sort_unstable();
+    pairs
 }
 
-fn random_state(rng: &mut Rng, alphabet: usize, long: bool) -> Vec<u32> {
-    let len = if long { 180 + rng.below(77) } else { rng.below(70) };
-    let mut state: Vec<u32> = (0..len).map(|_| rng.below(alphabet) as u32).collect();
-    if rng.below(4) == 0 && !state.is_empty() {
-        // A symbol unknown to the vocabulary (sentinel id above MAX_SYMBOL_ID).
-        let at = rng.below(state.len());
-        state[at] = u32::MAX - 3;
-    }
-    state
+fn tier_over(store: &PatternStore, backend: EmulatedBackend) -> DeviceTier<EmulatedBackend> {
+    let mut tier = DeviceTier::new(backend, LIMITS).unwrap();
+    assert_eq!(tier.sync(store, store.slots()).unwrap(), store.slots());
+    tier
 }
 
-const THRESHOLDS: [f64; 4] = [0.0, 0.1, 0.4, 0.75];
+fn plan_for(store: &PatternStore, state: &[u32], threshold: f64) -> QueryPlan {
+    QueryPlan::with_rule(state.len(), threshold, store.lengths(), SimilarityRule::Exact)
+}
 
+/// One query through the tier (count kernel, histogram, cut-off, selection), against the CPU.
+fn assert_query(
+    tier: &mut DeviceTier<EmulatedBackend>,
+    store: &PatternStore,
+    metric: Metric,
+    state: &[u32],
+    threshold: f64,
+    limit: Option<usize>,
+) {
+    let plan = plan_for(store, state, threshold);
+    let got = tier.query(metric, state, &plan, limit).unwrap().expect("the state fits the kernels");
+    assert_eq!(
+        sorted(got),
+        expected(store, metric, state, &plan, limit),
+        "{metric:?} state of {} threshold {threshold} limit {limit:?}",
+        state.len()
+    );
+}
+
+const METRICS: [Metric; 3] = [Metric::Lcs, Metric::Difflib { autojunk: false }, Metric::Difflib { autojunk: true }];
+
+/// States of every size class the kernels distinguish (the 32-bit path, 1–16 words, each
+/// difflib bucket), at and around each boundary, with symbols the patterns share.
 #[test]
-fn lcs_kernel_equals_cpu_metric() {
+fn every_kernel_variant_equals_the_cpu() {
     let mut rng = Rng::new(21);
-    let mut compared = 0usize;
-    for round in 0..40 {
-        let alphabet = [3, 12, 200, 5000][round % 4];
-        let store = Store::random(&mut rng, 1500, 60, alphabet);
-        let n = store.live.len() as u32;
-        for q in 0..3 {
-            let state = random_state(&mut rng, alphabet, q == 2);
-            let plan = LcsPlan::new(&state).expect("states under 1024 symbols fit the kernel");
-            let threshold = THRESHOLDS[(round + q) % 4];
-            let (begin, end) = (rng.below(50) as u32, n);
-            let mut counts = vec![0u32; end as usize];
-            // SAFETY: every pointer covers the lengths the kernel reads for positions [begin, end).
-            unsafe {
-                emulate_lcs_count(
-                    store.tokens.as_ptr(),
-                    store.offsets.as_ptr(),
-                    store.live.as_ptr(),
-                    store.order.as_ptr(),
-                    begin,
-                    end,
-                    plan.masks.as_ptr(),
-                    plan.table_len,
-                    plan.words,
-                    plan.state_len,
-                    threshold,
-                    counts.as_mut_ptr(),
-                    128,
-                );
+    let store = random_store(&mut rng, 2500, 60, 12, 0);
+    let mut tier = tier_over(&store, EmulatedBackend::new(1 << 30));
+    for metric in METRICS {
+        let lens: &[usize] = match metric {
+            Metric::Lcs => &[0, 1, 31, 32, 33, 64, 65, 128, 129, 257, 512, 640, 1023, 1024],
+            Metric::Difflib { .. } => &[0, 1, 32, 33, 64, 65, 128, 129, 200, 256],
+        };
+        for &len in lens {
+            // Fewer symbols than the patterns' alphabet too (absent ones), and one unknown id.
+            let mut state: Vec<u32> = (0..len).map(|_| rng.below(14) as u32).collect();
+            if len > 3 {
+                state[len / 2] = u32::MAX - 3;
             }
-            for (&got, &slot) in counts[begin as usize..end as usize].iter().zip(&store.order[begin as usize..]) {
-                let slot = slot as usize;
-                let want = expected(&store, slot, &state, threshold, |p| lcs::matches(p, &state));
-                assert_eq!(got, want, "slot {slot} state {state:?}");
-                compared += 1;
+            for (threshold, limit) in [(0.0, None), (0.25, Some(40)), (0.5, Some(1))] {
+                assert_query(&mut tier, &store, metric, &state, threshold, limit);
             }
         }
     }
-    assert!(compared >= 100_000, "only {compared} cases");
 }
 
+/// autojunk's popular symbols (states of 200–256 with heavy repeats) and the LCS mask table past
+/// the shared-memory budget (1,024 distinct symbols: its rows are read from global memory).
 #[test]
-fn difflib_kernel_equals_cpu_metric() {
+fn popular_symbols_and_large_tables() {
     let mut rng = Rng::new(22);
-    let mut compared = 0usize;
-    for round in 0..40 {
-        let alphabet = [2, 6, 40, 3000][round % 4];
-        let store = Store::random(&mut rng, 1400, 50, alphabet);
-        let n = store.live.len() as u32;
-        for q in 0..3 {
-            let long = q == 2; // >= 200 symbols: autojunk's popular symbols matter
-            let state = random_state(&mut rng, alphabet, long);
-            for autojunk in [false, true] {
-                if !autojunk && !long && q == 1 {
-                    continue;
-                }
-                let plan = DifflibPlan::new(&state, autojunk).expect("states under 256 symbols fit the kernel");
-                let threshold = THRESHOLDS[(round + q) % 4];
-                let mut counts = vec![0u32; n as usize];
-                // SAFETY: as above.
-                unsafe {
-                    emulate_difflib_count(
-                        store.tokens.as_ptr(),
-                        store.offsets.as_ptr(),
-                        store.live.as_ptr(),
-                        store.order.as_ptr(),
-                        0,
-                        n,
-                        plan.b.as_ptr(),
-                        plan.b.len() as u32,
-                        plan.slot_of_id.as_ptr(),
-                        plan.slot_of_id.len() as u32,
-                        plan.pos_starts.as_ptr(),
-                        plan.positions.as_ptr(),
-                        threshold,
-                        counts.as_mut_ptr(),
-                        256,
-                    );
-                }
-                for (k, &got) in counts.iter().enumerate() {
-                    let slot = store.order[k] as usize;
-                    let want = expected(&store, slot, &state, threshold, |p| difflib::matches(p, &state, autojunk));
-                    assert_eq!(got, want, "slot {slot} autojunk {autojunk} state {state:?}");
-                    compared += 1;
-                }
-            }
+    let store = random_store(&mut rng, 1500, 50, 6, 0);
+    let mut tier = tier_over(&store, EmulatedBackend::new(1 << 30));
+    for len in [200, 201, 230, 256] {
+        let state: Vec<u32> = (0..len).map(|k| if k % 3 == 0 { 1 } else { rng.below(6) as u32 }).collect();
+        for metric in [Metric::Difflib { autojunk: true }, Metric::Difflib { autojunk: false }] {
+            assert_query(&mut tier, &store, metric, &state, 0.1, None);
+            assert_query(&mut tier, &store, metric, &state, 0.0, Some(25));
         }
     }
-    assert!(compared >= 100_000, "only {compared} cases");
+    let distinct: Vec<u32> = (0..1024).map(|k| (k * 37) % 1024).collect();
+    let tables = super::plan::LcsTables::new(&distinct).unwrap();
+    assert!(!tables.masks_in_shared, "1,024 distinct symbols over 16 words exceed the shared budget");
+    assert_query(&mut tier, &store, Metric::Lcs, &distinct, 0.0, Some(100));
 }
 
+/// Symbol ids of 65,536 and up (the store turns u32 and the device re-mirrors as u32) and around
+/// a million; threshold 0 with no limit returns every live pattern.
 #[test]
-fn select_matches_keeps_exactly_the_matches() {
+fn wide_ids_and_threshold_zero() {
     let mut rng = Rng::new(23);
-    for round in 0..30 {
-        let store = Store::random(&mut rng, 3000, 40, 10);
-        let n = store.live.len() as u32;
-        let state = random_state(&mut rng, 10, false);
-        let plan = LcsPlan::new(&state).unwrap();
-        let threshold = [0.0, 0.2, 0.5, 1.0][round % 4];
-        let mut counts = vec![0u32; n as usize];
-        let (mut out_slots, mut out_counts, mut out_len) = (vec![0u32; n as usize], vec![0u32; n as usize], 0u32);
-        // SAFETY: as above; outputs have room for every slot.
-        unsafe {
-            emulate_lcs_count(
-                store.tokens.as_ptr(),
-                store.offsets.as_ptr(),
-                store.live.as_ptr(),
-                store.order.as_ptr(),
-                0,
-                n,
-                plan.masks.as_ptr(),
-                plan.table_len,
-                plan.words,
-                plan.state_len,
-                threshold,
-                counts.as_mut_ptr(),
-                64,
-            );
-            emulate_select_matches(
-                counts.as_ptr(),
-                store.offsets.as_ptr(),
-                store.order.as_ptr(),
-                0,
-                n,
-                state.len() as u32,
-                threshold,
-                u64::MAX,
-                out_slots.as_mut_ptr(),
-                out_counts.as_mut_ptr(),
-                &mut out_len,
-                64,
-            );
+    let mut store = random_store(&mut rng, 1200, 40, 9, 65_530);
+    assert_eq!(store.token_width(), 4);
+    let mut tier = tier_over(&store, EmulatedBackend::new(1 << 30));
+    for first_id in [65_530u32, 999_990] {
+        for metric in METRICS {
+            let state: Vec<u32> = (0..40).map(|_| first_id + rng.below(9) as u32).collect();
+            assert_query(&mut tier, &store, metric, &state, 0.0, None);
+            assert_query(&mut tier, &store, metric, &state, 0.3, Some(10));
         }
-        let mut got: Vec<(u32, u32)> = (0..out_len as usize).map(|k| (out_slots[k], out_counts[k])).collect();
-        got.sort_unstable();
-        let want: Vec<(u32, u32)> = (0..n as usize)
-            .filter(|&slot| store.live[slot] == 1)
-            .map(|slot| (slot as u32, lcs::matches(store.pattern(slot), &state) as u32))
-            .filter(|&(slot, m)| ratio(m as usize, store.pattern(slot as usize).len() + state.len()) >= threshold)
-            .collect();
-        assert_eq!(got, want, "threshold {threshold}");
+        for k in 0..300 {
+            let tokens: Vec<u32> = (0..rng.below(40)).map(|_| 999_990 + rng.below(9) as u32).collect();
+            store.push(&format!("W{first_id}-{k}"), &tokens);
+        }
+        tier.sync(&store, store.slots()).unwrap();
     }
+    let plan = plan_for(&store, &[999_991], 0.0);
+    let everything = tier.query(Metric::Lcs, &[999_991], &plan, None).unwrap().unwrap();
+    assert_eq!(everything.len(), (0..store.slots() as u32).filter(|&s| store.is_live(s)).count());
 }
 
-/// `lcs_count` over every position of `store` with `plan`'s tables, `words` and `state_len`
-/// overridable to launch what no plan would.
-fn run_lcs(store: &Store, plan: &LcsPlan, words: u32, state_len: u32, threshold: f64) -> Vec<u32> {
-    let n = store.live.len() as u32;
-    let mut counts = vec![0u32; n as usize];
-    // SAFETY: every pointer covers what the kernel reads for positions [0, n); an over-limit
-    // launch reads no table (the guard stops first).
-    unsafe {
-        emulate_lcs_count(
-            store.tokens.as_ptr(),
-            store.offsets.as_ptr(),
-            store.live.as_ptr(),
-            store.order.as_ptr(),
-            0,
-            n,
-            plan.masks.as_ptr(),
-            plan.table_len,
-            words,
-            state_len,
-            threshold,
-            counts.as_mut_ptr(),
-            256,
-        );
-    }
-    counts
-}
-
-/// `difflib_count` over every position of `store` with `plan`'s tables, `lb` overridable.
-fn run_difflib(store: &Store, plan: &DifflibPlan, lb: u32, threshold: f64) -> Vec<u32> {
-    let n = store.live.len() as u32;
-    let mut counts = vec![0u32; n as usize];
-    // SAFETY: as in `run_lcs`.
-    unsafe {
-        emulate_difflib_count(
-            store.tokens.as_ptr(),
-            store.offsets.as_ptr(),
-            store.live.as_ptr(),
-            store.order.as_ptr(),
-            0,
-            n,
-            plan.b.as_ptr(),
-            lb,
-            plan.slot_of_id.as_ptr(),
-            plan.slot_of_id.len() as u32,
-            plan.pos_starts.as_ptr(),
-            plan.positions.as_ptr(),
-            threshold,
-            counts.as_mut_ptr(),
-            256,
-        );
-    }
-    counts
-}
-
-/// States exactly at each kernel's limit (and one below) are scored on the device, bit for bit
-/// as on the CPU; one symbol more and the plans refuse them (the CPU scores those).
+/// A narrow store that turns wide after it was mirrored is mirrored again, as u32.
 #[test]
-fn kernels_at_their_limits_equal_the_cpu() {
+fn a_store_that_widens_is_mirrored_again() {
     let mut rng = Rng::new(24);
-    let lcs_max = 64 * MAX_LCS_WORDS;
-    for (alphabet, len) in [(4, lcs_max), (60, lcs_max), (60, lcs_max - 1), (3000, lcs_max)] {
-        let store = Store::random(&mut rng, 400, 1200, alphabet);
-        let state: Vec<u32> = (0..len).map(|_| rng.below(alphabet) as u32).collect();
-        let plan = LcsPlan::new(&state).expect("a state at the limit fits");
-        assert_eq!(plan.words as usize, MAX_LCS_WORDS);
-        for threshold in [0.0, 0.5] {
-            let counts = run_lcs(&store, &plan, plan.words, plan.state_len, threshold);
-            for (k, &got) in counts.iter().enumerate() {
-                let slot = store.order[k] as usize;
-                assert_eq!(got, expected(&store, slot, &state, threshold, |p| lcs::matches(p, &state)), "slot {slot}");
-            }
-        }
-        let mut longer = state.clone();
-        longer.push(1);
-        assert_eq!(LcsPlan::new(&longer).is_none(), len == lcs_max);
+    let mut store = random_store(&mut rng, 700, 30, 50, 0);
+    let mut tier = tier_over(&store, EmulatedBackend::new(1 << 30));
+    assert_eq!(store.token_width(), 2);
+    store.push("wide", &[70_000, 1, 2]);
+    tier.sync(&store, store.slots()).unwrap();
+    assert_eq!(tier.mirrored(), store.slots());
+    for metric in METRICS {
+        assert_query(&mut tier, &store, metric, &[70_000, 1, 2, 3, 4], 0.2, None);
     }
-    for (alphabet, len) in
-        [(2, MAX_DIFFLIB_STATE), (12, MAX_DIFFLIB_STATE), (12, MAX_DIFFLIB_STATE - 1), (500, MAX_DIFFLIB_STATE)]
-    {
-        let store = Store::random(&mut rng, 500, 400, alphabet);
-        let state: Vec<u32> = (0..len).map(|_| rng.below(alphabet) as u32).collect();
-        for autojunk in [false, true] {
-            let plan = DifflibPlan::new(&state, autojunk).expect("a state at the limit fits");
-            for threshold in [0.0, 0.5] {
-                let counts = run_difflib(&store, &plan, plan.b.len() as u32, threshold);
-                for (k, &got) in counts.iter().enumerate() {
-                    let slot = store.order[k] as usize;
-                    let want = expected(&store, slot, &state, threshold, |p| difflib::matches(p, &state, autojunk));
-                    assert_eq!(got, want, "slot {slot} autojunk {autojunk}");
+}
+
+/// Removals (the live byte) and a compaction (slots renumbered, mirrored again from slot 0).
+#[test]
+fn removals_and_compaction() {
+    let mut rng = Rng::new(25);
+    let mut store = random_store(&mut rng, 3000, 30, 8, 0);
+    let mut tier = tier_over(&store, EmulatedBackend::new(1 << 30));
+    for slot in (0..3000).step_by(3) {
+        if store.is_live(slot) {
+            store.kill(slot);
+            tier.kill(slot as usize).unwrap();
+        }
+    }
+    let state: Vec<u32> = (0..20).map(|_| rng.below(8) as u32).collect();
+    for metric in METRICS {
+        assert_query(&mut tier, &store, metric, &state, 0.2, Some(30));
+    }
+    store.compact();
+    tier.reset();
+    tier.sync(&store, store.slots()).unwrap();
+    for metric in METRICS {
+        assert_query(&mut tier, &store, metric, &state, 0.2, Some(30));
+        assert_query(&mut tier, &store, metric, &state, 0.0, None);
+    }
+}
+
+/// Top-k over many classes: a limit whose k-th best class lies past the histogram's own
+/// counters keeps every class, and block sizes and histogram grids do not change the answer.
+#[test]
+fn top_k_across_block_sizes_and_overflowing_classes() {
+    let mut rng = Rng::new(26);
+    // Lengths up to 900: thousands of (M, P) classes.
+    let mut store = PatternStore::new();
+    for k in 0..3000 {
+        let tokens: Vec<u32> = (0..rng.below(900)).map(|_| rng.below(30) as u32).collect();
+        store.push(&format!("L{k}"), &tokens);
+    }
+    for (block_dim, grid) in [(32, 1), (96, 2), (1024, 5)] {
+        let mut backend = EmulatedBackend::new(1 << 30);
+        (backend.block_dim, backend.histogram_grid) = (block_dim, grid);
+        let mut tier = tier_over(&store, backend);
+        let state: Vec<u32> = (0..300).map(|_| rng.below(30) as u32).collect();
+        let plan = plan_for(&store, &state, 0.0);
+        assert!(plan.class_count() > HISTOGRAM_CLASSES as usize, "{} classes", plan.class_count());
+        for k in [1, 7, 100, 2999, 3000, 5000] {
+            assert_query(&mut tier, &store, Metric::Lcs, &state, 0.0, Some(k));
+        }
+    }
+}
+
+/// Each `__syncthreads()` of the kernel source, on its own line.
+fn barrier_lines() -> Vec<u32> {
+    let source = include_str!("../../kernels/match.cu");
+    source
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| line.trim_start().starts_with("__syncthreads();"))
+        .map(|(k, _)| k as u32 + 1)
+        .collect()
+}
+
+/// Every barrier in the kernels is needed, and the emulation proves it: with any one of them
+/// removed (the kernel made racy), some query returns a wrong answer or the emulation reports
+/// divergence, in the order threads run first to last or last to first. With all barriers in
+/// place both orders give the CPU's answer.
+#[test]
+fn removing_any_barrier_is_caught() {
+    let lines = barrier_lines();
+    assert!(lines.len() >= 7, "barriers found: {lines:?}");
+    let mut rng = Rng::new(27);
+    let store = random_store(&mut rng, 900, 40, 10, 0);
+    let states: Vec<Vec<u32>> =
+        [5usize, 40, 90, 200].iter().map(|&n| (0..n).map(|_| rng.below(12) as u32).collect()).collect();
+    let caught = |schedule: Schedule| -> bool {
+        let mut backend = EmulatedBackend::new(1 << 30);
+        backend.schedule = schedule;
+        let mut tier = tier_over(&store, backend);
+        for metric in METRICS {
+            for state in &states {
+                for limit in [Some(3), Some(60), None] {
+                    let plan = plan_for(&store, state, 0.1);
+                    match tier.query(metric, state, &plan, limit) {
+                        Ok(Some(got)) if sorted(got.clone()) == expected(&store, metric, state, &plan, limit) => {}
+                        _ => return true,
+                    }
                 }
             }
-            let mut longer = state.clone();
-            longer.push(1);
-            assert_eq!(DifflibPlan::new(&longer, autojunk).is_none(), len == MAX_DIFFLIB_STATE);
         }
-    }
-}
-
-/// A launch past a kernel's limits — what a host that disagreed with the kernels about them
-/// would send — is refused by the kernel's guard: every position reads OVER_LIMIT, nothing is
-/// written past a per-thread array, and the selection passes hand those positions to the host
-/// ahead of every match, even under a top-0 cut.
-#[test]
-fn kernels_refuse_launches_past_their_limits() {
-    let mut rng = Rng::new(25);
-    let store = Store::random(&mut rng, 700, 60, 8);
-    let n = store.live.len();
-    let state: Vec<u32> = (0..64 * MAX_LCS_WORDS + 1).map(|_| rng.below(8) as u32).collect();
-    // The tables a plan without a limit would build: 17 words.
-    let words = state.len().div_ceil(64);
-    let table_len = 8;
-    let mut masks = vec![0u64; table_len * words];
-    for (pos, &s) in state.iter().enumerate() {
-        masks[s as usize * words + pos / 64] |= 1u64 << (pos % 64);
-    }
-    let plan = LcsPlan { masks, table_len: table_len as u32, words: words as u32, state_len: state.len() as u32 };
-    let over = |counts: Vec<u32>| counts.iter().all(|&c| c == OVER_LIMIT);
-    assert!(over(run_lcs(&store, &plan, words as u32, state.len() as u32, 0.0)));
-    // Words that do not cover the state, or none.
-    assert!(over(run_lcs(&store, &plan, 2, 129, 0.0)));
-    assert!(over(run_lcs(&store, &plan, 0, 0, 0.0)));
-    // At the limit the same tables (first 16 words' worth of state) are scored.
-    let at_limit = LcsPlan::new(&state[..64 * MAX_LCS_WORDS]).unwrap();
-    assert!(!run_lcs(&store, &at_limit, at_limit.words, at_limit.state_len, 0.0).contains(&OVER_LIMIT));
-
-    let b: Vec<u32> = (0..MAX_DIFFLIB_STATE as u32 + 1).map(|_| rng.below(8) as u32).collect();
-    let plan = DifflibPlan::new(&b[..MAX_DIFFLIB_STATE], false).unwrap();
-    assert!(over(run_difflib(&store, &plan, b.len() as u32, 0.0)));
-    assert!(!run_difflib(&store, &plan, MAX_DIFFLIB_STATE as u32, 0.0).contains(&OVER_LIMIT));
-
-    // Selection: OVER_LIMIT positions always reach the host, with rank key 0.
-    let mut counts = run_lcs(&store, &at_limit, at_limit.words, at_limit.state_len, 0.0);
-    let refused = [3usize, 200, n - 1];
-    for &k in &refused {
-        counts[k] = OVER_LIMIT;
-    }
-    let state_len = at_limit.state_len;
-    for max_key in [0, u64::MAX] {
-        let (mut out_slots, mut out_counts, mut out_len) = (vec![0u32; n], vec![0u32; n], 0u32);
-        // SAFETY: outputs have room for every position.
-        unsafe {
-            emulate_select_matches(
-                counts.as_ptr(),
-                store.offsets.as_ptr(),
-                store.order.as_ptr(),
-                0,
-                n as u32,
-                state_len,
-                0.0,
-                max_key,
-                out_slots.as_mut_ptr(),
-                out_counts.as_mut_ptr(),
-                &mut out_len,
-                64,
-            );
-        }
-        let got: Vec<u32> = out_slots[..out_len as usize].to_vec();
-        let refused_slots: Vec<u32> = refused.iter().map(|&k| store.order[k]).collect();
-        assert!(refused_slots.iter().all(|s| got.contains(s)), "max_key {max_key:#x}");
-        let over_limit = out_counts[..out_len as usize].iter().filter(|&&m| m == OVER_LIMIT).count();
-        assert_eq!(over_limit, refused.len());
-        if max_key == 0 {
-            assert_eq!(out_len as usize, refused.len());
-        }
-    }
-    let mut histogram = [0u32; 256];
-    // SAFETY: the histogram holds 256 counters.
-    unsafe {
-        emulate_key_histogram(
-            counts.as_ptr(),
-            store.offsets.as_ptr(),
-            store.order.as_ptr(),
-            0,
-            n as u32,
-            state_len,
-            0.0,
-            0,
-            0,
-            56,
-            histogram.as_mut_ptr(),
-            64,
+        false
+    };
+    for reverse in [false, true] {
+        assert!(
+            !caught(Schedule { skipped_barrier_line: None, reverse }),
+            "the correct kernels fail (reverse {reverse})"
         );
     }
-    assert_eq!(histogram[0] as usize, refused.len(), "key 0 is the top byte 0");
+    for line in lines {
+        let found =
+            [false, true].into_iter().any(|reverse| caught(Schedule { skipped_barrier_line: Some(line), reverse }));
+        assert!(found, "the barrier at kernels/match.cu:{line} can be removed without any test noticing");
+    }
 }
 
+/// The limits as the tables see them: one symbol past a limit goes to the CPU.
 #[test]
-fn plans_send_overlong_states_to_the_cpu() {
-    assert!(LcsPlan::new(&vec![1; 64 * super::MAX_LCS_WORDS]).is_some());
-    assert!(LcsPlan::new(&vec![1; 64 * super::MAX_LCS_WORDS + 1]).is_none());
-    assert!(DifflibPlan::new(&vec![1; super::MAX_DIFFLIB_STATE], false).is_some());
-    assert!(DifflibPlan::new(&vec![1; super::MAX_DIFFLIB_STATE + 1], false).is_none());
+fn tables_send_overlong_states_to_the_cpu() {
+    use super::plan::{DifflibTables, LcsTables};
+    assert!(LcsTables::new(&vec![1; 64 * MAX_LCS_WORDS]).is_some());
+    assert!(LcsTables::new(&vec![1; 64 * MAX_LCS_WORDS + 1]).is_none());
+    assert!(DifflibTables::new(&vec![1; MAX_DIFFLIB_STATE], false).is_some());
+    assert!(DifflibTables::new(&vec![1; MAX_DIFFLIB_STATE + 1], false).is_none());
 }
 
 mod device_tier {
@@ -509,51 +411,13 @@ mod device_tier {
         }
     }
 
-    /// With a limit, the device keeps exactly the matches at least as similar as the k-th best
-    /// (the best k and their ties), found by the radix select over rank keys.
-    #[test]
-    fn device_top_k_keeps_the_best_k_and_their_ties() {
-        use crate::metrics::ratio;
-        use crate::store::PatternStore;
-        let mut rng = Rng::new(34);
-        for metric in [Metric::Lcs, Metric::Difflib { autojunk: false }] {
-            let mut store = PatternStore::new();
-            for k in 0..5000 {
-                let len = rng.below(25);
-                let tokens: Vec<u32> = (0..len).map(|_| rng.below(9) as u32).collect();
-                store.push(&format!("P{k}"), &tokens);
-            }
-            let mut tier = DeviceTier::new(EmulatedBackend::new(1 << 30), LIMITS).unwrap();
-            tier.sync(&store, store.slots()).unwrap();
-            for q in 0..6 {
-                let state: Vec<u32> = (0..rng.below(20)).map(|_| rng.below(9) as u32).collect();
-                let threshold = [0.0, 0.2, 0.5][q % 3];
-                let sim = |&(slot, m): &(u32, u32)| ratio(m as usize, store.len_of(slot) + state.len());
-                let mut all = tier.query(metric, &state, threshold, None).unwrap().unwrap();
-                all.sort_unstable();
-                let mut sims: Vec<f64> = all.iter().map(sim).collect();
-                sims.sort_by(|a, b| b.total_cmp(a));
-                for k in [1, 3, 50, 700, 4999, 100_000] {
-                    let mut top = tier.query(metric, &state, threshold, Some(k)).unwrap().unwrap();
-                    top.sort_unstable();
-                    let want: Vec<(u32, u32)> = match sims.get(k - 1) {
-                        Some(&kth) => all.iter().copied().filter(|p| sim(p) >= kth).collect(),
-                        None => all.clone(),
-                    };
-                    assert_eq!(top, want, "{metric:?} k={k} threshold={threshold}");
-                }
-                assert_eq!(tier.query(metric, &state, threshold, Some(0)).unwrap().unwrap(), vec![]);
-            }
-        }
-    }
-
     /// Through the whole tier: states at each limit are answered by the device, bit for bit as
     /// the CPU; one symbol past it, by the CPU (counted); and a tier whose launches exceed the
     /// kernels' limits (a host that disagrees with them) gets the kernels' refusal, and the query
     /// is answered exactly by the CPU instead of from out-of-bounds writes.
     #[test]
     fn states_at_and_past_the_limits_through_the_tier() {
-        use crate::cuda::{MAX_DIFFLIB_STATE, MAX_LCS_WORDS};
+        use crate::cuda::limits::{MAX_DIFFLIB_STATE, MAX_LCS_WORDS};
         let mut rng = Rng::new(35);
         let alphabet = 10;
         for metric in [Metric::Lcs, Metric::Difflib { autojunk: false }, Metric::Difflib { autojunk: true }] {

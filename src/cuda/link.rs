@@ -4,6 +4,7 @@ use super::error::CudaError;
 use super::tier::{Backend, DeviceTier};
 use crate::device::{CapacityInfo, DeviceError, DeviceMirror};
 use crate::metrics::Metric;
+use crate::ordering::{Candidate, QueryPlan};
 use crate::store::PatternStore;
 
 impl From<CudaError> for DeviceError {
@@ -29,10 +30,10 @@ impl<B: Backend> DeviceMirror for DeviceTier<B> {
         &mut self,
         metric: Metric,
         state: &[u32],
-        threshold: f64,
+        plan: &QueryPlan,
         limit: Option<usize>,
-    ) -> Result<Option<Vec<(u32, u32)>>, DeviceError> {
-        Ok(DeviceTier::query(self, metric, state, threshold, limit)?)
+    ) -> Result<Option<Vec<Candidate>>, DeviceError> {
+        Ok(DeviceTier::query(self, metric, state, plan, limit)?)
     }
     fn capacity_info(&self) -> CapacityInfo {
         DeviceTier::capacity_info(self)

@@ -29,15 +29,22 @@ const KERNEL_FILE: &str = include_str!("../../kernels/match.cu");
 /// host emulation compiles the same two texts).
 pub static KERNEL_SOURCE: LazyLock<String> = LazyLock::new(|| limits::prelude() + KERNEL_FILE);
 
-/// Every `extern "C" __global__` function of [`KERNEL_SOURCE`].
-pub const ENTRY_POINTS: [&str; 4] = ["lcs_count", "difflib_count", "key_histogram", "select_matches"];
+/// The kernels that follow a count kernel in a query's pipeline.
+pub const PIPELINE_KERNELS: [&str; 3] = ["class_histogram", "choose_cutoff", "select_candidates"];
 
-#[cfg(all(test, feature = "kernel-emulation"))]
-pub use limits::NOT_SCORED;
-pub use limits::{MAX_DIFFLIB_STATE, MAX_LCS_WORDS, MAX_THREADS_PER_BLOCK, OVER_LIMIT};
+/// Every `extern "C" __global__` function of [`KERNEL_SOURCE`]: the count kernels (one per token
+/// width and word count or state bucket), then [`PIPELINE_KERNELS`].
+pub fn entry_points() -> Vec<String> {
+    let mut names = plan::count_kernels();
+    names.extend(PIPELINE_KERNELS.iter().map(|s| s.to_string()));
+    names
+}
+
+pub use limits::MAX_THREADS_PER_BLOCK;
 
 #[cfg(test)]
 mod tests {
+    use super::limits::{MAX_DIFFLIB_STATE, MAX_LCS_WORDS};
     use super::*;
 
     /// The kernel file leaves every limit to the prelude (one definition), and refuses to compile
@@ -52,8 +59,11 @@ mod tests {
             ("KATO_MAX_LCS_WORDS", MAX_LCS_WORDS.to_string()),
             ("KATO_MAX_DIFFLIB_STATE", MAX_DIFFLIB_STATE.to_string()),
             ("KATO_MAX_THREADS_PER_BLOCK", MAX_THREADS_PER_BLOCK.to_string()),
-            ("KATO_NOT_SCORED", "0xFFFFFFFFu".to_string()),
+            ("KATO_HISTOGRAM_CLASSES", limits::HISTOGRAM_CLASSES.to_string()),
+            ("KATO_NO_CLASS", "0xFFFFFFFFu".to_string()),
             ("KATO_OVER_LIMIT", "0xFFFFFFFEu".to_string()),
+            ("KATO_NO_SLOT", "0xFFFFFFFFu".to_string()),
+            ("KATO_NO_SYMBOL", "0xFFFFFFFFu".to_string()),
         ] {
             assert!(prelude.contains(&format!("#define {name} {value}\n")), "{name} in {prelude}");
             assert!(KERNEL_FILE.contains(name), "{name} unused by the kernels");

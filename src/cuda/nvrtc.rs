@@ -513,13 +513,13 @@ mod tests {
         }
         let ptx = compile_ptx("sm_80").unwrap();
         assert!(ptx.contains(".target sm_80"));
-        for name in super::super::ENTRY_POINTS {
+        for name in super::super::entry_points() {
             assert!(ptx.contains(&format!(".entry {name}(")), "{name} missing from the PTX");
         }
         for (arch, n) in [("sm_80", 80), ("sm_90", 90)] {
             let cubin = compile_cubin(arch).unwrap();
             assert_eq!(cubin_arch(&cubin), Some(n));
-            for name in super::super::ENTRY_POINTS {
+            for name in super::super::entry_points() {
                 let symbol = [name.as_bytes(), b"\0"].concat();
                 assert!(cubin.windows(symbol.len()).any(|w| w == symbol), "{name} missing from the {arch} cubin");
             }

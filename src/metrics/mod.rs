@@ -133,15 +133,6 @@ pub fn validate_threshold(threshold: f64) -> Result<f64> {
     }
 }
 
-/// An exact upper bound on the similarity of any pattern of `pattern_len` symbols: M can never
-/// exceed the shorter length, and float division is monotone, so a pattern whose bound is below
-/// the threshold cannot match and need not be scored. The CPU scan applies it through
-/// `ordering::QueryPlan`'s rows; this direct form is the tests' oracle for the kernels' filter.
-#[cfg(all(test, feature = "kernel-emulation"))]
-pub fn length_bound(pattern_len: usize, state_len: usize) -> f64 {
-    ratio(pattern_len.min(state_len), pattern_len + state_len)
-}
-
 /// A state prepared for one metric: counts M against any number of patterns.
 pub trait Scorer: Sync {
     /// Per-thread working memory, reused across patterns.

@@ -10,7 +10,7 @@ use super::lifecycle::unlocked;
 use crate::cuda::device::{self, DeviceInfo};
 use crate::cuda::error::CudaError;
 use crate::cuda::nvrtc::{self, KernelImage};
-use crate::cuda::{ENTRY_POINTS, KERNEL_SOURCE};
+use crate::cuda::{entry_points, KERNEL_SOURCE};
 
 impl From<CudaError> for PyErr {
     fn from(err: CudaError) -> PyErr {
@@ -70,8 +70,8 @@ fn cuda_probe(py: Python<'_>, min_compute_capability: f64) -> PyResult<Bound<'_,
 
 /// The `extern "C"` kernel names of the kernel source.
 #[pyfunction]
-fn cuda_entry_points() -> Vec<&'static str> {
-    ENTRY_POINTS.to_vec()
+fn cuda_entry_points() -> Vec<String> {
+    entry_points()
 }
 
 /// The CUDA C++ source of the kernels, as shipped.

@@ -63,12 +63,15 @@ def test_exported_from_the_package():
 
 def test_entry_points_are_the_kernels_of_the_source():
     names = kc.entry_points()
-    assert names == ["lcs_count", "difflib_count", "key_histogram", "select_matches"]
+    # One LCS kernel per token width (u16, u32) and bit vector (32-bit, 64-bit x 1..16 words),
+    # one difflib kernel per token width and state bucket, then the pipeline's three kernels.
+    lcs = [f"lcs_classes_u{t}_w{w}" for t in (16, 32) for w in ("32x1", "64x1", "64x2", "64x4", "64x8", "64x16")]
+    difflib = [f"difflib_classes_u{t}_b{b}" for t in (16, 32) for b in (32, 64, 128, 256)]
+    assert names == lcs + difflib + ["class_histogram", "choose_cutoff", "select_candidates"]
     src = kc.kernel_source()
     for name in names:
-        assert re.search(
-            r'extern "C" __global__ void __launch_bounds__\(KATO_MAX_THREADS_PER_BLOCK, 1\) ' + name + r"\(", src
-        ), name
+        assert re.search(r"^(LCS_|DIFFLIB_)?ENTRY[( ]" + name + r"[,(]", src, flags=re.MULTILINE), name
+    assert '#define ENTRY extern "C" __global__ void __launch_bounds__(KATO_MAX_THREADS_PER_BLOCK, 1)' in src
 
 
 def test_kernel_source_starts_with_the_generated_limits():
@@ -78,8 +81,11 @@ def test_kernel_source_starts_with_the_generated_limits():
         "KATO_MAX_LCS_WORDS": "16",
         "KATO_MAX_DIFFLIB_STATE": "256",
         "KATO_MAX_THREADS_PER_BLOCK": "1024",
-        "KATO_NOT_SCORED": "0xFFFFFFFFu",
+        "KATO_HISTOGRAM_CLASSES": "4096",
+        "KATO_NO_CLASS": "0xFFFFFFFFu",
         "KATO_OVER_LIMIT": "0xFFFFFFFEu",
+        "KATO_NO_SLOT": "0xFFFFFFFFu",
+        "KATO_NO_SYMBOL": "0xFFFFFFFFu",
     }
     # Defined once, in front of the kernel file, which itself defines none.
     assert src.index("#error") > max(src.index(f"#define {name} ") for name in defines)
@@ -422,6 +428,9 @@ def test_ptxas_report(arch):
         # __launch_bounds__(1024, 1): a 1024-thread block fits the 64K-register file, no spills.
         assert row["registers"] <= 65536 // 1024, row
         assert row["spill_stores_bytes"] == 0 and row["spill_loads_bytes"] == 0, row
+        if row["kernel"].startswith("lcs_classes_"):
+            # The bit vector is in registers: no per-thread local array at all.
+            assert row["stack_frame_bytes"] == 0, row
 
 
 # --- on a GPU --------------------------------------------------------------------------------
