@@ -1,12 +1,13 @@
 //! The device tier as the core sees it: the operations a device mirror of the bulk tier offers
 //! ([`DeviceMirror`], implemented by `cuda`), what it reports, and [`DeviceLink`], which holds
-//! one behind a mutex (queries share the device's buffers) with the failure policy in one place.
+//! one behind a read-write lock (queries run at once and share the mirror; syncs and removals
+//! change it alone) with the failure policy in one place.
 //! A device error never loses a pattern: the device is dropped, the CPU scans everything, the
 //! failure is logged once and counted, and — when the configuration forbids falling back —
 //! later queries report it instead of answering.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::metrics::Metric;
 use crate::ordering::{Candidate, QueryPlan};
@@ -45,21 +46,24 @@ pub struct CapacityInfo {
     pub device_total_bytes: u64,
 }
 
-/// The operations the matcher needs from a device tier, whatever its backend.
-pub trait DeviceMirror: Send {
+/// The operations the matcher needs from a device tier, whatever its backend. Queries take
+/// `&self` and may run at once; the other operations change the mirror.
+pub trait DeviceMirror: Send + Sync {
     fn sync(&mut self, store: &PatternStore, bulk_end: usize) -> Result<usize, DeviceError>;
     fn kill(&mut self, slot: usize) -> Result<(), DeviceError>;
     fn reset(&mut self);
     fn mirrored(&self) -> usize;
-    /// The candidates of the mirrored patterns that pass `plan` (with `limit`, those of the
-    /// best classes holding at least `limit` of them), or `None` when the state does not fit
-    /// the device (the caller scores on the CPU).
+    /// The candidates of the mirrored slots `[0, upto)` that pass `plan` (with `limit`, those of
+    /// the best classes holding at least `limit` of them), or `None` when the state does not fit
+    /// the device or `upto` is not a slot count the mirror has had since its last reset (the
+    /// caller scores those slots on the CPU).
     fn query(
-        &mut self,
+        &self,
         metric: Metric,
         state: &[u32],
         plan: &QueryPlan,
         limit: Option<usize>,
+        upto: usize,
     ) -> Result<Option<Vec<Candidate>>, DeviceError>;
     fn capacity_info(&self) -> CapacityInfo;
 }
@@ -87,7 +91,7 @@ pub struct DevicePart {
 
 #[derive(Default)]
 pub struct DeviceLink {
-    tier: Mutex<Option<Box<dyn DeviceMirror>>>,
+    tier: RwLock<Option<Box<dyn DeviceMirror>>>,
     fallback_to_cpu: bool,
     lost: AtomicBool,
     last_error: Mutex<Option<String>>,
@@ -105,8 +109,12 @@ impl DeviceLink {
         self.fail_next_query.store(true, Relaxed);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Box<dyn DeviceMirror>>> {
-        self.tier.lock().unwrap_or_else(|e| e.into_inner())
+    fn read(&self) -> RwLockReadGuard<'_, Option<Box<dyn DeviceMirror>>> {
+        self.tier.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Option<Box<dyn DeviceMirror>>> {
+        self.tier.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Takes a device tier into use and mirrors the bulk tier onto it.
@@ -119,7 +127,7 @@ impl DeviceLink {
     ) {
         self.fallback_to_cpu = fallback_to_cpu;
         self.lost.store(false, Relaxed);
-        *self.lock() = Some(tier);
+        *self.write() = Some(tier);
         self.sync(store, bulk_end);
     }
 
@@ -134,7 +142,7 @@ impl DeviceLink {
 
     /// Runs `op` on the attached tier; a failure drops the tier (see the module documentation).
     fn with_tier(&self, op: impl FnOnce(&mut dyn DeviceMirror) -> Result<(), DeviceError>) {
-        let mut tier = self.lock();
+        let mut tier = self.write();
         if let Some(t) = tier.as_mut() {
             if let Err(e) = op(t.as_mut()) {
                 self.fail(&mut tier, e);
@@ -166,18 +174,25 @@ impl DeviceLink {
         self.errors.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Scores the mirrored slots on the device. `Err` only when the device was lost and the
-    /// configuration forbids serving from the CPU.
+    /// Slots `[0, mirrored())` are on the device now (0 without an active device).
+    pub fn mirrored(&self) -> usize {
+        self.read().as_ref().map_or(0, |t| t.mirrored())
+    }
+
+    /// Scores mirrored slots `[0, upto)` on the device (`upto` from [`DeviceLink::mirrored`];
+    /// a sync in between does not change what is scored). `Err` only when the device was lost
+    /// and the configuration forbids serving from the CPU.
     pub fn query(
         &self,
         metric: Metric,
         state: &[u32],
         plan: &QueryPlan,
         limit: Option<usize>,
+        upto: usize,
     ) -> Result<DevicePart, String> {
         let cpu_only = DevicePart { candidates: Vec::new(), cpu_from: 0 };
-        let mut tier = self.lock();
-        let Some(t) = tier.as_mut() else {
+        let tier = self.read();
+        let Some(t) = tier.as_ref() else {
             if self.lost.load(Relaxed) && !self.fallback_to_cpu {
                 let last = self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 return Err(last.unwrap_or_else(|| "the GPU tier was lost".to_string()));
@@ -187,12 +202,12 @@ impl DeviceLink {
         let outcome = if self.fail_next_query.swap(false, Relaxed) {
             Err(DeviceError { kind: "driver", message: "CUDA driver error: simulated device failure".to_string() })
         } else {
-            t.query(metric, state, plan, limit)
+            t.query(metric, state, plan, limit, upto)
         };
         match outcome {
             Ok(Some(candidates)) => {
                 self.gpu_queries.fetch_add(1, Relaxed);
-                Ok(DevicePart { candidates, cpu_from: t.mirrored() })
+                Ok(DevicePart { candidates, cpu_from: upto })
             }
             Ok(None) => {
                 self.long_state_cpu_queries.fetch_add(1, Relaxed);
@@ -200,7 +215,12 @@ impl DeviceLink {
             }
             Err(e) => {
                 let message = e.to_string();
-                self.fail(&mut tier, e);
+                drop(tier);
+                let mut tier = self.write();
+                // Another query may have failed and dropped the tier first: count it once.
+                if tier.is_some() {
+                    self.fail(&mut tier, e);
+                }
                 if self.fallback_to_cpu {
                     Ok(cpu_only)
                 } else {
@@ -211,7 +231,7 @@ impl DeviceLink {
     }
 
     pub fn status(&self) -> DeviceStatus {
-        let tier = self.lock();
+        let tier = self.read();
         DeviceStatus {
             active: tier.is_some(),
             capacity: tier.as_ref().map(|t| t.capacity_info()),

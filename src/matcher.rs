@@ -632,20 +632,35 @@ impl Matcher {
         // The device keeps the best classes holding `limit` of its patterns (classes follow
         // `options.rule`); with candidates that selection could drop patterns this query returns.
         let device_limit = if mask.is_none() { limit } else { None };
-        let device_started = Instant::now();
-        let device = self.device.query(self.metric, state, &plan, device_limit).map_err(KatoError::DeviceLost)?;
+        // The device scores slots [0, on_device) while the CPU scans the rest; should the device
+        // not answer (a state too long for it, a failure), the CPU scans its part afterwards.
+        let on_device = self.device.mirrored();
+        let mask = mask.as_ref();
+        let prepared = self.metric.prepare(state);
+        let scan = |slots: std::ops::Range<usize>| match &prepared {
+            PreparedQuery::Difflib(q) => self.scan(q, &plan, limit, slots, mask),
+            PreparedQuery::Lcs(q) => self.scan(q, &plan, limit, slots, mask),
+        };
+        let (device, mut parts) = rayon::join(
+            || {
+                let started = Instant::now();
+                let device = self.device.query(self.metric, state, &plan, device_limit, on_device);
+                (device, started.elapsed())
+            },
+            || scan(on_device..self.store.slots()),
+        );
+        let (device, device_time) = device;
+        let device = device.map_err(KatoError::DeviceLost)?;
         if self.logging.kernel_timing && device.cpu_from > 0 {
             log::info!(
                 "device part of a query: {} patterns scored on the GPU in {:.3} ms",
                 device.cpu_from,
-                device_started.elapsed().as_secs_f64() * 1e3
+                device_time.as_secs_f64() * 1e3
             );
         }
-        let mask = mask.as_ref();
-        let mut parts = match self.metric.prepare(state) {
-            PreparedQuery::Difflib(q) => self.scan(&q, &plan, limit, device.cpu_from, mask),
-            PreparedQuery::Lcs(q) => self.scan(&q, &plan, limit, device.cpu_from, mask),
-        };
+        if device.cpu_from < on_device {
+            parts.extend(scan(device.cpu_from..on_device));
+        }
         let mut from_device = device.candidates;
         if let Some(m) = mask {
             from_device.retain(|c| m.contains(c.slot));
@@ -703,10 +718,13 @@ impl Matcher {
         query: &S,
         plan: &QueryPlan,
         limit: Option<usize>,
-        from: usize,
+        slots: std::ops::Range<usize>,
         mask: Option<&SlotMask>,
     ) -> Vec<Vec<Candidate>> {
-        let slots = self.store.slots();
+        if slots.is_empty() {
+            return Vec::new();
+        }
+        let (from, slots) = (slots.start, slots.end);
         (from / CHUNK..slots.div_ceil(CHUNK))
             .into_par_iter()
             .map_init(

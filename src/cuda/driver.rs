@@ -3,17 +3,22 @@
 //! for one NVRTC cannot target: [`nvrtc::kernel_image_cached`], cached on disk), and keeps one
 //! device allocation per [`Buf`].
 //!
-//! Everything a query does is queued on one stream — the tables' upload from pinned memory, a
-//! memset, the kernels, the copies of the results into pinned memory — and the host waits once,
-//! in [`Backend::read_results`] (a blocking wait: the context is created with
+//! Queries run on [`QUERY_STREAMS`] streams of their own, each with its own scratch buffers and
+//! pinned host memory, so queries from several threads overlap on the device. Everything a query
+//! does is queued on its stream — the tables' upload from pinned memory, a memset, the kernels,
+//! the copies of the results into pinned memory — and the host waits once, in
+//! [`Backend::read_results`] (a blocking wait: the context is created with
 //! `CU_CTX_SCHED_BLOCKING_SYNC`, so the waiting thread sleeps instead of spinning on a core).
+//! The mirror is written on a stream of its own, and [`Backend::flush`] waits for it before the
+//! tier lets the next query run; so cudarc's per-buffer event tracking is turned off (the tier
+//! orders the streams itself).
 //!
 //! This file has never run on hardware in this project's CI (there is no GPU there); the tier
 //! logic above it is tested with the emulated backend, the kernels on the host, and the kernels
 //! are compiled by NVRTC in CI. `make gpu-check` exercises it where a GPU exists (docs/GPU.md).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use cudarc::driver::{
@@ -28,7 +33,7 @@ use super::limits::SHARED_TABLE_BYTES;
 use super::nvrtc::{self, KernelImage};
 use super::tier::{
     histogram_shared_bytes, Backend, Buf, CountLaunch, MetricArgs, Words, CUTOFF, CUTOFF_SHARED_BYTES, CUTOFF_THREADS,
-    HISTOGRAM, OUT_LEN,
+    HISTOGRAM, OUT_LEN, QUERY_STREAMS,
 };
 use super::{entry_points, MAX_THREADS_PER_BLOCK};
 
@@ -40,18 +45,40 @@ fn driver_error(what: &str) -> impl Fn(cudarc::driver::DriverError) -> CudaError
 /// per-block flush of its counters stays small.
 const HISTOGRAM_BLOCKS_PER_SM: u32 = 2;
 
+/// One query stream: its scratch buffers and pinned host memory.
+struct QueryStream {
+    stream: Arc<CudaStream>,
+    buffers: HashMap<Buf, CudaSlice<u8>>,
+    capacity: HashMap<Buf, usize>,
+    /// Pinned host memory the query tables are staged in, and the results land in.
+    staging: Option<PinnedHostSlice<u8>>,
+    results: Option<PinnedHostSlice<u32>>,
+}
+
 pub struct CudaBackend {
+    /// The stream the mirror is written on.
     stream: Arc<CudaStream>,
     _module: Arc<CudaModule>,
     kernels: HashMap<String, CudaFunction>,
     threads_per_block: u32,
     multiprocessors: u32,
     local_memory_bytes: u64,
+    /// The mirror's buffers.
     buffers: HashMap<Buf, CudaSlice<u8>>,
     capacity: HashMap<Buf, usize>,
-    /// Pinned host memory the query tables are staged in, and the results land in.
-    staging: Option<PinnedHostSlice<u8>>,
-    results: Option<PinnedHostSlice<u32>>,
+    queries: Vec<Mutex<QueryStream>>,
+}
+
+/// The device address of element `at` of `buf` in `buffers`.
+fn address(
+    buffers: &HashMap<Buf, CudaSlice<u8>>,
+    stream: &Arc<CudaStream>,
+    buf: Buf,
+    at: usize,
+) -> Result<u64, CudaError> {
+    let slice = buffers.get(&buf).ok_or_else(|| CudaError::Driver(format!("{buf:?} was never allocated")))?;
+    let (base, _sync) = slice.device_ptr(stream);
+    Ok(base + (at * buf.elem_bytes()) as u64)
 }
 
 impl CudaBackend {
@@ -77,6 +104,9 @@ impl CudaBackend {
         catch(|| {
             let ctx = CudaContext::new(0).map_err(driver_error("creating a context on device 0"))?;
             ctx.set_blocking_synchronize().map_err(driver_error("making synchronization blocking"))?;
+            // SAFETY: called before any allocation or stream of this context exists; the tier
+            // orders the mirror's stream and the query streams itself (see the module comment).
+            unsafe { ctx.disable_event_tracking() };
             let stream = ctx.default_stream();
             let loading = format!("loading {what} of the kernels");
             let module = ctx.load_module(image).map_err(driver_error(&loading))?;
@@ -104,6 +134,17 @@ impl CudaBackend {
                 "kato_gpu: the kernels' local memory takes {local_memory_bytes} bytes of device memory \
                  ({local_per_thread} a thread), counted in the memory budget"
             );
+            let mut queries = Vec::with_capacity(QUERY_STREAMS);
+            for _ in 0..QUERY_STREAMS {
+                let stream = ctx.new_stream().map_err(driver_error("creating a stream"))?;
+                queries.push(Mutex::new(QueryStream {
+                    stream,
+                    buffers: HashMap::new(),
+                    capacity: HashMap::new(),
+                    staging: None,
+                    results: None,
+                }));
+            }
             Ok(CudaBackend {
                 _module: module.clone(),
                 stream,
@@ -113,8 +154,7 @@ impl CudaBackend {
                 local_memory_bytes,
                 buffers: HashMap::new(),
                 capacity: HashMap::new(),
-                staging: None,
-                results: None,
+                queries,
             })
         })
     }
@@ -131,18 +171,13 @@ impl CudaBackend {
         self.kernels.get(name).ok_or_else(|| CudaError::Driver(format!("no kernel {name} in the module")))
     }
 
-    /// The device address of element `at` of `buf`.
-    fn address(&self, buf: Buf, at: usize) -> Result<u64, CudaError> {
-        let slice = self.buffers.get(&buf).ok_or_else(|| CudaError::Driver(format!("{buf:?} was never allocated")))?;
-        let (base, _sync) = slice.device_ptr(&self.stream);
-        Ok(base + (at * buf.elem_bytes()) as u64)
+    fn query(&self, stream: usize) -> MutexGuard<'_, QueryStream> {
+        self.queries[stream].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn table(&self, words: Words) -> Result<u64, CudaError> {
-        if words.at + words.len > self.capacity(Buf::Tables) {
-            return Err(CudaError::Driver(format!("query table {words:?} past the table buffer")));
-        }
-        self.address(Buf::Tables, words.at)
+    /// The device address of mirror buffer `buf`, as `query` will use it.
+    fn mirror(&self, q: &QueryStream, buf: Buf) -> Result<u64, CudaError> {
+        address(&self.buffers, &q.stream, buf, 0)
     }
 
     /// Pinned host memory of at least `len` elements in `slot`, grown (doubling) when short.
@@ -163,6 +198,23 @@ impl CudaBackend {
     }
 }
 
+impl QueryStream {
+    fn address(&self, buf: Buf, at: usize) -> Result<u64, CudaError> {
+        address(&self.buffers, &self.stream, buf, at)
+    }
+
+    fn table(&self, words: Words) -> Result<u64, CudaError> {
+        if words.at + words.len > self.capacity.get(&Buf::Tables).copied().unwrap_or(0) {
+            return Err(CudaError::Driver(format!("query table {words:?} past the table buffer")));
+        }
+        self.address(Buf::Tables, words.at)
+    }
+
+    fn buffer(&self, buf: Buf) -> Result<&CudaSlice<u8>, CudaError> {
+        self.buffers.get(&buf).ok_or_else(|| CudaError::Driver(format!("{buf:?} was never allocated")))
+    }
+}
+
 impl Backend for CudaBackend {
     fn memory_info(&self) -> Result<(u64, u64), CudaError> {
         catch(|| {
@@ -175,18 +227,23 @@ impl Backend for CudaBackend {
         self.local_memory_bytes
     }
 
-    fn capacity(&self, buf: Buf) -> usize {
-        self.capacity.get(&buf).copied().unwrap_or(0)
+    fn capacity(&self, buf: Buf, stream: usize) -> usize {
+        let capacity = if Buf::SCRATCH.contains(&buf) {
+            self.query(stream).capacity.get(&buf).copied()
+        } else {
+            self.capacity.get(&buf).copied()
+        };
+        capacity.unwrap_or(0)
     }
 
     fn reserve(&mut self, buf: Buf, elems: usize, keep: usize) -> Result<(), CudaError> {
-        if elems <= self.capacity(buf) {
+        if elems <= self.capacity(buf, 0) {
             return Ok(());
         }
         catch(|| {
             let bytes = elems * buf.elem_bytes();
             let mut fresh = self.stream.alloc_zeros::<u8>(bytes).map_err(driver_error("allocating device memory"))?;
-            let keep_bytes = keep.min(self.capacity(buf)) * buf.elem_bytes();
+            let keep_bytes = keep.min(self.capacity(buf, 0)) * buf.elem_bytes();
             if keep_bytes > 0 {
                 let old = self.buffers.get(&buf).ok_or_else(|| CudaError::Driver(format!("{buf:?} lost")))?;
                 self.stream
@@ -206,77 +263,102 @@ impl Backend for CudaBackend {
         catch(|| {
             let offset = at * buf.elem_bytes();
             let stream = self.stream.clone();
-            // The query tables go through pinned memory, so their copy is asynchronous (the
-            // staging memory is reused only after the query's one wait); the rest (uploads at
-            // sync time) are copied from pageable memory, which the driver stages before
-            // returning.
-            let source: &[u8] = if buf == Buf::Tables {
-                let pinned = Self::pinned(&stream, &mut self.staging, data.len())?;
-                // SAFETY: `pinned` holds at least data.len() bytes, and no copy from it is in
-                // flight (each query ends with a wait).
-                unsafe {
-                    std::ptr::copy_nonoverlapping(data.as_ptr(), pinned, data.len());
-                    std::slice::from_raw_parts(pinned, data.len())
-                }
-            } else {
-                data
-            };
+            // From pageable memory: the driver has staged it when the call returns.
             let target =
                 self.buffers.get_mut(&buf).ok_or_else(|| CudaError::Driver(format!("{buf:?} not allocated")))?;
             stream
+                .memcpy_htod(data, &mut target.slice_mut(offset..offset + data.len()))
+                .map_err(driver_error("copying to the device"))
+        })
+    }
+
+    fn flush(&mut self) -> Result<(), CudaError> {
+        catch(|| self.stream.synchronize().map_err(driver_error("waiting for the mirror's copies")))
+    }
+
+    fn reserve_scratch(&self, stream: usize, buf: Buf, elems: usize) -> Result<(), CudaError> {
+        let mut q = self.query(stream);
+        if elems <= q.capacity.get(&buf).copied().unwrap_or(0) {
+            return Ok(());
+        }
+        catch(|| {
+            let fresh = q
+                .stream
+                .alloc_zeros::<u8>(elems * buf.elem_bytes())
+                .map_err(driver_error("allocating device memory"))?;
+            q.buffers.insert(buf, fresh);
+            q.capacity.insert(buf, elems);
+            Ok(())
+        })
+    }
+
+    fn write_scratch(&self, stream: usize, buf: Buf, at: usize, data: &[u8]) -> Result<(), CudaError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let q = &mut *self.query(stream);
+        catch(|| {
+            let offset = at * buf.elem_bytes();
+            // Through pinned memory, so the copy is asynchronous: the staging memory is reused
+            // only after this stream's wait at the end of the query.
+            let pinned = CudaBackend::pinned(&q.stream, &mut q.staging, data.len())?;
+            // SAFETY: `pinned` holds at least data.len() bytes, and no copy from it is in flight.
+            let source = unsafe {
+                std::ptr::copy_nonoverlapping(data.as_ptr(), pinned, data.len());
+                std::slice::from_raw_parts(pinned, data.len())
+            };
+            let target = q.buffers.get_mut(&buf).ok_or_else(|| CudaError::Driver(format!("{buf:?} not allocated")))?;
+            q.stream
                 .memcpy_htod(source, &mut target.slice_mut(offset..offset + data.len()))
                 .map_err(driver_error("copying to the device"))
         })
     }
 
-    fn zero(&mut self, buf: Buf, at: usize, elems: usize) -> Result<(), CudaError> {
+    fn zero_scratch(&self, stream: usize, buf: Buf, at: usize, elems: usize) -> Result<(), CudaError> {
+        let q = &mut *self.query(stream);
         catch(|| {
             let (from, to) = (at * buf.elem_bytes(), (at + elems) * buf.elem_bytes());
-            let stream = self.stream.clone();
-            let target =
-                self.buffers.get_mut(&buf).ok_or_else(|| CudaError::Driver(format!("{buf:?} not allocated")))?;
-            stream.memset_zeros(&mut target.slice_mut(from..to)).map_err(driver_error("clearing device memory"))
+            let target = q.buffers.get_mut(&buf).ok_or_else(|| CudaError::Driver(format!("{buf:?} not allocated")))?;
+            q.stream.memset_zeros(&mut target.slice_mut(from..to)).map_err(driver_error("clearing device memory"))
         })
     }
 
-    fn launch_count(&mut self, launch: &CountLaunch) -> Result<(), CudaError> {
+    fn launch_count(&self, stream: usize, launch: &CountLaunch) -> Result<(), CudaError> {
+        let q = self.query(stream);
         catch(|| {
-            let kernel = self.kernel(&launch.kernel())?;
+            let name = launch.kernel();
+            let kernel = self.kernel(&name)?;
             if launch.shared_bytes as usize > SHARED_TABLE_BYTES {
-                return Err(CudaError::Driver(format!(
-                    "{} asks for {} B of shared memory",
-                    launch.kernel(),
-                    launch.shared_bytes
-                )));
+                return Err(CudaError::Driver(format!("{name} asks for {} B of shared memory", launch.shared_bytes)));
             }
             let cfg = self.config(launch.positions, launch.shared_bytes);
             let (p, s) = (launch.plan, launch.symbols);
             let patterns = [
-                self.address(Buf::Tokens, 0)?,
-                self.address(Buf::GroupBase, 0)?,
-                self.address(Buf::LaneLen, 0)?,
-                self.address(Buf::Live, 0)?,
+                self.mirror(&q, Buf::Tokens)?,
+                self.mirror(&q, Buf::GroupBase)?,
+                self.mirror(&q, Buf::LaneLen)?,
+                self.mirror(&q, Buf::Live)?,
             ];
             let (rows, entry_class, keys, index) =
-                (self.table(p.rows)?, self.table(p.entry_class)?, self.table(s.keys)?, self.table(s.index)?);
-            let classes = self.address(Buf::Classes, 0)?;
-            let mut args = self.stream.launch_builder(kernel);
+                (q.table(p.rows)?, q.table(p.entry_class)?, q.table(s.keys)?, q.table(s.index)?);
+            let classes = q.address(Buf::Classes, 0)?;
+            let mut args = q.stream.launch_builder(kernel);
             for address in &patterns {
                 args.arg(address);
             }
             args.arg(&launch.positions).arg(&rows).arg(&p.rows_len).arg(&entry_class).arg(&p.has_classes);
             args.arg(&keys).arg(&index).arg(&s.capacity).arg(&s.shift);
             let tables: [u64; 3];
-            let scalars: [u32; 4];
+            let scalars: [u32; 3];
             match launch.metric {
                 MetricArgs::Lcs { masks, distinct, masks_in_shared, state_len, .. } => {
-                    tables = [self.table(masks)?, 0, 0];
-                    scalars = [distinct, masks_in_shared, state_len, 0];
+                    tables = [q.table(masks)?, 0, 0];
+                    scalars = [distinct, masks_in_shared, state_len];
                     args.arg(&tables[0]).arg(&scalars[0]).arg(&scalars[1]).arg(&scalars[2]);
                 }
                 MetricArgs::Difflib { b, lb, pos_starts, slots, positions, .. } => {
-                    tables = [self.table(b)?, self.table(pos_starts)?, self.table(positions)?];
-                    scalars = [lb, slots, 0, 0];
+                    tables = [q.table(b)?, q.table(pos_starts)?, q.table(positions)?];
+                    scalars = [lb, slots, 0];
                     args.arg(&tables[0]).arg(&scalars[0]).arg(&tables[1]).arg(&scalars[1]).arg(&tables[2]);
                 }
             }
@@ -289,13 +371,14 @@ impl Backend for CudaBackend {
         })
     }
 
-    fn launch_histogram(&mut self, positions: u32, buckets: u32) -> Result<(), CudaError> {
+    fn launch_histogram(&self, stream: usize, positions: u32, buckets: u32) -> Result<(), CudaError> {
+        let q = self.query(stream);
         catch(|| {
             let kernel = self.kernel("class_histogram")?;
             let mut cfg = self.config(positions, histogram_shared_bytes(buckets));
             cfg.grid_dim.0 = cfg.grid_dim.0.min(HISTOGRAM_BLOCKS_PER_SM * self.multiprocessors).max(1);
-            let (classes, histogram) = (self.address(Buf::Classes, 0)?, self.address(Buf::Control, HISTOGRAM)?);
-            let mut args = self.stream.launch_builder(kernel);
+            let (classes, histogram) = (q.address(Buf::Classes, 0)?, q.address(Buf::Control, HISTOGRAM)?);
+            let mut args = q.stream.launch_builder(kernel);
             args.arg(&classes).arg(&positions).arg(&buckets).arg(&histogram);
             // SAFETY: as above, for `class_histogram`; the control block holds `buckets` counters.
             unsafe { args.launch(cfg) }.map_err(driver_error("launching class_histogram"))?;
@@ -303,7 +386,8 @@ impl Backend for CudaBackend {
         })
     }
 
-    fn launch_cutoff(&mut self, buckets: u32, limit: u32) -> Result<(), CudaError> {
+    fn launch_cutoff(&self, stream: usize, buckets: u32, limit: u32) -> Result<(), CudaError> {
+        let q = self.query(stream);
         catch(|| {
             let kernel = self.kernel("choose_cutoff")?;
             let cfg = LaunchConfig {
@@ -311,8 +395,8 @@ impl Backend for CudaBackend {
                 block_dim: (CUTOFF_THREADS, 1, 1),
                 shared_mem_bytes: CUTOFF_SHARED_BYTES,
             };
-            let (histogram, cutoff) = (self.address(Buf::Control, HISTOGRAM)?, self.address(Buf::Control, CUTOFF)?);
-            let mut args = self.stream.launch_builder(kernel);
+            let (histogram, cutoff) = (q.address(Buf::Control, HISTOGRAM)?, q.address(Buf::Control, CUTOFF)?);
+            let mut args = q.stream.launch_builder(kernel);
             args.arg(&histogram).arg(&buckets).arg(&limit).arg(&cutoff);
             // SAFETY: as above, for `choose_cutoff`.
             unsafe { args.launch(cfg) }.map_err(driver_error("launching choose_cutoff"))?;
@@ -320,20 +404,21 @@ impl Backend for CudaBackend {
         })
     }
 
-    fn launch_select(&mut self, positions: u32, limited: bool) -> Result<(), CudaError> {
+    fn launch_select(&self, stream: usize, positions: u32, limited: bool) -> Result<(), CudaError> {
+        let q = self.query(stream);
         catch(|| {
             let kernel = self.kernel("select_candidates")?;
             let cfg = self.config(positions, 0);
             let addresses = [
-                self.address(Buf::Classes, 0)?,
-                self.address(Buf::LaneSlot, 0)?,
-                self.address(Buf::Control, CUTOFF)?,
-                self.address(Buf::OutSlots, 0)?,
-                self.address(Buf::OutClasses, 0)?,
-                self.address(Buf::Control, OUT_LEN)?,
+                q.address(Buf::Classes, 0)?,
+                self.mirror(&q, Buf::LaneSlot)?,
+                q.address(Buf::Control, CUTOFF)?,
+                q.address(Buf::OutSlots, 0)?,
+                q.address(Buf::OutClasses, 0)?,
+                q.address(Buf::Control, OUT_LEN)?,
             ];
             let limited = u32::from(limited);
-            let mut args = self.stream.launch_builder(kernel);
+            let mut args = q.stream.launch_builder(kernel);
             args.arg(&addresses[0]).arg(&addresses[1]).arg(&positions).arg(&addresses[2]).arg(&limited);
             args.arg(&addresses[3]).arg(&addresses[4]).arg(&addresses[5]);
             // SAFETY: as above, for `select_candidates`; the outputs hold one entry per position.
@@ -342,33 +427,30 @@ impl Backend for CudaBackend {
         })
     }
 
-    fn read_results(&mut self, expected: usize) -> Result<(Vec<u32>, Vec<u32>), CudaError> {
+    fn read_results(&self, stream: usize, expected: usize) -> Result<(Vec<u32>, Vec<u32>), CudaError> {
+        let q = &mut *self.query(stream);
         catch(|| {
-            let stream = self.stream.clone();
-            let expected = expected.min(self.capacity(Buf::OutSlots));
+            let expected = expected.min(q.capacity.get(&Buf::OutSlots).copied().unwrap_or(0));
             // Layout of the pinned results: [out_len, slots (expected), classes (expected)].
-            let pinned = Self::pinned(&stream, &mut self.results, 1 + 2 * expected)?;
+            let pinned = CudaBackend::pinned(&q.stream, &mut q.results, 1 + 2 * expected)?;
             // SAFETY: `pinned` holds 1 + 2 * expected u32; the copies below fill what is read.
             let host = unsafe { std::slice::from_raw_parts_mut(pinned, 1 + 2 * expected) };
             let (len_part, rest) = host.split_at_mut(1);
             let (slots_part, classes_part) = rest.split_at_mut(expected);
-            let control =
-                self.buffers.get(&Buf::Control).ok_or_else(|| CudaError::Driver("no control block".into()))?;
+            let stream = &q.stream;
             let copy = |from: &CudaSlice<u8>, at: usize, to: &mut [u32]| -> Result<(), CudaError> {
                 if to.is_empty() {
                     return Ok(());
                 }
-                // SAFETY: a u32 view of pinned memory as bytes, for the byte-typed device buffer.
+                // SAFETY: a byte view of the u32s, for the byte-typed device buffer.
                 let bytes = unsafe { std::slice::from_raw_parts_mut(to.as_mut_ptr() as *mut u8, 4 * to.len()) };
                 stream
                     .memcpy_dtoh(&from.slice(4 * at..4 * at + bytes.len()), bytes)
                     .map_err(driver_error("copying results"))
             };
+            let (control, out_slots, out_classes) =
+                (q.buffer(Buf::Control)?, q.buffer(Buf::OutSlots)?, q.buffer(Buf::OutClasses)?);
             copy(control, OUT_LEN, len_part)?;
-            let (out_slots, out_classes) = (
-                self.buffers.get(&Buf::OutSlots).ok_or_else(|| CudaError::Driver("no outputs".into()))?,
-                self.buffers.get(&Buf::OutClasses).ok_or_else(|| CudaError::Driver("no outputs".into()))?,
-            );
             copy(out_slots, 0, slots_part)?;
             copy(out_classes, 0, classes_part)?;
             // The query's one wait.

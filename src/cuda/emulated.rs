@@ -6,12 +6,13 @@
 
 use std::collections::HashMap;
 use std::ffi::CStr;
+use std::sync::{Condvar, Mutex};
 
 use super::error::CudaError;
 use super::limits::{DIFFLIB_BUCKETS, MAX_LCS_WORDS};
 use super::tier::{
     histogram_shared_bytes, Backend, Buf, CountLaunch, MetricArgs, Words, CUTOFF, CUTOFF_SHARED_BYTES, CUTOFF_THREADS,
-    HISTOGRAM, OUT_LEN,
+    HISTOGRAM, OUT_LEN, QUERY_STREAMS,
 };
 
 extern "C" {
@@ -106,10 +107,18 @@ pub struct Schedule {
     pub reverse: bool,
 }
 
-pub struct EmulatedBackend {
-    /// u64 words, so every buffer is aligned for every element type.
+/// One query stream's scratch buffers.
+#[derive(Default)]
+struct Scratch {
     buffers: HashMap<Buf, Vec<u64>>,
     capacity: HashMap<Buf, usize>,
+}
+
+pub struct EmulatedBackend {
+    /// The mirror; u64 words, so every buffer is aligned for every element type.
+    buffers: HashMap<Buf, Vec<u64>>,
+    capacity: HashMap<Buf, usize>,
+    scratch: Vec<Mutex<Scratch>>,
     free_bytes: u64,
     /// The block size of the count, histogram and select launches.
     pub block_dim: u32,
@@ -118,9 +127,16 @@ pub struct EmulatedBackend {
     pub schedule: Schedule,
     /// Launches left before every later launch fails (simulated device failure).
     pub launches_before_failure: Option<usize>,
+    launches: Mutex<usize>,
     /// Count launches name a kernel too small for the state (a host that disagrees with the
     /// kernels about their limits), to exercise the kernels' guards through the tier.
     pub over_limit_launches: bool,
+    /// Test hook: each query waits, before its results, until this many queries are inside the
+    /// device at once (10 s at most, then its read fails): proof that queries overlap.
+    pub meet: Option<usize>,
+    /// Queries inside the device now, and whether `meet` of them ever were at once.
+    in_flight: Mutex<(usize, bool)>,
+    arrivals: Condvar,
 }
 
 impl EmulatedBackend {
@@ -128,15 +144,49 @@ impl EmulatedBackend {
         EmulatedBackend {
             buffers: HashMap::new(),
             capacity: HashMap::new(),
+            scratch: (0..QUERY_STREAMS).map(|_| Mutex::new(Scratch::default())).collect(),
             free_bytes,
             block_dim: 128,
             histogram_grid: 3,
             schedule: Schedule::default(),
             launches_before_failure: None,
+            launches: Mutex::new(0),
             over_limit_launches: false,
+            meet: None,
+            in_flight: Mutex::new((0, false)),
+            arrivals: Condvar::new(),
         }
     }
 
+    fn mirror<T>(&self, buf: Buf) -> *const T {
+        self.buffers.get(&buf).map_or(std::ptr::null(), |v| v.as_ptr() as *const T)
+    }
+
+    /// Runs `launch` with `stream`'s scratch (locked for the launch) and the launch settings:
+    /// the simulated failure first, the emulation's failure report after.
+    fn launch(&self, stream: usize, kernel: &str, launch: impl FnOnce(&mut Scratch)) -> Result<(), CudaError> {
+        if let Some(limit) = self.launches_before_failure {
+            let mut launches = self.launches.lock().unwrap();
+            if *launches >= limit {
+                return Err(CudaError::Driver("simulated launch failure".to_string()));
+            }
+            *launches += 1;
+        }
+        let line = self.schedule.skipped_barrier_line.map_or(0, |l| l as i32);
+        // SAFETY: plain setters of thread-local settings.
+        unsafe { emulate_set_schedule(line, i32::from(self.schedule.reverse)) };
+        launch(&mut self.scratch[stream].lock().unwrap());
+        // SAFETY: the emulation returns a NUL-terminated string it owns until the next call.
+        let failure = unsafe { CStr::from_ptr(emulate_take_failure()) }.to_string_lossy().into_owned();
+        if failure.is_empty() {
+            Ok(())
+        } else {
+            Err(CudaError::Driver(format!("{kernel}: {failure}")))
+        }
+    }
+}
+
+impl Scratch {
     fn ptr<T>(&self, buf: Buf) -> *const T {
         self.buffers.get(&buf).map_or(std::ptr::null(), |v| v.as_ptr() as *const T)
     }
@@ -147,34 +197,40 @@ impl EmulatedBackend {
 
     /// A run of the query tables.
     fn table<T>(&self, words: Words) -> *const T {
-        assert!(words.at + words.len <= self.capacity(Buf::Tables), "{words:?} past the tables");
+        assert!(
+            words.at + words.len <= self.capacity.get(&Buf::Tables).copied().unwrap_or(0),
+            "{words:?} past the tables"
+        );
         // SAFETY: in bounds (just checked).
         unsafe { self.ptr::<u32>(Buf::Tables).add(words.at) as *const T }
     }
+}
 
-    /// Before a launch: the simulated failure, and the schedule for this thread's launches.
-    fn before_launch(&mut self) -> Result<(), CudaError> {
-        match self.launches_before_failure.as_mut() {
-            Some(0) => return Err(CudaError::Driver("simulated launch failure".to_string())),
-            Some(n) => *n -= 1,
-            None => {}
-        }
-        let line = self.schedule.skipped_barrier_line.map_or(0, |l| l as i32);
-        // SAFETY: plain setters of thread-local settings.
-        unsafe { emulate_set_schedule(line, i32::from(self.schedule.reverse)) };
-        Ok(())
+/// Grows `buffers[buf]` to `elems` elements, keeping the first `keep`; fresh memory is garbage,
+/// not zeros, as on a device: the tier must write what it reads.
+fn grow(buffers: &mut HashMap<Buf, Vec<u64>>, capacity: &mut HashMap<Buf, usize>, buf: Buf, elems: usize, keep: usize) {
+    if elems <= capacity.get(&buf).copied().unwrap_or(0) {
+        return;
     }
+    let words = (elems * buf.elem_bytes()).div_ceil(8);
+    let old = buffers.remove(&buf).unwrap_or_default();
+    let mut fresh = vec![0xA5A5_A5A5_A5A5_A5A5u64; words];
+    let keep_words = (keep * buf.elem_bytes()).div_ceil(8).min(old.len());
+    fresh[..keep_words].copy_from_slice(&old[..keep_words]);
+    buffers.insert(buf, fresh);
+    capacity.insert(buf, elems);
+}
 
-    /// After a launch: what the emulation found wrong (barrier divergence) is a launch error.
-    fn after_launch(&self, kernel: &str) -> Result<(), CudaError> {
-        // SAFETY: the emulation returns a NUL-terminated string it owns until the next call.
-        let failure = unsafe { CStr::from_ptr(emulate_take_failure()) }.to_string_lossy().into_owned();
-        if failure.is_empty() {
-            Ok(())
-        } else {
-            Err(CudaError::Driver(format!("{kernel}: {failure}")))
-        }
+/// Copies `data` into `buffers[buf]` at element `at`, within its capacity.
+fn copy_in(buffers: &mut HashMap<Buf, Vec<u64>>, capacity: &HashMap<Buf, usize>, buf: Buf, at: usize, data: &[u8]) {
+    if data.is_empty() {
+        return;
     }
+    let offset = at * buf.elem_bytes();
+    assert!(offset + data.len() <= capacity.get(&buf).copied().unwrap_or(0) * buf.elem_bytes(), "write past {buf:?}");
+    let target = buffers.get_mut(&buf).expect("allocated with its capacity");
+    // SAFETY: the range was checked against the buffer's capacity just above.
+    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), (target.as_mut_ptr() as *mut u8).add(offset), data.len()) };
 }
 
 impl Backend for EmulatedBackend {
@@ -186,42 +242,51 @@ impl Backend for EmulatedBackend {
         0
     }
 
-    fn capacity(&self, buf: Buf) -> usize {
-        self.capacity.get(&buf).copied().unwrap_or(0)
+    fn capacity(&self, buf: Buf, stream: usize) -> usize {
+        if Buf::SCRATCH.contains(&buf) {
+            self.scratch[stream].lock().unwrap().capacity.get(&buf).copied().unwrap_or(0)
+        } else {
+            self.capacity.get(&buf).copied().unwrap_or(0)
+        }
     }
 
     fn reserve(&mut self, buf: Buf, elems: usize, keep: usize) -> Result<(), CudaError> {
-        if elems <= self.capacity(buf) {
-            return Ok(());
-        }
-        let words = (elems * buf.elem_bytes()).div_ceil(8);
-        let old = self.buffers.remove(&buf).unwrap_or_default();
-        // Fresh device memory is garbage, not zeros: the tier must write what it reads.
-        let mut fresh = vec![0xA5A5_A5A5_A5A5_A5A5u64; words];
-        let keep_words = (keep * buf.elem_bytes()).div_ceil(8).min(old.len());
-        fresh[..keep_words].copy_from_slice(&old[..keep_words]);
-        self.buffers.insert(buf, fresh);
-        self.capacity.insert(buf, elems);
+        grow(&mut self.buffers, &mut self.capacity, buf, elems, keep);
         Ok(())
     }
 
     fn write(&mut self, buf: Buf, at: usize, data: &[u8]) -> Result<(), CudaError> {
-        if data.is_empty() {
-            return Ok(());
-        }
-        let offset = at * buf.elem_bytes();
-        assert!(offset + data.len() <= self.capacity(buf) * buf.elem_bytes(), "write past {buf:?}");
-        // SAFETY: the range was checked against the buffer's capacity just above.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr_mut::<u8>(buf).add(offset), data.len()) };
+        copy_in(&mut self.buffers, &self.capacity, buf, at, data);
         Ok(())
     }
 
-    fn zero(&mut self, buf: Buf, at: usize, elems: usize) -> Result<(), CudaError> {
-        self.write(buf, at, &vec![0u8; elems * buf.elem_bytes()])
+    fn flush(&mut self) -> Result<(), CudaError> {
+        Ok(())
     }
 
-    fn launch_count(&mut self, launch: &CountLaunch) -> Result<(), CudaError> {
-        self.before_launch()?;
+    fn reserve_scratch(&self, stream: usize, buf: Buf, elems: usize) -> Result<(), CudaError> {
+        let scratch = &mut *self.scratch[stream].lock().unwrap();
+        grow(&mut scratch.buffers, &mut scratch.capacity, buf, elems, 0);
+        Ok(())
+    }
+
+    fn write_scratch(&self, stream: usize, buf: Buf, at: usize, data: &[u8]) -> Result<(), CudaError> {
+        let scratch = &mut *self.scratch[stream].lock().unwrap();
+        copy_in(&mut scratch.buffers, &scratch.capacity, buf, at, data);
+        Ok(())
+    }
+
+    fn zero_scratch(&self, stream: usize, buf: Buf, at: usize, elems: usize) -> Result<(), CudaError> {
+        self.write_scratch(stream, buf, at, &vec![0u8; elems * buf.elem_bytes()])
+    }
+
+    fn launch_count(&self, stream: usize, launch: &CountLaunch) -> Result<(), CudaError> {
+        {
+            let mut in_flight = self.in_flight.lock().unwrap();
+            in_flight.0 += 1;
+            in_flight.1 |= self.meet.is_some_and(|meet| in_flight.0 >= meet);
+        }
+        self.arrivals.notify_all();
         let mut launch = launch.clone();
         if self.over_limit_launches {
             // The smallest kernel of the family, whatever the state needs.
@@ -235,134 +300,160 @@ impl Backend for EmulatedBackend {
             };
         }
         let (plan, symbols) = (launch.plan, launch.symbols);
-        let classes = self.ptr_mut::<u32>(Buf::Classes);
-        // SAFETY: the tier sized every buffer for `positions` and packed the tables it names.
-        let known = unsafe {
-            match launch.metric {
-                MetricArgs::Lcs { word_bits, words, masks, distinct, masks_in_shared, state_len } => {
-                    debug_assert!(words as usize <= MAX_LCS_WORDS);
-                    emulate_lcs_classes(
+        let mut known = true;
+        let kernel = launch.kernel();
+        self.launch(stream, &kernel, |scratch| {
+            let classes = scratch.ptr_mut::<u32>(Buf::Classes);
+            let s = &*scratch;
+            // SAFETY: the tier sized every buffer for `positions` and packed the tables it names.
+            known = unsafe {
+                match launch.metric {
+                    MetricArgs::Lcs { word_bits, words, masks, distinct, masks_in_shared, state_len } => {
+                        debug_assert!(words as usize <= MAX_LCS_WORDS);
+                        emulate_lcs_classes(
+                            launch.token_bytes,
+                            word_bits,
+                            words,
+                            self.mirror(Buf::Tokens),
+                            self.mirror(Buf::GroupBase),
+                            self.mirror(Buf::LaneLen),
+                            self.mirror(Buf::Live),
+                            launch.positions,
+                            s.table(plan.rows),
+                            plan.rows_len,
+                            s.table(plan.entry_class),
+                            plan.has_classes,
+                            s.table(symbols.keys),
+                            s.table(symbols.index),
+                            symbols.capacity,
+                            symbols.shift,
+                            s.table(masks),
+                            distinct,
+                            masks_in_shared,
+                            state_len,
+                            classes,
+                            self.block_dim,
+                            launch.shared_bytes,
+                        )
+                    }
+                    MetricArgs::Difflib { bucket, b, lb, pos_starts, slots, positions } => emulate_difflib_classes(
                         launch.token_bytes,
-                        word_bits,
-                        words,
-                        self.ptr(Buf::Tokens),
-                        self.ptr(Buf::GroupBase),
-                        self.ptr(Buf::LaneLen),
-                        self.ptr(Buf::Live),
+                        bucket,
+                        self.mirror(Buf::Tokens),
+                        self.mirror(Buf::GroupBase),
+                        self.mirror(Buf::LaneLen),
+                        self.mirror(Buf::Live),
                         launch.positions,
-                        self.table(plan.rows),
+                        s.table(plan.rows),
                         plan.rows_len,
-                        self.table(plan.entry_class),
+                        s.table(plan.entry_class),
                         plan.has_classes,
-                        self.table(symbols.keys),
-                        self.table(symbols.index),
+                        s.table(symbols.keys),
+                        s.table(symbols.index),
                         symbols.capacity,
                         symbols.shift,
-                        self.table(masks),
-                        distinct,
-                        masks_in_shared,
-                        state_len,
+                        s.table(b),
+                        lb,
+                        s.table(pos_starts),
+                        slots,
+                        s.table(positions),
                         classes,
                         self.block_dim,
                         launch.shared_bytes,
-                    )
+                    ),
                 }
-                MetricArgs::Difflib { bucket, b, lb, pos_starts, slots, positions } => emulate_difflib_classes(
-                    launch.token_bytes,
-                    bucket,
-                    self.ptr(Buf::Tokens),
-                    self.ptr(Buf::GroupBase),
-                    self.ptr(Buf::LaneLen),
-                    self.ptr(Buf::Live),
-                    launch.positions,
-                    self.table(plan.rows),
-                    plan.rows_len,
-                    self.table(plan.entry_class),
-                    plan.has_classes,
-                    self.table(symbols.keys),
-                    self.table(symbols.index),
-                    symbols.capacity,
-                    symbols.shift,
-                    self.table(b),
-                    lb,
-                    self.table(pos_starts),
-                    slots,
-                    self.table(positions),
-                    classes,
-                    self.block_dim,
-                    launch.shared_bytes,
-                ),
-            }
-        };
+            };
+        })?;
         if !known {
-            return Err(CudaError::Driver(format!("no kernel {}", launch.kernel())));
+            return Err(CudaError::Driver(format!("no kernel {kernel}")));
         }
-        self.after_launch(&launch.kernel())
+        Ok(())
     }
 
-    fn launch_histogram(&mut self, positions: u32, buckets: u32) -> Result<(), CudaError> {
-        self.before_launch()?;
-        // SAFETY: the control block holds HISTOGRAM + buckets counters; classes cover positions.
-        unsafe {
-            let histogram = self.ptr_mut::<u32>(Buf::Control).add(HISTOGRAM);
-            emulate_class_histogram(
-                self.ptr(Buf::Classes),
-                positions,
-                buckets,
-                histogram,
-                self.histogram_grid,
-                self.block_dim,
-                histogram_shared_bytes(buckets),
-            )
+    fn launch_histogram(&self, stream: usize, positions: u32, buckets: u32) -> Result<(), CudaError> {
+        self.launch(stream, "class_histogram", |scratch| {
+            // SAFETY: the control block holds HISTOGRAM + buckets counters; classes cover positions.
+            unsafe {
+                let histogram = scratch.ptr_mut::<u32>(Buf::Control).add(HISTOGRAM);
+                emulate_class_histogram(
+                    scratch.ptr(Buf::Classes),
+                    positions,
+                    buckets,
+                    histogram,
+                    self.histogram_grid,
+                    self.block_dim,
+                    histogram_shared_bytes(buckets),
+                )
+            }
+        })
+    }
+
+    fn launch_cutoff(&self, stream: usize, buckets: u32, limit: u32) -> Result<(), CudaError> {
+        self.launch(stream, "choose_cutoff", |scratch| {
+            // SAFETY: as above.
+            unsafe {
+                let control = scratch.ptr_mut::<u32>(Buf::Control);
+                emulate_choose_cutoff(
+                    control.add(HISTOGRAM),
+                    buckets,
+                    limit,
+                    control.add(CUTOFF),
+                    CUTOFF_THREADS,
+                    CUTOFF_SHARED_BYTES,
+                )
+            }
+        })
+    }
+
+    fn launch_select(&self, stream: usize, positions: u32, limited: bool) -> Result<(), CudaError> {
+        self.launch(stream, "select_candidates", |scratch| {
+            let (out_slots, out_classes) =
+                (scratch.ptr_mut::<u32>(Buf::OutSlots), scratch.ptr_mut::<u32>(Buf::OutClasses));
+            // SAFETY: as above; the outputs hold one entry per position.
+            unsafe {
+                let control = scratch.ptr_mut::<u32>(Buf::Control);
+                emulate_select_candidates(
+                    scratch.ptr(Buf::Classes),
+                    self.mirror(Buf::LaneSlot),
+                    positions,
+                    control.add(CUTOFF),
+                    u32::from(limited),
+                    out_slots,
+                    out_classes,
+                    control.add(OUT_LEN),
+                    self.block_dim,
+                )
+            }
+        })
+    }
+
+    fn read_results(&self, stream: usize, _expected: usize) -> Result<(Vec<u32>, Vec<u32>), CudaError> {
+        let met = match self.meet {
+            Some(_) => {
+                let in_flight = self.in_flight.lock().unwrap();
+                let (in_flight, waited) = self
+                    .arrivals
+                    .wait_timeout_while(in_flight, std::time::Duration::from_secs(10), |state| !state.1)
+                    .unwrap();
+                drop(in_flight);
+                !waited.timed_out()
+            }
+            None => true,
         };
-        self.after_launch("class_histogram")
-    }
-
-    fn launch_cutoff(&mut self, buckets: u32, limit: u32) -> Result<(), CudaError> {
-        self.before_launch()?;
-        // SAFETY: as above.
-        unsafe {
-            let control = self.ptr_mut::<u32>(Buf::Control);
-            emulate_choose_cutoff(
-                control.add(HISTOGRAM),
-                buckets,
-                limit,
-                control.add(CUTOFF),
-                CUTOFF_THREADS,
-                CUTOFF_SHARED_BYTES,
-            )
-        };
-        self.after_launch("choose_cutoff")
-    }
-
-    fn launch_select(&mut self, positions: u32, limited: bool) -> Result<(), CudaError> {
-        self.before_launch()?;
-        let (out_slots, out_classes) = (self.ptr_mut::<u32>(Buf::OutSlots), self.ptr_mut::<u32>(Buf::OutClasses));
-        // SAFETY: as above; the outputs hold one entry per position.
-        unsafe {
-            let control = self.ptr_mut::<u32>(Buf::Control);
-            emulate_select_candidates(
-                self.ptr(Buf::Classes),
-                self.ptr(Buf::LaneSlot),
-                positions,
-                control.add(CUTOFF),
-                u32::from(limited),
-                out_slots,
-                out_classes,
-                control.add(OUT_LEN),
-                self.block_dim,
-            )
-        };
-        self.after_launch("select_candidates")
-    }
-
-    fn read_results(&mut self, _expected: usize) -> Result<(Vec<u32>, Vec<u32>), CudaError> {
+        let scratch = self.scratch[stream].lock().unwrap();
         // SAFETY: the control block and outputs were written by the launches above.
-        unsafe {
-            let len = *self.ptr::<u32>(Buf::Control).add(OUT_LEN) as usize;
-            let slots = std::slice::from_raw_parts(self.ptr::<u32>(Buf::OutSlots), len).to_vec();
-            let classes = std::slice::from_raw_parts(self.ptr::<u32>(Buf::OutClasses), len).to_vec();
-            Ok((slots, classes))
+        let results = unsafe {
+            let len = *scratch.ptr::<u32>(Buf::Control).add(OUT_LEN) as usize;
+            let slots = std::slice::from_raw_parts(scratch.ptr::<u32>(Buf::OutSlots), len).to_vec();
+            let classes = std::slice::from_raw_parts(scratch.ptr::<u32>(Buf::OutClasses), len).to_vec();
+            (slots, classes)
+        };
+        drop(scratch);
+        self.in_flight.lock().unwrap().0 -= 1;
+        if met {
+            Ok(results)
+        } else {
+            Err(CudaError::Driver("queries did not meet inside the device".to_string()))
         }
     }
 }

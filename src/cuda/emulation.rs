@@ -99,7 +99,7 @@ fn assert_query(
     limit: Option<usize>,
 ) {
     let plan = plan_for(store, state, threshold);
-    let got = tier.query(metric, state, &plan, limit).unwrap().expect("the state fits the kernels");
+    let got = tier.query(metric, state, &plan, limit, tier.mirrored()).unwrap().expect("the state fits the kernels");
     assert_eq!(
         sorted(got),
         expected(store, metric, state, &plan, limit),
@@ -176,7 +176,7 @@ fn wide_ids_and_threshold_zero() {
         tier.sync(&store, store.slots()).unwrap();
     }
     let plan = plan_for(&store, &[999_991], 0.0);
-    let everything = tier.query(Metric::Lcs, &[999_991], &plan, None).unwrap().unwrap();
+    let everything = tier.query(Metric::Lcs, &[999_991], &plan, None, tier.mirrored()).unwrap().unwrap();
     assert_eq!(everything.len(), (0..store.slots() as u32).filter(|&s| store.is_live(s)).count());
 }
 
@@ -244,6 +244,54 @@ fn top_k_across_block_sizes_and_overflowing_classes() {
     }
 }
 
+/// A query scores the slots mirrored when it started: an earlier upload's boundary gives only
+/// those slots; a slot count that was never a boundary is left to the CPU.
+#[test]
+fn a_query_scores_the_prefix_it_names() {
+    let mut rng = Rng::new(28);
+    let mut store = random_store(&mut rng, 1000, 30, 8, 0);
+    let mut tier = tier_over(&store, EmulatedBackend::new(1 << 30));
+    for k in 0..500 {
+        let tokens: Vec<u32> = (0..rng.below(30)).map(|_| rng.below(8) as u32).collect();
+        store.push(&format!("late{k}"), &tokens);
+    }
+    tier.sync(&store, store.slots()).unwrap();
+    let state: Vec<u32> = (0..15).map(|_| rng.below(8) as u32).collect();
+    let plan = plan_for(&store, &state, 0.2);
+    let first = sorted(tier.query(Metric::Lcs, &state, &plan, None, 1000).unwrap().unwrap());
+    let all = expected(&store, Metric::Lcs, &state, &plan, None);
+    assert_eq!(first, all.iter().copied().filter(|&(slot, _)| slot < 1000).collect::<Vec<_>>());
+    assert_eq!(sorted(tier.query(Metric::Lcs, &state, &plan, None, 1500).unwrap().unwrap()), all);
+    assert!(tier.query(Metric::Lcs, &state, &plan, None, 1200).unwrap().is_none());
+}
+
+/// Queries from several threads run on the device at once (each on its own stream and scratch):
+/// the backend holds every query before its results until all of them are inside, which would
+/// time out if the tier let one query in at a time; and each answer is still the CPU's.
+#[test]
+fn queries_from_several_threads_overlap() {
+    use super::tier::QUERY_STREAMS;
+    let mut rng = Rng::new(29);
+    let store = random_store(&mut rng, 2000, 30, 9, 0);
+    let mut backend = EmulatedBackend::new(1 << 30);
+    backend.meet = Some(QUERY_STREAMS);
+    let tier = tier_over(&store, backend);
+    let states: Vec<Vec<u32>> =
+        (0..QUERY_STREAMS).map(|k| (0..10 + 7 * k).map(|_| rng.below(9) as u32).collect()).collect();
+    std::thread::scope(|scope| {
+        for (k, state) in states.iter().enumerate() {
+            let (tier, store) = (&tier, &store);
+            scope.spawn(move || {
+                let metric = METRICS[k % METRICS.len()];
+                let limit = [None, Some(5)][k % 2];
+                let plan = plan_for(store, state, 0.2);
+                let got = tier.query(metric, state, &plan, limit, tier.mirrored()).expect("queries met").unwrap();
+                assert_eq!(sorted(got), expected(store, metric, state, &plan, limit));
+            });
+        }
+    });
+}
+
 /// Each `__syncthreads()` of the kernel source, on its own line.
 fn barrier_lines() -> Vec<u32> {
     let source = include_str!("../../kernels/match.cu");
@@ -270,12 +318,12 @@ fn removing_any_barrier_is_caught() {
     let caught = |schedule: Schedule| -> bool {
         let mut backend = EmulatedBackend::new(1 << 30);
         backend.schedule = schedule;
-        let mut tier = tier_over(&store, backend);
+        let tier = tier_over(&store, backend);
         for metric in METRICS {
             for state in &states {
                 for limit in [Some(3), Some(60), None] {
                     let plan = plan_for(&store, state, 0.1);
-                    match tier.query(metric, state, &plan, limit) {
+                    match tier.query(metric, state, &plan, limit, tier.mirrored()) {
                         Ok(Some(got)) if sorted(got.clone()) == expected(&store, metric, state, &plan, limit) => {}
                         _ => return true,
                     }

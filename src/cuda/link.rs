@@ -27,13 +27,14 @@ impl<B: Backend> DeviceMirror for DeviceTier<B> {
         DeviceTier::mirrored(self)
     }
     fn query(
-        &mut self,
+        &self,
         metric: Metric,
         state: &[u32],
         plan: &QueryPlan,
         limit: Option<usize>,
+        upto: usize,
     ) -> Result<Option<Vec<Candidate>>, DeviceError> {
-        Ok(DeviceTier::query(self, metric, state, plan, limit)?)
+        Ok(DeviceTier::query(self, metric, state, plan, limit, upto)?)
     }
     fn capacity_info(&self) -> CapacityInfo {
         DeviceTier::capacity_info(self)

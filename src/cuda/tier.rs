@@ -5,6 +5,13 @@
 //!
 //! The device holds slots `[0, mirrored)`; the CPU scans everything after them (the recent tier
 //! and any bulk patterns that did not fit), so every pattern is scored exactly once.
+//!
+//! Queries share the mirror and run concurrently, each on one of [`QUERY_STREAMS`] streams with
+//! its own scratch buffers (a query takes a free stream, or waits for one); changes to the mirror
+//! (syncs, removals, resets) take `&mut self`, so they wait for the queries in flight (the caller
+//! holds the tier behind a read-write lock), and reach the device before the next query starts.
+
+use std::sync::{Condvar, Mutex};
 
 use super::error::CudaError;
 use super::limits::{HISTOGRAM_CLASSES, MAX_THREADS_PER_BLOCK, NO_CLASS, NO_SLOT, OVER_LIMIT};
@@ -19,6 +26,9 @@ const _: () = assert!(LengthRow::NONE == NO_CLASS);
 
 /// Patterns per warp group: one per lane.
 pub const GROUP: usize = 32;
+
+/// Queries the device runs at once, each on its own stream with its own scratch buffers.
+pub const QUERY_STREAMS: usize = 4;
 
 /// The device buffers the tier uses. Element types are fixed per buffer (see [`Buf::elem_bytes`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -47,18 +57,10 @@ pub enum Buf {
 }
 
 impl Buf {
-    pub const ALL: [Buf; 10] = [
-        Buf::Tokens,
-        Buf::GroupBase,
-        Buf::LaneSlot,
-        Buf::LaneLen,
-        Buf::Live,
-        Buf::Classes,
-        Buf::OutSlots,
-        Buf::OutClasses,
-        Buf::Control,
-        Buf::Tables,
-    ];
+    /// The mirror: one of each, written by syncs and removals.
+    pub const MIRROR: [Buf; 5] = [Buf::Tokens, Buf::GroupBase, Buf::LaneSlot, Buf::LaneLen, Buf::Live];
+    /// A query's scratch: one of each per query stream.
+    pub const SCRATCH: [Buf; 5] = [Buf::Classes, Buf::OutSlots, Buf::OutClasses, Buf::Control, Buf::Tables];
 
     pub fn elem_bytes(self) -> usize {
         match self {
@@ -128,33 +130,41 @@ impl CountLaunch {
     }
 }
 
-/// Device memory and kernel launches, in stream order: nothing waits for the device until
-/// [`Backend::read_results`].
-pub trait Backend: Send {
+/// Device memory and kernel launches. The mirror's buffers change only through `&mut self`; a
+/// query works on one query stream (`stream < QUERY_STREAMS`) with that stream's scratch
+/// buffers, through `&self`, and the tier never gives one stream to two queries at once. On a
+/// stream nothing waits for the device until [`Backend::read_results`].
+pub trait Backend: Send + Sync {
     /// `(free, total)` device memory in bytes.
     fn memory_info(&self) -> Result<(u64, u64), CudaError>;
     /// Device memory the driver reserves for the kernels' per-thread local memory when they
     /// first launch (counted against the tier's budget).
     fn local_memory_bytes(&self) -> u64;
-    /// Capacity of `buf` in elements.
-    fn capacity(&self, buf: Buf) -> usize;
-    /// Makes `buf` hold at least `elems` elements, keeping its first `keep` elements.
+    /// Capacity in elements of a mirror buffer (`stream` ignored), or of `stream`'s scratch
+    /// buffer `buf`.
+    fn capacity(&self, buf: Buf, stream: usize) -> usize;
+    /// Makes mirror buffer `buf` hold at least `elems` elements, keeping its first `keep`.
     fn reserve(&mut self, buf: Buf, elems: usize, keep: usize) -> Result<(), CudaError>;
-    /// Copies `data` (elements of the buffer's type, as bytes) to `buf` at element `at`.
+    /// Copies `data` (elements of the buffer's type, as bytes) to mirror buffer `buf` at `at`.
     fn write(&mut self, buf: Buf, at: usize, data: &[u8]) -> Result<(), CudaError>;
-    /// Sets `elems` elements of `buf` from `at` to zero.
-    fn zero(&mut self, buf: Buf, at: usize, elems: usize) -> Result<(), CudaError>;
-    fn launch_count(&mut self, launch: &CountLaunch) -> Result<(), CudaError>;
+    /// Returns once every write to the mirror has reached the device.
+    fn flush(&mut self) -> Result<(), CudaError>;
+    /// Makes `stream`'s scratch buffer `buf` hold at least `elems` elements (contents not kept).
+    fn reserve_scratch(&self, stream: usize, buf: Buf, elems: usize) -> Result<(), CudaError>;
+    /// Copies `data` to `stream`'s scratch buffer `buf` at element `at`.
+    fn write_scratch(&self, stream: usize, buf: Buf, at: usize, data: &[u8]) -> Result<(), CudaError>;
+    /// Sets `elems` elements of `stream`'s scratch buffer `buf` from `at` to zero.
+    fn zero_scratch(&self, stream: usize, buf: Buf, at: usize, elems: usize) -> Result<(), CudaError>;
+    fn launch_count(&self, stream: usize, launch: &CountLaunch) -> Result<(), CudaError>;
     /// `class_histogram` over `positions` into the control block's `buckets` counters.
-    fn launch_histogram(&mut self, positions: u32, buckets: u32) -> Result<(), CudaError>;
+    fn launch_histogram(&self, stream: usize, positions: u32, buckets: u32) -> Result<(), CudaError>;
     /// `choose_cutoff`: the control block's cut-off for the best `limit`.
-    fn launch_cutoff(&mut self, buckets: u32, limit: u32) -> Result<(), CudaError>;
+    fn launch_cutoff(&self, stream: usize, buckets: u32, limit: u32) -> Result<(), CudaError>;
     /// `select_candidates` into `OutSlots`/`OutClasses`, the count in the control block.
-    fn launch_select(&mut self, positions: u32, limited: bool) -> Result<(), CudaError>;
-    /// Waits for the device once and returns the selected `(slots, classes)`: the count and
-    /// the first `expected` pairs come back in that one round trip; more, if there are, in a
-    /// second.
-    fn read_results(&mut self, expected: usize) -> Result<(Vec<u32>, Vec<u32>), CudaError>;
+    fn launch_select(&self, stream: usize, positions: u32, limited: bool) -> Result<(), CudaError>;
+    /// Waits for `stream` once and returns the selected `(slots, classes)`: the count and the
+    /// first `expected` pairs come back in that one round trip; more, if there are, in a second.
+    fn read_results(&self, stream: usize, expected: usize) -> Result<(Vec<u32>, Vec<u32>), CudaError>;
 }
 
 pub(crate) fn bytes_of<T: Copy>(values: &[T]) -> &[u8] {
@@ -212,6 +222,13 @@ pub struct DeviceTier<B: Backend> {
     longest: usize,
     /// Position of each mirrored slot, for removals.
     position_of: Vec<u32>,
+    /// Query streams not in use, and a signal when one is returned.
+    free_streams: Mutex<Vec<usize>>,
+    stream_returned: Condvar,
+    /// `(mirrored, groups)` after the latest uploads since the last reset, ascending: slots
+    /// `[0, mirrored)` occupy exactly the first `groups` warp groups. A query names the
+    /// boundary it read before a sync may have moved it; the last [`Self::BOUNDARIES`] are kept.
+    boundaries: Vec<(usize, usize)>,
 }
 
 impl<B: Backend> DeviceTier<B> {
@@ -221,7 +238,7 @@ impl<B: Backend> DeviceTier<B> {
         let (free, _) = backend.memory_info()?;
         let budget_bytes =
             ((free as f64 * limits.memory_usage_fraction) as u64).saturating_sub(backend.local_memory_bytes());
-        let mut tier = DeviceTier {
+        let tier = DeviceTier {
             backend,
             limits,
             budget_bytes,
@@ -234,9 +251,14 @@ impl<B: Backend> DeviceTier<B> {
             token_bytes: 2,
             longest: 0,
             position_of: Vec::new(),
+            free_streams: Mutex::new((0..QUERY_STREAMS).collect()),
+            stream_returned: Condvar::new(),
+            boundaries: vec![(0, 0)],
         };
-        tier.backend.reserve(Buf::Control, CONTROL_WORDS, 0)?;
-        tier.backend.reserve(Buf::Tables, 1 << 12, 0)?;
+        for stream in 0..QUERY_STREAMS {
+            tier.backend.reserve_scratch(stream, Buf::Control, CONTROL_WORDS)?;
+            tier.backend.reserve_scratch(stream, Buf::Tables, 1 << 12)?;
+        }
         Ok(tier)
     }
 
@@ -245,8 +267,11 @@ impl<B: Backend> DeviceTier<B> {
     }
 
     fn used_bytes(&self) -> u64 {
-        Buf::ALL.iter().map(|&b| (self.backend.capacity(b) * b.elem_bytes()) as u64).sum::<u64>()
-            + self.backend.local_memory_bytes()
+        let mirror: u64 = Buf::MIRROR.iter().map(|&b| (self.backend.capacity(b, 0) * b.elem_bytes()) as u64).sum();
+        let scratch: u64 = (0..QUERY_STREAMS)
+            .flat_map(|stream| Buf::SCRATCH.map(|b| (self.backend.capacity(b, stream) * b.elem_bytes()) as u64))
+            .sum();
+        mirror + scratch + self.backend.local_memory_bytes()
     }
 
     pub fn capacity_info(&self) -> CapacityInfo {
@@ -257,16 +282,19 @@ impl<B: Backend> DeviceTier<B> {
             mirrored_patterns: self.mirrored,
             live_mirrored_patterns: self.live_mirrored,
             mirrored_symbols: self.mirrored_tokens,
-            capacity_patterns: self.backend.capacity(Buf::LaneSlot),
-            capacity_symbols: self.backend.capacity(Buf::Tokens) / self.token_bytes,
+            capacity_patterns: self.backend.capacity(Buf::LaneSlot, 0),
+            capacity_symbols: self.backend.capacity(Buf::Tokens, 0) / self.token_bytes,
             budget_bytes: self.budget_bytes,
             used_bytes: self.used_bytes(),
             overflow_patterns: self.overflow,
         }
     }
 
-    /// Bytes per position across the per-position buffers.
-    const POSITION_BYTES: usize = 4 + 4 + 1 + 4 + 4 + 4;
+    const BOUNDARIES: usize = 64;
+
+    /// Bytes per position: the mirror's slot, length and live byte, and each query stream's
+    /// class and two outputs.
+    const POSITION_BYTES: usize = 4 + 4 + 1 + QUERY_STREAMS * (4 + 4 + 4);
 
     /// Whether `positions` positions in `groups` groups and `token_rows` rows fit the budget (and
     /// `force_max_patterns`), growing the buffers by the growth fraction when they must grow.
@@ -276,22 +304,21 @@ impl<B: Backend> DeviceTier<B> {
         }
         let positions = groups * GROUP;
         let token_bytes = token_rows * GROUP * self.token_bytes;
-        let fits_now = positions <= self.backend.capacity(Buf::LaneSlot)
-            && groups <= self.backend.capacity(Buf::GroupBase)
-            && token_bytes <= self.backend.capacity(Buf::Tokens);
+        let fits_now = positions <= self.backend.capacity(Buf::LaneSlot, 0)
+            && groups <= self.backend.capacity(Buf::GroupBase, 0)
+            && token_bytes <= self.backend.capacity(Buf::Tokens, 0);
         if fits_now {
             return Ok(true);
         }
         let grow = |n: usize| n + (n as f64 * self.limits.growth_buffer_fraction) as usize;
-        let want_groups = grow(groups).max(self.backend.capacity(Buf::GroupBase));
-        let want_positions = (want_groups * GROUP).max(self.backend.capacity(Buf::LaneSlot));
-        let want_token_bytes = grow(token_bytes).max(self.backend.capacity(Buf::Tokens));
-        let growing = [Buf::Tokens, Buf::GroupBase, Buf::LaneSlot, Buf::LaneLen, Buf::Live].into_iter().chain([
-            Buf::Classes,
-            Buf::OutSlots,
-            Buf::OutClasses,
-        ]);
-        let now: u64 = growing.clone().map(|b| (self.backend.capacity(b) * b.elem_bytes()) as u64).sum();
+        let want_groups = grow(groups).max(self.backend.capacity(Buf::GroupBase, 0));
+        let want_positions = (want_groups * GROUP).max(self.backend.capacity(Buf::LaneSlot, 0));
+        let want_token_bytes = grow(token_bytes).max(self.backend.capacity(Buf::Tokens, 0));
+        // What the growth replaces: the mirror, and the scratch sized by positions (each query
+        // stream grows its own to the mirror's positions when it next runs).
+        let per_position_scratch = (self.backend.capacity(Buf::LaneSlot, 0) * QUERY_STREAMS * 12) as u64;
+        let now: u64 = Buf::MIRROR.iter().map(|&b| (self.backend.capacity(b, 0) * b.elem_bytes()) as u64).sum::<u64>()
+            + per_position_scratch;
         let needed = (want_token_bytes + want_groups * 8 + want_positions * Self::POSITION_BYTES) as u64;
         if needed + self.used_bytes().saturating_sub(now) > self.budget_bytes {
             return Ok(false);
@@ -301,9 +328,6 @@ impl<B: Backend> DeviceTier<B> {
         self.backend.reserve(Buf::GroupBase, want_groups, keep_groups)?;
         for buf in [Buf::LaneSlot, Buf::LaneLen, Buf::Live] {
             self.backend.reserve(buf, want_positions, keep_positions)?;
-        }
-        for buf in [Buf::Classes, Buf::OutSlots, Buf::OutClasses] {
-            self.backend.reserve(buf, want_positions, 0)?;
         }
         Ok(true)
     }
@@ -341,7 +365,12 @@ impl<B: Backend> DeviceTier<B> {
             layout = Layout::new(store, start, end);
         }
         self.upload(store, &layout)?;
+        self.backend.flush()?;
         self.mirrored = end;
+        if self.boundaries.len() == Self::BOUNDARIES {
+            self.boundaries.remove(0);
+        }
+        self.boundaries.push((self.mirrored, self.groups));
         self.overflow = bulk_end - end;
         Ok(end - start)
     }
@@ -401,6 +430,7 @@ impl<B: Backend> DeviceTier<B> {
     pub fn kill(&mut self, slot: usize) -> Result<(), CudaError> {
         if slot < self.mirrored {
             self.backend.write(Buf::Live, self.position_of[slot] as usize, &[0u8])?;
+            self.backend.flush()?;
             // The matcher kills a slot once, when its live pattern is removed.
             self.live_mirrored = self.live_mirrored.saturating_sub(1);
         }
@@ -418,20 +448,25 @@ impl<B: Backend> DeviceTier<B> {
         self.token_rows = 0;
         self.longest = 0;
         self.position_of.clear();
+        self.boundaries = vec![(0, 0)];
     }
 
-    /// Scores the mirrored slots against `state` under `plan` (the query's plan, built over
-    /// every stored length): the candidate of every mirrored pattern that passes — with
+    /// Scores mirrored slots `[0, upto)` against `state` under `plan` (the query's plan, built
+    /// over every stored length): the candidate of every such pattern that passes — with
     /// `limit`, only those in the best classes holding at least `limit` of them (the best
-    /// `limit` and their ties) — in no order; or `None` when the state does not fit the kernels
-    /// (the caller scores on the CPU): too long for them, or refused by a kernel's own guard.
+    /// `limit` and their ties) — in no order; or `None` when the caller must score those slots
+    /// on the CPU: the state is too long for the kernels, a kernel's own guard refused it, or
+    /// `upto` is not where an upload ended since the last reset.
     pub fn query(
-        &mut self,
+        &self,
         metric: Metric,
         state: &[u32],
         plan: &QueryPlan,
         limit: Option<usize>,
+        upto: usize,
     ) -> Result<Option<Vec<Candidate>>, CudaError> {
+        let Ok(at) = self.boundaries.binary_search_by_key(&upto, |&(slots, _)| slots) else { return Ok(None) };
+        let groups = self.boundaries[at].1;
         let mut tables = TableBuilder::default();
         let plan_args = PlanArgs {
             rows: tables.push(&plan.device_rows(self.longest)),
@@ -465,7 +500,7 @@ impl<B: Backend> DeviceTier<B> {
                 (tables.push_symbols(&t.symbols), args, t.shared_bytes())
             }
         };
-        let positions = (self.groups * GROUP) as u32;
+        let positions = (groups * GROUP) as u32;
         if positions == 0 || limit == Some(0) {
             return Ok(Some(Vec::new()));
         }
@@ -477,27 +512,11 @@ impl<B: Backend> DeviceTier<B> {
             metric: metric_args,
             shared_bytes,
         };
-        self.backend.reserve(Buf::Tables, tables.words.len(), 0)?;
-        self.backend.write(Buf::Tables, 0, bytes_of(&tables.words))?;
-        self.backend.launch_count(&launch)?;
-        let limited = match limit {
-            // The cut-off is a class: without a class table the host keeps the best.
-            Some(k) if plan.has_classes() => {
-                let buckets = plan.class_count().min(HISTOGRAM_CLASSES as usize) as u32 + 1;
-                self.backend.zero(Buf::Control, 0, HISTOGRAM + buckets as usize)?;
-                self.backend.launch_histogram(positions, buckets)?;
-                self.backend.launch_cutoff(buckets, k.min(u32::MAX as usize) as u32)?;
-                true
-            }
-            _ => {
-                self.backend.zero(Buf::Control, 0, HISTOGRAM)?;
-                false
-            }
-        };
-        self.backend.launch_select(positions, limited)?;
-        // What one round trip brings back: enough for a top-k and its ties, as a rule.
-        let expected = limit.map_or(1 << 16, |k| k.saturating_mul(2).max(1 << 10)).min(positions as usize);
-        let (slots, classes) = self.backend.read_results(expected)?;
+        let stream = self.take_stream();
+        let outcome = self.run_pipeline(stream, &tables.words, &launch, plan, limit);
+        self.free_streams.lock().unwrap_or_else(|e| e.into_inner()).push(stream);
+        self.stream_returned.notify_one();
+        let (slots, classes) = outcome?;
         if classes.contains(&OVER_LIMIT) {
             // A kernel refused the launch as past its limits (the tables should have sent this
             // state to the CPU): nothing it returned is used, the CPU scores the query.
@@ -508,6 +527,58 @@ impl<B: Backend> DeviceTier<B> {
             return Ok(None);
         }
         Ok(Some(slots.into_iter().zip(classes).map(|(slot, value)| Candidate { value, slot }).collect()))
+    }
+}
+
+impl<B: Backend> DeviceTier<B> {
+    /// A free query stream, waiting (asleep) while all are in use.
+    fn take_stream(&self) -> usize {
+        let mut free = self.free_streams.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(stream) = free.pop() {
+                return stream;
+            }
+            free = self.stream_returned.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// One query's work on `stream`: the tables' upload, the count kernel, the top-k kernels
+    /// when there is a limit and a class table, the selection, and the one wait.
+    fn run_pipeline(
+        &self,
+        stream: usize,
+        tables: &[u32],
+        launch: &CountLaunch,
+        plan: &QueryPlan,
+        limit: Option<usize>,
+    ) -> Result<(Vec<u32>, Vec<u32>), CudaError> {
+        let positions = launch.positions;
+        // Scratch as large as the mirror's positions: what `make_room` budgeted.
+        let scratch_positions = self.backend.capacity(Buf::LaneSlot, 0).max(positions as usize);
+        for buf in [Buf::Classes, Buf::OutSlots, Buf::OutClasses] {
+            self.backend.reserve_scratch(stream, buf, scratch_positions)?;
+        }
+        self.backend.reserve_scratch(stream, Buf::Tables, tables.len())?;
+        self.backend.write_scratch(stream, Buf::Tables, 0, bytes_of(tables))?;
+        self.backend.launch_count(stream, launch)?;
+        let limited = match limit {
+            // The cut-off is a class: without a class table the host keeps the best.
+            Some(k) if plan.has_classes() => {
+                let buckets = plan.class_count().min(HISTOGRAM_CLASSES as usize) as u32 + 1;
+                self.backend.zero_scratch(stream, Buf::Control, 0, HISTOGRAM + buckets as usize)?;
+                self.backend.launch_histogram(stream, positions, buckets)?;
+                self.backend.launch_cutoff(stream, buckets, k.min(u32::MAX as usize) as u32)?;
+                true
+            }
+            _ => {
+                self.backend.zero_scratch(stream, Buf::Control, 0, HISTOGRAM)?;
+                false
+            }
+        };
+        self.backend.launch_select(stream, positions, limited)?;
+        // What one round trip brings back: enough for a top-k and its ties, as a rule.
+        let expected = limit.map_or(1 << 16, |k| k.saturating_mul(2).max(1 << 10)).min(positions as usize);
+        self.backend.read_results(stream, expected)
     }
 }
 
