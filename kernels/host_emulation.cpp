@@ -145,16 +145,34 @@ extern "C" const char* emulate_take_failure() {
     return taken.c_str();
 }
 
+// What every count launch passes: the patterns, the plan, the symbol table, the output and the
+// geometry (src/cuda/emulated.rs declares the same struct, #[repr(C)]).
+struct EmulatedCount {
+    u32 token_bytes;
+    const void* tokens;
+    const u64* group_base;
+    const u32* lane_len;
+    const u8* live;
+    u32 positions;
+    const u32* rows;
+    u32 rows_len;
+    const u32* entry_class;
+    u32 has_classes;
+    const u32* keys;
+    const u16* index;
+    u32 capacity;
+    u32 shift;
+    u32* classes;
+    u32 block_dim;
+    u32 shared_bytes;
+};
+
 // The lcs_classes_* kernel for (token bytes, word bits, words); false when none is compiled.
-extern "C" bool emulate_lcs_classes(u32 token_bytes, u32 word_bits, u32 words, const void* tokens,
-                                    const u64* group_base, const u32* lane_len, const u8* live, u32 positions,
-                                    const u32* rows, u32 rows_len, const u32* entry_class, u32 has_classes,
-                                    const u32* keys, const u16* index, u32 capacity, u32 shift, const void* masks,
-                                    u32 distinct, u32 masks_in_shared, u32 state_len, u32* classes, u32 block_dim,
-                                    u32 shared_bytes) {
+extern "C" bool emulate_lcs_classes(const EmulatedCount* c, u32 word_bits, u32 words, const void* masks, u32 distinct,
+                                    u32 masks_in_shared, u32 state_len) {
     LcsKernel32 narrow = nullptr;
     LcsKernel64 wide = nullptr;
-    bool u16_tokens = token_bytes == 2;
+    bool u16_tokens = c->token_bytes == 2;
     if (word_bits == 32 && words == 1) narrow = u16_tokens ? lcs_classes_u16_w32x1 : lcs_classes_u32_w32x1;
     if (word_bits == 64) {
         switch (words) {
@@ -166,30 +184,28 @@ extern "C" bool emulate_lcs_classes(u32 token_bytes, u32 word_bits, u32 words, c
         default: break;
         }
     }
-    if ((!narrow && !wide) || (token_bytes != 2 && token_bytes != 4)) return false;
-    emulate_launch(blocks_for(positions, block_dim), block_dim, shared_bytes, [&] {
+    if ((!narrow && !wide) || (c->token_bytes != 2 && c->token_bytes != 4)) return false;
+    emulate_launch(blocks_for(c->positions, c->block_dim), c->block_dim, c->shared_bytes, [&] {
         if (narrow) {
-            narrow(tokens, group_base, lane_len, live, positions, rows, rows_len, entry_class, has_classes, keys,
-                   index, capacity, shift, (const u32*)masks, distinct, masks_in_shared, state_len, classes);
+            narrow(c->tokens, c->group_base, c->lane_len, c->live, c->positions, c->rows, c->rows_len, c->entry_class,
+                   c->has_classes, c->keys, c->index, c->capacity, c->shift, (const u32*)masks, distinct,
+                   masks_in_shared, state_len, c->classes);
         } else {
-            wide(tokens, group_base, lane_len, live, positions, rows, rows_len, entry_class, has_classes, keys, index,
-                 capacity, shift, (const u64*)masks, distinct, masks_in_shared, state_len, classes);
+            wide(c->tokens, c->group_base, c->lane_len, c->live, c->positions, c->rows, c->rows_len, c->entry_class,
+                 c->has_classes, c->keys, c->index, c->capacity, c->shift, (const u64*)masks, distinct,
+                 masks_in_shared, state_len, c->classes);
         }
     });
     return true;
 }
 
 // The difflib_classes_* kernel for (token bytes, bucket); false when none is compiled.
-extern "C" bool emulate_difflib_classes(u32 token_bytes, u32 bucket, const void* tokens, const u64* group_base,
-                                        const u32* lane_len, const u8* live, u32 positions, const u32* rows,
-                                        u32 rows_len, const u32* entry_class, u32 has_classes, const u32* keys,
-                                        const u16* index, u32 capacity, u32 shift, const u32* b, u32 lb,
-                                        const u32* pos_starts, u32 slots, const u16* positions_in_b, u32* classes,
-                                        u32 block_dim, u32 shared_bytes) {
+extern "C" bool emulate_difflib_classes(const EmulatedCount* c, u32 bucket, const u32* b, u32 lb,
+                                        const u32* pos_starts, u32 slots, const u16* positions_in_b) {
     typedef void (*Kernel)(const void*, const u64*, const u32*, const u8*, u32, const u32*, u32, const u32*, u32,
                            const u32*, const u16*, u32, u32, const u32*, u32, const u32*, u32, const u16*, u32*);
     Kernel kernel = nullptr;
-    bool u16_tokens = token_bytes == 2;
+    bool u16_tokens = c->token_bytes == 2;
     switch (bucket) {
     case 32: kernel = u16_tokens ? difflib_classes_u16_b32 : difflib_classes_u32_b32; break;
     case 64: kernel = u16_tokens ? difflib_classes_u16_b64 : difflib_classes_u32_b64; break;
@@ -197,10 +213,11 @@ extern "C" bool emulate_difflib_classes(u32 token_bytes, u32 bucket, const void*
     case 256: kernel = u16_tokens ? difflib_classes_u16_b256 : difflib_classes_u32_b256; break;
     default: break;
     }
-    if (!kernel || (token_bytes != 2 && token_bytes != 4)) return false;
-    emulate_launch(blocks_for(positions, block_dim), block_dim, shared_bytes, [&] {
-        kernel(tokens, group_base, lane_len, live, positions, rows, rows_len, entry_class, has_classes, keys, index,
-               capacity, shift, b, lb, pos_starts, slots, positions_in_b, classes);
+    if (!kernel || (c->token_bytes != 2 && c->token_bytes != 4)) return false;
+    emulate_launch(blocks_for(c->positions, c->block_dim), c->block_dim, c->shared_bytes, [&] {
+        kernel(c->tokens, c->group_base, c->lane_len, c->live, c->positions, c->rows, c->rows_len, c->entry_class,
+               c->has_classes, c->keys, c->index, c->capacity, c->shift, b, lb, pos_starts, slots, positions_in_b,
+               c->classes);
     });
     return true;
 }

@@ -106,6 +106,46 @@ __device__ __forceinline__ void kato_copy_words(u32* to, const u32* from, u32 n)
     for (u32 i = threadIdx.x; i < n; i += blockDim.x) to[i] = from[i];
 }
 
+// The state's symbol table in shared memory: keys[capacity] then index[capacity], copied by the
+// whole block (a barrier must follow before any lookup). Returns where the metric's tables
+// start, 16-byte aligned (the host computes the same offset, src/cuda/plan.rs).
+__device__ __forceinline__ unsigned char* kato_load_symbols(
+    const u32* keys, const u16* index, u32 capacity, u32** keys_s, u16** index_s)
+{
+    *keys_s = (u32*)kato_shared;
+    *index_s = (u16*)(*keys_s + capacity);
+    kato_copy_words(*keys_s, keys, capacity);
+    kato_copy_words((u32*)*index_s, (const u32*)index, capacity / 2);
+    return kato_shared + ((6u * capacity + 15u) & ~15u);
+}
+
+// The pattern this thread scores, once the block's tables are loaded.
+struct Work {
+    u32 pos, len, least, lane;
+    u64 base;
+};
+
+// Claims this thread's position: false when there is nothing to score — past the positions, or
+// its output is already written: KATO_OVER_LIMIT when the launch is past the kernel's limit,
+// KATO_NO_CLASS when the pattern cannot pass.
+__device__ __forceinline__ bool kato_claim(const Patterns& p, const Plan& plan, bool over_limit, u32* classes, Work* w) {
+    w->pos = blockIdx.x * blockDim.x + threadIdx.x;
+    if (w->pos >= p.positions) return false;
+    if (over_limit) {  // the host picked too small a kernel: refuse, never overrun its arrays
+        classes[w->pos] = KATO_OVER_LIMIT;
+        return false;
+    }
+    w->len = p.lane_len[w->pos];
+    w->least = kato_least_matches(p, plan, w->pos, w->len);
+    if (w->least == KATO_NO_CLASS) {
+        classes[w->pos] = KATO_NO_CLASS;
+        return false;
+    }
+    w->lane = w->pos % 32;
+    w->base = p.group_base[w->pos / 32];
+    return true;
+}
+
 // ---------------------------------------------------------------------------------------------
 // One symbol of a pattern: v advances by the state positions holding it (mask row `row`;
 // KATO_NO_SYMBOL, a symbol absent from the state, leaves v as it is).
@@ -141,31 +181,19 @@ __device__ __forceinline__ void lcs_classes(
     const W* __restrict__ masks, u32 distinct, u32 masks_in_shared, u32 state_len,
     u32* __restrict__ classes)
 {
-    u32* keys_s = (u32*)kato_shared;
-    u16* index_s = (u16*)(keys_s + capacity);
-    W* masks_s = (W*)(kato_shared + ((6u * capacity + 15u) & ~15u));
-    kato_copy_words(keys_s, keys, capacity);
-    kato_copy_words((u32*)index_s, (const u32*)index, capacity / 2);
+    u32* keys_s;
+    u16* index_s;
+    W* masks_s = (W*)kato_load_symbols(keys, index, capacity, &keys_s, &index_s);
     const u32 mask_words = distinct * WORDS * (u32)(sizeof(W) / 4);
     if (masks_in_shared) kato_copy_words((u32*)masks_s, (const u32*)masks, mask_words);
     __syncthreads();
     const W* mask_rows = masks_in_shared ? masks_s : masks;
 
-    u32 pos = blockIdx.x * blockDim.x + threadIdx.x;
-    if (pos >= p.positions) return;
     const u32 bits = 8 * sizeof(W);
-    if (state_len > bits * WORDS) {  // the host picked too few words: refuse, never overrun v[]
-        classes[pos] = KATO_OVER_LIMIT;
-        return;
-    }
-    u32 len = p.lane_len[pos];
-    u32 least = kato_least_matches(p, plan, pos, len);
-    if (least == KATO_NO_CLASS) {
-        classes[pos] = KATO_NO_CLASS;
-        return;
-    }
-    u32 lane = pos % 32;
-    u64 base = p.group_base[pos / 32];
+    Work work;
+    if (!kato_claim(p, plan, state_len > bits * WORDS, classes, &work)) return;
+    const u32 len = work.len, lane = work.lane;
+    const u64 base = work.base;
     W v[WORDS];
 #pragma unroll
     for (int w = 0; w < WORDS; ++w) v[w] = ~(W)0;
@@ -196,7 +224,7 @@ __device__ __forceinline__ void lcs_classes(
         W lost = ~v[w] & valid;
         matches += sizeof(W) == 8 ? __popcll((u64)lost) : __popc((u32)lost);
     }
-    classes[pos] = kato_class(plan, len, least, matches);
+    classes[work.pos] = kato_class(plan, len, work.least, matches);
 }
 
 #define LCS_ENTRY(NAME, T, W, WORDS)                                                                              \
@@ -238,33 +266,21 @@ __device__ __forceinline__ void difflib_classes(
     const u32* __restrict__ b_global, u32 lb, const u32* __restrict__ starts_global, u32 slots,
     const u16* __restrict__ positions_global, u32* __restrict__ classes)
 {
-    u32* keys_s = (u32*)kato_shared;
-    u16* index_s = (u16*)(keys_s + capacity);
-    u32* b = (u32*)(kato_shared + ((6u * capacity + 15u) & ~15u));
+    u32* keys_s;
+    u16* index_s;
+    u32* b = (u32*)kato_load_symbols(keys, index, capacity, &keys_s, &index_s);
     u32* pos_starts = b + lb;
     u16* positions = (u16*)(pos_starts + slots + 1);
-    kato_copy_words(keys_s, keys, capacity);
-    kato_copy_words((u32*)index_s, (const u32*)index, capacity / 2);
     kato_copy_words(b, b_global, lb);
     kato_copy_words(pos_starts, starts_global, slots + 1);
     // lb positions at most, padded by the host to an even count.
     kato_copy_words((u32*)positions, (const u32*)positions_global, (lb + 1) / 2);
     __syncthreads();
 
-    u32 pos = blockIdx.x * blockDim.x + threadIdx.x;
-    if (pos >= p.positions) return;
-    if (lb > LB) {  // the host picked too small a bucket: refuse, never overrun the rows
-        classes[pos] = KATO_OVER_LIMIT;
-        return;
-    }
-    u32 la = p.lane_len[pos];
-    u32 least = kato_least_matches(p, plan, pos, la);
-    if (least == KATO_NO_CLASS) {
-        classes[pos] = KATO_NO_CLASS;
-        return;
-    }
-    u32 lane = pos % 32;
-    u64 base = p.group_base[pos / 32];
+    Work work;
+    if (!kato_claim(p, plan, lb > LB, classes, &work)) return;
+    const u32 la = work.len, lane = work.lane;
+    const u64 base = work.base;
 
     // j2len rows of find_longest_match, indexed by j + 1, and the entries each row set.
     u16 row_a[LB + 1], row_b[LB + 1];
@@ -327,7 +343,7 @@ __device__ __forceinline__ void difflib_classes(
             }
         }
     }
-    classes[pos] = kato_class(plan, la, least, total);
+    classes[work.pos] = kato_class(plan, la, work.least, total);
 }
 
 #define DIFFLIB_ENTRY(NAME, T, LB)                                                                                \

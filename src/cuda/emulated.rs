@@ -19,54 +19,22 @@ extern "C" {
     fn emulate_set_schedule(skip_barrier_line: i32, reverse: i32);
     fn emulate_take_failure() -> *const std::ffi::c_char;
     fn emulate_lcs_classes(
-        token_bytes: u32,
+        count: *const EmulatedCount,
         word_bits: u32,
         words: u32,
-        tokens: *const u8,
-        group_base: *const u64,
-        lane_len: *const u32,
-        live: *const u8,
-        positions: u32,
-        rows: *const u32,
-        rows_len: u32,
-        entry_class: *const u32,
-        has_classes: u32,
-        keys: *const u32,
-        index: *const u16,
-        capacity: u32,
-        shift: u32,
         masks: *const u32,
         distinct: u32,
         masks_in_shared: u32,
         state_len: u32,
-        classes: *mut u32,
-        block_dim: u32,
-        shared_bytes: u32,
     ) -> bool;
     fn emulate_difflib_classes(
-        token_bytes: u32,
+        count: *const EmulatedCount,
         bucket: u32,
-        tokens: *const u8,
-        group_base: *const u64,
-        lane_len: *const u32,
-        live: *const u8,
-        positions: u32,
-        rows: *const u32,
-        rows_len: u32,
-        entry_class: *const u32,
-        has_classes: u32,
-        keys: *const u32,
-        index: *const u16,
-        capacity: u32,
-        shift: u32,
         b: *const u32,
         lb: u32,
         pos_starts: *const u32,
         slots: u32,
         positions_in_b: *const u16,
-        classes: *mut u32,
-        block_dim: u32,
-        shared_bytes: u32,
     ) -> bool;
     fn emulate_class_histogram(
         classes: *const u32,
@@ -96,6 +64,28 @@ extern "C" {
         out_len: *mut u32,
         block_dim: u32,
     );
+}
+
+/// What every count launch passes (`EmulatedCount` in kernels/host_emulation.cpp).
+#[repr(C)]
+struct EmulatedCount {
+    token_bytes: u32,
+    tokens: *const u8,
+    group_base: *const u64,
+    lane_len: *const u32,
+    live: *const u8,
+    positions: u32,
+    rows: *const u32,
+    rows_len: u32,
+    entry_class: *const u32,
+    has_classes: u32,
+    keys: *const u32,
+    index: *const u16,
+    capacity: u32,
+    shift: u32,
+    classes: *mut u32,
+    block_dim: u32,
+    shared_bytes: u32,
 }
 
 /// How the emulation runs blocks, for the tests that prove it catches a missing barrier.
@@ -305,61 +295,48 @@ impl Backend for EmulatedBackend {
         self.launch(stream, &kernel, |scratch| {
             let classes = scratch.ptr_mut::<u32>(Buf::Classes);
             let s = &*scratch;
+            let count = EmulatedCount {
+                token_bytes: launch.token_bytes,
+                tokens: self.mirror(Buf::Tokens),
+                group_base: self.mirror(Buf::GroupBase),
+                lane_len: self.mirror(Buf::LaneLen),
+                live: self.mirror(Buf::Live),
+                positions: launch.positions,
+                rows: s.table(plan.rows),
+                rows_len: plan.rows_len,
+                entry_class: s.table(plan.entry_class),
+                has_classes: plan.has_classes,
+                keys: s.table(symbols.keys),
+                index: s.table(symbols.index),
+                capacity: symbols.capacity,
+                shift: symbols.shift,
+                classes,
+                block_dim: self.block_dim,
+                shared_bytes: launch.shared_bytes,
+            };
             // SAFETY: the tier sized every buffer for `positions` and packed the tables it names.
             known = unsafe {
                 match launch.metric {
                     MetricArgs::Lcs { word_bits, words, masks, distinct, masks_in_shared, state_len } => {
                         debug_assert!(words as usize <= MAX_LCS_WORDS);
                         emulate_lcs_classes(
-                            launch.token_bytes,
+                            &count,
                             word_bits,
                             words,
-                            self.mirror(Buf::Tokens),
-                            self.mirror(Buf::GroupBase),
-                            self.mirror(Buf::LaneLen),
-                            self.mirror(Buf::Live),
-                            launch.positions,
-                            s.table(plan.rows),
-                            plan.rows_len,
-                            s.table(plan.entry_class),
-                            plan.has_classes,
-                            s.table(symbols.keys),
-                            s.table(symbols.index),
-                            symbols.capacity,
-                            symbols.shift,
                             s.table(masks),
                             distinct,
                             masks_in_shared,
                             state_len,
-                            classes,
-                            self.block_dim,
-                            launch.shared_bytes,
                         )
                     }
                     MetricArgs::Difflib { bucket, b, lb, pos_starts, slots, positions } => emulate_difflib_classes(
-                        launch.token_bytes,
+                        &count,
                         bucket,
-                        self.mirror(Buf::Tokens),
-                        self.mirror(Buf::GroupBase),
-                        self.mirror(Buf::LaneLen),
-                        self.mirror(Buf::Live),
-                        launch.positions,
-                        s.table(plan.rows),
-                        plan.rows_len,
-                        s.table(plan.entry_class),
-                        plan.has_classes,
-                        s.table(symbols.keys),
-                        s.table(symbols.index),
-                        symbols.capacity,
-                        symbols.shift,
                         s.table(b),
                         lb,
                         s.table(pos_starts),
                         slots,
                         s.table(positions),
-                        classes,
-                        self.block_dim,
-                        launch.shared_bytes,
                     ),
                 }
             };

@@ -1,6 +1,8 @@
-"""Shared fixtures, and the oracles (Python's own references, never kato_gpu code)."""
+"""Shared fixtures and helpers, and the oracles (Python's own references, never kato_gpu code)."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
@@ -8,7 +10,17 @@ import pytest
 # here as before.
 from kato_gpu.bench.oracles import brute_force, kato_lcs, prediction_info, ref_difflib, ref_lcs, reference
 
-__all__ = ["brute_force", "kato_lcs", "prediction_info", "ref_difflib", "ref_lcs", "reference"]
+__all__ = ["brute_force", "kato_lcs", "prediction_info", "ref_difflib", "ref_lcs", "reference", "wait_until"]
+
+
+def wait_until(done, timeout: float = 20.0) -> bool:
+    """Polls `done()` until it is true or `timeout` seconds pass; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if done():
+            return True
+        time.sleep(0.01)
+    return done()
 
 
 @pytest.fixture

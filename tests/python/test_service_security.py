@@ -10,7 +10,6 @@ import http.client
 import json
 import os
 import threading
-import time
 import warnings
 from typing import Any, Dict, Iterator, Optional, Tuple
 
@@ -29,20 +28,12 @@ except ImportError:  # `make venv` installs them; CI must never skip these tests
         raise
     pytest.skip("fastapi/httpx/uvicorn are not installed (make venv)", allow_module_level=True)
 
+from conftest import wait_until
 from kato_gpu import GPUConfig, HybridGPUMatcher, SymbolVocabularyEncoder, SyncManager, _native
 from kato_gpu.fastapi import DEFAULT_MAX_BODY_BYTES, TOKEN_ENV, _Coalesced, router
 
 TOKEN = "s3cret-token-for-tests"
 PATTERNS = {f"PTRN|{k:03d}": [["a", f"s{k % 5}"], ["b"]] for k in range(20)}
-
-
-def wait_until(done, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if done():
-            return True
-        time.sleep(0.01)
-    return done()
 
 
 @pytest.fixture

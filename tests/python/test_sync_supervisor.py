@@ -11,19 +11,11 @@ import warnings
 
 import pytest
 
+from conftest import wait_until
 from kato_gpu import GPUConfig, HybridGPUMatcher, SymbolVocabularyEncoder, SyncManager
 from kato_gpu.sync import MAX_CONSECUTIVE_FAILURES
 
 SIMULATED = "simulated sync worker failure"
-
-
-def wait_until(done, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if done():
-            return True
-        time.sleep(0.01)
-    return done()
 
 
 def make(**config) -> HybridGPUMatcher:
