@@ -181,15 +181,19 @@ impl CudaBackend {
     }
 
     /// Pinned host memory of at least `len` elements in `slot`, grown (doubling) when short.
+    /// `write_combined` for memory the host only writes (uploads): faster to fill and to copy,
+    /// but very slow for the host to read, so never for results.
     fn pinned<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
         stream: &Arc<CudaStream>,
         slot: &mut Option<PinnedHostSlice<T>>,
         len: usize,
+        write_combined: bool,
     ) -> Result<*mut T, CudaError> {
         if slot.as_ref().is_none_or(|p| p.len() < len) {
+            let flags = if write_combined { cudarc::driver::sys::CU_MEMHOSTALLOC_WRITECOMBINED } else { 0 };
             // SAFETY: the memory is written before it is read (uploads) or read only where the
             // device wrote it (results).
-            let fresh = unsafe { stream.context().alloc_pinned::<T>(len.next_power_of_two()) }
+            let fresh = unsafe { stream.context().alloc_pinned_with_flags::<T>(len.next_power_of_two(), flags) }
                 .map_err(driver_error("allocating pinned host memory"))?;
             *slot = Some(fresh);
         }
@@ -301,7 +305,7 @@ impl Backend for CudaBackend {
             let offset = at * buf.elem_bytes();
             // Through pinned memory, so the copy is asynchronous: the staging memory is reused
             // only after this stream's wait at the end of the query.
-            let pinned = CudaBackend::pinned(&q.stream, &mut q.staging, data.len())?;
+            let pinned = CudaBackend::pinned(&q.stream, &mut q.staging, data.len(), true)?;
             // SAFETY: `pinned` holds at least data.len() bytes, and no copy from it is in flight.
             let source = unsafe {
                 std::ptr::copy_nonoverlapping(data.as_ptr(), pinned, data.len());
@@ -432,7 +436,7 @@ impl Backend for CudaBackend {
         catch(|| {
             let expected = expected.min(q.capacity.get(&Buf::OutSlots).copied().unwrap_or(0));
             // Layout of the pinned results: [out_len, slots (expected), classes (expected)].
-            let pinned = CudaBackend::pinned(&q.stream, &mut q.results, 1 + 2 * expected)?;
+            let pinned = CudaBackend::pinned(&q.stream, &mut q.results, 1 + 2 * expected, false)?;
             // SAFETY: `pinned` holds 1 + 2 * expected u32; the copies below fill what is read.
             let host = unsafe { std::slice::from_raw_parts_mut(pinned, 1 + 2 * expected) };
             let (len_part, rest) = host.split_at_mut(1);
