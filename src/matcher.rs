@@ -304,6 +304,11 @@ impl Matcher {
             .collect()
     }
 
+    /// Slots below this are the bulk tier (live or removed).
+    pub(crate) fn bulk_end(&self) -> usize {
+        self.bulk_end
+    }
+
     pub fn tiers(&self) -> TierCounts {
         TierCounts { bulk: self.bulk_live, recent: self.store.live_count() - self.bulk_live }
     }
