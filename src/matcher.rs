@@ -253,6 +253,36 @@ impl Matcher {
         }
     }
 
+    /// A matcher holding `store` (every slot live; the first `bulk` in the bulk tier) with the
+    /// name order `ranked` (every slot, in name order): a loaded snapshot. The text names the
+    /// problem if they do not form one.
+    pub(crate) fn restore(
+        metric: Metric,
+        max_pattern_length: Option<usize>,
+        store: PatternStore,
+        ranked: Vec<u32>,
+        bulk: usize,
+    ) -> std::result::Result<Matcher, String> {
+        let n = store.slots();
+        if bulk > n || n as u64 >= u64::from(u32::MAX) {
+            return Err(format!("{bulk} bulk patterns of {n}"));
+        }
+        let mut index = NameIndex::default();
+        index.reserve(n);
+        for slot in 0..n as u32 {
+            let name = store.name(slot);
+            if index.contains(name, &store) {
+                return Err(format!("pattern name {name:?} appears twice"));
+            }
+            index.insert(name, slot);
+        }
+        let order = NameOrder::from_ranked(&store, ranked).ok_or("the name order is not the names' order")?;
+        let mut matcher = Matcher::with_max_pattern_length(metric, max_pattern_length);
+        (matcher.store, matcher.order, matcher.index, matcher.bulk_end, matcher.bulk_live) =
+            (store, order, index, bulk, bulk);
+        Ok(matcher)
+    }
+
     /// A matcher that refuses patterns and states longer than `max_pattern_length`.
     pub fn with_max_pattern_length(metric: Metric, max_pattern_length: Option<usize>) -> Matcher {
         let mut matcher = Matcher::new(metric);

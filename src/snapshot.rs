@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{KatoError, Result};
 use crate::matcher::Matcher;
 use crate::metrics::Metric;
-use crate::store::AnyRun;
+use crate::store::{AnyRun, PatternStore, TokenColumn};
 use crate::vocabulary::Vocabulary;
 
 pub const MAGIC: &[u8; 8] = b"KATOSNAP";
@@ -129,7 +129,7 @@ struct Header {
 }
 
 /// Section names, in file order.
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "vocab_ids",
     "vocab_ends",
     "vocab_text",
@@ -139,6 +139,7 @@ const SECTIONS: [&str; 9] = [
     "tokens",
     "event_offsets",
     "event_lens",
+    "name_order",
 ];
 
 /// What a snapshot holds besides the arrays: what a loader checks a configuration against.
@@ -245,7 +246,7 @@ fn live_runs(matcher: &Matcher) -> Vec<(u32, usize)> {
 }
 
 fn write_sections(w: &mut Writer, vocab: &Vocabulary, matcher: &Matcher) -> std::io::Result<Header> {
-    let (store, _) = matcher.store_and_order();
+    let (store, order) = matcher.store_and_order();
     let runs = live_runs(matcher);
     let live = || runs.iter().flat_map(|&(first, count)| first..first + count as u32);
 
@@ -300,6 +301,17 @@ fn write_sections(w: &mut Writer, vocab: &Vocabulary, matcher: &Matcher) -> std:
         w.u32s(store.event_lens(slot))?;
     }
     w.end_section(SECTIONS[8])?;
+
+    // Every live slot ranked by name (what a promotion's rebuild gives), in the new slot
+    // numbers: a load then needs no sort.
+    let mut new_slot = vec![u32::MAX; store.slots()];
+    for (k, slot) in live().enumerate() {
+        new_slot[slot as usize] = k as u32;
+    }
+    let ranked: Vec<u32> = order.rebuilt(store, store.slots()).ranked().iter().map(|&s| new_slot[s as usize]).collect();
+    debug_assert_eq!(ranked.len(), live().count());
+    w.u32s(&ranked)?;
+    w.end_section(SECTIONS[9])?;
 
     let bulk_end = matcher.bulk_end() as u32;
     let metric = matcher.metric();
@@ -530,50 +542,27 @@ pub fn load(path: &Path) -> Result<(Vocabulary, Matcher, SnapshotInfo)> {
 
     let name_ends = u64s(path, &mut file, &s[3], n)?;
     let name_text = text(path, &mut file, &s[4], &name_ends, "pattern names")?;
-    let offsets = u64s(path, &mut file, &s[5], n + 1)?;
-    let tokens: Vec<u32> = match header.token_width {
-        2 => read_section(path, &mut file, &s[6], 2, header.tokens, |b| {
-            u32::from(u16::from_le_bytes(b.try_into().expect("2 bytes")))
-        })?,
-        4 => u32s(path, &mut file, &s[6], header.tokens)?,
+    let offsets = u64s(path, &mut file, &s[5], n.saturating_add(1))?;
+    let tokens = match header.token_width {
+        2 => TokenColumn::Narrow(read_section(path, &mut file, &s[6], 2, header.tokens, |b| {
+            u16::from_le_bytes(b.try_into().expect("2 bytes"))
+        })?),
+        4 => TokenColumn::Wide(u32s(path, &mut file, &s[6], header.tokens)?),
         w => return Err(corrupt(path, format!("token width {w}"))),
     };
-    let event_offsets = u64s(path, &mut file, &s[7], n + 1)?;
+    let event_offsets = u64s(path, &mut file, &s[7], n.saturating_add(1))?;
     let event_lens = u32s(path, &mut file, &s[8], header.events)?;
+    let ranked = u32s(path, &mut file, &s[9], n)?;
 
     let metric = Metric::from_name(&header.metric, header.autojunk).map_err(|e| corrupt(path, e))?;
-    if header.bulk_patterns > n {
-        return Err(corrupt(path, "more bulk patterns than patterns"));
-    }
-    let names = cut(path, &name_text, &name_ends, "name")?;
+    let store = {
+        let names = cut(path, &name_text, &name_ends, "name")?;
+        PatternStore::from_columns(tokens, offsets, &names, event_lens, event_offsets).map_err(|e| corrupt(path, e))?
+    };
+    drop((name_text, name_ends));
     let bulk = header.bulk_patterns as usize;
-    let layout = |e: KatoError| corrupt(path, e);
-    let mut matcher = Matcher::with_max_pattern_length(metric, None);
-    // Through the learning path: every rule a learn checks holds for a loaded pattern too.
-    let (bulk_events, recent_events) = (event_offsets[bulk] as usize, event_offsets[n as usize] as usize);
-    let (bulk_tokens, recent_tokens) = (offsets[bulk] as usize, offsets[n as usize] as usize);
-    if bulk_events > recent_events || recent_events > event_lens.len() || bulk_tokens > recent_tokens {
-        return Err(corrupt(path, "offsets out of order"));
-    }
-    let rebase = |o: &[u64]| o.iter().map(|&x| x - o[0]).collect::<Vec<u64>>();
-    let part =
-        |lo: usize, hi: usize| -> (Vec<u64>, Vec<u64>) { (rebase(&offsets[lo..=hi]), rebase(&event_offsets[lo..=hi])) };
-    if offsets.windows(2).any(|w| w[0] > w[1]) || event_offsets.windows(2).any(|w| w[0] > w[1]) {
-        return Err(corrupt(path, "offsets decrease"));
-    }
-    if recent_tokens != tokens.len() {
-        return Err(corrupt(path, "offsets do not end at the token count"));
-    }
-    let (o, e) = part(0, bulk);
-    matcher
-        .insert_batch_events(&names[..bulk], &tokens[..bulk_tokens], &o, &event_lens[..bulk_events], &e)
-        .map_err(layout)?;
-    matcher.promote();
-    let (o, e) = part(bulk, n as usize);
-    matcher
-        .insert_batch_events(&names[bulk..], &tokens[bulk_tokens..], &o, &event_lens[bulk_events..recent_events], &e)
-        .map_err(layout)?;
-    matcher.set_max_pattern_length(header.max_pattern_length);
+    let matcher =
+        Matcher::restore(metric, header.max_pattern_length, store, ranked, bulk).map_err(|e| corrupt(path, e))?;
     let info = SnapshotInfo {
         metric,
         max_pattern_length: header.max_pattern_length,
@@ -650,9 +639,23 @@ mod tests {
             for symbols in [40, 70_000] {
                 let (vocab, matcher) = sample(&mut rng, metric, symbols);
                 save(&path, &vocab, &matcher).unwrap();
-                let (v2, m2, info) = load(&path).unwrap();
+                let (v2, mut m2, info) = load(&path).unwrap();
                 assert_eq!(v2, vocab);
                 assert_eq!(info.metric, metric);
+                assert_same(&matcher, &m2, &mut rng, symbols);
+                // Both go on alike: learning (names ranked among the loaded ones), removal,
+                // promotion.
+                let mut matcher = matcher;
+                for k in 0..40 {
+                    let tokens: Vec<u32> = (0..rng.below(6)).map(|_| rng.below(symbols as usize) as u32).collect();
+                    let name = format!("p{}x", rng.below(400));
+                    assert_eq!(matcher.insert(&name, &tokens), m2.insert(&name, &tokens));
+                    let gone = format!("p{}", rng.below(300));
+                    assert_eq!(matcher.remove(&gone), m2.remove(&gone));
+                    if k == 20 {
+                        assert_eq!(matcher.promote(), m2.promote());
+                    }
+                }
                 assert_same(&matcher, &m2, &mut rng, symbols);
             }
         }
