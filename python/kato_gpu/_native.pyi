@@ -38,6 +38,7 @@ __all__ = [
     "cuda_probe",
     "cuda_entry_points",
     "cuda_kernel_source",
+    "_Snapshot",
 ]
 
 __version__: str
