@@ -333,8 +333,11 @@ fn write_sections(w: &mut Writer, vocab: &Vocabulary, matcher: &Matcher) -> std:
 
 /// The temporary file a snapshot of `path` is written to before the rename.
 fn temporary(path: &Path) -> PathBuf {
+    // Unique per save in this process too: two matchers may save to one path at once.
+    static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let save = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}", std::process::id()));
+    name.push(format!(".tmp-{}-{save}", std::process::id()));
     path.with_file_name(name)
 }
 
