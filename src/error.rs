@@ -65,6 +65,14 @@ pub enum KatoError {
     #[error("pattern of {len} symbols is longer than max_pattern_length = {max}")]
     PatternTooLong { len: usize, max: usize },
 
+    /// A snapshot file that cannot be loaded; the text names the file and the problem.
+    #[error("invalid snapshot {0}")]
+    InvalidSnapshot(String),
+
+    /// The text names the file, the operation and the OS error.
+    #[error("snapshot I/O error: {0}")]
+    SnapshotIo(String),
+
     #[error("state of {len} symbols is longer than max_pattern_length = {max}")]
     StateTooLong { len: usize, max: usize },
 }

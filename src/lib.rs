@@ -8,7 +8,8 @@
 //! - `matcher`: the tiered matcher that scans the store on all cores;
 //! - `device`: what the matcher needs from a device tier, and its failure policy;
 //! - `sync`: promotion of the recent tier on its triggers;
-//! - `vocabulary`: the symbol <-> id vocabulary and its crash-safe file store.
+//! - `vocabulary`: the symbol <-> id vocabulary and its crash-safe file store;
+//! - `snapshot`: a matcher and its vocabulary saved to one checksummed file and loaded back.
 //!
 //! `cuda` implements the device tier. The modules are private: what the bindings, benches and
 //! examples use is re-exported below, so code nothing uses shows up as dead.
@@ -27,6 +28,7 @@ mod metrics;
 mod name_index;
 mod ordering;
 mod prediction;
+mod snapshot;
 mod store;
 mod sync;
 mod vocabulary;
@@ -49,6 +51,7 @@ pub use matcher::{query_from_lookup, CandidateNames, Logging, Matcher, Promotion
 pub use metrics::Metric;
 pub use ordering::Matches;
 pub use prediction::{prediction_parts_many, PredictionParts, Weights};
+pub use snapshot::{load as load_snapshot, save as save_snapshot, SnapshotInfo};
 pub use store::MAX_SYMBOL_ID;
 pub use sync::{duration_from_secs, unix_time, SyncManager, SyncSettings, SyncStats};
 pub use vocabulary::{FileStore, Vocabulary, VocabularyDocument};

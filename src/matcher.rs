@@ -253,6 +253,42 @@ impl Matcher {
         }
     }
 
+    /// A matcher holding `store` (every slot live; the first `bulk` in the bulk tier) with the
+    /// name order `ranked` (every slot, in name order): a loaded snapshot. The text names the
+    /// problem if they do not form one.
+    pub(crate) fn restore(
+        metric: Metric,
+        max_pattern_length: Option<usize>,
+        store: PatternStore,
+        ranked: Vec<u32>,
+        bulk: usize,
+    ) -> std::result::Result<Matcher, String> {
+        let n = store.slots();
+        if bulk > n || n as u64 >= u64::from(u32::MAX) {
+            return Err(format!("{bulk} bulk patterns of {n}"));
+        }
+        // The two are independent reads of the store, each mostly cache misses: one core each.
+        let build_index = || {
+            let mut index = NameIndex::default();
+            index.reserve(n);
+            for slot in 0..n as u32 {
+                let name = store.name(slot);
+                if index.contains(name, &store) {
+                    return Err(format!("pattern name {name:?} appears twice"));
+                }
+                index.insert(name, slot);
+            }
+            Ok(index)
+        };
+        let (index, order) = rayon::join(build_index, || NameOrder::from_ranked(&store, ranked));
+        let index = index?;
+        let order = order.ok_or("the name order is not the names' order")?;
+        let mut matcher = Matcher::with_max_pattern_length(metric, max_pattern_length);
+        (matcher.store, matcher.order, matcher.index, matcher.bulk_end, matcher.bulk_live) =
+            (store, order, index, bulk, bulk);
+        Ok(matcher)
+    }
+
     /// A matcher that refuses patterns and states longer than `max_pattern_length`.
     pub fn with_max_pattern_length(metric: Metric, max_pattern_length: Option<usize>) -> Matcher {
         let mut matcher = Matcher::new(metric);
@@ -302,6 +338,11 @@ impl Matcher {
             .filter(|&s| self.store.is_live(s))
             .map(|s| self.store.name(s).to_owned())
             .collect()
+    }
+
+    /// Slots below this are the bulk tier (live or removed).
+    pub(crate) fn bulk_end(&self) -> usize {
+        self.bulk_end
     }
 
     pub fn tiers(&self) -> TierCounts {

@@ -134,6 +134,28 @@ impl NameOrder {
         NameOrder { keys, ranked: merged, unranked: 0, sweep_buffers: Mutex::default() }
     }
 
+    /// The order of a store whose `slots` are all live and ranked by name in `ranked` (as a
+    /// snapshot holds it); `None` unless `ranked` holds every slot once, in name order.
+    pub fn from_ranked(store: &PatternStore, ranked: Vec<u32>) -> Option<NameOrder> {
+        let slots = store.slots();
+        if ranked.len() != slots {
+            return None;
+        }
+        let mut keys = vec![u64::MAX; slots];
+        for (rank, &slot) in ranked.iter().enumerate() {
+            let key = keys.get_mut(slot as usize)?;
+            if *key != u64::MAX {
+                return None;
+            }
+            *key = 2 * (rank as u64 + 1);
+        }
+        // Names are distinct (the index refuses a repeat), so the order is strict.
+        if !ranked.par_windows(2).all(|w| store.name(w[0]) < store.name(w[1])) {
+            return None;
+        }
+        Some(NameOrder { keys, ranked, unranked: 0, sweep_buffers: Mutex::default() })
+    }
+
     /// Follows a compaction of the store (`remap[old] = new slot`, `u32::MAX` when removed).
     pub fn remap(&mut self, remap: &[u32]) {
         let live = remap.iter().filter(|&&s| s != u32::MAX).count();

@@ -16,7 +16,7 @@ impl Token for u16 {}
 impl Token for u32 {}
 
 /// Every pattern's symbols back to back, in the narrowest width that holds them.
-enum TokenColumn {
+pub(crate) enum TokenColumn {
     Narrow(Vec<u16>),
     Wide(Vec<u32>),
 }
@@ -243,6 +243,64 @@ impl PatternStore {
         self.live_count += 1;
         *self.lengths.entry(tokens.len()).or_insert(0) += 1;
         slot
+    }
+
+    /// A store of these columns (as [`PatternStore`] lays them out, `names` one per pattern),
+    /// every slot live: how a snapshot is loaded without re-learning. The text names the first
+    /// layout rule broken; nothing is trusted that could make a later read panic.
+    pub(crate) fn from_columns(
+        tokens: TokenColumn,
+        offsets: Vec<u64>,
+        names: &[&str],
+        event_lens: Vec<u32>,
+        event_offsets: Vec<u64>,
+    ) -> Result<PatternStore, String> {
+        let n = names.len();
+        let token_count = match &tokens {
+            TokenColumn::Narrow(t) => t.len(),
+            TokenColumn::Wide(t) => t.len(),
+        };
+        for (what, offsets, total) in
+            [("offsets", &offsets, token_count), ("event offsets", &event_offsets, event_lens.len())]
+        {
+            if offsets.len() != n + 1 || offsets[0] != 0 || offsets[n] != total as u64 {
+                return Err(format!("{what} do not span their column"));
+            }
+            if offsets.windows(2).any(|w| w[0] > w[1]) {
+                return Err(format!("{what} decrease"));
+            }
+        }
+        if let TokenColumn::Wide(t) = &tokens {
+            if t.iter().any(|&id| id > MAX_SYMBOL_ID) {
+                return Err("a symbol id is out of range".into());
+            }
+        }
+        let mut lengths = BTreeMap::new();
+        for k in 0..n {
+            let len = offsets[k + 1] - offsets[k];
+            let events = &event_lens[event_offsets[k] as usize..event_offsets[k + 1] as usize];
+            if events.iter().map(|&l| u64::from(l)).sum::<u64>() != len {
+                return Err(format!("the events of pattern {k} do not add up to its length"));
+            }
+            *lengths.entry(len as usize).or_insert(0) += 1;
+        }
+        let mut store = PatternStore {
+            tokens,
+            offsets,
+            names: NameSnapshot::default(),
+            live: vec![true; n],
+            live_count: n,
+            event_lens,
+            event_offsets,
+            lengths,
+        };
+        for name in names {
+            if name.is_empty() {
+                return Err("an empty pattern name".into());
+            }
+            store.names.push(name);
+        }
+        Ok(store)
     }
 
     /// Slots `first..first + count` as one contiguous run.

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import warnings
 import weakref
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 from . import _native, cuda
 from .config import GPUConfig
@@ -103,6 +104,47 @@ class HybridGPUMatcher(_native.HybridGPUMatcher):
             config.autojunk,
             "the GPU" if self.use_gpu else f"all CPU cores ({self.gpu_unavailable_reason})",
         )
+
+    @classmethod
+    def load(cls, path: "Union[str, os.PathLike[str]]", config: Optional[GPUConfig] = None) -> "HybridGPUMatcher":
+        """A matcher restored from a snapshot written by ``save``: the same patterns (names,
+        events), tiers and vocabulary ids, so every query answers exactly as the saved matcher's
+        did. Its encoder is a new in-memory ``SymbolVocabularyEncoder`` holding the saved
+        vocabulary.
+
+        ``config`` defaults to ``GPUConfig()`` with the snapshot's ``metric``, ``autojunk`` and
+        ``max_pattern_length``; a given one must have the snapshot's ``metric`` and ``autojunk``
+        (``ValueError`` otherwise). A truncated or damaged file, or one of another format
+        version, raises ``ValueError`` naming the problem; a missing file ``FileNotFoundError``.
+        """
+        snapshot = _native._Snapshot(path)
+        if config is None:
+            config = dataclasses.replace(
+                GPUConfig(),
+                metric=snapshot.metric,
+                autojunk=snapshot.autojunk,
+                max_pattern_length=snapshot.max_pattern_length,
+            )
+        config = _checked_config(config)
+        if (config.metric, config.autojunk) != (snapshot.metric, snapshot.autojunk):
+            raise ValueError(
+                f"the snapshot was saved with metric={snapshot.metric!r} autojunk={snapshot.autojunk}, "
+                f"the config has metric={config.metric!r} autojunk={config.autojunk}"
+            )
+        encoder = SymbolVocabularyEncoder()
+        encoder._restore_snapshot(snapshot)
+        matcher = cls.__new__(cls, encoder, config)
+        # Before __init__, which attaches the GPU: the device mirrors the restored bulk tier.
+        matcher._restore_snapshot(snapshot)
+        matcher.__init__(encoder, config)
+        logger.info(
+            "loaded snapshot %s: %d patterns (%d in the bulk tier), %d symbols",
+            os.fspath(path),
+            snapshot.patterns,
+            snapshot.bulk_patterns,
+            snapshot.symbols,
+        )
+        return matcher
 
     def _attach_gpu(self, config: GPUConfig) -> Optional[str]:
         """Attaches the GPU tier when the configuration asks for it and a device can be used;

@@ -12,7 +12,7 @@ impl From<KatoError> for PyErr {
         match err {
             // The device failed, or another encoder holds the vocabulary file: not the caller's values.
             KatoError::DeviceLost(_) | KatoError::StoreLocked(_) => PyRuntimeError::new_err(err.to_string()),
-            KatoError::StoreIo(_) => PyOSError::new_err(err.to_string()),
+            KatoError::StoreIo(_) | KatoError::SnapshotIo(_) => PyOSError::new_err(err.to_string()),
             // Every other core error is a caller's mistake with the values passed.
             _ => PyValueError::new_err(err.to_string()),
         }

@@ -312,6 +312,50 @@ impl PyMatcher {
         Ok(PyMatcher { inner, vocab, encoder: encoder.unbind(), sync: Mutex::new(None) })
     }
 
+    // ---------------------------------------------------------------- snapshots
+
+    /// Writes this matcher and its encoder's vocabulary to `path` (atomically: a temporary file
+    /// in the same directory, synced, renamed over `path`). A consistent point in time: learning
+    /// (and removal) waits while the file is written, queries go on.
+    fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
+        unlocked(py, || {
+            guard(|| {
+                // The learn lock first, as a learn takes it: the vocabulary and the patterns
+                // are then from the same moment.
+                self.vocab.hold(|vocab| Ok(crate::snapshot::save(&path, vocab, &self.read())?))
+            })
+        })?
+    }
+
+    /// Takes the matcher of a snapshot (`HybridGPUMatcher.load`, before a GPU is attached):
+    /// this matcher must be empty and of the snapshot's metric; it keeps its own
+    /// `max_pattern_length` for later learning.
+    fn _restore_snapshot(&self, py: Python<'_>, snapshot: &Bound<'_, super::snapshot::PySnapshot>) -> PyResult<()> {
+        let mut restored = snapshot.get().take_matcher()?;
+        unlocked(py, || {
+            guard(|| {
+                let mut matcher = self.write();
+                if !matcher.is_empty() || matcher.device_status().active {
+                    return Err(PyValueError::new_err(
+                        "a snapshot can only be restored into an empty matcher without a GPU",
+                    ));
+                }
+                if matcher.metric() != restored.metric() {
+                    return Err(PyValueError::new_err(format!(
+                        "the snapshot was saved with metric {:?} (autojunk={}), not {:?} (autojunk={})",
+                        restored.metric().name(),
+                        matches!(restored.metric(), Metric::Difflib { autojunk: true }),
+                        matcher.metric().name(),
+                        matches!(matcher.metric(), Metric::Difflib { autojunk: true }),
+                    )));
+                }
+                restored.set_max_pattern_length(matcher.max_pattern_length());
+                *matcher = restored;
+                Ok(())
+            })
+        })?
+    }
+
     /// The vocabulary this matcher's ids come from.
     #[getter]
     fn encoder(&self, py: Python<'_>) -> Py<PyVocabulary> {

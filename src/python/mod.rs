@@ -14,6 +14,7 @@ mod lifecycle;
 mod matcher;
 mod metrics;
 mod predictions;
+mod snapshot;
 mod sync;
 mod vocabulary;
 
@@ -29,6 +30,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     vocabulary::register(m)?;
     matcher::register(m)?;
     sync::register(m)?;
+    snapshot::register(m)?;
     cuda::register(m)?;
     Ok(())
 }

@@ -109,6 +109,19 @@ impl SharedVocabulary {
         f(&self.read())
     }
 
+    /// Takes `vocab` (a loaded snapshot's) as this vocabulary, which must be empty and in
+    /// memory only (a stored vocabulary would disagree with its store). Call with the GIL
+    /// released.
+    pub fn restore(&self, vocab: Vocabulary) -> PyResult<()> {
+        let _learning = lock(&self.learn);
+        if !matches!(self.store, Store::Memory) || !self.read().is_empty() {
+            return Err(PyValueError::new_err("a snapshot can only be restored into an empty in-memory encoder"));
+        }
+        *self.write() = vocab;
+        lock(&self.py_symbols).forget_from(0);
+        Ok(())
+    }
+
     fn forget_from(&self, first: u32) {
         self.write().truncate(first);
         lock(&self.py_symbols).forget_from(first);
@@ -415,6 +428,13 @@ impl PyVocabulary {
             py_symbols: Mutex::new(PyStrings::default()),
         };
         Ok(PyVocabulary { shared: Arc::new(shared) })
+    }
+
+    /// Takes the vocabulary of a snapshot (`HybridGPUMatcher.load`); this encoder must be
+    /// empty and in memory only.
+    fn _restore_snapshot(&self, py: Python<'_>, snapshot: &Bound<'_, super::snapshot::PySnapshot>) -> PyResult<()> {
+        let vocab = snapshot.get().take_vocabulary()?;
+        unlocked(py, || guard(|| self.shared.restore(vocab)))?
     }
 
     /// Number of symbols in the vocabulary.

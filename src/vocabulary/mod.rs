@@ -278,6 +278,26 @@ impl Vocabulary {
             + self.collisions.values().map(|v| v.capacity() * std::mem::size_of::<u32>()).sum::<usize>()
     }
 
+    /// A vocabulary of `symbols` with the ascending `ids` (one each) and `next_id` (above every
+    /// id), as a snapshot holds it; the text names the problem if they do not form one.
+    pub fn from_parts(ids: &[u32], symbols: &[&str], next_id: u32) -> std::result::Result<Vocabulary, String> {
+        if ids.len() != symbols.len() {
+            return Err(format!("{} ids for {} symbols", ids.len(), symbols.len()));
+        }
+        let mut vocab = Vocabulary::new();
+        vocab.text.reserve(symbols.iter().map(|s| s.len()).sum());
+        vocab.ends.reserve(symbols.len());
+        vocab.index.reserve(symbols.len());
+        for (&id, symbol) in ids.iter().zip(symbols) {
+            vocab.load_one(id, symbol)?;
+        }
+        if next_id < vocab.next_id || next_id > MAX_SYMBOL_ID.saturating_add(1) {
+            return Err(format!("next_id {next_id} is not above every id"));
+        }
+        vocab.next_id = next_id;
+        Ok(vocab)
+    }
+
     /// The stored layout of this vocabulary.
     pub fn document(&self) -> VocabularyDocument {
         VocabularyDocument {
