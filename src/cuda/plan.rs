@@ -69,6 +69,14 @@ impl SymbolHash {
     }
 }
 
+/// The state's distinct symbol ids, ascending.
+fn distinct_ids(state: &[u32]) -> impl Iterator<Item = u32> {
+    let mut ids = state.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.into_iter()
+}
+
 /// Arguments of an `lcs_classes_*` launch for one state.
 pub struct LcsTables {
     pub symbols: SymbolHash,
@@ -99,10 +107,7 @@ impl LcsTables {
         for (k, &s) in state.iter().enumerate() {
             masks[symbols.slot(s) as usize * row_words + k / 32] |= 1 << (k % 32);
         }
-        let mut ids: Vec<u32> = state.to_vec();
-        ids.sort_unstable();
-        ids.dedup();
-        let hash = SymbolHash::new(ids.iter().map(|&id| (id, symbols.slot(id) as u16)), distinct);
+        let hash = SymbolHash::new(distinct_ids(state).map(|id| (id, symbols.slot(id) as u16)), distinct);
         let masks_in_shared = symbol_table_bytes(hash.keys.len()) + masks.len() * 4 <= SHARED_TABLE_BYTES;
         Some(LcsTables {
             symbols: hash,
@@ -140,12 +145,9 @@ impl DifflibTables {
         let bucket = *DIFFLIB_BUCKETS.iter().find(|&&b| b >= state.len())?;
         let index = BIndex::new(state, autojunk);
         let distinct = index.symbols.distinct();
-        let mut ids: Vec<u32> = state.to_vec();
-        ids.sort_unstable();
-        ids.dedup();
         let hash = SymbolHash::new(
-            ids.iter()
-                .map(|&id| (id, index.symbols.slot(id)))
+            distinct_ids(state)
+                .map(|id| (id, index.symbols.slot(id)))
                 .filter(|&(_, slot)| slot != QuerySymbols::NONE)
                 .map(|(id, slot)| (id, slot as u16)),
             distinct,

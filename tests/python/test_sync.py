@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_until
 from kato_gpu import GPUConfig, HybridGPUMatcher, SymbolVocabularyEncoder, SyncManager
 
 STRESS_SECONDS = float(os.environ.get("KATO_GPU_STRESS_SECONDS", "20"))
@@ -29,15 +30,6 @@ def make(threshold: int = 50, interval: int = 3600, background: bool = False, me
 def learn(matcher, names):
     for name in names:
         assert matcher.add_new_pattern(name, [["a", "b"], [name[-1]]])
-
-
-def wait_until(condition, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def sync_threads() -> int:
