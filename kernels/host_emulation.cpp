@@ -115,10 +115,9 @@ void emulate_launch(unsigned grid, unsigned block_dim, size_t shared_bytes, Kern
 
 unsigned blocks_for(unsigned positions, unsigned block_dim) { return (positions + block_dim - 1) / block_dim; }
 
-typedef void (*LcsKernel32)(const void*, const u64*, const u32*, const u8*, u32, const u32*, u32, const u32*, u32,
-                            const u32*, const u16*, u32, u32, const u32*, u32, u32, u32, u32*);
-typedef void (*LcsKernel64)(const void*, const u64*, const u32*, const u8*, u32, const u32*, u32, const u32*, u32,
-                            const u32*, const u16*, u32, u32, const u64*, u32, u32, u32, u32*);
+// Every count kernel's signature (COUNT_ENTRY in match.cu).
+typedef void (*CountKernel)(const void*, const u64*, const u32*, const u8*, u32, const u32*, const StateHeader*, u32,
+                            u32*);
 
 }  // namespace
 
@@ -145,8 +144,8 @@ extern "C" const char* emulate_take_failure() {
     return taken.c_str();
 }
 
-// What every count launch passes: the patterns, the plan, the symbol table, the output and the
-// geometry (src/cuda/emulated.rs declares the same struct, #[repr(C)]).
+// What every count launch passes: the patterns, the batch's tables and headers, the output and
+// the geometry (src/cuda/emulated.rs declares the same struct, #[repr(C)]).
 struct EmulatedCount {
     u32 token_bytes;
     const void* tokens;
@@ -154,87 +153,71 @@ struct EmulatedCount {
     const u32* lane_len;
     const u8* live;
     u32 positions;
-    const u32* rows;
-    u32 rows_len;
-    const u32* entry_class;
-    u32 has_classes;
-    const u32* keys;
-    const u16* index;
-    u32 capacity;
-    u32 shift;
+    const u32* tables;
+    const StateHeader* headers;
+    u32 states;
     u32* classes;
     u32 block_dim;
     u32 shared_bytes;
 };
 
-// The lcs_classes_* kernel for (token bytes, word bits, words); false when none is compiled.
-extern "C" bool emulate_lcs_classes(const EmulatedCount* c, u32 word_bits, u32 words, const void* masks, u32 distinct,
-                                    u32 masks_in_shared, u32 state_len) {
-    LcsKernel32 narrow = nullptr;
-    LcsKernel64 wide = nullptr;
-    bool u16_tokens = c->token_bytes == 2;
-    if (word_bits == 32 && words == 1) narrow = u16_tokens ? lcs_classes_u16_w32x1 : lcs_classes_u32_w32x1;
-    if (word_bits == 64) {
-        switch (words) {
-        case 1: wide = u16_tokens ? lcs_classes_u16_w64x1 : lcs_classes_u32_w64x1; break;
-        case 2: wide = u16_tokens ? lcs_classes_u16_w64x2 : lcs_classes_u32_w64x2; break;
-        case 4: wide = u16_tokens ? lcs_classes_u16_w64x4 : lcs_classes_u32_w64x4; break;
-        case 8: wide = u16_tokens ? lcs_classes_u16_w64x8 : lcs_classes_u32_w64x8; break;
-        case 16: wide = u16_tokens ? lcs_classes_u16_w64x16 : lcs_classes_u32_w64x16; break;
-        default: break;
-        }
-    }
-    if ((!narrow && !wide) || (c->token_bytes != 2 && c->token_bytes != 4)) return false;
-    emulate_launch(blocks_for(c->positions, c->block_dim), c->block_dim, c->shared_bytes, [&] {
-        if (narrow) {
-            narrow(c->tokens, c->group_base, c->lane_len, c->live, c->positions, c->rows, c->rows_len, c->entry_class,
-                   c->has_classes, c->keys, c->index, c->capacity, c->shift, (const u32*)masks, distinct,
-                   masks_in_shared, state_len, c->classes);
-        } else {
-            wide(c->tokens, c->group_base, c->lane_len, c->live, c->positions, c->rows, c->rows_len, c->entry_class,
-                 c->has_classes, c->keys, c->index, c->capacity, c->shift, (const u64*)masks, distinct,
-                 masks_in_shared, state_len, c->classes);
-        }
-    });
-    return true;
-}
+namespace {
 
-// The difflib_classes_* kernel for (token bytes, bucket); false when none is compiled.
-extern "C" bool emulate_difflib_classes(const EmulatedCount* c, u32 bucket, const u32* b, u32 lb,
-                                        const u32* pos_starts, u32 slots, const u16* positions_in_b) {
-    typedef void (*Kernel)(const void*, const u64*, const u32*, const u8*, u32, const u32*, u32, const u32*, u32,
-                           const u32*, const u16*, u32, u32, const u32*, u32, const u32*, u32, const u16*, u32*);
-    Kernel kernel = nullptr;
-    bool u16_tokens = c->token_bytes == 2;
-    switch (bucket) {
-    case 32: kernel = u16_tokens ? difflib_classes_u16_b32 : difflib_classes_u32_b32; break;
-    case 64: kernel = u16_tokens ? difflib_classes_u16_b64 : difflib_classes_u32_b64; break;
-    case 128: kernel = u16_tokens ? difflib_classes_u16_b128 : difflib_classes_u32_b128; break;
-    case 256: kernel = u16_tokens ? difflib_classes_u16_b256 : difflib_classes_u32_b256; break;
-    default: break;
-    }
-    if (!kernel || (c->token_bytes != 2 && c->token_bytes != 4)) return false;
-    emulate_launch(blocks_for(c->positions, c->block_dim), c->block_dim, c->shared_bytes, [&] {
-        kernel(c->tokens, c->group_base, c->lane_len, c->live, c->positions, c->rows, c->rows_len, c->entry_class,
-               c->has_classes, c->keys, c->index, c->capacity, c->shift, b, lb, pos_starts, slots, positions_in_b,
+// Runs a count kernel with CUDA's batched geometry: `states` blocks per run of positions.
+bool emulate_count(const EmulatedCount* c, CountKernel narrow, CountKernel wide) {
+    if (c->token_bytes != 2 && c->token_bytes != 4) return false;
+    CountKernel kernel = c->token_bytes == 2 ? narrow : wide;
+    if (!kernel || c->states == 0) return false;
+    emulate_launch(c->states * blocks_for(c->positions, c->block_dim), c->block_dim, c->shared_bytes, [&] {
+        kernel(c->tokens, c->group_base, c->lane_len, c->live, c->positions, c->tables, c->headers, c->states,
                c->classes);
     });
     return true;
 }
 
-extern "C" void emulate_class_histogram(const u32* classes, u32 positions, u32 buckets, u32* histogram, u32 grid,
-                                        u32 block_dim, u32 shared_bytes) {
-    emulate_launch(grid, block_dim, shared_bytes, [&] { class_histogram(classes, positions, buckets, histogram); });
+}  // namespace
+
+// The lcs_classes_* kernel for (token bytes, word bits, words); false when none is compiled.
+extern "C" bool emulate_lcs_classes(const EmulatedCount* c, u32 word_bits, u32 words) {
+    if (word_bits == 32 && words == 1) return emulate_count(c, lcs_classes_u16_w32x1, lcs_classes_u32_w32x1);
+    if (word_bits != 64) return false;
+    switch (words) {
+    case 1: return emulate_count(c, lcs_classes_u16_w64x1, lcs_classes_u32_w64x1);
+    case 2: return emulate_count(c, lcs_classes_u16_w64x2, lcs_classes_u32_w64x2);
+    case 4: return emulate_count(c, lcs_classes_u16_w64x4, lcs_classes_u32_w64x4);
+    case 8: return emulate_count(c, lcs_classes_u16_w64x8, lcs_classes_u32_w64x8);
+    case 16: return emulate_count(c, lcs_classes_u16_w64x16, lcs_classes_u32_w64x16);
+    default: return false;
+    }
 }
 
-extern "C" void emulate_choose_cutoff(const u32* histogram, u32 buckets, u32 limit, u32* cutoff, u32 block_dim,
+// The difflib_classes_* kernel for (token bytes, bucket); false when none is compiled.
+extern "C" bool emulate_difflib_classes(const EmulatedCount* c, u32 bucket) {
+    switch (bucket) {
+    case 32: return emulate_count(c, difflib_classes_u16_b32, difflib_classes_u32_b32);
+    case 64: return emulate_count(c, difflib_classes_u16_b64, difflib_classes_u32_b64);
+    case 128: return emulate_count(c, difflib_classes_u16_b128, difflib_classes_u32_b128);
+    case 256: return emulate_count(c, difflib_classes_u16_b256, difflib_classes_u32_b256);
+    default: return false;
+    }
+}
+
+// `grid_per_state` blocks stride over each state's positions.
+extern "C" void emulate_class_histogram(const u32* classes, u32 positions, const StateHeader* headers, u32 states,
+                                        u32* control, u32 grid_per_state, u32 block_dim, u32 shared_bytes) {
+    emulate_launch(states * grid_per_state, block_dim, shared_bytes,
+                   [&] { class_histogram(classes, positions, headers, states, control); });
+}
+
+extern "C" void emulate_choose_cutoff(const StateHeader* headers, u32* control, u32 limit, u32 states, u32 block_dim,
                                       u32 shared_bytes) {
-    emulate_launch(1, block_dim, shared_bytes, [&] { choose_cutoff(histogram, buckets, limit, cutoff); });
+    emulate_launch(states, block_dim, shared_bytes, [&] { choose_cutoff(headers, control, limit); });
 }
 
-extern "C" void emulate_select_candidates(const u32* classes, const u32* lane_slot, u32 positions, const u32* cutoff,
-                                          u32 limited, u32* out_slots, u32* out_classes, u32* out_len, u32 block_dim) {
-    emulate_launch(blocks_for(positions, block_dim), block_dim, 0, [&] {
-        select_candidates(classes, lane_slot, positions, cutoff, limited, out_slots, out_classes, out_len);
+extern "C" void emulate_select_candidates(const u32* classes, const u32* lane_slot, u32 positions,
+                                          const StateHeader* headers, u32 states, u32* control, u32* out_slots,
+                                          u32* out_classes, u32 block_dim) {
+    emulate_launch(states * blocks_for(positions, block_dim), block_dim, 0, [&] {
+        select_candidates(classes, lane_slot, positions, headers, states, control, out_slots, out_classes);
     });
 }

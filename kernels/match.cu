@@ -18,22 +18,34 @@
 // has_classes == 0), or KATO_NO_CLASS; the host turns classes back into similarities with the
 // same plan the CPU tiers use, so both agree bit for bit.
 //
-// Per query: count kernel -> [class_histogram -> choose_cutoff] (with a result limit) ->
-// select_candidates, which appends (slot, class) for every class up to the cut-off: the best k
-// and everything tied with the k-th.
+// Per batch of states: count kernel -> [class_histogram -> choose_cutoff] (with a result limit)
+// -> select_candidates, which appends (slot, class) for every class up to the cut-off: the best
+// k and everything tied with the k-th. One query is a batch of one.
+//
+// Batches: a launch scores `states` states (one kernel variant: the host groups states by it)
+// over the same patterns. Block b works on state b % states and on the b / states-th run of
+// positions, so the blocks of all states that read the same patterns are adjacent in launch
+// order, run side by side, and share their tokens through L2: the tokens stream from device
+// memory about once per batch instead of once per state. State s has its own header
+// (StateHeader: where its tables are in `tables`), classes and outputs at s * positions, and
+// control block at s * KATO_CONTROL_WORDS ([out_len, cutoff, -, -, histogram], zeroed by the
+// host before the batch).
 //
 // Shared memory: every kernel uses only the dynamic block `kato_shared` (sized by the host at
 // launch), never a static __shared__ array, so the host emulation (kernels/host_emulation.h)
 // can hand each emulated block fresh, poisoned shared memory and catch a missing barrier.
 //
 // The limits (KATO_MAX_LCS_WORDS, KATO_MAX_DIFFLIB_STATE, KATO_MAX_THREADS_PER_BLOCK,
-// KATO_HISTOGRAM_CLASSES) and sentinels (KATO_NO_CLASS, KATO_OVER_LIMIT, KATO_NO_SLOT,
+// KATO_HISTOGRAM_CLASSES), the header and control layouts (KATO_STATE_HEADER_WORDS,
+// KATO_CONTROL_*) and sentinels (KATO_NO_CLASS, KATO_OVER_LIMIT, KATO_NO_SLOT,
 // KATO_NO_SYMBOL) are defined once, in src/cuda/limits.rs, which prepends them to this file.
 // Every kernel is __launch_bounds__(KATO_MAX_THREADS_PER_BLOCK, 1): any configured block size
 // launches, and ", 1" keeps ptxas from squeezing registers for two 1024-thread blocks per SM.
 #if !defined(KATO_MAX_LCS_WORDS) || !defined(KATO_MAX_DIFFLIB_STATE) || !defined(KATO_MAX_THREADS_PER_BLOCK) \
     || !defined(KATO_HISTOGRAM_CLASSES) || !defined(KATO_NO_CLASS) || !defined(KATO_OVER_LIMIT) \
-    || !defined(KATO_NO_SLOT) || !defined(KATO_NO_SYMBOL)
+    || !defined(KATO_NO_SLOT) || !defined(KATO_NO_SYMBOL) || !defined(KATO_STATE_HEADER_WORDS) \
+    || !defined(KATO_CONTROL_OUT_LEN) || !defined(KATO_CONTROL_CUTOFF) \
+    || !defined(KATO_CONTROL_HISTOGRAM) || !defined(KATO_CONTROL_WORDS)
 #error "kernel limits missing: this file is compiled with the #define block of src/cuda/limits.rs in front"
 #endif
 // The largest kernels instantiated below (64-bit x 16 words, bucket 256) are these limits.
@@ -67,6 +79,31 @@ struct Plan {
     const u32* entry_class;
     u32 has_classes;
 };
+
+// A state's part of a count launch (src/cuda/tier.rs writes the same layout): word offsets into
+// the batch's `tables` and the state's scalars. `buckets` is its histogram's bucket count (0:
+// no top-k on the device for this state: every passing position is selected). `metric` is, for
+// LCS: masks, distinct, masks_in_shared, state_len; for difflib: b, lb, pos_starts, slots,
+// positions.
+struct StateHeader {
+    u32 rows, rows_len, entry_class, has_classes;
+    u32 keys, index, capacity, shift;
+    u32 buckets;
+    u32 metric[7];
+};
+static_assert(sizeof(StateHeader) == 4 * KATO_STATE_HEADER_WORDS, "StateHeader is KATO_STATE_HEADER_WORDS words");
+
+// What block blockIdx.x of a batched launch works on (see "Batches" above).
+struct BatchBlock {
+    u32 state, run;
+};
+__device__ __forceinline__ BatchBlock kato_batch_block(u32 states) {
+    return BatchBlock{blockIdx.x % states, blockIdx.x / states};
+}
+
+__device__ __forceinline__ Plan kato_plan(const u32* tables, const StateHeader& h) {
+    return Plan{tables + h.rows, h.rows_len, tables + h.entry_class, h.has_classes};
+}
 
 // The state's distinct symbols as an open-addressing table: keys[h] is a symbol id or
 // KATO_NO_SYMBOL (empty), index[h] its row in the metric's tables. Capacity is a power of two
@@ -128,8 +165,9 @@ struct Work {
 // Claims this thread's position: false when there is nothing to score — past the positions, or
 // its output is already written: KATO_OVER_LIMIT when the launch is past the kernel's limit,
 // KATO_NO_CLASS when the pattern cannot pass.
-__device__ __forceinline__ bool kato_claim(const Patterns& p, const Plan& plan, bool over_limit, u32* classes, Work* w) {
-    w->pos = blockIdx.x * blockDim.x + threadIdx.x;
+__device__ __forceinline__ bool kato_claim(const Patterns& p, const Plan& plan, u32 run, bool over_limit, u32* classes,
+                                           Work* w) {
+    w->pos = run * blockDim.x + threadIdx.x;
     if (w->pos >= p.positions) return false;
     if (over_limit) {  // the host picked too small a kernel: refuse, never overrun its arrays
         classes[w->pos] = KATO_OVER_LIMIT;
@@ -175,12 +213,19 @@ __device__ __forceinline__ void lcs_step(W (&v)[WORDS], const W* __restrict__ ma
 // `masks_in_shared` (the host decides: they fit its shared-memory budget); otherwise the rows
 // are read from global memory, where they stay in L1/L2.
 template <typename T, typename W, int WORDS>
-__device__ __forceinline__ void lcs_classes(
-    Patterns p, Plan plan,
-    const u32* __restrict__ keys, const u16* __restrict__ index, u32 capacity, u32 shift,
-    const W* __restrict__ masks, u32 distinct, u32 masks_in_shared, u32 state_len,
-    u32* __restrict__ classes)
+__device__ __forceinline__ void lcs_classes(Patterns p, const u32* __restrict__ tables,
+                                            const StateHeader* __restrict__ headers, u32 states,
+                                            u32* __restrict__ all_classes)
 {
+    const BatchBlock batch = kato_batch_block(states);
+    const StateHeader h = headers[batch.state];
+    const Plan plan = kato_plan(tables, h);
+    const u32 capacity = h.capacity, shift = h.shift;
+    const u32* keys = tables + h.keys;
+    const u16* index = (const u16*)(tables + h.index);
+    const W* masks = (const W*)(tables + h.metric[0]);
+    const u32 distinct = h.metric[1], masks_in_shared = h.metric[2], state_len = h.metric[3];
+    u32* classes = all_classes + (u64)batch.state * p.positions;
     u32* keys_s;
     u16* index_s;
     W* masks_s = (W*)kato_load_symbols(keys, index, capacity, &keys_s, &index_s);
@@ -191,7 +236,7 @@ __device__ __forceinline__ void lcs_classes(
 
     const u32 bits = 8 * sizeof(W);
     Work work;
-    if (!kato_claim(p, plan, state_len > bits * WORDS, classes, &work)) return;
+    if (!kato_claim(p, plan, batch.run, state_len > bits * WORDS, classes, &work)) return;
     const u32 len = work.len, lane = work.lane;
     const u64 base = work.base;
     W v[WORDS];
@@ -227,15 +272,14 @@ __device__ __forceinline__ void lcs_classes(
     classes[work.pos] = kato_class(plan, len, work.least, matches);
 }
 
-#define LCS_ENTRY(NAME, T, W, WORDS)                                                                              \
+// Every count kernel takes the same arguments: the mirror, the batch's tables, its states'
+// headers (in `tables` too) and the classes of every state.
+#define COUNT_ENTRY(NAME, BODY)                                                                                   \
     ENTRY NAME(const void* tokens, const u64* group_base, const u32* lane_len, const u8* live, u32 positions,      \
-               const u32* rows, u32 rows_len, const u32* entry_class, u32 has_classes, const u32* keys,            \
-               const u16* index, u32 capacity, u32 shift, const W* masks, u32 distinct, u32 masks_in_shared,        \
-               u32 state_len, u32* classes) {                                                                     \
-        lcs_classes<T, W, WORDS>(Patterns{tokens, group_base, lane_len, live, positions},                          \
-                                 Plan{rows, rows_len, entry_class, has_classes}, keys, index, capacity, shift,      \
-                                 masks, distinct, masks_in_shared, state_len, classes);                            \
+               const u32* tables, const StateHeader* headers, u32 states, u32* classes) {                         \
+        BODY(Patterns{tokens, group_base, lane_len, live, positions}, tables, headers, states, classes);           \
     }
+#define LCS_ENTRY(NAME, T, W, WORDS) COUNT_ENTRY(NAME, (lcs_classes<T, W, WORDS>))
 
 LCS_ENTRY(lcs_classes_u16_w32x1, u16, u32, 1)
 LCS_ENTRY(lcs_classes_u16_w64x1, u16, u64, 1)
@@ -260,12 +304,22 @@ LCS_ENTRY(lcs_classes_u32_w64x16, u32, u64, 16)
 // pos_starts[slots + 1] (u32) and positions[] (u16): pos_starts[s] .. pos_starts[s + 1] are the
 // ascending positions in b of indexed symbol s.
 template <typename T, int LB>
-__device__ __forceinline__ void difflib_classes(
-    Patterns p, Plan plan,
-    const u32* __restrict__ keys, const u16* __restrict__ index, u32 capacity, u32 shift,
-    const u32* __restrict__ b_global, u32 lb, const u32* __restrict__ starts_global, u32 slots,
-    const u16* __restrict__ positions_global, u32* __restrict__ classes)
+__device__ __forceinline__ void difflib_classes(Patterns p, const u32* __restrict__ tables,
+                                                const StateHeader* __restrict__ headers, u32 states,
+                                                u32* __restrict__ all_classes)
 {
+    const BatchBlock batch = kato_batch_block(states);
+    const StateHeader h = headers[batch.state];
+    const Plan plan = kato_plan(tables, h);
+    const u32 capacity = h.capacity, shift = h.shift;
+    const u32* keys = tables + h.keys;
+    const u16* index = (const u16*)(tables + h.index);
+    const u32* b_global = tables + h.metric[0];
+    const u32 lb = h.metric[1];
+    const u32* starts_global = tables + h.metric[2];
+    const u32 slots = h.metric[3];
+    const u16* positions_global = (const u16*)(tables + h.metric[4]);
+    u32* classes = all_classes + (u64)batch.state * p.positions;
     u32* keys_s;
     u16* index_s;
     u32* b = (u32*)kato_load_symbols(keys, index, capacity, &keys_s, &index_s);
@@ -278,7 +332,7 @@ __device__ __forceinline__ void difflib_classes(
     __syncthreads();
 
     Work work;
-    if (!kato_claim(p, plan, lb > LB, classes, &work)) return;
+    if (!kato_claim(p, plan, batch.run, lb > LB, classes, &work)) return;
     const u32 la = work.len, lane = work.lane;
     const u64 base = work.base;
 
@@ -346,15 +400,7 @@ __device__ __forceinline__ void difflib_classes(
     classes[work.pos] = kato_class(plan, la, work.least, total);
 }
 
-#define DIFFLIB_ENTRY(NAME, T, LB)                                                                                \
-    ENTRY NAME(const void* tokens, const u64* group_base, const u32* lane_len, const u8* live, u32 positions,      \
-               const u32* rows, u32 rows_len, const u32* entry_class, u32 has_classes, const u32* keys,            \
-               const u16* index, u32 capacity, u32 shift, const u32* b, u32 lb, const u32* pos_starts, u32 slots,  \
-               const u16* positions_in_b, u32* classes) {                                                         \
-        difflib_classes<T, LB>(Patterns{tokens, group_base, lane_len, live, positions},                            \
-                               Plan{rows, rows_len, entry_class, has_classes}, keys, index, capacity, shift, b, lb, \
-                               pos_starts, slots, positions_in_b, classes);                                       \
-    }
+#define DIFFLIB_ENTRY(NAME, T, LB) COUNT_ENTRY(NAME, (difflib_classes<T, LB>))
 
 DIFFLIB_ENTRY(difflib_classes_u16_b32, u16, 32)
 DIFFLIB_ENTRY(difflib_classes_u16_b64, u16, 64)
@@ -366,17 +412,24 @@ DIFFLIB_ENTRY(difflib_classes_u32_b128, u32, 128)
 DIFFLIB_ENTRY(difflib_classes_u32_b256, u32, 256)
 
 // ---------------------------------------------------------------------------------------------
-// Top-k: how many positions fall in each class, for the first `buckets - 1` classes, the last
-// bucket counting every class past them. Counters live in shared memory per block
-// (`buckets` u32), flushed to `histogram` with one atomic per non-zero bucket; the grid strides
-// over the positions. KATO_OVER_LIMIT is not counted: it always reaches the host (see
-// select_candidates), which then answers the query on the CPU.
-ENTRY class_histogram(const u32* __restrict__ classes, u32 positions, u32 buckets, u32* __restrict__ histogram) {
+// Top-k: how many positions of each state fall in each class, for the first `buckets - 1`
+// classes, the last bucket counting every class past them (`buckets` from the state's header;
+// 0: the state has no top-k on the device, and is skipped). Counters live in shared memory
+// per block (`buckets` u32), flushed to the state's histogram with one atomic per non-zero
+// bucket; the blocks of a state stride over its positions. KATO_OVER_LIMIT is not counted: it
+// always reaches the host (see select_candidates), which then answers that state on the CPU.
+ENTRY class_histogram(const u32* __restrict__ all_classes, u32 positions, const StateHeader* __restrict__ headers,
+                      u32 states, u32* __restrict__ all_control) {
+    const BatchBlock batch = kato_batch_block(states);
+    const u32* classes = all_classes + (u64)batch.state * positions;
+    const u32 buckets = headers[batch.state].buckets;
+    u32* histogram = all_control + batch.state * KATO_CONTROL_WORDS + KATO_CONTROL_HISTOGRAM;
     u32* counts = (u32*)kato_shared;
-    if (buckets == 0 || buckets > KATO_HISTOGRAM_CLASSES + 1) return;  // the host sized no more
+    if (buckets == 0 || buckets > KATO_HISTOGRAM_CLASSES + 1) return;  // no top-k, or more than the host sized
     for (u32 b = threadIdx.x; b < buckets; b += blockDim.x) counts[b] = 0;
     __syncthreads();
-    for (u32 pos = blockIdx.x * blockDim.x + threadIdx.x; pos < positions; pos += gridDim.x * blockDim.x) {
+    const u32 stride = gridDim.x / states * blockDim.x;
+    for (u32 pos = batch.run * blockDim.x + threadIdx.x; pos < positions; pos += stride) {
         u32 c = classes[pos];
         if (c == KATO_NO_CLASS || c == KATO_OVER_LIMIT) continue;
         atomicAdd(&counts[c < buckets - 1 ? c : buckets - 1], 1u);
@@ -387,12 +440,18 @@ ENTRY class_histogram(const u32* __restrict__ classes, u32 positions, u32 bucket
     }
 }
 
-// One block: the last class the best `limit` positions need, written to *cutoff — the first
-// class at which the running count reaches `limit` — or KATO_NO_CLASS (every class) when fewer
-// than `limit` positions pass or the count reaches it only in the overflow bucket. Each thread
-// sums a run of buckets, a block-wide inclusive scan (Hillis-Steele, in shared memory: blockDim
-// u64) finds the thread whose run crosses `limit`, and that thread walks its run.
-ENTRY choose_cutoff(const u32* __restrict__ histogram, u32 buckets, u32 limit, u32* __restrict__ cutoff) {
+// One block per state (blockIdx.x): the last class the state's best `limit` positions need,
+// written to its cut-off word — the first class at which the running count reaches `limit` — or
+// KATO_NO_CLASS (every class) when fewer than `limit` positions pass or the count reaches it
+// only in the overflow bucket. Each thread sums a run of buckets, a block-wide inclusive scan
+// (Hillis-Steele, in shared memory: blockDim u64) finds the thread whose run crosses `limit`,
+// and that thread walks its run.
+ENTRY choose_cutoff(const StateHeader* __restrict__ headers, u32* __restrict__ all_control, u32 limit) {
+    u32* control = all_control + blockIdx.x * KATO_CONTROL_WORDS;
+    const u32 buckets = headers[blockIdx.x].buckets;
+    const u32* histogram = control + KATO_CONTROL_HISTOGRAM;
+    u32* cutoff = control + KATO_CONTROL_CUTOFF;
+    if (buckets == 0) return;  // no top-k for this state
     u64* partial = (u64*)kato_shared;
     u32 t = threadIdx.x, n = blockDim.x;
     u32 per = (buckets + n - 1) / n;
@@ -421,18 +480,22 @@ ENTRY choose_cutoff(const u32* __restrict__ histogram, u32 buckets, u32 limit, u
     }
 }
 
-// Appends (slot, class) of every position whose class is at most the cut-off (*cutoff when
-// `limited`, every class otherwise) at an atomically claimed index; order is arbitrary, the
-// host orders. A KATO_OVER_LIMIT always goes: the host then discards the device's answer.
-ENTRY select_candidates(const u32* __restrict__ classes, const u32* __restrict__ lane_slot, u32 positions,
-                        const u32* __restrict__ cutoff, u32 limited, u32* __restrict__ out_slots,
-                        u32* __restrict__ out_classes, u32* __restrict__ out_len) {
-    u32 pos = blockIdx.x * blockDim.x + threadIdx.x;
+// Appends (slot, class) of every position of a state whose class is at most the state's cut-off
+// (every class when it has no top-k) to its outputs, at an atomically claimed index; order is
+// arbitrary, the host orders. A KATO_OVER_LIMIT always goes: the host then discards that state's
+// answer.
+ENTRY select_candidates(const u32* __restrict__ all_classes, const u32* __restrict__ lane_slot, u32 positions,
+                        const StateHeader* __restrict__ headers, u32 states, u32* __restrict__ all_control, u32* __restrict__ all_out_slots,
+                        u32* __restrict__ all_out_classes) {
+    const BatchBlock batch = kato_batch_block(states);
+    u32 pos = batch.run * blockDim.x + threadIdx.x;
     if (pos >= positions) return;
-    u32 c = classes[pos];
+    const u64 first = (u64)batch.state * positions;
+    u32 c = all_classes[first + pos];
     if (c == KATO_NO_CLASS) return;
-    if (limited && c > *cutoff && c != KATO_OVER_LIMIT) return;
-    u32 at = atomicAdd(out_len, 1u);
-    out_slots[at] = lane_slot[pos];
-    out_classes[at] = c;
+    u32* control = all_control + batch.state * KATO_CONTROL_WORDS;
+    if (headers[batch.state].buckets != 0 && c > control[KATO_CONTROL_CUTOFF] && c != KATO_OVER_LIMIT) return;
+    u32 at = atomicAdd(&control[KATO_CONTROL_OUT_LEN], 1u);
+    all_out_slots[first + at] = lane_slot[pos];
+    all_out_classes[first + at] = c;
 }

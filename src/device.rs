@@ -53,18 +53,17 @@ pub trait DeviceMirror: Send + Sync {
     fn kill(&mut self, slot: usize) -> Result<(), DeviceError>;
     fn reset(&mut self);
     fn mirrored(&self) -> usize;
-    /// The candidates of the mirrored slots `[0, upto)` that pass `plan` (with `limit`, those of
-    /// the best classes holding at least `limit` of them), or `None` when the state does not fit
-    /// the device or `upto` is not a slot count the mirror has had since its last reset (the
-    /// caller scores those slots on the CPU).
-    fn query(
+    /// For each `(state, plan)`: the candidates of the mirrored slots `[0, upto)` that pass
+    /// `plan` (with `limit`, those of the best classes holding at least `limit` of them), or
+    /// `None` when the state does not fit the device or `upto` is not a slot count the mirror
+    /// has had since its last reset (the caller scores those slots on the CPU).
+    fn query_batch(
         &self,
         metric: Metric,
-        state: &[u32],
-        plan: &QueryPlan,
+        queries: &[(&[u32], &QueryPlan)],
         limit: Option<usize>,
         upto: usize,
-    ) -> Result<Option<Vec<Candidate>>, DeviceError>;
+    ) -> Result<Vec<Option<Vec<Candidate>>>, DeviceError>;
     fn capacity_info(&self) -> CapacityInfo;
 }
 
@@ -190,29 +189,47 @@ impl DeviceLink {
         limit: Option<usize>,
         upto: usize,
     ) -> Result<DevicePart, String> {
-        let cpu_only = DevicePart { candidates: Vec::new(), cpu_from: 0 };
+        let mut parts = self.query_batch(metric, &[(state, plan)], limit, upto)?;
+        Ok(parts.pop().expect("one part per query"))
+    }
+
+    /// [`DeviceLink::query`] for many `(state, plan)` pairs, scored together on the device:
+    /// part `k` for pair `k`.
+    pub fn query_batch(
+        &self,
+        metric: Metric,
+        queries: &[(&[u32], &QueryPlan)],
+        limit: Option<usize>,
+        upto: usize,
+    ) -> Result<Vec<DevicePart>, String> {
+        let cpu_only = || queries.iter().map(|_| DevicePart { candidates: Vec::new(), cpu_from: 0 }).collect();
         let tier = self.read();
         let Some(t) = tier.as_ref() else {
             if self.lost.load(Relaxed) && !self.fallback_to_cpu {
                 let last = self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 return Err(last.unwrap_or_else(|| "the GPU tier was lost".to_string()));
             }
-            return Ok(cpu_only);
+            return Ok(cpu_only());
         };
         let outcome = if self.fail_next_query.swap(false, Relaxed) {
             Err(DeviceError { kind: "driver", message: "CUDA driver error: simulated device failure".to_string() })
         } else {
-            t.query(metric, state, plan, limit, upto)
+            t.query_batch(metric, queries, limit, upto)
         };
         match outcome {
-            Ok(Some(candidates)) => {
-                self.gpu_queries.fetch_add(1, Relaxed);
-                Ok(DevicePart { candidates, cpu_from: upto })
-            }
-            Ok(None) => {
-                self.long_state_cpu_queries.fetch_add(1, Relaxed);
-                Ok(cpu_only)
-            }
+            Ok(answers) => Ok(answers
+                .into_iter()
+                .map(|answer| match answer {
+                    Some(candidates) => {
+                        self.gpu_queries.fetch_add(1, Relaxed);
+                        DevicePart { candidates, cpu_from: upto }
+                    }
+                    None => {
+                        self.long_state_cpu_queries.fetch_add(1, Relaxed);
+                        DevicePart { candidates: Vec::new(), cpu_from: 0 }
+                    }
+                })
+                .collect()),
             Err(e) => {
                 let message = e.to_string();
                 drop(tier);
@@ -222,7 +239,7 @@ impl DeviceLink {
                     self.fail(&mut tier, e);
                 }
                 if self.fallback_to_cpu {
-                    Ok(cpu_only)
+                    Ok(cpu_only())
                 } else {
                     Err(message)
                 }

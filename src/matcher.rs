@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rayon::prelude::*;
 
-use crate::device::{DeviceLink, DeviceMirror, DeviceStatus};
+use crate::device::{DeviceLink, DeviceMirror, DevicePart, DeviceStatus};
 use crate::error::{KatoError, Result};
 use crate::kpi::Kpis;
 use crate::metrics::{self, Metric, PreparedQuery, Scorer, SimilarityRule};
@@ -99,6 +99,35 @@ pub struct QueryOptions {
     /// Only these patterns may be returned (`None`: every pattern). Names not stored are ignored.
     pub candidates: Option<CandidateNames>,
     pub rule: SimilarityRule,
+}
+
+/// A query's plan and its prepared scorer: what the CPU needs to score any range of slots.
+struct PendingQuery {
+    plan: QueryPlan,
+    prepared: PreparedQuery,
+}
+
+impl PendingQuery {
+    fn new(matcher: &Matcher, state: &[u32], threshold: f64, rule: SimilarityRule) -> PendingQuery {
+        PendingQuery {
+            plan: QueryPlan::with_rule(state.len(), threshold, matcher.store.lengths(), rule),
+            prepared: matcher.metric.prepare(state),
+        }
+    }
+
+    /// The candidates of `slots` on the CPU (see [`Matcher::scan`]).
+    fn scan(
+        &self,
+        matcher: &Matcher,
+        limit: Option<usize>,
+        slots: std::ops::Range<usize>,
+        mask: Option<&SlotMask>,
+    ) -> Vec<Vec<Candidate>> {
+        match &self.prepared {
+            PreparedQuery::Difflib(q) => matcher.scan(q, &self.plan, limit, slots, mask),
+            PreparedQuery::Lcs(q) => matcher.scan(q, &self.plan, limit, slots, mask),
+        }
+    }
 }
 
 impl QueryOptions {
@@ -669,7 +698,7 @@ impl Matcher {
         options.rule.check(self.metric)?;
         let started = Instant::now();
         let mask = options.candidates.as_ref().map(|names| self.candidate_mask(names));
-        let plan = QueryPlan::with_rule(state.len(), threshold, self.store.lengths(), options.rule);
+        let query = PendingQuery::new(self, state, threshold, options.rule);
         // The device keeps the best classes holding `limit` of its patterns (classes follow
         // `options.rule`); with candidates that selection could drop patterns this query returns.
         let device_limit = if mask.is_none() { limit } else { None };
@@ -677,21 +706,33 @@ impl Matcher {
         // not answer (a state too long for it, a failure), the CPU scans its part afterwards.
         let on_device = self.device.mirrored();
         let mask = mask.as_ref();
-        let prepared = self.metric.prepare(state);
-        let scan = |slots: std::ops::Range<usize>| match &prepared {
-            PreparedQuery::Difflib(q) => self.scan(q, &plan, limit, slots, mask),
-            PreparedQuery::Lcs(q) => self.scan(q, &plan, limit, slots, mask),
-        };
-        let (device, mut parts) = rayon::join(
+        let (device, parts) = rayon::join(
             || {
                 let started = Instant::now();
-                let device = self.device.query(self.metric, state, &plan, device_limit, on_device);
+                let device = self.device.query(self.metric, state, &query.plan, device_limit, on_device);
                 (device, started.elapsed())
             },
-            || scan(on_device..self.store.slots()),
+            || query.scan(self, limit, on_device..self.store.slots(), mask),
         );
         let (device, device_time) = device;
         let device = device.map_err(KatoError::DeviceLost)?;
+        Ok(self.finish_query(&query, device, device_time, parts, on_device, limit, mask, started))
+    }
+
+    /// The rest of a query once the device answered: the CPU scans what the device did not
+    /// score, the parts are merged in result order, and the query is counted.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_query(
+        &self,
+        query: &PendingQuery,
+        device: DevicePart,
+        device_time: std::time::Duration,
+        mut parts: Vec<Vec<Candidate>>,
+        on_device: usize,
+        limit: Option<usize>,
+        mask: Option<&SlotMask>,
+        started: Instant,
+    ) -> Matches {
         if self.logging.kernel_timing && device.cpu_from > 0 {
             log::info!(
                 "device part of a query: {} patterns scored on the GPU in {:.3} ms",
@@ -700,19 +741,19 @@ impl Matcher {
             );
         }
         if device.cpu_from < on_device {
-            parts.extend(scan(device.cpu_from..on_device));
+            parts.extend(query.scan(self, limit, device.cpu_from..on_device, mask));
         }
         let mut from_device = device.candidates;
         if let Some(m) = mask {
             from_device.retain(|c| m.contains(c.slot));
         }
         parts.push(from_device);
-        let hits = plan.finish(parts, limit, &self.store, &self.order);
+        let hits = query.plan.finish(parts, limit, &self.store, &self.order);
         let histogram = if device.cpu_from > 0 { &self.kpis.gpu_query_duration } else { &self.kpis.cpu_query_duration };
         histogram.observe(started.elapsed());
         self.kpis.queries.fetch_add(1, Relaxed);
         self.kpis.patterns_matched.fetch_add(hits.len() as u64, Relaxed);
-        Ok(hits)
+        hits
     }
 
     /// KATO's prediction info of each hit of a query (see
@@ -725,14 +766,45 @@ impl Matcher {
         crate::prediction::prediction_infos(hits.len(), |k| self.store.tokens(hits.slots[k]), request)
     }
 
-    /// [`Matcher::query`] for many states; states are spread over the cores.
+    /// [`Matcher::query`] for many states. With a device tier the states are scored there
+    /// together (see [`DeviceLink::query_batch`]) while the cores scan the rest for every
+    /// state; without one, the states are spread over the cores.
     pub fn query_batch(&self, states: &[Vec<u32>], threshold: f64, limit: Option<usize>) -> Result<Vec<Matches>> {
         metrics::validate_threshold(threshold)?;
         // Refused before any state is scored, so a bad batch counts no query.
         if let Some(longest) = states.iter().map(Vec::len).max() {
             self.check_state_len(longest)?;
         }
-        states.par_iter().map(|state| self.query(state, threshold, limit)).collect()
+        let on_device = self.device.mirrored();
+        if on_device == 0 || states.len() < 2 {
+            return states.par_iter().map(|state| self.query(state, threshold, limit)).collect();
+        }
+        let started = Instant::now();
+        let queries: Vec<PendingQuery> =
+            states.iter().map(|state| PendingQuery::new(self, state, threshold, SimilarityRule::default())).collect();
+        let pairs: Vec<(&[u32], &QueryPlan)> = states.iter().zip(&queries).map(|(s, q)| (&s[..], &q.plan)).collect();
+        let (device, scans) = rayon::join(
+            || {
+                let started = Instant::now();
+                (self.device.query_batch(self.metric, &pairs, limit, on_device), started.elapsed())
+            },
+            || {
+                queries
+                    .par_iter()
+                    .map(|query| query.scan(self, limit, on_device..self.store.slots(), None))
+                    .collect::<Vec<_>>()
+            },
+        );
+        let (device, device_time) = device;
+        let device = device.map_err(KatoError::DeviceLost)?;
+        Ok(queries
+            .par_iter()
+            .zip(device)
+            .zip(scans)
+            .map(|((query, part), parts)| {
+                self.finish_query(query, part, device_time, parts, on_device, limit, None, started)
+            })
+            .collect())
     }
 
     fn check_state_len(&self, len: usize) -> Result<()> {

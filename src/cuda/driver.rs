@@ -30,10 +30,11 @@ use cudarc::nvrtc::Ptx;
 use super::device;
 use super::error::{catch, CudaError};
 use super::limits::SHARED_TABLE_BYTES;
+use super::limits::{CONTROL_OUT_LEN, CONTROL_WORDS};
 use super::nvrtc::{self, KernelImage};
 use super::tier::{
-    histogram_shared_bytes, Backend, Buf, CountLaunch, MetricArgs, Words, CUTOFF, CUTOFF_SHARED_BYTES, CUTOFF_THREADS,
-    HISTOGRAM, OUT_LEN, QUERY_STREAMS,
+    histogram_shared_bytes, Backend, BatchLaunch, Buf, CountLaunch, Words, CUTOFF_SHARED_BYTES, CUTOFF_THREADS,
+    QUERY_STREAMS,
 };
 use super::{entry_points, MAX_THREADS_PER_BLOCK};
 
@@ -159,9 +160,11 @@ impl CudaBackend {
         })
     }
 
-    fn config(&self, positions: u32, shared_bytes: u32) -> LaunchConfig {
+    /// A launch over `positions` positions of each of `states` states (the batched geometry of
+    /// kernels/match.cu: `states` blocks per run of positions).
+    fn config(&self, positions: u32, states: u32, shared_bytes: u32) -> LaunchConfig {
         LaunchConfig {
-            grid_dim: (positions.div_ceil(self.threads_per_block).max(1), 1, 1),
+            grid_dim: (positions.div_ceil(self.threads_per_block).max(1) * states, 1, 1),
             block_dim: (self.threads_per_block, 1, 1),
             shared_mem_bytes: shared_bytes,
         }
@@ -296,6 +299,16 @@ impl Backend for CudaBackend {
         })
     }
 
+    fn release_scratch(&mut self) {
+        for q in &self.queries {
+            let q = &mut *q.lock().unwrap_or_else(|e| e.into_inner());
+            for buf in [Buf::Classes, Buf::OutSlots, Buf::OutClasses] {
+                q.buffers.remove(&buf);
+                q.capacity.remove(&buf);
+            }
+        }
+    }
+
     fn write_scratch(&self, stream: usize, buf: Buf, at: usize, data: &[u8]) -> Result<(), CudaError> {
         if data.is_empty() {
             return Ok(());
@@ -330,117 +343,113 @@ impl Backend for CudaBackend {
     fn launch_count(&self, stream: usize, launch: &CountLaunch) -> Result<(), CudaError> {
         let q = self.query(stream);
         catch(|| {
-            let name = launch.kernel();
+            let name = launch.kernel_name();
             let kernel = self.kernel(&name)?;
             if launch.shared_bytes as usize > SHARED_TABLE_BYTES {
                 return Err(CudaError::Driver(format!("{name} asks for {} B of shared memory", launch.shared_bytes)));
             }
-            let cfg = self.config(launch.positions, launch.shared_bytes);
-            let (p, s) = (launch.plan, launch.symbols);
-            let patterns = [
+            let cfg = self.config(launch.positions, launch.states, launch.shared_bytes);
+            let addresses = [
                 self.mirror(&q, Buf::Tokens)?,
                 self.mirror(&q, Buf::GroupBase)?,
                 self.mirror(&q, Buf::LaneLen)?,
                 self.mirror(&q, Buf::Live)?,
             ];
-            let (rows, entry_class, keys, index) =
-                (q.table(p.rows)?, q.table(p.entry_class)?, q.table(s.keys)?, q.table(s.index)?);
-            let classes = q.address(Buf::Classes, 0)?;
+            let (tables, headers, classes) =
+                (q.address(Buf::Tables, 0)?, q.table(launch.headers)?, q.address(Buf::Classes, 0)?);
             let mut args = q.stream.launch_builder(kernel);
-            for address in &patterns {
+            for address in &addresses {
                 args.arg(address);
             }
-            args.arg(&launch.positions).arg(&rows).arg(&p.rows_len).arg(&entry_class).arg(&p.has_classes);
-            args.arg(&keys).arg(&index).arg(&s.capacity).arg(&s.shift);
-            let tables: [u64; 3];
-            let scalars: [u32; 3];
-            match launch.metric {
-                MetricArgs::Lcs { masks, distinct, masks_in_shared, state_len, .. } => {
-                    tables = [q.table(masks)?, 0, 0];
-                    scalars = [distinct, masks_in_shared, state_len];
-                    args.arg(&tables[0]).arg(&scalars[0]).arg(&scalars[1]).arg(&scalars[2]);
-                }
-                MetricArgs::Difflib { b, lb, pos_starts, slots, positions, .. } => {
-                    tables = [q.table(b)?, q.table(pos_starts)?, q.table(positions)?];
-                    scalars = [lb, slots, 0];
-                    args.arg(&tables[0]).arg(&scalars[0]).arg(&tables[1]).arg(&scalars[1]).arg(&tables[2]);
-                }
-            }
-            args.arg(&classes);
-            // SAFETY: argument order and types follow the LCS_ENTRY / DIFFLIB_ENTRY signatures
-            // in kernels/match.cu (pointers passed as their 64-bit addresses); the tier sized
-            // every buffer for `positions` and packed every table it names.
+            args.arg(&launch.positions).arg(&tables).arg(&headers).arg(&launch.states).arg(&classes);
+            // SAFETY: argument order and types follow COUNT_ENTRY in kernels/match.cu (pointers
+            // passed as their 64-bit addresses); the tier sized the classes for every state's
+            // positions and packed every table the headers name.
             unsafe { args.launch(cfg) }.map_err(driver_error("launching a count kernel"))?;
             Ok(())
         })
     }
 
-    fn launch_histogram(&self, stream: usize, positions: u32, buckets: u32) -> Result<(), CudaError> {
+    fn launch_histogram(&self, stream: usize, batch: &BatchLaunch) -> Result<(), CudaError> {
         let q = self.query(stream);
         catch(|| {
             let kernel = self.kernel("class_histogram")?;
-            let mut cfg = self.config(positions, histogram_shared_bytes(buckets));
-            cfg.grid_dim.0 = cfg.grid_dim.0.min(HISTOGRAM_BLOCKS_PER_SM * self.multiprocessors).max(1);
-            let (classes, histogram) = (q.address(Buf::Classes, 0)?, q.address(Buf::Control, HISTOGRAM)?);
+            // Each state's blocks stride over its positions: enough blocks to fill the device.
+            let per_state = batch
+                .positions
+                .div_ceil(self.threads_per_block)
+                .min((HISTOGRAM_BLOCKS_PER_SM * self.multiprocessors).div_ceil(batch.states))
+                .max(1);
+            let mut cfg = self.config(batch.positions, batch.states, histogram_shared_bytes(batch.buckets));
+            cfg.grid_dim.0 = per_state * batch.states;
+            let (classes, headers, control) =
+                (q.address(Buf::Classes, 0)?, q.table(batch.headers)?, q.address(Buf::Control, 0)?);
             let mut args = q.stream.launch_builder(kernel);
-            args.arg(&classes).arg(&positions).arg(&buckets).arg(&histogram);
-            // SAFETY: as above, for `class_histogram`; the control block holds `buckets` counters.
+            args.arg(&classes).arg(&batch.positions).arg(&headers).arg(&batch.states).arg(&control);
+            // SAFETY: as above, for `class_histogram`; each control block holds its counters.
             unsafe { args.launch(cfg) }.map_err(driver_error("launching class_histogram"))?;
             Ok(())
         })
     }
 
-    fn launch_cutoff(&self, stream: usize, buckets: u32, limit: u32) -> Result<(), CudaError> {
+    fn launch_cutoff(&self, stream: usize, batch: &BatchLaunch, limit: u32) -> Result<(), CudaError> {
         let q = self.query(stream);
         catch(|| {
             let kernel = self.kernel("choose_cutoff")?;
             let cfg = LaunchConfig {
-                grid_dim: (1, 1, 1),
+                grid_dim: (batch.states, 1, 1),
                 block_dim: (CUTOFF_THREADS, 1, 1),
                 shared_mem_bytes: CUTOFF_SHARED_BYTES,
             };
-            let (histogram, cutoff) = (q.address(Buf::Control, HISTOGRAM)?, q.address(Buf::Control, CUTOFF)?);
+            let (headers, control) = (q.table(batch.headers)?, q.address(Buf::Control, 0)?);
             let mut args = q.stream.launch_builder(kernel);
-            args.arg(&histogram).arg(&buckets).arg(&limit).arg(&cutoff);
+            args.arg(&headers).arg(&control).arg(&limit);
             // SAFETY: as above, for `choose_cutoff`.
             unsafe { args.launch(cfg) }.map_err(driver_error("launching choose_cutoff"))?;
             Ok(())
         })
     }
 
-    fn launch_select(&self, stream: usize, positions: u32, limited: bool) -> Result<(), CudaError> {
+    fn launch_select(&self, stream: usize, batch: &BatchLaunch) -> Result<(), CudaError> {
         let q = self.query(stream);
         catch(|| {
             let kernel = self.kernel("select_candidates")?;
-            let cfg = self.config(positions, 0);
+            let cfg = self.config(batch.positions, batch.states, 0);
             let addresses = [
                 q.address(Buf::Classes, 0)?,
                 self.mirror(&q, Buf::LaneSlot)?,
-                q.address(Buf::Control, CUTOFF)?,
+                q.table(batch.headers)?,
+                q.address(Buf::Control, 0)?,
                 q.address(Buf::OutSlots, 0)?,
                 q.address(Buf::OutClasses, 0)?,
-                q.address(Buf::Control, OUT_LEN)?,
             ];
-            let limited = u32::from(limited);
             let mut args = q.stream.launch_builder(kernel);
-            args.arg(&addresses[0]).arg(&addresses[1]).arg(&positions).arg(&addresses[2]).arg(&limited);
+            args.arg(&addresses[0]).arg(&addresses[1]).arg(&batch.positions).arg(&addresses[2]).arg(&batch.states);
             args.arg(&addresses[3]).arg(&addresses[4]).arg(&addresses[5]);
-            // SAFETY: as above, for `select_candidates`; the outputs hold one entry per position.
+            // SAFETY: as above, for `select_candidates`; the outputs hold one entry per position
+            // and state.
             unsafe { args.launch(cfg) }.map_err(driver_error("launching select_candidates"))?;
             Ok(())
         })
     }
 
-    fn read_results(&self, stream: usize, expected: usize) -> Result<(Vec<u32>, Vec<u32>), CudaError> {
+    fn read_results(
+        &self,
+        stream: usize,
+        batch: &BatchLaunch,
+        expected: usize,
+    ) -> Result<Vec<(Vec<u32>, Vec<u32>)>, CudaError> {
         let q = &mut *self.query(stream);
         catch(|| {
-            let expected = expected.min(q.capacity.get(&Buf::OutSlots).copied().unwrap_or(0));
-            // Layout of the pinned results: [out_len, slots (expected), classes (expected)].
-            let pinned = CudaBackend::pinned(&q.stream, &mut q.results, 1 + 2 * expected, false)?;
-            // SAFETY: `pinned` holds 1 + 2 * expected u32; the copies below fill what is read.
-            let host = unsafe { std::slice::from_raw_parts_mut(pinned, 1 + 2 * expected) };
-            let (len_part, rest) = host.split_at_mut(1);
-            let (slots_part, classes_part) = rest.split_at_mut(expected);
+            let (states, positions) = (batch.states as usize, batch.positions as usize);
+            let expected = expected.min(positions);
+            // Layout of the pinned results: [out_len (states), then per state slots (expected),
+            // classes (expected)].
+            let words = states * (1 + 2 * expected);
+            let pinned = CudaBackend::pinned(&q.stream, &mut q.results, words, false)?;
+            // SAFETY: `pinned` holds `words` u32; the copies below fill what is read.
+            let host = unsafe { std::slice::from_raw_parts_mut(pinned, words) };
+            let (lens, pairs) = host.split_at_mut(states);
             let stream = &q.stream;
             let copy = |from: &CudaSlice<u8>, at: usize, to: &mut [u32]| -> Result<(), CudaError> {
                 if to.is_empty() {
@@ -454,24 +463,36 @@ impl Backend for CudaBackend {
             };
             let (control, out_slots, out_classes) =
                 (q.buffer(Buf::Control)?, q.buffer(Buf::OutSlots)?, q.buffer(Buf::OutClasses)?);
-            copy(control, OUT_LEN, len_part)?;
-            copy(out_slots, 0, slots_part)?;
-            copy(out_classes, 0, classes_part)?;
-            // The query's one wait.
-            stream.synchronize().map_err(driver_error("waiting for the device"))?;
-            let len = len_part[0] as usize;
-            let first = len.min(expected);
-            let (mut slots, mut classes) = (slots_part[..first].to_vec(), classes_part[..first].to_vec());
-            if len > expected {
-                // More than one round trip's worth (no limit, or many ties): a second copy.
-                let (mut more_slots, mut more_classes) = (vec![0u32; len - expected], vec![0u32; len - expected]);
-                copy(out_slots, expected, &mut more_slots)?;
-                copy(out_classes, expected, &mut more_classes)?;
-                stream.synchronize().map_err(driver_error("waiting for the device"))?;
-                slots.append(&mut more_slots);
-                classes.append(&mut more_classes);
+            for (state, (len, pair)) in lens.iter_mut().zip(pairs.chunks_mut(2 * expected.max(1))).enumerate() {
+                copy(control, state * CONTROL_WORDS + CONTROL_OUT_LEN, std::slice::from_mut(len))?;
+                let (slots, classes) = pair.split_at_mut(expected.min(pair.len()));
+                copy(out_slots, state * positions, slots)?;
+                copy(out_classes, state * positions, classes)?;
             }
-            Ok((slots, classes))
+            // The batch's one wait.
+            stream.synchronize().map_err(driver_error("waiting for the device"))?;
+            let mut results = Vec::with_capacity(states);
+            let mut more = Vec::new();
+            for (state, &len) in lens.iter().enumerate() {
+                let (len, pair) = (len as usize, &pairs[state * 2 * expected..(state + 1) * 2 * expected]);
+                let first = len.min(expected);
+                results.push((pair[..first].to_vec(), pair[expected..expected + first].to_vec()));
+                if len > expected {
+                    // More than one round trip's worth (no limit, or many ties): a second copy.
+                    let (mut slots, mut classes) = (vec![0u32; len - expected], vec![0u32; len - expected]);
+                    copy(out_slots, state * positions + expected, &mut slots)?;
+                    copy(out_classes, state * positions + expected, &mut classes)?;
+                    more.push((state, slots, classes));
+                }
+            }
+            if !more.is_empty() {
+                stream.synchronize().map_err(driver_error("waiting for the device"))?;
+                for (state, mut slots, mut classes) in more {
+                    results[state].0.append(&mut slots);
+                    results[state].1.append(&mut classes);
+                }
+            }
+            Ok(results)
         })
     }
 }

@@ -9,47 +9,32 @@ use std::ffi::CStr;
 use std::sync::{Condvar, Mutex};
 
 use super::error::CudaError;
-use super::limits::{DIFFLIB_BUCKETS, MAX_LCS_WORDS};
+use super::limits::{CONTROL_OUT_LEN, CONTROL_WORDS, DIFFLIB_BUCKETS};
 use super::tier::{
-    histogram_shared_bytes, Backend, Buf, CountLaunch, MetricArgs, Words, CUTOFF, CUTOFF_SHARED_BYTES, CUTOFF_THREADS,
-    HISTOGRAM, OUT_LEN, QUERY_STREAMS,
+    histogram_shared_bytes, Backend, BatchLaunch, Buf, CountKernel, CountLaunch, Words, CUTOFF_SHARED_BYTES,
+    CUTOFF_THREADS, QUERY_STREAMS,
 };
 
 extern "C" {
     fn emulate_set_schedule(skip_barrier_line: i32, reverse: i32);
     fn emulate_take_failure() -> *const std::ffi::c_char;
-    fn emulate_lcs_classes(
-        count: *const EmulatedCount,
-        word_bits: u32,
-        words: u32,
-        masks: *const u32,
-        distinct: u32,
-        masks_in_shared: u32,
-        state_len: u32,
-    ) -> bool;
-    fn emulate_difflib_classes(
-        count: *const EmulatedCount,
-        bucket: u32,
-        b: *const u32,
-        lb: u32,
-        pos_starts: *const u32,
-        slots: u32,
-        positions_in_b: *const u16,
-    ) -> bool;
+    fn emulate_lcs_classes(count: *const EmulatedCount, word_bits: u32, words: u32) -> bool;
+    fn emulate_difflib_classes(count: *const EmulatedCount, bucket: u32) -> bool;
     fn emulate_class_histogram(
         classes: *const u32,
         positions: u32,
-        buckets: u32,
-        histogram: *mut u32,
-        grid: u32,
+        headers: *const u32,
+        states: u32,
+        control: *mut u32,
+        grid_per_state: u32,
         block_dim: u32,
         shared_bytes: u32,
     );
     fn emulate_choose_cutoff(
-        histogram: *const u32,
-        buckets: u32,
+        headers: *const u32,
+        control: *mut u32,
         limit: u32,
-        cutoff: *mut u32,
+        states: u32,
         block_dim: u32,
         shared_bytes: u32,
     );
@@ -57,11 +42,11 @@ extern "C" {
         classes: *const u32,
         lane_slot: *const u32,
         positions: u32,
-        cutoff: *const u32,
-        limited: u32,
+        headers: *const u32,
+        states: u32,
+        control: *mut u32,
         out_slots: *mut u32,
         out_classes: *mut u32,
-        out_len: *mut u32,
         block_dim: u32,
     );
 }
@@ -75,14 +60,9 @@ struct EmulatedCount {
     lane_len: *const u32,
     live: *const u8,
     positions: u32,
-    rows: *const u32,
-    rows_len: u32,
-    entry_class: *const u32,
-    has_classes: u32,
-    keys: *const u32,
-    index: *const u16,
-    capacity: u32,
-    shift: u32,
+    tables: *const u32,
+    headers: *const u32,
+    states: u32,
     classes: *mut u32,
     block_dim: u32,
     shared_bytes: u32,
@@ -121,6 +101,8 @@ pub struct EmulatedBackend {
     /// Count launches name a kernel too small for the state (a host that disagrees with the
     /// kernels about their limits), to exercise the kernels' guards through the tier.
     pub over_limit_launches: bool,
+    /// The states of each count launch so far, in order (what the batch tests read).
+    pub count_launches: Mutex<Vec<u32>>,
     /// Test hook: each query waits, before its results, until this many queries are inside the
     /// device at once (10 s at most, then its read fails): proof that queries overlap.
     pub meet: Option<usize>,
@@ -142,6 +124,7 @@ impl EmulatedBackend {
             launches_before_failure: None,
             launches: Mutex::new(0),
             over_limit_launches: false,
+            count_launches: Mutex::new(Vec::new()),
             meet: None,
             in_flight: Mutex::new((0, false)),
             arrivals: Condvar::new(),
@@ -183,6 +166,14 @@ impl Scratch {
 
     fn ptr_mut<T>(&mut self, buf: Buf) -> *mut T {
         self.buffers.get_mut(&buf).map_or(std::ptr::null_mut(), |v| v.as_mut_ptr() as *mut T)
+    }
+
+    /// Panics unless the per-position scratch holds `states * positions` entries.
+    fn check_classes(&self, positions: u32, states: u32) {
+        let needed = positions as usize * states as usize;
+        for buf in [Buf::Classes, Buf::OutSlots, Buf::OutClasses] {
+            assert!(self.capacity.get(&buf).copied().unwrap_or(0) >= needed, "{buf:?} smaller than the batch");
+        }
     }
 
     /// A run of the query tables.
@@ -260,6 +251,16 @@ impl Backend for EmulatedBackend {
         Ok(())
     }
 
+    fn release_scratch(&mut self) {
+        for scratch in &self.scratch {
+            let scratch = &mut *scratch.lock().unwrap();
+            for buf in [Buf::Classes, Buf::OutSlots, Buf::OutClasses] {
+                scratch.buffers.remove(&buf);
+                scratch.capacity.remove(&buf);
+            }
+        }
+    }
+
     fn write_scratch(&self, stream: usize, buf: Buf, at: usize, data: &[u8]) -> Result<(), CudaError> {
         let scratch = &mut *self.scratch[stream].lock().unwrap();
         copy_in(&mut scratch.buffers, &scratch.capacity, buf, at, data);
@@ -277,21 +278,17 @@ impl Backend for EmulatedBackend {
             in_flight.1 |= self.meet.is_some_and(|meet| in_flight.0 >= meet);
         }
         self.arrivals.notify_all();
+        self.count_launches.lock().unwrap().push(launch.states);
         let mut launch = launch.clone();
         if self.over_limit_launches {
-            // The smallest kernel of the family, whatever the state needs.
-            launch.metric = match launch.metric {
-                MetricArgs::Lcs { masks, distinct, masks_in_shared, state_len, .. } => {
-                    MetricArgs::Lcs { word_bits: 32, words: 1, masks, distinct, masks_in_shared, state_len }
-                }
-                MetricArgs::Difflib { b, lb, pos_starts, slots, positions, .. } => {
-                    MetricArgs::Difflib { bucket: DIFFLIB_BUCKETS[0] as u32, b, lb, pos_starts, slots, positions }
-                }
+            // The smallest kernel of the family, whatever the states need.
+            launch.kernel = match launch.kernel {
+                CountKernel::Lcs { .. } => CountKernel::Lcs { word_bits: 32, words: 1 },
+                CountKernel::Difflib { .. } => CountKernel::Difflib { bucket: DIFFLIB_BUCKETS[0] as u32 },
             };
         }
-        let (plan, symbols) = (launch.plan, launch.symbols);
         let mut known = true;
-        let kernel = launch.kernel();
+        let kernel = launch.kernel_name();
         self.launch(stream, &kernel, |scratch| {
             let classes = scratch.ptr_mut::<u32>(Buf::Classes);
             let s = &*scratch;
@@ -302,42 +299,20 @@ impl Backend for EmulatedBackend {
                 lane_len: self.mirror(Buf::LaneLen),
                 live: self.mirror(Buf::Live),
                 positions: launch.positions,
-                rows: s.table(plan.rows),
-                rows_len: plan.rows_len,
-                entry_class: s.table(plan.entry_class),
-                has_classes: plan.has_classes,
-                keys: s.table(symbols.keys),
-                index: s.table(symbols.index),
-                capacity: symbols.capacity,
-                shift: symbols.shift,
+                tables: s.ptr(Buf::Tables),
+                headers: s.table(launch.headers),
+                states: launch.states,
                 classes,
                 block_dim: self.block_dim,
                 shared_bytes: launch.shared_bytes,
             };
-            // SAFETY: the tier sized every buffer for `positions` and packed the tables it names.
+            s.check_classes(launch.positions, launch.states);
+            // SAFETY: the tier sized the classes for `states * positions` (checked above) and
+            // packed every table the headers name.
             known = unsafe {
-                match launch.metric {
-                    MetricArgs::Lcs { word_bits, words, masks, distinct, masks_in_shared, state_len } => {
-                        debug_assert!(words as usize <= MAX_LCS_WORDS);
-                        emulate_lcs_classes(
-                            &count,
-                            word_bits,
-                            words,
-                            s.table(masks),
-                            distinct,
-                            masks_in_shared,
-                            state_len,
-                        )
-                    }
-                    MetricArgs::Difflib { bucket, b, lb, pos_starts, slots, positions } => emulate_difflib_classes(
-                        &count,
-                        bucket,
-                        s.table(b),
-                        lb,
-                        s.table(pos_starts),
-                        slots,
-                        s.table(positions),
-                    ),
+                match launch.kernel {
+                    CountKernel::Lcs { word_bits, words } => emulate_lcs_classes(&count, word_bits, words),
+                    CountKernel::Difflib { bucket } => emulate_difflib_classes(&count, bucket),
                 }
             };
         })?;
@@ -347,34 +322,34 @@ impl Backend for EmulatedBackend {
         Ok(())
     }
 
-    fn launch_histogram(&self, stream: usize, positions: u32, buckets: u32) -> Result<(), CudaError> {
+    fn launch_histogram(&self, stream: usize, batch: &BatchLaunch) -> Result<(), CudaError> {
         self.launch(stream, "class_histogram", |scratch| {
-            // SAFETY: the control block holds HISTOGRAM + buckets counters; classes cover positions.
+            scratch.check_classes(batch.positions, batch.states);
+            // SAFETY: each state's control block holds its counters; classes cover its positions.
             unsafe {
-                let histogram = scratch.ptr_mut::<u32>(Buf::Control).add(HISTOGRAM);
                 emulate_class_histogram(
                     scratch.ptr(Buf::Classes),
-                    positions,
-                    buckets,
-                    histogram,
+                    batch.positions,
+                    scratch.table(batch.headers),
+                    batch.states,
+                    scratch.ptr_mut::<u32>(Buf::Control),
                     self.histogram_grid,
                     self.block_dim,
-                    histogram_shared_bytes(buckets),
+                    histogram_shared_bytes(batch.buckets),
                 )
             }
         })
     }
 
-    fn launch_cutoff(&self, stream: usize, buckets: u32, limit: u32) -> Result<(), CudaError> {
+    fn launch_cutoff(&self, stream: usize, batch: &BatchLaunch, limit: u32) -> Result<(), CudaError> {
         self.launch(stream, "choose_cutoff", |scratch| {
             // SAFETY: as above.
             unsafe {
-                let control = scratch.ptr_mut::<u32>(Buf::Control);
                 emulate_choose_cutoff(
-                    control.add(HISTOGRAM),
-                    buckets,
+                    scratch.table(batch.headers),
+                    scratch.ptr_mut::<u32>(Buf::Control),
                     limit,
-                    control.add(CUTOFF),
+                    batch.states,
                     CUTOFF_THREADS,
                     CUTOFF_SHARED_BYTES,
                 )
@@ -382,29 +357,34 @@ impl Backend for EmulatedBackend {
         })
     }
 
-    fn launch_select(&self, stream: usize, positions: u32, limited: bool) -> Result<(), CudaError> {
+    fn launch_select(&self, stream: usize, batch: &BatchLaunch) -> Result<(), CudaError> {
         self.launch(stream, "select_candidates", |scratch| {
+            scratch.check_classes(batch.positions, batch.states);
             let (out_slots, out_classes) =
                 (scratch.ptr_mut::<u32>(Buf::OutSlots), scratch.ptr_mut::<u32>(Buf::OutClasses));
-            // SAFETY: as above; the outputs hold one entry per position.
+            // SAFETY: as above; the outputs hold one entry per position and state.
             unsafe {
-                let control = scratch.ptr_mut::<u32>(Buf::Control);
                 emulate_select_candidates(
                     scratch.ptr(Buf::Classes),
                     self.mirror(Buf::LaneSlot),
-                    positions,
-                    control.add(CUTOFF),
-                    u32::from(limited),
+                    batch.positions,
+                    scratch.table(batch.headers),
+                    batch.states,
+                    scratch.ptr_mut::<u32>(Buf::Control),
                     out_slots,
                     out_classes,
-                    control.add(OUT_LEN),
                     self.block_dim,
                 )
             }
         })
     }
 
-    fn read_results(&self, stream: usize, _expected: usize) -> Result<(Vec<u32>, Vec<u32>), CudaError> {
+    fn read_results(
+        &self,
+        stream: usize,
+        batch: &BatchLaunch,
+        _expected: usize,
+    ) -> Result<Vec<(Vec<u32>, Vec<u32>)>, CudaError> {
         let met = match self.meet {
             Some(_) => {
                 let in_flight = self.in_flight.lock().unwrap();
@@ -418,13 +398,22 @@ impl Backend for EmulatedBackend {
             None => true,
         };
         let scratch = self.scratch[stream].lock().unwrap();
-        // SAFETY: the control block and outputs were written by the launches above.
-        let results = unsafe {
-            let len = *scratch.ptr::<u32>(Buf::Control).add(OUT_LEN) as usize;
-            let slots = std::slice::from_raw_parts(scratch.ptr::<u32>(Buf::OutSlots), len).to_vec();
-            let classes = std::slice::from_raw_parts(scratch.ptr::<u32>(Buf::OutClasses), len).to_vec();
-            (slots, classes)
-        };
+        let positions = batch.positions as usize;
+        let results = (0..batch.states as usize)
+            .map(|state| {
+                // SAFETY: the control blocks and outputs were written by the launches above; a
+                // state's outputs are its `positions` entries.
+                unsafe {
+                    let len = *scratch.ptr::<u32>(Buf::Control).add(state * CONTROL_WORDS + CONTROL_OUT_LEN) as usize;
+                    assert!(len <= positions, "more candidates than positions");
+                    let first = state * positions;
+                    let slots = std::slice::from_raw_parts(scratch.ptr::<u32>(Buf::OutSlots).add(first), len).to_vec();
+                    let classes =
+                        std::slice::from_raw_parts(scratch.ptr::<u32>(Buf::OutClasses).add(first), len).to_vec();
+                    (slots, classes)
+                }
+            })
+            .collect();
         drop(scratch);
         self.in_flight.lock().unwrap().0 -= 1;
         if met {

@@ -5,8 +5,8 @@
 //! here and against Python's difflib and RapidFuzz in the Python suite.
 
 use super::emulated::{EmulatedBackend, Schedule};
-use super::limits::{HISTOGRAM_CLASSES, MAX_DIFFLIB_STATE, MAX_LCS_WORDS};
-use super::tier::{DeviceTier, TierLimits};
+use super::limits::{CONTROL_WORDS, HISTOGRAM_CLASSES, MAX_BATCH_STATES, MAX_DIFFLIB_STATE, MAX_LCS_WORDS};
+use super::tier::{DeviceTier, TierLimits, QUERY_STREAMS};
 use crate::metrics::{difflib, lcs, Metric, SimilarityRule};
 use crate::ordering::{Candidate, QueryPlan};
 use crate::store::PatternStore;
@@ -345,6 +345,87 @@ fn removing_any_barrier_is_caught() {
     }
 }
 
+/// Many states in one call: each answer equals that state's own (and the CPU's); states that
+/// need one kernel share its launches, [`MAX_BATCH_STATES`] at most a launch; a state too long
+/// for the kernels gets `None` without holding the others back.
+#[test]
+fn a_batch_equals_each_query_alone() {
+    let mut rng = Rng::new(41);
+    let store = random_store(&mut rng, 1800, 50, 11, 0);
+    for metric in METRICS {
+        let tier = tier_over(&store, EmulatedBackend::new(1 << 30));
+        let too_long = match metric {
+            Metric::Lcs => 64 * MAX_LCS_WORDS + 1,
+            Metric::Difflib { .. } => MAX_DIFFLIB_STATE + 1,
+        };
+        // 20 states of 3-20 symbols (one kernel variant), a few longer ones, one too long.
+        let lens: Vec<usize> = (0..20).map(|_| 3 + rng.below(18)).chain([40, 70, 45, 150, too_long, 12]).collect();
+        let states: Vec<Vec<u32>> = lens.iter().map(|&n| (0..n).map(|_| rng.below(13) as u32).collect()).collect();
+        for (threshold, limit) in [(0.0, None), (0.2, Some(5)), (0.4, Some(100)), (0.1, Some(0))] {
+            let plans: Vec<QueryPlan> = states.iter().map(|s| plan_for(&store, s, threshold)).collect();
+            let queries: Vec<(&[u32], &QueryPlan)> = states.iter().zip(&plans).map(|(s, p)| (&s[..], p)).collect();
+            tier.backend().count_launches.lock().unwrap().clear();
+            let answers = tier.query_batch(metric, &queries, limit, tier.mirrored()).unwrap();
+            let launches = std::mem::take(&mut *tier.backend().count_launches.lock().unwrap());
+            assert_eq!(answers.len(), states.len());
+            for ((state, plan), answer) in states.iter().zip(&plans).zip(answers) {
+                if state.len() == too_long {
+                    assert!(answer.is_none(), "{metric:?}: a state past the kernels' limits");
+                    continue;
+                }
+                let got = sorted(answer.expect("the state fits the kernels"));
+                assert_eq!(got, expected(&store, metric, state, plan, limit), "{metric:?} {} {limit:?}", state.len());
+                if limit != Some(0) {
+                    let alone = tier.query(metric, state, plan, limit, tier.mirrored()).unwrap().unwrap();
+                    assert_eq!(sorted(alone), got);
+                }
+            }
+            if limit == Some(0) {
+                assert!(launches.is_empty());
+                continue;
+            }
+            // Every fitting state in exactly one launch, several per launch where they share a kernel.
+            assert_eq!(launches.iter().sum::<u32>() as usize, states.len() - 1, "{launches:?}");
+            assert!(launches.iter().all(|&n| n as usize <= MAX_BATCH_STATES), "{launches:?}");
+            assert!(launches.iter().any(|&n| n > 1), "{metric:?}: no launch held several states: {launches:?}");
+        }
+    }
+}
+
+/// A budget with room for one state per query stream and little more: batches get narrower
+/// (down to one state a launch) and stay exact, and the tier keeps within its budget; a later
+/// growth of the mirror frees what the batches took.
+#[test]
+fn batches_narrow_to_the_budget() {
+    let mut rng = Rng::new(43);
+    let store = random_store(&mut rng, 1200, 30, 9, 0);
+    let mirror = tier_over(&store, EmulatedBackend::new(1 << 30)).capacity_info();
+    // A state's scratch: a class and two outputs per position, and its control block.
+    let one_state = 12 * mirror.capacity_patterns as u64 + 4 * CONTROL_WORDS as u64;
+    let budget_for = |states: u64| {
+        ((mirror.used_bytes + states * one_state + (64 << 10)) as f64 / LIMITS.memory_usage_fraction) as u64
+    };
+    for free in [1 << 30, budget_for(QUERY_STREAMS as u64 + 4), budget_for(QUERY_STREAMS as u64)] {
+        let tier = tier_over(&store, EmulatedBackend::new(free));
+        let states: Vec<Vec<u32>> =
+            (0..12).map(|_| (0..1 + rng.below(20)).map(|_| rng.below(10) as u32).collect()).collect();
+        let plans: Vec<QueryPlan> = states.iter().map(|s| plan_for(&store, s, 0.2)).collect();
+        let queries: Vec<(&[u32], &QueryPlan)> = states.iter().zip(&plans).map(|(s, p)| (&s[..], p)).collect();
+        let answers = tier.query_batch(Metric::Lcs, &queries, Some(10), tier.mirrored()).unwrap();
+        for ((state, plan), answer) in states.iter().zip(&plans).zip(answers) {
+            assert_eq!(sorted(answer.unwrap()), expected(&store, Metric::Lcs, state, plan, Some(10)));
+        }
+        let info = tier.capacity_info();
+        assert!(info.used_bytes <= info.budget_bytes, "{info:?}");
+        let widest = tier.backend().count_launches.lock().unwrap().iter().copied().max().unwrap();
+        if free == 1 << 30 {
+            assert_eq!(widest, 12);
+        } else {
+            assert!(widest < 12, "free {free}: {widest} states in a launch");
+        }
+    }
+}
+
 /// The limits as the tables see them: one symbol past a limit goes to the CPU.
 #[test]
 fn tables_send_overlong_states_to_the_cpu() {
@@ -501,6 +582,57 @@ mod device_tier {
                     assert!(after.active && after.fallbacks == 0);
                 }
             }
+        }
+    }
+
+    /// `query_batch` through a matcher with a device: the states are scored on the device
+    /// together (one device query each, counted), the recent tier on the CPU, and every answer
+    /// equals a CPU-only matcher's — also after the mirror grew past what the batches' scratch
+    /// took from the budget.
+    #[test]
+    fn a_batch_through_the_matcher_equals_the_cpu() {
+        let mut rng = Rng::new(36);
+        let alphabet = 11;
+        for metric in [Metric::Lcs, Metric::Difflib { autojunk: true }] {
+            let mut gpu = with_device(metric, EmulatedBackend::new(4 << 20), LIMITS, false);
+            let mut cpu = Matcher::new(metric);
+            for round in 0..2 {
+                load(&mut [&mut gpu, &mut cpu], &mut rng, round * 3000, 2500, alphabet);
+                gpu.promote();
+                cpu.promote();
+                load(&mut [&mut gpu, &mut cpu], &mut rng, round * 3000 + 2500, 300, alphabet); // recent tier
+                let states: Vec<Vec<u32>> = (0..30)
+                    .map(|k| {
+                        let len = if k == 7 {
+                            1500
+                        } else if k % 5 == 0 {
+                            40 + rng.below(100)
+                        } else {
+                            rng.below(25)
+                        };
+                        (0..len).map(|_| rng.below(alphabet) as u32).collect()
+                    })
+                    .collect();
+                for (threshold, limit) in [(0.0, None), (0.3, Some(10)), (0.5, Some(1))] {
+                    let before = gpu.device_status().gpu_queries;
+                    let got = gpu.query_batch(&states, threshold, limit).unwrap();
+                    let want = cpu.query_batch(&states, threshold, limit).unwrap();
+                    for (g, w) in got.iter().zip(&want) {
+                        let named = |m: &Matcher, hits: &crate::Matches| {
+                            hits.iter()
+                                .map(|h| (m.name(h.slot).to_string(), h.similarity.to_bits()))
+                                .collect::<Vec<_>>()
+                        };
+                        assert_eq!(named(&gpu, g), named(&cpu, w), "{metric:?} {threshold} {limit:?}");
+                    }
+                    // The 1,500-symbol state is past both kernels' limits: the CPU scores it.
+                    assert_eq!(gpu.device_status().gpu_queries - before, 29);
+                }
+            }
+            let status = gpu.device_status();
+            assert!(status.active && status.fallbacks == 0, "{status:?}");
+            let info = status.capacity.unwrap();
+            assert!(info.used_bytes <= info.budget_bytes && info.mirrored_patterns == 5300, "{info:?}");
         }
     }
 

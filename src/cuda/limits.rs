@@ -29,6 +29,22 @@ pub const MAX_THREADS_PER_BLOCK: u32 = 1024;
 /// overflow bucket, and a top-k whose cut-off falls there keeps every class.
 pub const HISTOGRAM_CLASSES: u32 = 4096;
 
+/// States one batched pipeline scores together: each launch covers them all, so the patterns'
+/// tokens stream from device memory once for the batch. Their scratch (a class, a slot and a
+/// class out per position and state) is taken from the memory budget's spare room.
+pub const MAX_BATCH_STATES: usize = 16;
+
+/// u32 words of a state's header in a count launch (`StateHeader` in kernels/match.cu and
+/// src/cuda/tier.rs): where its tables are, and its scalars.
+pub const STATE_HEADER_WORDS: usize = 16;
+
+/// A state's control block, u32 words, zeroed before each batch: the candidates it selected, its
+/// cut-off class, then (from a 16-byte boundary) its histogram.
+pub const CONTROL_OUT_LEN: usize = 0;
+pub const CONTROL_CUTOFF: usize = 1;
+pub const CONTROL_HISTOGRAM: usize = 4;
+pub const CONTROL_WORDS: usize = CONTROL_HISTOGRAM + HISTOGRAM_CLASSES as usize + 1;
+
 /// A count kernel's output for a position that does not pass: removed, an empty lane, a length
 /// the threshold excludes, or too few matches. Never a class or a match count.
 pub const NO_CLASS: u32 = u32::MAX;
@@ -55,6 +71,7 @@ const _: () = assert!(LCS_WORD_COUNTS[LCS_WORD_COUNTS.len() - 1] == MAX_LCS_WORD
 const _: () = assert!(DIFFLIB_BUCKETS[DIFFLIB_BUCKETS.len() - 1] == MAX_DIFFLIB_STATE);
 const _: () = assert!((HISTOGRAM_CLASSES as usize + 1) * 4 <= SHARED_TABLE_BYTES);
 const _: () = assert!(MAX_THREADS_PER_BLOCK as usize * 8 <= SHARED_TABLE_BYTES);
+const _: () = assert!(CONTROL_HISTOGRAM > CONTROL_CUTOFF && CONTROL_HISTOGRAM.is_multiple_of(4));
 
 /// The `#define` block for the kernel source.
 pub fn prelude() -> String {
@@ -64,6 +81,11 @@ pub fn prelude() -> String {
          #define KATO_MAX_DIFFLIB_STATE {MAX_DIFFLIB_STATE}\n\
          #define KATO_MAX_THREADS_PER_BLOCK {MAX_THREADS_PER_BLOCK}\n\
          #define KATO_HISTOGRAM_CLASSES {HISTOGRAM_CLASSES}\n\
+         #define KATO_STATE_HEADER_WORDS {STATE_HEADER_WORDS}\n\
+         #define KATO_CONTROL_OUT_LEN {CONTROL_OUT_LEN}\n\
+         #define KATO_CONTROL_CUTOFF {CONTROL_CUTOFF}\n\
+         #define KATO_CONTROL_HISTOGRAM {CONTROL_HISTOGRAM}\n\
+         #define KATO_CONTROL_WORDS {CONTROL_WORDS}\n\
          #define KATO_NO_CLASS {NO_CLASS:#010X}u\n\
          #define KATO_OVER_LIMIT {OVER_LIMIT:#010X}u\n\
          #define KATO_NO_SLOT {NO_SLOT:#010X}u\n\

@@ -26,15 +26,14 @@ impl<B: Backend> DeviceMirror for DeviceTier<B> {
     fn mirrored(&self) -> usize {
         DeviceTier::mirrored(self)
     }
-    fn query(
+    fn query_batch(
         &self,
         metric: Metric,
-        state: &[u32],
-        plan: &QueryPlan,
+        queries: &[(&[u32], &QueryPlan)],
         limit: Option<usize>,
         upto: usize,
-    ) -> Result<Option<Vec<Candidate>>, DeviceError> {
-        Ok(DeviceTier::query(self, metric, state, plan, limit, upto)?)
+    ) -> Result<Vec<Option<Vec<Candidate>>>, DeviceError> {
+        Ok(DeviceTier::query_batch(self, metric, queries, limit, upto)?)
     }
     fn capacity_info(&self) -> CapacityInfo {
         DeviceTier::capacity_info(self)

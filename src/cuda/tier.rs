@@ -11,10 +11,16 @@
 //! (syncs, removals, resets) take `&mut self`, so they wait for the queries in flight (the caller
 //! holds the tier behind a read-write lock), and reach the device before the next query starts.
 
+use std::collections::BTreeMap;
 use std::sync::{Condvar, Mutex};
 
+use rayon::prelude::*;
+
 use super::error::CudaError;
-use super::limits::{HISTOGRAM_CLASSES, MAX_THREADS_PER_BLOCK, NO_CLASS, NO_SLOT, OVER_LIMIT};
+use super::limits::{
+    CONTROL_WORDS, HISTOGRAM_CLASSES, MAX_BATCH_STATES, MAX_THREADS_PER_BLOCK, NO_CLASS, NO_SLOT, OVER_LIMIT,
+    STATE_HEADER_WORDS,
+};
 use super::plan::{difflib_kernel, lcs_kernel, DifflibTables, LcsTables};
 use crate::device::CapacityInfo;
 use crate::metrics::Metric;
@@ -71,12 +77,6 @@ impl Buf {
     }
 }
 
-/// Indices into [`Buf::Control`].
-pub const OUT_LEN: usize = 0;
-pub const CUTOFF: usize = 1;
-pub const HISTOGRAM: usize = 2;
-const CONTROL_WORDS: usize = HISTOGRAM + HISTOGRAM_CLASSES as usize + 1;
-
 /// A run of u32 words in [`Buf::Tables`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Words {
@@ -84,50 +84,70 @@ pub struct Words {
     pub len: usize,
 }
 
-/// The query plan as the count kernels read it (`Plan` in kernels/match.cu).
-#[derive(Clone, Copy, Debug)]
-pub struct PlanArgs {
-    pub rows: Words,
-    pub rows_len: u32,
-    pub entry_class: Words,
-    pub has_classes: u32,
+/// The count kernel a state needs: the smallest variant of its metric that holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CountKernel {
+    Lcs { word_bits: u32, words: u32 },
+    Difflib { bucket: u32 },
 }
 
-/// The state's symbol table: `keys` (u32), `index` (u16 pairs in u32 words).
-#[derive(Clone, Copy, Debug)]
-pub struct SymbolArgs {
-    pub keys: Words,
-    pub index: Words,
+/// A state's part of a count launch, as the kernels read it (`StateHeader` in
+/// kernels/match.cu): where its tables are in [`Buf::Tables`] (word offsets) and its scalars.
+/// `metric` is, for LCS: masks, distinct, masks_in_shared, state_len; for difflib: b, lb,
+/// pos_starts, slots, positions.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StateHeader {
+    pub rows: u32,
+    pub rows_len: u32,
+    pub entry_class: u32,
+    pub has_classes: u32,
+    pub keys: u32,
+    pub index: u32,
     pub capacity: u32,
     pub shift: u32,
+    /// The state's histogram buckets; 0: no top-k on the device (every passing position is
+    /// selected).
+    pub buckets: u32,
+    pub metric: [u32; 7],
 }
 
-#[derive(Clone, Copy, Debug)]
-pub enum MetricArgs {
-    Lcs { word_bits: u32, words: u32, masks: Words, distinct: u32, masks_in_shared: u32, state_len: u32 },
-    Difflib { bucket: u32, b: Words, lb: u32, pos_starts: Words, slots: u32, positions: Words },
-}
+const _: () = assert!(std::mem::size_of::<StateHeader>() == 4 * STATE_HEADER_WORDS);
 
-/// One count-kernel launch over every mirrored position; its tables are in [`Buf::Tables`].
+/// One count-kernel launch: `states` states (each with its header in [`Buf::Tables`], all
+/// needing `kernel`) over every mirrored position.
 #[derive(Clone, Debug)]
 pub struct CountLaunch {
     /// 2 or 4.
     pub token_bytes: u32,
+    pub kernel: CountKernel,
     pub positions: u32,
-    pub plan: PlanArgs,
-    pub symbols: SymbolArgs,
-    pub metric: MetricArgs,
+    pub states: u32,
+    /// The states' headers, `STATE_HEADER_WORDS` words each.
+    pub headers: Words,
+    /// The largest of the states' shared memory.
     pub shared_bytes: u32,
 }
 
 impl CountLaunch {
     /// The kernel's name in kernels/match.cu.
-    pub fn kernel(&self) -> String {
-        match self.metric {
-            MetricArgs::Lcs { word_bits, words, .. } => lcs_kernel(self.token_bytes, word_bits, words),
-            MetricArgs::Difflib { bucket, .. } => difflib_kernel(self.token_bytes, bucket),
+    pub fn kernel_name(&self) -> String {
+        match self.kernel {
+            CountKernel::Lcs { word_bits, words } => lcs_kernel(self.token_bytes, word_bits, words),
+            CountKernel::Difflib { bucket } => difflib_kernel(self.token_bytes, bucket),
         }
     }
+}
+
+/// The pipeline launches after the count: every state of the batch, on `stream`'s scratch.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchLaunch {
+    pub positions: u32,
+    pub states: u32,
+    pub headers: Words,
+    /// The largest bucket count of the states (the histogram's shared memory), 0 when none has
+    /// a top-k.
+    pub buckets: u32,
 }
 
 /// Device memory and kernel launches. The mirror's buffers change only through `&mut self`; a
@@ -153,18 +173,29 @@ pub trait Backend: Send + Sync {
     fn reserve_scratch(&self, stream: usize, buf: Buf, elems: usize) -> Result<(), CudaError>;
     /// Copies `data` to `stream`'s scratch buffer `buf` at element `at`.
     fn write_scratch(&self, stream: usize, buf: Buf, at: usize, data: &[u8]) -> Result<(), CudaError>;
+    /// Frees every query stream's per-position scratch (classes and outputs), which a batch may
+    /// have grown into the budget's spare room: the mirror needs that room to grow. The next
+    /// query on a stream reserves it again.
+    fn release_scratch(&mut self);
     /// Sets `elems` elements of `stream`'s scratch buffer `buf` from `at` to zero.
     fn zero_scratch(&self, stream: usize, buf: Buf, at: usize, elems: usize) -> Result<(), CudaError>;
     fn launch_count(&self, stream: usize, launch: &CountLaunch) -> Result<(), CudaError>;
-    /// `class_histogram` over `positions` into the control block's `buckets` counters.
-    fn launch_histogram(&self, stream: usize, positions: u32, buckets: u32) -> Result<(), CudaError>;
-    /// `choose_cutoff`: the control block's cut-off for the best `limit`.
-    fn launch_cutoff(&self, stream: usize, buckets: u32, limit: u32) -> Result<(), CudaError>;
-    /// `select_candidates` into `OutSlots`/`OutClasses`, the count in the control block.
-    fn launch_select(&self, stream: usize, positions: u32, limited: bool) -> Result<(), CudaError>;
-    /// Waits for `stream` once and returns the selected `(slots, classes)`: the count and the
-    /// first `expected` pairs come back in that one round trip; more, if there are, in a second.
-    fn read_results(&self, stream: usize, expected: usize) -> Result<(Vec<u32>, Vec<u32>), CudaError>;
+    /// `class_histogram` over each state's positions into its control block's counters.
+    fn launch_histogram(&self, stream: usize, batch: &BatchLaunch) -> Result<(), CudaError>;
+    /// `choose_cutoff`: each state's cut-off for its best `limit`.
+    fn launch_cutoff(&self, stream: usize, batch: &BatchLaunch, limit: u32) -> Result<(), CudaError>;
+    /// `select_candidates` into each state's part of `OutSlots`/`OutClasses`, the count in its
+    /// control block.
+    fn launch_select(&self, stream: usize, batch: &BatchLaunch) -> Result<(), CudaError>;
+    /// Waits for `stream` once and returns each state's selected `(slots, classes)`: the counts
+    /// and the first `expected` pairs of each come back in that one round trip; more, if there
+    /// are, in a second.
+    fn read_results(
+        &self,
+        stream: usize,
+        batch: &BatchLaunch,
+        expected: usize,
+    ) -> Result<Vec<(Vec<u32>, Vec<u32>)>, CudaError>;
 }
 
 pub(crate) fn bytes_of<T: Copy>(values: &[T]) -> &[u8] {
@@ -225,6 +256,8 @@ pub struct DeviceTier<B: Backend> {
     /// Query streams not in use, and a signal when one is returned.
     free_streams: Mutex<Vec<usize>>,
     stream_returned: Condvar,
+    /// Held while a query stream grows its scratch into the budget's spare room.
+    scratch_growth: Mutex<()>,
     /// `(mirrored, groups)` after the latest uploads since the last reset, ascending: slots
     /// `[0, mirrored)` occupy exactly the first `groups` warp groups. A query names the
     /// boundary it read before a sync may have moved it; the last [`Self::BOUNDARIES`] are kept.
@@ -253,6 +286,7 @@ impl<B: Backend> DeviceTier<B> {
             position_of: Vec::new(),
             free_streams: Mutex::new((0..QUERY_STREAMS).collect()),
             stream_returned: Condvar::new(),
+            scratch_growth: Mutex::new(()),
             boundaries: vec![(0, 0)],
         };
         for stream in 0..QUERY_STREAMS {
@@ -264,6 +298,11 @@ impl<B: Backend> DeviceTier<B> {
 
     pub fn mirrored(&self) -> usize {
         self.mirrored
+    }
+
+    #[cfg(test)]
+    pub fn backend(&self) -> &B {
+        &self.backend
     }
 
     fn used_bytes(&self) -> u64 {
@@ -293,7 +332,7 @@ impl<B: Backend> DeviceTier<B> {
     const BOUNDARIES: usize = 64;
 
     /// Bytes per position: the mirror's slot, length and live byte, and each query stream's
-    /// class and two outputs.
+    /// class and two outputs for one state (a batch of more takes the budget's spare room).
     const POSITION_BYTES: usize = 4 + 4 + 1 + QUERY_STREAMS * (4 + 4 + 4);
 
     /// Whether `positions` positions in `groups` groups and `token_rows` rows fit the budget (and
@@ -314,15 +353,16 @@ impl<B: Backend> DeviceTier<B> {
         let want_groups = grow(groups).max(self.backend.capacity(Buf::GroupBase, 0));
         let want_positions = (want_groups * GROUP).max(self.backend.capacity(Buf::LaneSlot, 0));
         let want_token_bytes = grow(token_bytes).max(self.backend.capacity(Buf::Tokens, 0));
-        // What the growth replaces: the mirror, and the scratch sized by positions (each query
-        // stream grows its own to the mirror's positions when it next runs).
-        let per_position_scratch = (self.backend.capacity(Buf::LaneSlot, 0) * QUERY_STREAMS * 12) as u64;
+        // What the growth replaces: the mirror, and the per-position scratch (one state per query
+        // stream is part of `needed`; what batches grew past that is freed below, so the grown
+        // mirror and the streams' scratch stay within the budget).
         let now: u64 = Buf::MIRROR.iter().map(|&b| (self.backend.capacity(b, 0) * b.elem_bytes()) as u64).sum::<u64>()
-            + per_position_scratch;
+            + self.scratch_bytes();
         let needed = (want_token_bytes + want_groups * 8 + want_positions * Self::POSITION_BYTES) as u64;
         if needed + self.used_bytes().saturating_sub(now) > self.budget_bytes {
             return Ok(false);
         }
+        self.backend.release_scratch();
         let (keep_groups, keep_positions) = (self.groups, self.groups * GROUP);
         self.backend.reserve(Buf::Tokens, want_token_bytes, self.token_rows * GROUP * self.token_bytes)?;
         self.backend.reserve(Buf::GroupBase, want_groups, keep_groups)?;
@@ -465,68 +505,147 @@ impl<B: Backend> DeviceTier<B> {
         limit: Option<usize>,
         upto: usize,
     ) -> Result<Option<Vec<Candidate>>, CudaError> {
-        let Ok(at) = self.boundaries.binary_search_by_key(&upto, |&(slots, _)| slots) else { return Ok(None) };
-        let groups = self.boundaries[at].1;
-        let mut tables = TableBuilder::default();
-        let plan_args = PlanArgs {
-            rows: tables.push(&plan.device_rows(self.longest)),
-            rows_len: self.longest as u32 + 1,
-            entry_class: tables.push(plan.entry_classes()),
-            has_classes: u32::from(plan.has_classes()),
-        };
-        let (symbols, metric_args, shared_bytes) = match metric {
-            Metric::Lcs => {
-                let Some(t) = LcsTables::new(state) else { return Ok(None) };
-                let args = MetricArgs::Lcs {
-                    word_bits: t.word_bits,
-                    words: t.words,
-                    masks: tables.push(&t.masks),
-                    distinct: t.distinct,
-                    masks_in_shared: u32::from(t.masks_in_shared),
-                    state_len: t.state_len,
-                };
-                (tables.push_symbols(&t.symbols), args, t.shared_bytes())
-            }
-            Metric::Difflib { autojunk } => {
-                let Some(t) = DifflibTables::new(state, autojunk) else { return Ok(None) };
-                let args = MetricArgs::Difflib {
-                    bucket: t.bucket,
-                    b: tables.push(&t.b),
-                    lb: t.b.len() as u32,
-                    pos_starts: tables.push(&t.pos_starts),
-                    slots: t.pos_starts.len() as u32 - 1,
-                    positions: tables.push_u16(&t.positions),
-                };
-                (tables.push_symbols(&t.symbols), args, t.shared_bytes())
-            }
-        };
-        let positions = (groups * GROUP) as u32;
+        Ok(self.query_batch(metric, &[(state, plan)], limit, upto)?.pop().flatten())
+    }
+
+    /// [`DeviceTier::query`] for many `(state, plan)` pairs at once, answer `k` for pair `k`.
+    /// States that need the same count kernel are scored together, up to
+    /// [`MAX_BATCH_STATES`] per launch (as many as the budget's spare room gives scratch for),
+    /// so the patterns stream from device memory once per batch; batches of different kernels
+    /// run on different query streams at once.
+    pub fn query_batch(
+        &self,
+        metric: Metric,
+        queries: &[(&[u32], &QueryPlan)],
+        limit: Option<usize>,
+        upto: usize,
+    ) -> Result<Vec<Option<Vec<Candidate>>>, CudaError> {
+        let mut answers: Vec<Option<Vec<Candidate>>> = (0..queries.len()).map(|_| None).collect();
+        let Ok(at) = self.boundaries.binary_search_by_key(&upto, |&(slots, _)| slots) else { return Ok(answers) };
+        let positions = self.boundaries[at].1 * GROUP;
+        let tables: Vec<Option<StateTables>> =
+            queries.iter().map(|&(state, _)| StateTables::new(metric, state)).collect();
         if positions == 0 || limit == Some(0) {
-            return Ok(Some(Vec::new()));
+            for (answer, t) in answers.iter_mut().zip(&tables) {
+                *answer = t.as_ref().map(|_| Vec::new());
+            }
+            return Ok(answers);
         }
-        let launch = CountLaunch {
-            token_bytes: self.token_bytes as u32,
-            positions,
-            plan: plan_args,
-            symbols,
-            metric: metric_args,
-            shared_bytes,
+        let mut by_kernel: BTreeMap<CountKernel, Vec<usize>> = BTreeMap::new();
+        for (k, t) in tables.iter().enumerate() {
+            if let Some(t) = t {
+                by_kernel.entry(t.kernel()).or_default().push(k);
+            }
+        }
+        let batches: Vec<&[usize]> = by_kernel.values().flat_map(|members| members.chunks(MAX_BATCH_STATES)).collect();
+        let batch = |members: &&[usize]| {
+            let stream = self.take_stream();
+            let outcome = self.run_batch(stream, members, &tables, queries, positions, limit);
+            self.free_streams.lock().unwrap_or_else(|e| e.into_inner()).push(stream);
+            self.stream_returned.notify_one();
+            outcome
         };
-        let stream = self.take_stream();
-        let outcome = self.run_pipeline(stream, &tables.words, &launch, plan, limit);
-        self.free_streams.lock().unwrap_or_else(|e| e.into_inner()).push(stream);
-        self.stream_returned.notify_one();
-        let (slots, classes) = outcome?;
-        if classes.contains(&OVER_LIMIT) {
-            // A kernel refused the launch as past its limits (the tables should have sent this
-            // state to the CPU): nothing it returned is used, the CPU scores the query.
-            log::warn!(
-                "kato_gpu: a {metric:?} kernel refused a state of {} symbols as over its limits; scored on the CPU",
-                state.len()
-            );
-            return Ok(None);
+        let outcomes: Vec<_> = if batches.len() == 1 {
+            batches.iter().map(batch).collect()
+        } else {
+            batches.par_iter().map(batch).collect()
+        };
+        for outcome in outcomes {
+            for (k, candidates) in outcome? {
+                if candidates.is_none() {
+                    // A kernel refused the state as past its limits (the tables should have sent it
+                    // to the CPU): nothing it returned is used, the CPU scores that query.
+                    log::warn!(
+                        "kato_gpu: a {metric:?} kernel refused a state of {} symbols as over its limits; scored on \
+                         the CPU",
+                        queries[k].0.len()
+                    );
+                }
+                answers[k] = candidates;
+            }
         }
-        Ok(Some(slots.into_iter().zip(classes).map(|(slot, value)| Candidate { value, slot }).collect()))
+        Ok(answers)
+    }
+}
+
+/// One state's tables for the count kernels, before they are packed.
+enum StateTables {
+    Lcs(LcsTables),
+    Difflib(DifflibTables),
+}
+
+impl StateTables {
+    /// `None` when the state is too long for the kernels.
+    fn new(metric: Metric, state: &[u32]) -> Option<StateTables> {
+        match metric {
+            Metric::Lcs => LcsTables::new(state).map(StateTables::Lcs),
+            Metric::Difflib { autojunk } => DifflibTables::new(state, autojunk).map(StateTables::Difflib),
+        }
+    }
+
+    fn kernel(&self) -> CountKernel {
+        match self {
+            StateTables::Lcs(t) => CountKernel::Lcs { word_bits: t.word_bits, words: t.words },
+            StateTables::Difflib(t) => CountKernel::Difflib { bucket: t.bucket },
+        }
+    }
+
+    fn shared_bytes(&self) -> u32 {
+        match self {
+            StateTables::Lcs(t) => t.shared_bytes(),
+            StateTables::Difflib(t) => t.shared_bytes(),
+        }
+    }
+
+    /// Packs the state's tables and `plan`'s rows (lengths up to `longest`) into `tables`; its
+    /// header.
+    fn pack(&self, plan: &QueryPlan, longest: usize, buckets: u32, tables: &mut TableBuilder) -> StateHeader {
+        let rows = tables.push(&plan.device_rows(longest));
+        let entry_class = tables.push(plan.entry_classes());
+        let (symbols, metric) = match self {
+            StateTables::Lcs(t) => {
+                let masks = tables.push(&t.masks);
+                (&t.symbols, [masks.at as u32, t.distinct, u32::from(t.masks_in_shared), t.state_len, 0, 0, 0])
+            }
+            StateTables::Difflib(t) => {
+                let b = tables.push(&t.b);
+                let pos_starts = tables.push(&t.pos_starts);
+                let positions = tables.push_u16(&t.positions);
+                let slots = t.pos_starts.len() as u32 - 1;
+                (&t.symbols, [b.at as u32, t.b.len() as u32, pos_starts.at as u32, slots, positions.at as u32, 0, 0])
+            }
+        };
+        StateHeader {
+            rows: rows.at as u32,
+            rows_len: longest as u32 + 1,
+            entry_class: entry_class.at as u32,
+            has_classes: u32::from(plan.has_classes()),
+            keys: tables.push(&symbols.keys).at as u32,
+            index: tables.push_u16(&symbols.index).at as u32,
+            capacity: symbols.capacity(),
+            shift: symbols.shift,
+            buckets,
+            metric,
+        }
+    }
+}
+
+impl StateHeader {
+    fn words(&self) -> [u32; STATE_HEADER_WORDS] {
+        let mut words = [0; STATE_HEADER_WORDS];
+        words[..9].copy_from_slice(&[
+            self.rows,
+            self.rows_len,
+            self.entry_class,
+            self.has_classes,
+            self.keys,
+            self.index,
+            self.capacity,
+            self.shift,
+            self.buckets,
+        ]);
+        words[9..].copy_from_slice(&self.metric);
+        words
     }
 }
 
@@ -542,43 +661,129 @@ impl<B: Backend> DeviceTier<B> {
         }
     }
 
-    /// One query's work on `stream`: the tables' upload, the count kernel, the top-k kernels
-    /// when there is a limit and a class table, the selection, and the one wait.
+    /// Per-position scratch bytes of every query stream now.
+    fn scratch_bytes(&self) -> u64 {
+        (0..QUERY_STREAMS)
+            .flat_map(|stream| Self::PER_POSITION_SCRATCH.map(|b| (self.backend.capacity(b, stream) * 4) as u64))
+            .sum()
+    }
+
+    const PER_POSITION_SCRATCH: [Buf; 3] = [Buf::Classes, Buf::OutSlots, Buf::OutClasses];
+
+    /// How many states `stream` scores per launch, with its scratch reserved for them: one
+    /// state always (the mirror's budget counts one per stream), more — up to all of
+    /// `table_words` (each state's packed tables) — as far as the budget's spare room allows.
+    fn batch_width(&self, stream: usize, positions: usize, table_words: &[usize]) -> Result<usize, CudaError> {
+        // One stream at a time decides, so two never spend the same spare room.
+        let _deciding = self.scratch_growth.lock().unwrap_or_else(|e| e.into_inner());
+        let spare = self.budget_bytes.saturating_sub(self.used_bytes());
+        let held = |buf: Buf| self.backend.capacity(buf, stream);
+        let widest_tables = table_words.iter().copied().max().unwrap_or(0);
+        // What `width` states need beyond what the stream holds, in bytes.
+        let growth = |width: usize| {
+            let more = |buf: Buf, elems: usize| (elems.saturating_sub(held(buf)) * buf.elem_bytes()) as u64;
+            Self::PER_POSITION_SCRATCH.iter().map(|&b| more(b, width * positions)).sum::<u64>()
+                + more(Buf::Control, width * CONTROL_WORDS)
+                + more(Buf::Tables, width * widest_tables)
+        };
+        let mut width = table_words.len().max(1);
+        while width > 1 && growth(width) > spare {
+            width -= 1;
+        }
+        let one_state = self.backend.capacity(Buf::LaneSlot, 0).max(positions);
+        for buf in Self::PER_POSITION_SCRATCH {
+            self.backend.reserve_scratch(stream, buf, (width * positions).max(one_state))?;
+        }
+        self.backend.reserve_scratch(stream, Buf::Control, width * CONTROL_WORDS)?;
+        self.backend.reserve_scratch(stream, Buf::Tables, width * widest_tables)?;
+        Ok(width)
+    }
+
+    /// The states `members` (indices into `tables` and `queries`, all needing one kernel) on
+    /// `stream`, as many per launch as [`Self::batch_width`] gives: each state's candidates, or
+    /// `None` where a kernel refused it.
+    #[allow(clippy::type_complexity)]
+    fn run_batch(
+        &self,
+        stream: usize,
+        members: &[usize],
+        tables: &[Option<StateTables>],
+        queries: &[(&[u32], &QueryPlan)],
+        positions: usize,
+        limit: Option<usize>,
+    ) -> Result<Vec<(usize, Option<Vec<Candidate>>)>, CudaError> {
+        let table_words: Vec<usize> = members
+            .iter()
+            .map(|&k| {
+                let mut alone = TableBuilder::default();
+                tables[k].as_ref().expect("only states with tables").pack(queries[k].1, self.longest, 0, &mut alone);
+                alone.words.len() + STATE_HEADER_WORDS + 4
+            })
+            .collect();
+        let width = self.batch_width(stream, positions, &table_words)?;
+        let mut answers = Vec::with_capacity(members.len());
+        for launch in members.chunks(width) {
+            let states: Vec<(&StateTables, &QueryPlan)> =
+                launch.iter().map(|&k| (tables[k].as_ref().expect("only states with tables"), queries[k].1)).collect();
+            let results = self.run_pipeline(stream, &states, positions, limit)?;
+            for (&k, (slots, classes)) in launch.iter().zip(results) {
+                let candidates = (!classes.contains(&OVER_LIMIT))
+                    .then(|| slots.into_iter().zip(classes).map(|(slot, value)| Candidate { value, slot }).collect());
+                answers.push((k, candidates));
+            }
+        }
+        Ok(answers)
+    }
+
+    /// One launch's work on `stream`: the tables' upload, the count kernel, the top-k kernels
+    /// for the states with a limit and a class table, the selection, and the one wait.
     fn run_pipeline(
         &self,
         stream: usize,
-        tables: &[u32],
-        launch: &CountLaunch,
-        plan: &QueryPlan,
+        states: &[(&StateTables, &QueryPlan)],
+        positions: usize,
         limit: Option<usize>,
-    ) -> Result<(Vec<u32>, Vec<u32>), CudaError> {
-        let positions = launch.positions;
-        // Scratch as large as the mirror's positions: what `make_room` budgeted.
-        let scratch_positions = self.backend.capacity(Buf::LaneSlot, 0).max(positions as usize);
-        for buf in [Buf::Classes, Buf::OutSlots, Buf::OutClasses] {
-            self.backend.reserve_scratch(stream, buf, scratch_positions)?;
-        }
-        self.backend.reserve_scratch(stream, Buf::Tables, tables.len())?;
-        self.backend.write_scratch(stream, Buf::Tables, 0, bytes_of(tables))?;
-        self.backend.launch_count(stream, launch)?;
-        let limited = match limit {
+    ) -> Result<Vec<(Vec<u32>, Vec<u32>)>, CudaError> {
+        let mut tables = TableBuilder::default();
+        let mut header_words = Vec::with_capacity(states.len() * STATE_HEADER_WORDS);
+        let (mut most_buckets, mut shared_bytes) = (0, 0);
+        for &(t, plan) in states {
             // The cut-off is a class: without a class table the host keeps the best.
-            Some(k) if plan.has_classes() => {
-                let buckets = plan.class_count().min(HISTOGRAM_CLASSES as usize) as u32 + 1;
-                self.backend.zero_scratch(stream, Buf::Control, 0, HISTOGRAM + buckets as usize)?;
-                self.backend.launch_histogram(stream, positions, buckets)?;
-                self.backend.launch_cutoff(stream, buckets, k.min(u32::MAX as usize) as u32)?;
-                true
-            }
-            _ => {
-                self.backend.zero_scratch(stream, Buf::Control, 0, HISTOGRAM)?;
-                false
-            }
-        };
-        self.backend.launch_select(stream, positions, limited)?;
+            let buckets = match limit {
+                Some(_) if plan.has_classes() => plan.class_count().min(HISTOGRAM_CLASSES as usize) as u32 + 1,
+                _ => 0,
+            };
+            most_buckets = most_buckets.max(buckets);
+            shared_bytes = shared_bytes.max(t.shared_bytes());
+            header_words.extend(t.pack(plan, self.longest, buckets, &mut tables).words());
+        }
+        let headers = tables.push(&header_words);
+        let n = states.len();
+        self.backend.reserve_scratch(stream, Buf::Control, n * CONTROL_WORDS)?;
+        self.backend.reserve_scratch(stream, Buf::Tables, tables.words.len())?;
+        self.backend.write_scratch(stream, Buf::Tables, 0, bytes_of(&tables.words))?;
+        self.backend.zero_scratch(stream, Buf::Control, 0, n * CONTROL_WORDS)?;
+        let (positions, states_u32) = (positions as u32, n as u32);
+        self.backend.launch_count(
+            stream,
+            &CountLaunch {
+                token_bytes: self.token_bytes as u32,
+                kernel: states[0].0.kernel(),
+                positions,
+                states: states_u32,
+                headers,
+                shared_bytes,
+            },
+        )?;
+        let batch = BatchLaunch { positions, states: states_u32, headers, buckets: most_buckets };
+        if let (Some(k), true) = (limit, most_buckets > 0) {
+            self.backend.launch_histogram(stream, &batch)?;
+            self.backend.launch_cutoff(stream, &batch, k.min(u32::MAX as usize) as u32)?;
+        }
+        self.backend.launch_select(stream, &batch)?;
         // What one round trip brings back: enough for a top-k and its ties, as a rule.
         let expected = limit.map_or(1 << 16, |k| k.saturating_mul(2).max(1 << 10)).min(positions as usize);
-        self.backend.read_results(stream, expected)
+        self.backend.read_results(stream, &batch, expected)
     }
 }
 
@@ -605,15 +810,6 @@ impl TableBuilder {
         let words: Vec<u32> =
             values.chunks(2).map(|p| p[0] as u32 | (p.get(1).copied().unwrap_or(0) as u32) << 16).collect();
         self.push(&words)
-    }
-
-    fn push_symbols(&mut self, symbols: &super::plan::SymbolHash) -> SymbolArgs {
-        SymbolArgs {
-            keys: self.push(&symbols.keys),
-            index: self.push_u16(&symbols.index),
-            capacity: symbols.capacity(),
-            shift: symbols.shift,
-        }
     }
 }
 

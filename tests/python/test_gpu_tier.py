@@ -187,6 +187,29 @@ def test_gpu_equals_cpu_on_random_sets(metric, autojunk):
 
 @pytest.mark.gpu
 @needs_gpu
+@pytest.mark.parametrize("metric,autojunk", [("lcs", False), ("difflib", True)])
+def test_a_batch_is_scored_on_the_device_together(metric, autojunk):
+    """`match_patterns_batch`: states of several kernel variants (and one too long for any) in
+    one call, equal to a CPU matcher's answers state by state; every state that fits counts one
+    device query."""
+    gpu, cpu = pair(metric, autojunk)
+    rng = random.Random(f"batch{metric}")
+    vocab = [f"t{k}" for k in range(40)]
+    data = patterns(rng, 30_000, vocab, long_every=700)
+    names = list(data)
+    load((gpu, cpu), data, recent=names[28_000:])
+    longest = kernel_state_limits()[metric]
+    lengths = [rng.randint(0, 30) for _ in range(40)] + [rng.randint(33, 250) for _ in range(10)] + [longest + 1]
+    states = [[rng.choice(vocab) for _ in range(n)] for n in lengths]
+    for threshold, limit in [(0.0, None), (0.2, 100), (0.6, 3)]:
+        before = device_counts(gpu)
+        got = gpu.match_patterns_batch(states, threshold, limit)
+        assert got == cpu.match_patterns_batch(states, threshold, limit)
+        assert_device_answered(gpu, before, len(states) - 1, 1)
+
+
+@pytest.mark.gpu
+@needs_gpu
 def test_lcs_states_of_every_word_count_up_to_the_limit_run_on_the_device():
     """States of 0 to 1,024 symbols (the 32-bit path, then 1, 2, 4, 8 and 16 64-bit words, each
     boundary and one past it) on the device; 1,025 and longer on the CPU."""
