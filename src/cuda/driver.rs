@@ -33,8 +33,8 @@ use super::limits::SHARED_TABLE_BYTES;
 use super::limits::{CONTROL_OUT_LEN, CONTROL_WORDS};
 use super::nvrtc::{self, KernelImage};
 use super::tier::{
-    histogram_shared_bytes, Backend, BatchLaunch, Buf, CountLaunch, Words, CUTOFF_SHARED_BYTES, CUTOFF_THREADS,
-    QUERY_STREAMS,
+    histogram_shared_bytes, Backend, BatchLaunch, Buf, CountLaunch, Selected, Words, CUTOFF_SHARED_BYTES,
+    CUTOFF_THREADS, QUERY_STREAMS,
 };
 use super::{entry_points, MAX_THREADS_PER_BLOCK};
 
@@ -433,12 +433,7 @@ impl Backend for CudaBackend {
         })
     }
 
-    fn read_results(
-        &self,
-        stream: usize,
-        batch: &BatchLaunch,
-        expected: usize,
-    ) -> Result<Vec<(Vec<u32>, Vec<u32>)>, CudaError> {
+    fn read_results(&self, stream: usize, batch: &BatchLaunch, expected: usize) -> Result<Vec<Selected>, CudaError> {
         let q = &mut *self.query(stream);
         catch(|| {
             let (states, positions) = (batch.states as usize, batch.positions as usize);

@@ -11,7 +11,7 @@ use std::sync::{Condvar, Mutex};
 use super::error::CudaError;
 use super::limits::{CONTROL_OUT_LEN, CONTROL_WORDS, DIFFLIB_BUCKETS};
 use super::tier::{
-    histogram_shared_bytes, Backend, BatchLaunch, Buf, CountKernel, CountLaunch, Words, CUTOFF_SHARED_BYTES,
+    histogram_shared_bytes, Backend, BatchLaunch, Buf, CountKernel, CountLaunch, Selected, Words, CUTOFF_SHARED_BYTES,
     CUTOFF_THREADS, QUERY_STREAMS,
 };
 
@@ -379,12 +379,7 @@ impl Backend for EmulatedBackend {
         })
     }
 
-    fn read_results(
-        &self,
-        stream: usize,
-        batch: &BatchLaunch,
-        _expected: usize,
-    ) -> Result<Vec<(Vec<u32>, Vec<u32>)>, CudaError> {
+    fn read_results(&self, stream: usize, batch: &BatchLaunch, _expected: usize) -> Result<Vec<Selected>, CudaError> {
         let met = match self.meet {
             Some(_) => {
                 let in_flight = self.in_flight.lock().unwrap();

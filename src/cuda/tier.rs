@@ -139,6 +139,9 @@ impl CountLaunch {
     }
 }
 
+/// A state's selected candidates as the device returns them: `(slots, classes)`.
+pub type Selected = (Vec<u32>, Vec<u32>);
+
 /// The pipeline launches after the count: every state of the batch, on `stream`'s scratch.
 #[derive(Clone, Copy, Debug)]
 pub struct BatchLaunch {
@@ -190,12 +193,7 @@ pub trait Backend: Send + Sync {
     /// Waits for `stream` once and returns each state's selected `(slots, classes)`: the counts
     /// and the first `expected` pairs of each come back in that one round trip; more, if there
     /// are, in a second.
-    fn read_results(
-        &self,
-        stream: usize,
-        batch: &BatchLaunch,
-        expected: usize,
-    ) -> Result<Vec<(Vec<u32>, Vec<u32>)>, CudaError>;
+    fn read_results(&self, stream: usize, batch: &BatchLaunch, expected: usize) -> Result<Vec<Selected>, CudaError>;
 }
 
 pub(crate) fn bytes_of<T: Copy>(values: &[T]) -> &[u8] {
@@ -743,7 +741,7 @@ impl<B: Backend> DeviceTier<B> {
         states: &[(&StateTables, &QueryPlan)],
         positions: usize,
         limit: Option<usize>,
-    ) -> Result<Vec<(Vec<u32>, Vec<u32>)>, CudaError> {
+    ) -> Result<Vec<Selected>, CudaError> {
         let mut tables = TableBuilder::default();
         let mut header_words = Vec::with_capacity(states.len() * STATE_HEADER_WORDS);
         let (mut most_buckets, mut shared_bytes) = (0, 0);
