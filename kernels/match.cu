@@ -217,18 +217,17 @@ __device__ __forceinline__ void lcs_classes(Patterns p, const u32* __restrict__ 
                                             const StateHeader* __restrict__ headers, u32 states,
                                             u32* __restrict__ all_classes)
 {
+    // The header is read where each field is used, not held in registers across the pattern
+    // loop: the 16-word variant needs all 64 registers for the loop itself.
     const BatchBlock batch = kato_batch_block(states);
-    const StateHeader h = headers[batch.state];
-    const Plan plan = kato_plan(tables, h);
-    const u32 capacity = h.capacity, shift = h.shift;
-    const u32* keys = tables + h.keys;
-    const u16* index = (const u16*)(tables + h.index);
-    const W* masks = (const W*)(tables + h.metric[0]);
-    const u32 distinct = h.metric[1], masks_in_shared = h.metric[2], state_len = h.metric[3];
+    const StateHeader* h = headers + batch.state;
+    const u32 capacity = h->capacity, shift = h->shift;
+    const W* masks = (const W*)(tables + h->metric[0]);
+    const u32 distinct = h->metric[1], masks_in_shared = h->metric[2];
     u32* classes = all_classes + (u64)batch.state * p.positions;
     u32* keys_s;
     u16* index_s;
-    W* masks_s = (W*)kato_load_symbols(keys, index, capacity, &keys_s, &index_s);
+    W* masks_s = (W*)kato_load_symbols(tables + h->keys, (const u16*)(tables + h->index), capacity, &keys_s, &index_s);
     const u32 mask_words = distinct * WORDS * (u32)(sizeof(W) / 4);
     if (masks_in_shared) kato_copy_words((u32*)masks_s, (const u32*)masks, mask_words);
     __syncthreads();
@@ -236,7 +235,7 @@ __device__ __forceinline__ void lcs_classes(Patterns p, const u32* __restrict__ 
 
     const u32 bits = 8 * sizeof(W);
     Work work;
-    if (!kato_claim(p, plan, batch.run, state_len > bits * WORDS, classes, &work)) return;
+    if (!kato_claim(p, kato_plan(tables, *h), batch.run, h->metric[3] > bits * WORDS, classes, &work)) return;
     const u32 len = work.len, lane = work.lane;
     const u64 base = work.base;
     W v[WORDS];
@@ -246,19 +245,29 @@ __device__ __forceinline__ void lcs_classes(Patterns p, const u32* __restrict__ 
         return kato_symbol_row(keys_s, index_s, capacity - 1, shift, kato_token<T>(p, base, lane, i));
     };
     u32 i = 0;
-    // Four rows of tokens are loaded before the steps that use them, so a warp has several
+    // Rows of tokens are loaded a few ahead of the steps that use them, so a warp has several
     // loads in flight instead of waiting on each in turn (the loads are independent; the steps
-    // are a chain through v).
-    for (; i + 4 <= len; i += 4) {
-        u32 r0 = symbol_row(i), r1 = symbol_row(i + 1), r2 = symbol_row(i + 2), r3 = symbol_row(i + 3);
-        lcs_step<W, WORDS>(v, mask_rows, r0);
-        lcs_step<W, WORDS>(v, mask_rows, r1);
-        lcs_step<W, WORDS>(v, mask_rows, r2);
-        lcs_step<W, WORDS>(v, mask_rows, r3);
+    // are a chain through v): four, or two for the 16-word vector, which leaves no registers for
+    // more.
+    if (WORDS < 16) {
+        for (; i + 4 <= len; i += 4) {
+            u32 r0 = symbol_row(i), r1 = symbol_row(i + 1), r2 = symbol_row(i + 2), r3 = symbol_row(i + 3);
+            lcs_step<W, WORDS>(v, mask_rows, r0);
+            lcs_step<W, WORDS>(v, mask_rows, r1);
+            lcs_step<W, WORDS>(v, mask_rows, r2);
+            lcs_step<W, WORDS>(v, mask_rows, r3);
+        }
+    } else {
+        for (; i + 2 <= len; i += 2) {
+            u32 r0 = symbol_row(i), r1 = symbol_row(i + 1);
+            lcs_step<W, WORDS>(v, mask_rows, r0);
+            lcs_step<W, WORDS>(v, mask_rows, r1);
+        }
     }
     for (; i < len; ++i) lcs_step<W, WORDS>(v, mask_rows, symbol_row(i));
     // Words past the state keep all ones (their mask bits are 0), so they add nothing; the last
     // word's bits past the state are masked off.
+    const u32 state_len = h->metric[3];
     u32 matches = 0;
 #pragma unroll
     for (int w = 0; w < WORDS; ++w) {
@@ -269,7 +278,7 @@ __device__ __forceinline__ void lcs_classes(Patterns p, const u32* __restrict__ 
         W lost = ~v[w] & valid;
         matches += sizeof(W) == 8 ? __popcll((u64)lost) : __popc((u32)lost);
     }
-    classes[work.pos] = kato_class(plan, len, work.least, matches);
+    classes[work.pos] = kato_class(kato_plan(tables, *h), len, work.least, matches);
 }
 
 // Every count kernel takes the same arguments: the mirror, the batch's tables, its states'
