@@ -267,8 +267,8 @@ impl Matcher {
         if bulk > n || n as u64 >= u64::from(u32::MAX) {
             return Err(format!("{bulk} bulk patterns of {n}"));
         }
-        let index = NameIndex::build(&store)
-            .map_err(|slot| format!("pattern name {:?} appears twice", store.name(slot)))?;
+        let index =
+            NameIndex::build(&store).map_err(|slot| format!("pattern name {:?} appears twice", store.name(slot)))?;
         let order = NameOrder::from_ranked(&store, ranked).ok_or("the name order does not rank every pattern once")?;
         let mut matcher = Matcher::with_max_pattern_length(metric, max_pattern_length);
         (matcher.store, matcher.order, matcher.index, matcher.bulk_end, matcher.bulk_live) =

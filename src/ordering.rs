@@ -145,9 +145,10 @@ impl NameOrder {
             return None;
         }
         let keys: Vec<AtomicU64> = (0..slots).into_par_iter().map(|_| AtomicU64::new(u64::MAX)).collect();
-        let set = ranked.par_iter().enumerate().try_for_each(|(rank, &slot)| {
-            keys.get(slot as usize).map(|key| key.store(2 * (rank as u64 + 1), Relaxed))
-        });
+        let set = ranked
+            .par_iter()
+            .enumerate()
+            .try_for_each(|(rank, &slot)| keys.get(slot as usize).map(|key| key.store(2 * (rank as u64 + 1), Relaxed)));
         // `slots` ranks each set one key: every key is set only if no slot came twice.
         if set.is_none() || keys.par_iter().any(|key| key.load(Relaxed) == u64::MAX) {
             return None;

@@ -110,7 +110,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         t0, c0 = time.perf_counter(), time.process_time()
         loaded = kato_gpu.HybridGPUMatcher.load(path)
         load_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
-        print(f"load: {load_s:.2f} s ({size / load_s / 1e6:,.0f} MB/s), CPU {cpu_s:.2f} s (every thread, user + system)")
+        print(
+            f"load: {load_s:.2f} s ({size / load_s / 1e6:,.0f} MB/s), CPU {cpu_s:.2f} s (every thread, user + system)"
+        )
     print(f"process peak RSS: {_peak_rss_mb():,.0f} MB")
 
     failures = 0
