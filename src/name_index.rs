@@ -118,7 +118,7 @@ impl NameIndex {
     }
 
     /// The index of every slot of `store`, all of them live (a snapshot's load), built on every
-    /// core; `Err(slot)` for a slot whose name an earlier slot has too.
+    /// core; `Err(slot)` for a slot whose name another slot has too.
     ///
     /// Inserting 10M names one by one is one cache miss each into a 128 MB table (about 4 s).
     /// Instead the names are hashed in parallel, grouped by the partition of the table their
