@@ -296,22 +296,9 @@ impl Matcher {
         if bulk > n || n as u64 >= u64::from(u32::MAX) {
             return Err(format!("{bulk} bulk patterns of {n}"));
         }
-        // The two are independent reads of the store, each mostly cache misses: one core each.
-        let build_index = || {
-            let mut index = NameIndex::default();
-            index.reserve(n);
-            for slot in 0..n as u32 {
-                let name = store.name(slot);
-                if index.contains(name, &store) {
-                    return Err(format!("pattern name {name:?} appears twice"));
-                }
-                index.insert(name, slot);
-            }
-            Ok(index)
-        };
-        let (index, order) = rayon::join(build_index, || NameOrder::from_ranked(&store, ranked));
-        let index = index?;
-        let order = order.ok_or("the name order is not the names' order")?;
+        let index =
+            NameIndex::build(&store).map_err(|slot| format!("pattern name {:?} appears twice", store.name(slot)))?;
+        let order = NameOrder::from_ranked(&store, ranked).ok_or("the name order does not rank every pattern once")?;
         let mut matcher = Matcher::with_max_pattern_length(metric, max_pattern_length);
         (matcher.store, matcher.order, matcher.index, matcher.bulk_end, matcher.bulk_live) =
             (store, order, index, bulk, bulk);

@@ -7,7 +7,10 @@
 //! - sections of raw arrays, each starting at a multiple of 64 and zero-padded to one, so a later
 //!   version can map them instead of reading them;
 //! - the header (JSON): format version, the matcher's settings, counts, and per section its
-//!   offset, length and checksum.
+//!   offset, length and checksums: one per [`BLOCK`] bytes of the padded section (format 2), so
+//!   a load reads and verifies the blocks on every core, straight into the arrays the matcher
+//!   keeps; format 1 had one checksum per section, a chain only one core can follow (it still
+//!   loads, more slowly).
 //!
 //! Removed patterns are not written; live ones keep their slot order, bulk tier first, so a
 //! loaded matcher holds the same patterns in the same tiers. A snapshot is written to a temporary
@@ -18,21 +21,24 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{KatoError, Result};
 use crate::matcher::Matcher;
 use crate::metrics::Metric;
-use crate::store::{AnyRun, PatternStore, TokenColumn};
+use crate::store::{AnyRun, NameSnapshot, PatternStore, TokenColumn};
 use crate::vocabulary::Vocabulary;
 
 pub const MAGIC: &[u8; 8] = b"KATOSNAP";
-/// The format this build writes and the only one it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format this build writes. It reads this one and version 1.
+pub const FORMAT_VERSION: u32 = 2;
 const PRELUDE: usize = 64;
 const ALIGN: u64 = 64;
-/// Bytes hashed and written (or read) at a time.
-const BUFFER: usize = 1 << 20;
+/// Bytes per checksummed block of a section (format 2), and bytes hashed and written (or read)
+/// at a time. 1 MiB: 1,400 blocks for a 10M-pattern file, plenty for every core, and about 28 KB
+/// of checksums in its header.
+const BLOCK: usize = 1 << 20;
 
 // ------------------------------------------------------------------------------- checksum
 
@@ -108,7 +114,13 @@ struct Section {
     offset: u64,
     /// Bytes of data (the padding after them is not counted).
     length: u64,
-    checksum: u64,
+    /// Format 1: the checksum of the whole padded section.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    checksum: Option<u64>,
+    /// Format 2: the checksum of each [`BLOCK`] bytes of the padded section (the last block
+    /// shorter), in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    blocks: Option<Vec<u64>>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -125,6 +137,9 @@ struct Header {
     events: u64,
     symbols: u64,
     next_id: u32,
+    /// Format 2: [`BLOCK`], so a reader of another block size refuses the file plainly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    checksum_block: Option<u64>,
     sections: Vec<Section>,
 }
 
@@ -165,9 +180,14 @@ fn io(path: &Path, action: &str, err: std::io::Error) -> KatoError {
 /// Writes sections back to back, each aligned and checksummed.
 struct Writer {
     out: BufWriter<File>,
+    /// The format written: 1 only for the tests of reading it.
+    version: u32,
     at: u64,
     buffer: Vec<u8>,
+    /// The running checksum of the section (format 1).
     hash: Checksum,
+    /// The section's block checksums so far (format 2).
+    blocks: Vec<u64>,
     start: u64,
     sections: Vec<Section>,
 }
@@ -176,13 +196,18 @@ impl Writer {
     fn bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         let mut rest = bytes;
         while !rest.is_empty() {
-            let take = rest.len().min(BUFFER - self.buffer.len());
+            let take = rest.len().min(BLOCK - self.buffer.len());
             self.buffer.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
-            if self.buffer.len() == BUFFER {
-                self.hash.update(&self.buffer);
+            if self.buffer.len() == BLOCK {
+                // The buffer starts at the section's start, so each full one is one block.
+                if self.version == 1 {
+                    self.hash.update(&self.buffer);
+                } else {
+                    self.blocks.push(checksum(&self.buffer));
+                }
                 self.out.write_all(&self.buffer)?;
-                self.at += BUFFER as u64;
+                self.at += BLOCK as u64;
                 self.buffer.clear();
             }
         }
@@ -190,7 +215,7 @@ impl Writer {
     }
 
     fn u16s(&mut self, values: &[u16]) -> std::io::Result<()> {
-        for chunk in values.chunks(BUFFER / 2) {
+        for chunk in values.chunks(BLOCK / 2) {
             let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
             self.bytes(&bytes)?;
         }
@@ -198,7 +223,7 @@ impl Writer {
     }
 
     fn u32s(&mut self, values: &[u32]) -> std::io::Result<()> {
-        for chunk in values.chunks(BUFFER / 4) {
+        for chunk in values.chunks(BLOCK / 4) {
             let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
             self.bytes(&bytes)?;
         }
@@ -215,11 +240,18 @@ impl Writer {
         let padded = length.next_multiple_of(ALIGN);
         self.buffer.resize(self.buffer.len() + (padded - length) as usize, 0);
         let hash = std::mem::take(&mut self.hash);
-        let checksum = hash.finish(&self.buffer);
+        let (checksum, blocks) = if self.version == 1 {
+            (Some(hash.finish(&self.buffer)), None)
+        } else {
+            if !self.buffer.is_empty() {
+                self.blocks.push(checksum(&self.buffer));
+            }
+            (None, Some(std::mem::take(&mut self.blocks)))
+        };
         self.out.write_all(&self.buffer)?;
         self.at += self.buffer.len() as u64;
         self.buffer.clear();
-        self.sections.push(Section { name: name.to_string(), offset: self.start, length, checksum });
+        self.sections.push(Section { name: name.to_string(), offset: self.start, length, checksum, blocks });
         self.start = self.at;
         Ok(())
     }
@@ -316,7 +348,7 @@ fn write_sections(w: &mut Writer, vocab: &Vocabulary, matcher: &Matcher) -> std:
     let bulk_end = matcher.bulk_end() as u32;
     let metric = matcher.metric();
     Ok(Header {
-        format_version: FORMAT_VERSION,
+        format_version: w.version,
         metric: metric.name().to_string(),
         autojunk: matches!(metric, Metric::Difflib { autojunk: true }),
         max_pattern_length: matcher.max_pattern_length(),
@@ -327,6 +359,7 @@ fn write_sections(w: &mut Writer, vocab: &Vocabulary, matcher: &Matcher) -> std:
         events,
         symbols: vocab.len() as u64,
         next_id: vocab.next_id(),
+        checksum_block: (w.version >= 2).then_some(BLOCK as u64),
         sections: std::mem::take(&mut w.sections),
     })
 }
@@ -344,11 +377,16 @@ fn temporary(path: &Path) -> PathBuf {
 /// Writes `matcher` and `vocab` (the vocabulary its ids come from) to `path`, atomically. The
 /// caller holds both still for the duration (the snapshot is one point in time).
 pub fn save(path: &Path, vocab: &Vocabulary, matcher: &Matcher) -> Result<()> {
+    save_version(path, vocab, matcher, FORMAT_VERSION)
+}
+
+/// [`save`] in format `version` (1 or 2).
+fn save_version(path: &Path, vocab: &Vocabulary, matcher: &Matcher, version: u32) -> Result<()> {
     if path.file_name().is_none() {
         return Err(KatoError::InvalidValue(format!("snapshot path {} names no file", path.display())));
     }
     let tmp = temporary(path);
-    let written = write_file(&tmp, vocab, matcher);
+    let written = write_file(&tmp, vocab, matcher, version);
     if let Err(err) = written {
         let _ = fs::remove_file(&tmp);
         return Err(err);
@@ -365,14 +403,16 @@ pub fn save(path: &Path, vocab: &Vocabulary, matcher: &Matcher) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io(dir, "syncing the directory", e))
 }
 
-fn write_file(tmp: &Path, vocab: &Vocabulary, matcher: &Matcher) -> Result<()> {
+fn write_file(tmp: &Path, vocab: &Vocabulary, matcher: &Matcher, version: u32) -> Result<()> {
     let fail = |e| io(tmp, "writing", e);
     let file = File::create(tmp).map_err(fail)?;
     let mut w = Writer {
-        out: BufWriter::with_capacity(BUFFER, file),
+        out: BufWriter::with_capacity(BLOCK, file),
+        version,
         at: PRELUDE as u64,
-        buffer: Vec::with_capacity(BUFFER),
+        buffer: Vec::with_capacity(BLOCK),
         hash: Checksum::default(),
+        blocks: Vec::new(),
         start: PRELUDE as u64,
         sections: Vec::new(),
     };
@@ -385,7 +425,7 @@ fn write_file(tmp: &Path, vocab: &Vocabulary, matcher: &Matcher) -> Result<()> {
 
     let mut prelude = [0u8; PRELUDE];
     prelude[..8].copy_from_slice(MAGIC);
-    prelude[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    prelude[8..12].copy_from_slice(&version.to_le_bytes());
     prelude[16..24].copy_from_slice(&header_offset.to_le_bytes());
     prelude[24..32].copy_from_slice(&(json.len() as u64).to_le_bytes());
     prelude[32..40].copy_from_slice(&checksum(&json).to_le_bytes());
@@ -400,7 +440,7 @@ fn write_file(tmp: &Path, vocab: &Vocabulary, matcher: &Matcher) -> Result<()> {
 
 // ------------------------------------------------------------------------------- reading
 
-/// Reads the prelude and header of `file` and checks them against the file's length.
+/// Reads and checks the prelude and header of `file` against the file's length.
 fn read_header(path: &Path, file: &mut File) -> Result<Header> {
     let len = file.metadata().map_err(|e| io(path, "reading", e))?.len();
     let mut prelude = [0u8; PRELUDE];
@@ -412,10 +452,13 @@ fn read_header(path: &Path, file: &mut File) -> Result<Header> {
         return Err(corrupt(path, "not a kato_gpu snapshot (wrong magic bytes)"));
     }
     let version = u32::from_le_bytes(prelude[8..12].try_into().expect("4 bytes"));
-    if version != FORMAT_VERSION {
+    if version != 1 && version != FORMAT_VERSION {
         return Err(corrupt(
             path,
-            format!("snapshot format version {version} is not supported (this build reads version {FORMAT_VERSION})"),
+            format!(
+                "snapshot format version {version} is not supported (this build reads versions 1 and \
+                 {FORMAT_VERSION})"
+            ),
         ));
     }
     let field = |k: usize| word(&prelude[k..k + 8]);
@@ -446,6 +489,9 @@ fn read_header(path: &Path, file: &mut File) -> Result<Header> {
     if names != SECTIONS {
         return Err(corrupt(path, format!("unexpected sections {names:?}")));
     }
+    if version >= 2 && header.checksum_block != Some(BLOCK as u64) {
+        return Err(corrupt(path, format!("checksum block {:?}, not {BLOCK} bytes", header.checksum_block)));
+    }
     let mut at = PRELUDE as u64;
     for s in &header.sections {
         let end = s.offset.checked_add(s.length.next_multiple_of(ALIGN));
@@ -453,65 +499,123 @@ fn read_header(path: &Path, file: &mut File) -> Result<Header> {
             return Err(corrupt(path, format!("section {} lies outside the file", s.name)));
         }
         at = end.expect("checked");
+        let checksums_fit = match (version, &s.checksum, &s.blocks) {
+            (1, Some(_), None) => true,
+            (_, None, Some(blocks)) => blocks.len() as u64 == s.length.div_ceil(BLOCK as u64),
+            _ => false,
+        };
+        if !checksums_fit {
+            return Err(corrupt(path, format!("section {} lacks its checksums", s.name)));
+        }
     }
     Ok(header)
 }
 
-/// Reads one section as values of `width` bytes, each decoded by `decode`, verifying its
-/// checksum. `count` is the number of values the header promises.
-fn read_section<T>(
-    path: &Path,
-    file: &mut File,
-    section: &Section,
-    width: usize,
-    count: u64,
-    decode: impl Fn(&[u8]) -> T,
-) -> Result<Vec<T>> {
-    if count.checked_mul(width as u64) != Some(section.length) {
-        return Err(corrupt(
-            path,
-            format!("section {} has {} bytes, not {count} values", section.name, section.length),
-        ));
-    }
-    let padded = section.length.next_multiple_of(ALIGN) as usize;
-    let mut values = Vec::with_capacity(count as usize);
-    let mut hash = Checksum::default();
-    let mut buffer = vec![0u8; BUFFER.min(padded)];
-    let mut done = 0usize;
-    file.seek(SeekFrom::Start(section.offset)).map_err(|e| io(path, "reading", e))?;
-    while done < padded {
-        let take = (padded - done).min(BUFFER);
-        let chunk = &mut buffer[..take];
-        file.read_exact(chunk).map_err(|e| io(path, "reading", e))?;
-        let data = (section.length as usize).saturating_sub(done).min(take);
-        values.extend(chunk[..data].chunks_exact(width).map(&decode));
-        done += take;
-        if done < padded {
-            hash.update(chunk);
-        } else {
-            let checksum = hash.clone().finish(chunk);
-            if checksum != section.checksum {
-                return Err(corrupt(path, format!("checksum mismatch in section {}", section.name)));
+/// A value of a section: little-endian, `WIDTH` bytes.
+trait Word: Copy + Send + Sync {
+    const WIDTH: usize;
+    const ZERO: Self;
+    fn decode(bytes: &[u8]) -> Self;
+}
+
+macro_rules! word {
+    ($($t:ty),*) => {$(
+        impl Word for $t {
+            const WIDTH: usize = std::mem::size_of::<$t>();
+            const ZERO: $t = 0;
+            #[inline]
+            fn decode(bytes: &[u8]) -> $t {
+                <$t>::from_le_bytes(bytes.try_into().expect("one value's bytes"))
             }
         }
+    )*};
+}
+word!(u8, u16, u32, u64);
+
+/// Fills `buffer` from `offset` of `file`, without moving a cursor: blocks are read by several
+/// threads at once.
+#[cfg(unix)]
+fn read_at(file: &File, buffer: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buffer, offset)
+}
+
+#[cfg(windows)]
+fn read_at(file: &File, mut buffer: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+    while !buffer.is_empty() {
+        match std::os::windows::fs::FileExt::seek_read(file, buffer, offset)? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            read => (buffer, offset) = (&mut buffer[read..], offset + read as u64),
+        }
     }
-    if padded == 0 && Checksum::default().finish(&[]) != section.checksum {
-        return Err(corrupt(path, format!("checksum mismatch in section {}", section.name)));
+    Ok(())
+}
+
+/// An open snapshot whose header has been checked.
+struct Source<'a> {
+    path: &'a Path,
+    file: File,
+}
+
+impl Source<'_> {
+    fn mismatch(&self, section: &Section) -> KatoError {
+        corrupt(self.path, format!("checksum mismatch in section {}", section.name))
     }
-    Ok(values)
+
+    /// The `count` values of `section`, verified against its checksums. Format 2: each block
+    /// is read by one task straight into its place in the array, and hashed while in cache.
+    fn array<T: Word>(&self, section: &Section, count: u64) -> Result<Vec<T>> {
+        if count.checked_mul(T::WIDTH as u64) != Some(section.length) {
+            return Err(corrupt(
+                self.path,
+                format!("section {} has {} bytes, not {count} values", section.name, section.length),
+            ));
+        }
+        let padded = section.length.next_multiple_of(ALIGN);
+        // `count` values are in the file, so they fit in memory's address space.
+        let mut values = vec![T::ZERO; count as usize];
+        let Some(blocks) = &section.blocks else { return self.array_v1(section, values, padded) };
+        values.par_chunks_mut(BLOCK / T::WIDTH).enumerate().try_for_each_init(Vec::new, |buffer, (k, values)| {
+            let start = (k * BLOCK) as u64;
+            buffer.resize((padded - start).min(BLOCK as u64) as usize, 0);
+            read_at(&self.file, buffer, section.offset + start).map_err(|e| io(self.path, "reading", e))?;
+            if checksum(buffer) != blocks[k] {
+                return Err(self.mismatch(section));
+            }
+            for (value, bytes) in values.iter_mut().zip(buffer.chunks_exact(T::WIDTH)) {
+                *value = T::decode(bytes);
+            }
+            Ok(())
+        })?;
+        Ok(values)
+    }
+
+    /// Format 1: one checksum over the whole section, so one pass in order.
+    fn array_v1<T: Word>(&self, section: &Section, mut values: Vec<T>, padded: u64) -> Result<Vec<T>> {
+        let mut hash = Checksum::default();
+        let mut buffer = vec![0u8; BLOCK.min(padded as usize)];
+        let mut filled = values.chunks_mut(BLOCK / T::WIDTH);
+        let mut done = 0u64;
+        while done + (BLOCK as u64) < padded {
+            read_at(&self.file, &mut buffer, section.offset + done).map_err(|e| io(self.path, "reading", e))?;
+            hash.update(&buffer);
+            decode(filled.next().unwrap_or_default(), &buffer);
+            done += BLOCK as u64;
+        }
+        let last = &mut buffer[..(padded - done) as usize];
+        read_at(&self.file, last, section.offset + done).map_err(|e| io(self.path, "reading", e))?;
+        decode(filled.next().unwrap_or_default(), last);
+        if Some(hash.finish(last)) != section.checksum {
+            return Err(self.mismatch(section));
+        }
+        Ok(values)
+    }
 }
 
-fn u64s(path: &Path, file: &mut File, s: &Section, count: u64) -> Result<Vec<u64>> {
-    read_section(path, file, s, 8, count, word)
-}
-
-fn u32s(path: &Path, file: &mut File, s: &Section, count: u64) -> Result<Vec<u32>> {
-    read_section(path, file, s, 4, count, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
-}
-
-fn text(path: &Path, file: &mut File, s: &Section, ends: &[u64], what: &str) -> Result<String> {
-    let bytes = read_section(path, file, s, 1, ends.last().copied().unwrap_or(0), |b| b[0])?;
-    String::from_utf8(bytes).map_err(|_| corrupt(path, format!("{what} are not valid UTF-8")))
+/// Fills `values` from the start of `bytes`.
+fn decode<T: Word>(values: &mut [T], bytes: &[u8]) {
+    for (value, bytes) in values.iter_mut().zip(bytes.chunks_exact(T::WIDTH)) {
+        *value = T::decode(bytes);
+    }
 }
 
 /// The strings of `text` cut at `ends`, checked to be ascending and on character boundaries.
@@ -533,36 +637,39 @@ fn cut<'a>(path: &Path, text: &'a str, ends: &[u64], what: &str) -> Result<Vec<&
 pub fn load(path: &Path) -> Result<(Vocabulary, Matcher, SnapshotInfo)> {
     let mut file = File::open(path).map_err(|e| io(path, "opening", e))?;
     let header = read_header(path, &mut file)?;
+    let src = Source { path, file };
     let s = &header.sections;
     let (n, symbols) = (header.patterns, header.symbols);
+    let last = |ends: &[u64]| ends.last().copied().unwrap_or(0);
 
-    let vocab_ids = u32s(path, &mut file, &s[0], symbols)?;
-    let vocab_ends = u64s(path, &mut file, &s[1], symbols)?;
-    let vocab_text = text(path, &mut file, &s[2], &vocab_ends, "symbols")?;
+    let vocab_ids: Vec<u32> = src.array(&s[0], symbols)?;
+    let vocab_ends: Vec<u64> = src.array(&s[1], symbols)?;
+    let vocab_text = String::from_utf8(src.array(&s[2], last(&vocab_ends))?)
+        .map_err(|_| corrupt(path, "symbols are not valid UTF-8"))?;
     let vocab = Vocabulary::from_parts(&vocab_ids, &cut(path, &vocab_text, &vocab_ends, "symbol")?, header.next_id)
         .map_err(|e| corrupt(path, format!("vocabulary: {e}")))?;
     drop((vocab_ids, vocab_ends, vocab_text));
 
-    let name_ends = u64s(path, &mut file, &s[3], n)?;
-    let name_text = text(path, &mut file, &s[4], &name_ends, "pattern names")?;
-    let offsets = u64s(path, &mut file, &s[5], n.saturating_add(1))?;
+    // The names first: their text is held twice for a moment (file order and arena chunks),
+    // while the other arrays are not yet there, so the peak stays under the matcher's size.
+    let name_ends: Vec<u64> = src.array(&s[3], n)?;
+    let name_text: Vec<u8> = src.array(&s[4], last(&name_ends))?;
+    let names = NameSnapshot::from_text(&name_text, &name_ends).map_err(|e| corrupt(path, e))?;
+    drop((name_text, name_ends));
+
+    let offsets: Vec<u64> = src.array(&s[5], n.saturating_add(1))?;
     let tokens = match header.token_width {
-        2 => TokenColumn::Narrow(read_section(path, &mut file, &s[6], 2, header.tokens, |b| {
-            u16::from_le_bytes(b.try_into().expect("2 bytes"))
-        })?),
-        4 => TokenColumn::Wide(u32s(path, &mut file, &s[6], header.tokens)?),
+        2 => TokenColumn::Narrow(src.array(&s[6], header.tokens)?),
+        4 => TokenColumn::Wide(src.array(&s[6], header.tokens)?),
         w => return Err(corrupt(path, format!("token width {w}"))),
     };
-    let event_offsets = u64s(path, &mut file, &s[7], n.saturating_add(1))?;
-    let event_lens = u32s(path, &mut file, &s[8], header.events)?;
-    let ranked = u32s(path, &mut file, &s[9], n)?;
+    let event_offsets: Vec<u64> = src.array(&s[7], n.saturating_add(1))?;
+    let event_lens: Vec<u32> = src.array(&s[8], header.events)?;
+    let ranked: Vec<u32> = src.array(&s[9], n)?;
 
     let metric = Metric::from_name(&header.metric, header.autojunk).map_err(|e| corrupt(path, e))?;
-    let store = {
-        let names = cut(path, &name_text, &name_ends, "name")?;
-        PatternStore::from_columns(tokens, offsets, &names, event_lens, event_offsets).map_err(|e| corrupt(path, e))?
-    };
-    drop((name_text, name_ends));
+    let store =
+        PatternStore::from_columns(tokens, offsets, names, event_lens, event_offsets).map_err(|e| corrupt(path, e))?;
     let bulk = header.bulk_patterns as usize;
     let matcher =
         Matcher::restore(metric, header.max_pattern_length, store, ranked, bulk).map_err(|e| corrupt(path, e))?;
@@ -689,10 +796,111 @@ mod tests {
             assert!(refused(&good[..len]).contains("truncated"), "{len}");
         }
         let mut bytes = good.clone();
-        bytes[8] = 2;
-        assert!(refused(&bytes).contains("version 2 is not supported"));
+        bytes[8] = 3;
+        assert!(refused(&bytes).contains("version 3 is not supported"));
         bytes[0] = b'X';
         assert!(refused(&bytes).contains("magic"));
+    }
+
+    /// Sections of several checksum blocks: read on every core, each block verified.
+    #[test]
+    fn snapshot_of_many_blocks_round_trips_and_refuses_a_changed_block() {
+        let mut rng = Rng::new(9);
+        let path = dir().join("blocks.snap");
+        let mut vocab = Vocabulary::new();
+        let words: Vec<String> = (0..300).map(|i| format!("s{i}")).collect();
+        vocab.push_all(&words.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        let mut matcher = Matcher::new(Metric::Lcs);
+        for k in 0..200_000 {
+            let tokens: Vec<u32> = (0..1 + rng.below(8)).map(|_| rng.below(300) as u32).collect();
+            matcher.insert(&format!("PTRN|{:x}", rng.below(1 << 40) * 1000 + k), &tokens).unwrap();
+            if k == 150_000 {
+                matcher.promote();
+            }
+        }
+        save(&path, &vocab, &matcher).unwrap();
+        let (_, loaded, _) = load(&path).unwrap();
+        assert_same(&matcher, &loaded, &mut rng, 300);
+
+        let mut file = File::open(&path).unwrap();
+        let header = read_header(&path, &mut file).unwrap();
+        let good = fs::read(&path).unwrap();
+        let bad = dir().join("bad_block.snap");
+        let mut checked = 0;
+        for section in header.sections.iter().filter(|s| s.blocks.as_ref().unwrap().len() > 1) {
+            let mut bytes = good.clone();
+            bytes[(section.offset + BLOCK as u64 + 5) as usize] ^= 1;
+            fs::write(&bad, &bytes).unwrap();
+            let text = match load(&bad) {
+                Err(KatoError::InvalidSnapshot(text)) => text,
+                other => panic!("loaded a damaged file: {:?}", other.map(|r| r.2)),
+            };
+            assert!(text.contains(&format!("checksum mismatch in section {}", section.name)), "{text}");
+            checked += 1;
+        }
+        assert!(checked >= 3, "{checked} sections of several blocks");
+    }
+
+    /// Files of format 1 (one checksum per section) still load, and alike.
+    #[test]
+    fn snapshot_of_format_1_loads() {
+        let mut rng = Rng::new(10);
+        let path = dir().join("v1.snap");
+        for metric in [Metric::Lcs, Metric::Difflib { autojunk: true }] {
+            for symbols in [40, 70_000] {
+                let (vocab, matcher) = sample(&mut rng, metric, symbols);
+                save_version(&path, &vocab, &matcher, 1).unwrap();
+                assert_eq!(fs::read(&path).unwrap()[8], 1);
+                let (v1, m1, _) = load(&path).unwrap();
+                assert_eq!(v1, vocab);
+                assert_same(&matcher, &m1, &mut rng, symbols);
+            }
+        }
+        let good = fs::read(&path).unwrap();
+        let bad = dir().join("bad_v1.snap");
+        for at in (PRELUDE..good.len()).step_by(good.len() / 300) {
+            let mut bytes = good.clone();
+            bytes[at] ^= 0x10;
+            fs::write(&bad, &bytes).unwrap();
+            assert!(matches!(load(&bad), Err(KatoError::InvalidSnapshot(_))), "{at}");
+        }
+    }
+
+    /// Names a duplicate or an order that does not rank every pattern once.
+    #[test]
+    fn snapshot_refuses_a_duplicate_name_or_a_bad_ranking() {
+        let store = |names: &[&str]| {
+            let n = names.len();
+            let mut text = Vec::new();
+            let mut ends = Vec::new();
+            for name in names {
+                text.extend_from_slice(name.as_bytes());
+                ends.push(text.len() as u64);
+            }
+            let names = NameSnapshot::from_text(&text, &ends).unwrap();
+            PatternStore::from_columns(TokenColumn::Narrow(vec![]), vec![0; n + 1], names, vec![], vec![0; n + 1])
+                .unwrap()
+        };
+        let text = "abcé".as_bytes();
+        assert!(NameSnapshot::from_text(text, &[1, 3, 5]).is_ok());
+        for ends in [&[1, 1, 5][..], &[0, 5], &[2, 1, 5], &[1, 4, 5], &[1, 3, 6], &[1, 3]] {
+            let err = NameSnapshot::from_text(text, ends).err().unwrap();
+            assert!(err.contains("bad name boundaries"), "{ends:?}: {err}");
+        }
+        let names: Vec<String> = (0..20_000).map(|k| format!("PTRN|{k:06}")).collect();
+        let mut refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let ranked: Vec<u32> = (0..refs.len() as u32).collect();
+        assert!(Matcher::restore(Metric::Lcs, None, store(&refs), ranked.clone(), 0).is_ok());
+        let mut twice = ranked.clone();
+        twice[7] = 8;
+        let err = Matcher::restore(Metric::Lcs, None, store(&refs), twice, 0).err().unwrap();
+        assert!(err.contains("does not rank every pattern once"), "{err}");
+        let mut outside = ranked.clone();
+        outside[7] = 20_000;
+        assert!(Matcher::restore(Metric::Lcs, None, store(&refs), outside, 0).is_err());
+        refs[12_345] = refs[3];
+        let err = Matcher::restore(Metric::Lcs, None, store(&refs), ranked, 0).err().unwrap();
+        assert!(err.contains("\"PTRN|000003\" appears twice"), "{err}");
     }
 
     #[test]

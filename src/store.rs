@@ -9,6 +9,8 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 /// A stored symbol id: patterns are kept as u16 while every stored id fits (half the memory and
 /// half the bytes a scan streams), as u32 from the first larger id on.
 pub trait Token: Copy + Into<u32> + Send + Sync + 'static {}
@@ -81,6 +83,45 @@ impl NameSnapshot {
 
     fn memory_bytes(&self) -> usize {
         self.0.iter().map(|c| c.bytes.capacity() + c.ends.capacity() * 4).sum()
+    }
+
+    fn len(&self) -> usize {
+        self.0.last().map_or(0, |c| (self.0.len() - 1) * NAME_CHUNK + c.ends.len())
+    }
+
+    /// The names of `text` cut at `ends` (the end of each name, ascending), as the arena holds
+    /// them; built a chunk per task. The text names the first rule broken: a name that is empty
+    /// or not whole UTF-8, or ends out of order or past the text.
+    pub(crate) fn from_text(text: &[u8], ends: &[u64]) -> Result<NameSnapshot, String> {
+        if ends.last().map_or(0, |&end| end) != text.len() as u64 {
+            return Err("bad name boundaries: the names do not span their text".into());
+        }
+        let chunks = ends
+            .par_chunks(NAME_CHUNK)
+            .enumerate()
+            .map(|(c, chunk_ends)| {
+                let start = if c == 0 { 0 } else { ends[c * NAME_CHUNK - 1] };
+                let end = chunk_ends[chunk_ends.len() - 1];
+                let bytes = usize::try_from(start)
+                    .ok()
+                    .zip(usize::try_from(end).ok())
+                    .and_then(|(start, end)| text.get(start..end))
+                    .and_then(|bytes| std::str::from_utf8(bytes).ok())
+                    .ok_or_else(|| format!("bad name boundaries or text near name {}", c * NAME_CHUNK))?;
+                let mut relative = Vec::with_capacity(chunk_ends.len());
+                let mut previous = 0;
+                for (k, &e) in chunk_ends.iter().enumerate() {
+                    // Strictly ascending: no empty name, and every end within `start..=end`.
+                    if e <= start + u64::from(previous) || !bytes.is_char_boundary((e - start) as usize) {
+                        return Err(format!("bad name boundaries at name {}", c * NAME_CHUNK + k));
+                    }
+                    previous = u32::try_from(e - start).map_err(|_| "a name chunk longer than 4 GiB".to_string())?;
+                    relative.push(previous);
+                }
+                Ok(Arc::new(NameChunk { bytes: bytes.as_bytes().to_vec(), ends: relative }))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(NameSnapshot(chunks))
     }
 }
 
@@ -247,11 +288,12 @@ impl PatternStore {
 
     /// A store of these columns (as [`PatternStore`] lays them out, `names` one per pattern),
     /// every slot live: how a snapshot is loaded without re-learning. The text names the first
-    /// layout rule broken; nothing is trusted that could make a later read panic.
+    /// layout rule broken; nothing is trusted that could make a later read panic. The checks run
+    /// on every core: at 10M patterns they are a good part of a load.
     pub(crate) fn from_columns(
         tokens: TokenColumn,
         offsets: Vec<u64>,
-        names: &[&str],
+        names: NameSnapshot,
         event_lens: Vec<u32>,
         event_offsets: Vec<u64>,
     ) -> Result<PatternStore, String> {
@@ -266,41 +308,42 @@ impl PatternStore {
             if offsets.len() != n + 1 || offsets[0] != 0 || offsets[n] != total as u64 {
                 return Err(format!("{what} do not span their column"));
             }
-            if offsets.windows(2).any(|w| w[0] > w[1]) {
+            if offsets.par_windows(2).any(|w| w[0] > w[1]) {
                 return Err(format!("{what} decrease"));
             }
         }
         if let TokenColumn::Wide(t) = &tokens {
-            if t.iter().any(|&id| id > MAX_SYMBOL_ID) {
+            if t.par_iter().any(|&id| id > MAX_SYMBOL_ID) {
                 return Err("a symbol id is out of range".into());
             }
         }
-        let mut lengths = BTreeMap::new();
-        for k in 0..n {
-            let len = offsets[k + 1] - offsets[k];
-            let events = &event_lens[event_offsets[k] as usize..event_offsets[k + 1] as usize];
-            if events.iter().map(|&l| u64::from(l)).sum::<u64>() != len {
-                return Err(format!("the events of pattern {k} do not add up to its length"));
-            }
-            *lengths.entry(len as usize).or_insert(0) += 1;
-        }
-        let mut store = PatternStore {
+        let lengths = (0..n)
+            .into_par_iter()
+            .try_fold(BTreeMap::new, |mut lengths: BTreeMap<usize, usize>, k| {
+                let len = offsets[k + 1] - offsets[k];
+                let events = &event_lens[event_offsets[k] as usize..event_offsets[k + 1] as usize];
+                if events.iter().map(|&l| u64::from(l)).sum::<u64>() != len {
+                    return Err(format!("the events of pattern {k} do not add up to its length"));
+                }
+                *lengths.entry(len as usize).or_insert(0) += 1;
+                Ok(lengths)
+            })
+            .try_reduce(BTreeMap::new, |mut a, b| {
+                for (len, count) in b {
+                    *a.entry(len).or_insert(0) += count;
+                }
+                Ok(a)
+            })?;
+        Ok(PatternStore {
             tokens,
             offsets,
-            names: NameSnapshot::default(),
+            names,
             live: vec![true; n],
             live_count: n,
             event_lens,
             event_offsets,
             lengths,
-        };
-        for name in names {
-            if name.is_empty() {
-                return Err("an empty pattern name".into());
-            }
-            store.names.push(name);
-        }
-        Ok(store)
+        })
     }
 
     /// Slots `first..first + count` as one contiguous run.

@@ -6,9 +6,11 @@ a damaged file must be refused with a ``ValueError`` naming the problem."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -144,9 +146,9 @@ def test_damaged_files_are_refused(tmp_path, saved):
     with pytest.raises(ValueError, match="more than"):
         HybridGPUMatcher.load(bad)
     data = bytearray(good)
-    data[8:12] = (2).to_bytes(4, "little")
+    data[8:12] = (3).to_bytes(4, "little")
     bad.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match="format version 2 is not supported"):
+    with pytest.raises(ValueError, match="format version 3 is not supported"):
         HybridGPUMatcher.load(bad)
     bad.write_bytes(b"PK\x03\x04" + good[4:])
     with pytest.raises(ValueError, match="magic"):
@@ -156,6 +158,44 @@ def test_damaged_files_are_refused(tmp_path, saved):
     # The good file and the saved matcher are untouched by all of it.
     assert path.read_bytes() == good
     assert_same(matcher, HybridGPUMatcher.load(path), rng, queries=5)
+
+
+def test_saves_format_2_with_a_checksum_per_block(saved):
+    _, _, good = saved
+    assert good[:8] == b"KATOSNAP" and int.from_bytes(good[8:12], "little") == 2
+    header = json.loads(good[int.from_bytes(good[16:24], "little") :])
+    assert header["checksum_block"] == 1 << 20
+    for section in header["sections"]:
+        assert "checksum" not in section
+        assert len(section["blocks"]) == -(-section["length"] // (1 << 20))
+
+
+V1 = Path(__file__).parent / "data" / "snapshot_v1.snap"
+
+
+def test_version_1_file_loads(tmp_path):
+    """A file written by format version 1 (kept in tests/python/data with what it held) loads as
+    it was saved, and is saved on in version 2; a damaged one is refused."""
+    expected = json.loads(V1.with_suffix(".json").read_text())
+    loaded = HybridGPUMatcher.load(V1)
+    assert list(loaded._tiers()) == expected["tiers"] and loaded.encoder.next_id == expected["next_id"]
+    assert loaded.pattern_names() == list(expected["patterns"])
+    for name, events in expected["patterns"].items():
+        assert loaded.pattern_events(name) == [e.split(" ") if e else [] for e in events.split("|")]
+    for q in expected["queries"]:
+        result = loaded.match_patterns_arrays(q["state"], 0.1, None)
+        assert (result.names, hexes(result.similarities)) == (q["names"], q["similarities"])
+    loaded.save(tmp_path / "v2.snap")
+    assert (tmp_path / "v2.snap").read_bytes()[8] == 2
+    assert_same(loaded, HybridGPUMatcher.load(tmp_path / "v2.snap"), random.Random(4))
+    good = V1.read_bytes()
+    bad = tmp_path / "bad_v1.snap"
+    for at in random.Random(5).sample(range(64, len(good)), 30):
+        data = bytearray(good)
+        data[at] ^= 0x04
+        bad.write_bytes(bytes(data))
+        with pytest.raises(ValueError, match="invalid snapshot"):
+            HybridGPUMatcher.load(bad)
 
 
 def test_failed_save_changes_nothing(tmp_path, saved):
