@@ -39,6 +39,7 @@ __all__ = [
     "cuda_entry_points",
     "cuda_kernel_source",
     "_Snapshot",
+    "merge_ranked",
 ]
 
 __version__: str
@@ -258,6 +259,13 @@ class SyncManager:
     def _simulate_worker_failure(self, count: int = 1) -> None: ...
 
 def check_sync_settings(threshold: int, interval_seconds: float, background: bool) -> None: ...
+
+# src/python/merge.rs (used by kato_gpu.distributed)
+def merge_ranked(
+    similarities: Sequence[Union[npt.NDArray[np.float64], Sequence[float]]],
+    names: Sequence[Sequence[str]],
+    max_predictions: Optional[int] = None,
+) -> Tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32]]: ...
 
 # src/python/lifecycle.rs (registered by kato_gpu/__init__.py with atexit and os.register_at_fork)
 def interpreter_exiting() -> None: ...

@@ -1,0 +1,75 @@
+//! `kato_gpu._native.merge_ranked`: results of several matchers (the shards of
+//! `kato_gpu.distributed.ShardedMatcher`) merged into one result order by the rule of
+//! `crate::ordering`, so that the order is defined once, in the core, for both cases.
+
+use numpy::{PyArray1, PyReadonlyArray1};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+
+use super::error::guard;
+use super::lifecycle::unlocked;
+use super::matcher::Limit;
+
+fn similarities_of(value: &Bound<'_, PyAny>, part: usize) -> PyResult<Vec<f64>> {
+    if let Ok(array) = value.extract::<PyReadonlyArray1<'_, f64>>() {
+        return Ok(array.as_slice().map(<[f64]>::to_vec).unwrap_or_else(|_| array.as_array().to_vec()));
+    }
+    value.extract::<Vec<f64>>().map_err(|_| {
+        PyTypeError::new_err(format!("similarities[{part}] must be a float64 array or a sequence of floats"))
+    })
+}
+
+/// The first `max_predictions` (every one when None) entries of the union of `parts`, each already in
+/// result order (similarity descending, then name ascending), in result order: two uint32 arrays
+/// `(part, position)`, entry k being `names[part[k]][position[k]]`. A part may be truncated to
+/// `max_predictions` itself. ValueError when a part is not in result order or its arrays differ in length.
+#[pyfunction]
+#[pyo3(signature = (similarities, names, max_predictions = None))]
+fn merge_ranked<'py>(
+    py: Python<'py>,
+    similarities: Bound<'py, PyAny>,
+    names: Bound<'py, PyAny>,
+    max_predictions: Option<Limit>,
+) -> PyResult<(Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<u32>>)> {
+    let similarities: Vec<Bound<'py, PyAny>> = similarities
+        .try_iter()
+        .map_err(|_| PyTypeError::new_err("similarities must be a sequence of arrays (one per part)"))?
+        .collect::<PyResult<_>>()?;
+    let similarities: Vec<Vec<f64>> =
+        similarities.iter().enumerate().map(|(p, s)| similarities_of(s, p)).collect::<PyResult<_>>()?;
+    let names: Vec<Vec<String>> = names
+        .extract()
+        .map_err(|_| PyTypeError::new_err("names must be a sequence of lists of str (one per part)"))?;
+    if names.len() != similarities.len() {
+        return Err(PyValueError::new_err(format!(
+            "{} parts of similarities but {} of names",
+            similarities.len(),
+            names.len()
+        )));
+    }
+    let limit = max_predictions.and_then(|l| l.0);
+    let merged = unlocked(py, || {
+        guard(|| {
+            let parts: Vec<(&[f64], &[String])> =
+                similarities.iter().zip(&names).map(|(s, n)| (s.as_slice(), n.as_slice())).collect();
+            crate::merge_ranked(&parts, limit)
+        })
+    })?
+    .map_err(|bad| {
+        if bad.position == usize::MAX {
+            PyValueError::new_err(format!("part {}: similarities and names differ in length", bad.part))
+        } else {
+            PyValueError::new_err(format!(
+                "part {} is not in result order (similarity descending, then name ascending) at position {}",
+                bad.part, bad.position
+            ))
+        }
+    })?;
+    let (parts, positions): (Vec<u32>, Vec<u32>) = merged.into_iter().unzip();
+    Ok((PyArray1::from_vec(py, parts), PyArray1::from_vec(py, positions)))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(merge_ranked, m)?)?;
+    Ok(())
+}
