@@ -107,15 +107,12 @@ class ShardedMatchResult:
 def _merge(parts: Sequence[Tuple[np.ndarray, List[str]]], limit: Optional[int]) -> ShardedMatchResult:
     """One result from the shards' results, by the core's order rule."""
     part, position = _native.merge_ranked([p[0] for p in parts], [p[1] for p in parts], limit)
-    if len(parts) == 1:
-        sims, names = parts[0]
-        return ShardedMatchResult(np.asarray(sims[: len(position)], dtype=np.float64), list(names[: len(position)]))
-    sims = np.empty(len(position), dtype=np.float64)
-    out_names: List[str] = []
-    for k, (p, i) in enumerate(zip(part.tolist(), position.tolist())):
-        sims[k] = parts[p][0][i]
-        out_names.append(parts[p][1][i])
-    return ShardedMatchResult(sims, out_names)
+    starts = np.zeros(len(parts) + 1, dtype=np.int64)
+    np.cumsum([len(p[1]) for p in parts], out=starts[1:])
+    index = starts[part.astype(np.int64)] + position
+    sims = np.concatenate([np.asarray(p[0], dtype=np.float64) for p in parts])[index] if len(parts) else np.zeros(0)
+    names = [name for p in parts for name in p[1]]
+    return ShardedMatchResult(sims, [names[k] for k in index.tolist()])
 
 
 # ------------------------------------------------------------------------------------ the shard
@@ -317,6 +314,15 @@ class _Shard:
             return _Ok(getattr(self.matcher, method)(*args, **kwargs))
         except _USER_ERRORS as exc:
             return _Ok(error=exc)
+
+    def _crash(self, marker: Optional[str] = None) -> _Ok:
+        """Test hook: the actor's process dies under this call, as a crash would (once per
+        ``marker`` file when one is given: a call sent again then succeeds)."""
+        if marker is not None:
+            if os.path.exists(marker):
+                return _Ok(True)
+            open(marker, "w").close()
+        os._exit(1)
 
     def info(self) -> Dict[str, Any]:
         stats = self.matcher.get_stats()
