@@ -360,3 +360,18 @@ def test_bad_input_and_all_or_none(workload):
         assert len(sharded) == 0 and sharded.match_patterns(["tok_1"], 0.0, None) == []
     finally:
         sharded.close()
+
+
+def test_scale_bench_shards(tmp_path, capsys):
+    from kato_gpu import cli
+
+    path = tmp_path / "shards.json"
+    argv = ["scale-bench", "--shards", "1", "2", "--patterns", "3000", "--queries", "3", "--metric", "lcs"]
+    assert cli.main([*argv, "--no-progress", "--json", str(path)]) == 0
+    report = json.loads(path.read_text())
+    assert report["identical"] is True and report["differences"] == 0
+    rows = report["metrics"]["lcs"]["rows"]
+    assert [r["shards"] for r in rows] == [0, 1, 2]
+    assert sum(rows[2]["patterns_per_shard"]) == 3000
+    assert "overhead_all_ms" in rows[1]
+    assert "scatter-gather overhead" in capsys.readouterr().out
