@@ -19,6 +19,9 @@ fn similarities_of(value: &Bound<'_, PyAny>, part: usize) -> PyResult<Vec<f64>> 
     })
 }
 
+/// `(part, position)` arrays of [`merge_ranked`].
+type Merged<'py> = (Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<u32>>);
+
 /// The first `max_predictions` (every one when None) entries of the union of `parts`, each already in
 /// result order (similarity descending, then name ascending), in result order: two uint32 arrays
 /// `(part, position)`, entry k being `names[part[k]][position[k]]`. A part may be truncated to
@@ -30,16 +33,15 @@ fn merge_ranked<'py>(
     similarities: Bound<'py, PyAny>,
     names: Bound<'py, PyAny>,
     max_predictions: Option<Limit>,
-) -> PyResult<(Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<u32>>)> {
+) -> PyResult<Merged<'py>> {
     let similarities: Vec<Bound<'py, PyAny>> = similarities
         .try_iter()
         .map_err(|_| PyTypeError::new_err("similarities must be a sequence of arrays (one per part)"))?
         .collect::<PyResult<_>>()?;
     let similarities: Vec<Vec<f64>> =
         similarities.iter().enumerate().map(|(p, s)| similarities_of(s, p)).collect::<PyResult<_>>()?;
-    let names: Vec<Vec<String>> = names
-        .extract()
-        .map_err(|_| PyTypeError::new_err("names must be a sequence of lists of str (one per part)"))?;
+    let names: Vec<Vec<String>> =
+        names.extract().map_err(|_| PyTypeError::new_err("names must be a sequence of lists of str (one per part)"))?;
     if names.len() != similarities.len() {
         return Err(PyValueError::new_err(format!(
             "{} parts of similarities but {} of names",
