@@ -39,7 +39,7 @@ import tempfile
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 
@@ -498,7 +498,11 @@ class ShardedMatcher:
         A shard that dies under a call: the call is sent again or ShardUnavailableError
         (``on_shard_failure``). Never a partial answer."""
         ray = _ray()
-        dead = (ray.exceptions.RayActorError, getattr(ray.exceptions, "ActorUnavailableError", ()))
+        # ActorUnavailableError: the actor is restarting or unreachable (not a RayActorError in every
+        # Ray release).
+        dead: Tuple[Type[BaseException], ...] = (ray.exceptions.RayActorError,) + tuple(
+            getattr(ray.exceptions, name) for name in ("ActorUnavailableError",) if hasattr(ray.exceptions, name)
+        )
         shards = list(shards)
         if self.on_shard_failure == "raise":
             for i in shards:
@@ -606,9 +610,12 @@ class ShardedMatcher:
             undo = {i: [names[k] for k in groups[i]] for i, out in zip(shards, outcomes) if out.error is None}
             for i, taken in undo.items():
                 for name in taken:
-                    op = (uuid.uuid4().hex, "remove_pattern", (name,))
-                    self._run([i], lambda i, op=op: self.actors[i].change.remote(*op))
+                    self._run([i], self._remover(name))
             raise failed[0]
+
+    def _remover(self, name: str) -> Callable[[int], Any]:
+        op = (uuid.uuid4().hex, "remove_pattern", (name,))
+        return lambda i: self.actors[i].change.remote(*op)
 
     def add_patterns(
         self, names: Sequence[str], events_list: Sequence[Sequence[Sequence[str]]], promote: bool = True
