@@ -104,15 +104,10 @@ class ShardedMatchResult:
         return f"ShardedMatchResult(matches={len(self.names)})"
 
 
-def _merge(parts: Sequence[Tuple[np.ndarray, List[str]]], limit: Optional[int]) -> ShardedMatchResult:
-    """One result from the shards' results, by the core's order rule."""
-    part, position = _native.merge_ranked([p[0] for p in parts], [p[1] for p in parts], limit)
-    starts = np.zeros(len(parts) + 1, dtype=np.int64)
-    np.cumsum([len(p[1]) for p in parts], out=starts[1:])
-    index = starts[part.astype(np.int64)] + position
-    sims = np.concatenate([np.asarray(p[0], dtype=np.float64) for p in parts])[index] if len(parts) else np.zeros(0)
-    names = [name for p in parts for name in p[1]]
-    return ShardedMatchResult(sims, [names[k] for k in index.tolist()])
+def _merge(parts: Sequence[Tuple[np.ndarray, Tuple[bytes, np.ndarray]]], limit: Optional[int]) -> ShardedMatchResult:
+    """One result from the shards' results (names packed), by the core's order rule."""
+    sims, names = _native.merge_packed([p[0] for p in parts], [p[1] for p in parts], limit)
+    return ShardedMatchResult(sims, names)
 
 
 # ------------------------------------------------------------------------------------ the shard
@@ -306,7 +301,9 @@ class _Shard:
             results = self.matcher.match_patterns_batch_arrays(states, threshold, limit)
         except _USER_ERRORS as exc:
             return _Ok(error=exc)
-        return _Ok([(r.similarities, r.names) for r in results])
+        # Names packed (one bytes object and the end offsets): pickling and unpickling a list of
+        # Python strings would cost more than the scan of a large result.
+        return _Ok([(r.similarities, r._names_packed()) for r in results])
 
     def call(self, method: str, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> _Ok:
         """A call that changes no pattern (queries, lookups, statistics, promotion)."""

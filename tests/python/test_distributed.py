@@ -181,6 +181,36 @@ def test_merge_ranked_native():
         _native.merge_ranked([[0.5]], [["a"]], "3")  # type: ignore[arg-type]
 
 
+def _packed(names):
+    data = "".join(names).encode()
+    return data, np.cumsum([len(n.encode()) for n in names], dtype=np.uint64)
+
+
+def test_merge_packed_native():
+    sims, names = _native.merge_packed(
+        [np.array([0.9, 0.5, 0.5]), [0.9, 0.5]], [_packed(["b", "a", "é"]), _packed(["a", "ab"])], None
+    )
+    assert names == ["a", "b", "a", "ab", "é"] and sims.tolist() == [0.9, 0.9, 0.5, 0.5, 0.5]
+    sims, names = _native.merge_packed([[0.9], [0.9]], [_packed(["b"]), _packed(["a"])], 1)
+    assert names == ["a"] and sims.tolist() == [0.9]
+    with pytest.raises(ValueError, match="not UTF-8"):
+        _native.merge_packed([[0.5]], [(b"\xff", np.array([1], dtype=np.uint64))])
+    with pytest.raises(ValueError, match="end offset"):
+        _native.merge_packed([[0.5]], [(b"ab", np.array([3], dtype=np.uint64))])
+    with pytest.raises(ValueError, match="end offset"):
+        _native.merge_packed([[0.5]], [("é".encode(), np.array([1], dtype=np.uint64))])
+    with pytest.raises(ValueError, match="not in result order"):
+        _native.merge_packed([[0.5, 0.5]], [_packed(["b", "a"])])
+    # What a shard sends: a MatchResult's names packed.
+    matcher = HybridGPUMatcher(SymbolVocabularyEncoder(None), _config("lcs"))
+    matcher.add_patterns(["p|é", "p|a", "p|b"], [[["x", "y"]], [["x"]], [["y", "z"]]])
+    result = matcher.match_patterns_arrays(["x", "y"], 0.0, None)
+    data, ends = result._names_packed()
+    assert ends.dtype == np.uint64 and data.decode() == "".join(result.names)
+    sims, names = _native.merge_packed([result.similarities], [(data, ends)])
+    assert names == result.names and sims.tolist() == result.similarities.tolist()
+
+
 def _small(wl, metric="lcs", shards=2, n=3000, **options):
     return _load_one(wl, metric, n), _load_sharded(wl, metric, shards, n, **options)
 
