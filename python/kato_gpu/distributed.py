@@ -39,6 +39,7 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
@@ -448,10 +449,13 @@ class ShardedMatcher:
                 raise ValueError(f"{what} must be a number >= 0, got {value!r}")
         ray = _ray()
         if state_dir is None:
-            self._owns_state_dir = True
             self.state_dir = tempfile.mkdtemp(prefix="kato_gpu_shards_")
+            # Removed with this object or at exit, whichever comes first (``close`` does it at once).
+            self._cleanup: Optional[weakref.finalize] = weakref.finalize(
+                self, shutil.rmtree, self.state_dir, ignore_errors=True
+            )
         else:
-            self._owns_state_dir = False
+            self._cleanup = None
             self.state_dir = os.path.abspath(os.fspath(state_dir))
             if os.path.exists(self.state_dir) and os.listdir(self.state_dir):
                 raise ValueError(f"state_dir {self.state_dir} is not empty (it may hold another matcher's shards)")
@@ -868,8 +872,8 @@ class ShardedMatcher:
             except Exception:  # already gone
                 pass
         self.actors = []
-        if self._owns_state_dir:
-            shutil.rmtree(self.state_dir, ignore_errors=True)
+        if self._cleanup is not None:
+            self._cleanup()
 
     def __enter__(self) -> "ShardedMatcher":
         return self

@@ -10,6 +10,8 @@ import threading
 import numpy as np
 import pytest
 
+from conftest import wait_until
+
 ray = pytest.importorskip(
     "ray", reason="Ray is not installed: pip install 'kato-gpu[distributed]' (make test installs it)"
 )
@@ -116,7 +118,7 @@ def test_every_query_form_identical(matchers, workload):
             _assert_same(
                 [one.match_patterns_arrays(state, 0.4, None)], [sharded.match_patterns_arrays(state, 0.4, None)]
             )
-            assert sharded.match_predictions(state, 0.3) == one.match_predictions(state, 0.3)
+            assert sharded.match_predictions(state, 0.3, 50) == one.match_predictions(state, 0.3, 50)
             assert sharded.match_predictions(state, 0.2, 5, weights=weights) == one.match_predictions(
                 state, 0.2, 5, weights=weights
             )
@@ -128,8 +130,15 @@ def test_every_query_form_identical(matchers, workload):
 
 
 def test_killed_shard_recovers_with_nothing_lost(matchers, workload):
-    metric, one, _, four = matchers
-    states = _states(workload)[:300]
+    metric, one, two, four = matchers
+    states = _states(workload)[:200]
+    # A shard of ShardedMatcher(2), whose log holds its part of the bulk load.
+    ray.kill(two.actors[0], no_restart=False)
+    _assert_same(
+        one.match_patterns_batch_arrays(states[:100], 0.3, None),
+        two.match_patterns_batch_arrays(states[:100], 0.3, None),
+    )
+    assert len(two) == N_PATTERNS
     learned = [
         (f"LEARNED|{metric}|{k}", [[workload.vocab[k], workload.vocab[k + 1]], [workload.vocab[2 * k]]])
         for k in range(40)
@@ -256,9 +265,10 @@ def test_save_load_round_trip(workload, tmp_path):
         ShardedMatcher.load(tmp_path / "snap")
 
 
-def test_recovery_from_checkpoint_plus_log(workload):
-    one, sharded = _small(workload, "lcs", 2, 2000)
+def test_recovery_from_checkpoint_plus_log(workload, tmp_path):
+    one, sharded = _small(workload, "lcs", 2, 2000, state_dir=tmp_path / "state", durable=True)
     try:
+        assert sorted(os.listdir(tmp_path / "state")) == ["shard-0000", "shard-0001"]
         sharded.checkpoint()
         for k in range(30):
             name = f"AFTER|checkpoint|{k}"
@@ -300,8 +310,6 @@ def test_call_in_flight_when_a_shard_dies(workload, tmp_path):
                 return raising.match_patterns_arrays(state, 0.1, None)
             except ShardUnavailableError:
                 return None
-
-        from conftest import wait_until
 
         assert wait_until(lambda: answer() is not None, timeout=60)
         _assert_same([one.match_patterns_arrays(state, 0.1, None)], [answer()])
@@ -360,13 +368,17 @@ def test_concurrent_learning_and_queries(workload):
         sharded.close()
 
 
-def test_bad_input_and_all_or_none(workload):
+def test_bad_input_and_all_or_none(workload, tmp_path):
     with pytest.raises(ValueError, match="num_shards"):
         ShardedMatcher(0)
     with pytest.raises(TypeError, match="config"):
         ShardedMatcher(2, config={"metric": "lcs"})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="on_shard_failure"):
         ShardedMatcher(2, on_shard_failure="ignore")
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "x").write_text("")
+    with pytest.raises(ValueError, match="not empty"):
+        ShardedMatcher(2, state_dir=tmp_path / "used")
     one, sharded = _small(workload, "lcs", 2, 100)
     try:
         with pytest.raises(TypeError):
