@@ -490,7 +490,11 @@ class ShardedMatcher:
             )
             for i in range(num_shards)
         ]
-        self._run(range(num_shards), lambda i: self.actors[i].info.remote())
+        try:
+            self._run(range(num_shards), lambda i: self.actors[i].info.remote())
+        except BaseException:
+            self.close()
+            raise
 
     # ------------------------------------------------------------------ calls
     def _run(self, shards: Sequence[int], submit: Callable[[int], Any], raw: bool = False) -> List[Any]:
@@ -517,6 +521,10 @@ class ShardedMatcher:
                 try:
                     out = ray.get(pending.pop(i))
                 except dead as exc:
+                    if getattr(exc, "actor_init_failed", False):
+                        # The shard's constructor raised (a bad configuration, no GPU, a damaged
+                        # snapshot): Ray does not restart it, so waiting would not help.
+                        raise ShardUnavailableError(f"shard {i} failed to start: {exc}") from exc
                     self._recovering.add(i)
                     if self.on_shard_failure == "raise":
                         raise ShardUnavailableError(

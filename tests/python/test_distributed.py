@@ -260,6 +260,11 @@ def test_save_load_round_trip(workload, tmp_path):
     (tmp_path / "bad" / MANIFEST_NAME).write_text(json.dumps({"format": "other"}))
     with pytest.raises(ValueError, match="manifest"):
         ShardedMatcher.load(tmp_path / "bad")
+    # A damaged shard file: the shard's constructor fails, which Ray does not retry; said at once.
+    damaged = tmp_path / "snap" / manifest["shards"][2]["file"]
+    damaged.write_bytes(b"not a snapshot")
+    with pytest.raises(ShardUnavailableError, match="shard 2 failed to start"):
+        ShardedMatcher.load(tmp_path / "snap")
     os.remove(tmp_path / "snap" / manifest["shards"][1]["file"])
     with pytest.raises(ValueError, match="missing"):
         ShardedMatcher.load(tmp_path / "snap")
