@@ -4,7 +4,8 @@ Each shard is a Ray actor holding a :class:`~kato_gpu.HybridGPUMatcher`; a patte
 shard :func:`shard_of` its name (a stable hash, the same in every process and run). A query is
 sent to every shard, each answers its own result in result order (similarity descending, then
 name ascending) already cut to the limit, and the driver merges them with
-``_native.merge_ranked``, the core's order rule, keeping the first ``max_predictions``: the
+``_native.merge_packed`` (``merge_ranked`` for prediction tuples), the core's order rule, keeping
+the first ``max_predictions``: the
 global first K are among each shard's first K, so the merged result is the one a single matcher
 holding every pattern returns, float for float.
 
@@ -690,10 +691,12 @@ class ShardedMatcher:
     ) -> List[ShardedMatchResult]:
         """One result per state, each as one matcher holding every pattern returns it."""
         states = list(states)
+        # Serialised once into the object store, not once per shard.
+        payload: Any = _ray().put(states) if len(states) > 1 and self.num_shards > 1 else states
         answers = self._run(
-            range(self.num_shards), lambda i: self.actors[i].arrays.remote(states, threshold, max_predictions)
+            range(self.num_shards), lambda i: self.actors[i].arrays.remote(payload, threshold, max_predictions)
         )
-        return [_merge([answer[q] for answer in answers], max_predictions) for q in range(len(states))]
+        return [_merge([answer[q] for answer in answers], max_predictions) for q in range(len(answers[0]))]
 
     def match_patterns_arrays(
         self, state: Sequence[str], threshold: float, max_predictions: Optional[int] = 100
