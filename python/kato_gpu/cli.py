@@ -379,6 +379,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed, --json",
     )
     scale.add_argument(
+        "--shape",
+        choices=("kato", "chunks"),
+        default="kato",
+        help="with --shards: the workload's shape (chunks: 5-symbol patterns over a 50,000-symbol vocabulary, "
+        "which shows the per-shard vocabularies' cost)",
+    )
+    scale.add_argument(
         "--queries",
         type=_positive_int,
         default=None,
@@ -525,6 +532,7 @@ def _scale_bench(args: argparse.Namespace) -> int:
         return run_sharded(
             ShardBenchOptions(
                 shards=tuple(args.shards),
+                shape=args.shape,
                 patterns=args.patterns or DEFAULT_PATTERNS,
                 queries=args.queries or 30,
                 metrics=metrics,

@@ -1,6 +1,7 @@
 """``kato-gpu scale-bench --shards K [K ...]``: one matcher against ``ShardedMatcher(K)`` on Ray.
 
-The workload is the bench's ``kato`` shape (:func:`.workload.generate_workload`, ``PTRN|`` names).
+The workload is the bench's ``kato`` shape, or ``chunks`` (``--shape``; :func:`.workload.generate_workload`,
+``PTRN|`` names).
 The reference is one in-process ``HybridGPUMatcher``; then, for each K, a ``ShardedMatcher(K)``
 on the local Ray cluster (started here unless one is already up). Per matcher:
 
@@ -51,6 +52,7 @@ CORES_NOTE = (
 @dataclass
 class ShardBenchOptions:
     shards: Tuple[int, ...] = (1, 2, 4)
+    shape: str = "kato"
     patterns: int = DEFAULT_PATTERNS
     queries: int = 30
     metrics: Tuple[str, ...] = ("lcs", "difflib")
@@ -102,7 +104,7 @@ def run_sharded(opts: ShardBenchOptions, out: IO[str] = sys.stdout, err: IO[str]
     started_ray = not ray.is_initialized()
     if started_ray:
         ray.init(num_cpus=logical, include_dashboard=False, log_to_driver=False)
-    wl = generate_workload(opts.patterns, opts.queries, "kato", opts.seed)
+    wl = generate_workload(opts.patterns, opts.queries, opts.shape, opts.seed)
     names = pattern_names(0, opts.patterns)
     states = [wl.state_symbols(q) for q in range(opts.queries)]
     nothing = ["kato_gpu_bench_unknown_symbol"]
@@ -115,7 +117,7 @@ def run_sharded(opts: ShardBenchOptions, out: IO[str] = sys.stdout, err: IO[str]
     }
     failures = 0
     print(
-        f"scale-bench --shards: {opts.patterns:,} kato-shaped patterns, {opts.queries} queries, threshold "
+        f"scale-bench --shards: {opts.patterns:,} {opts.shape}-shaped patterns, {opts.queries} queries, threshold "
         f"{opts.threshold}, limit {opts.limit}; Ray {ray.__version__}, {logical} CPUs",
         file=out,
     )
@@ -181,8 +183,9 @@ def run_sharded(opts: ShardBenchOptions, out: IO[str] = sys.stdout, err: IO[str]
                 finally:
                     sharded.close()
                 bar.update(1)
-        report["metrics"][metric] = {"rows": rows, "distinct_symbols": one_stats["vocab_size"]}
-        _print_table(metric, rows, out)
+        distinct = int(np.unique(wl.tokens).size)
+        report["metrics"][metric] = {"rows": rows, "distinct_symbols": distinct}
+        _print_table(metric, rows, distinct, out)
     report["identical"] = failures == 0
     report["differences"] = failures
     print(
@@ -201,7 +204,7 @@ def run_sharded(opts: ShardBenchOptions, out: IO[str] = sys.stdout, err: IO[str]
     return 0 if failures == 0 else 1
 
 
-def _print_table(metric: str, rows: List[Dict[str, Any]], out: IO[str]) -> None:
+def _print_table(metric: str, rows: List[Dict[str, Any]], distinct: int, out: IO[str]) -> None:
     print(f"\n{metric}:", file=out)
     print(
         f"  {'matcher':<28} {'load s':>7} {'memory':>9} {'symbols':>8} {'all p50 ms':>10} {'p95':>7} "
@@ -217,6 +220,11 @@ def _print_table(metric: str, rows: List[Dict[str, Any]], out: IO[str]) -> None:
             f"{(floor['median_ms'] if floor else float('nan')):>11.2f} {r['matches_per_query']:>9.0f}",
             file=out,
         )
+    print(
+        f"  symbols: {distinct:,} distinct in the patterns (the in-process encoder holds the generator's whole "
+        "vocabulary); a shard stores those of its own patterns",
+        file=out,
+    )
     for r in rows:
         if "overhead_all_ms" in r:
             print(
