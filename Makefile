@@ -34,6 +34,15 @@ $(PLOT_DEPS_STAMP): $(PY) Makefile
 	$(PY) -m pip install -q $(PLOT_PIP_DEPS)
 	touch $@
 
+# Ray for kato_gpu.distributed and its tests (the `distributed` extra), pinned, no extras (no
+# dashboard). Ray 2.60 needs Python >= 3.10: on 3.9 nothing is installed and those tests skip,
+# saying why. A stamp, so that an existing venv gets it too.
+RAY_PIP_DEPS := "ray==2.60.0; python_version >= '3.10'"
+RAY_DEPS_STAMP := $(VENV)/.ray-deps
+$(RAY_DEPS_STAMP): $(PY) Makefile
+	$(PY) -m pip install -q $(RAY_PIP_DEPS)
+	touch $@
+
 # What serving unmodified KATO needs (kato_gpu.kato_host): KATO's own dependencies at the versions
 # of its requirements.lock (fastapi 0.118 and qdrant-client 1.15.1 are what KATO 3.10.1 runs on;
 # aioredis is left out: KATO's serving path does not import it, and it does not import on Python
@@ -125,7 +134,7 @@ test-rust: $(PY)
 	LD_LIBRARY_PATH=$(abspath $(NVRTC_LIB))$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH} cargo test --release --features kernel-emulation
 
 # Runs the Python tests against the installed wheel, then KATO's own encoder tests.
-test-python: install $(PLOT_DEPS_STAMP)
+test-python: install $(PLOT_DEPS_STAMP) $(RAY_DEPS_STAMP)
 	cd tests && ../$(PY) -c "import kato_gpu; print('testing the installed kato_gpu', kato_gpu.__version__, 'at', kato_gpu.__file__)"
 	cd tests && ../$(PY) -m pytest -q -p no:cacheprovider python
 	$(KATO_SUITE)

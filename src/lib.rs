@@ -49,7 +49,7 @@ pub use kato_record::{
 pub use kpi::{HistogramSnapshot, Kpis, DURATION_BUCKETS};
 pub use matcher::{query_from_lookup, CandidateNames, Logging, Matcher, PromotionPlan, SharedMatcher, TierCounts};
 pub use metrics::Metric;
-pub use ordering::Matches;
+pub use ordering::{compare_named, merge_ranked, Matches, NotRanked};
 pub use prediction::{prediction_parts_many, PredictionParts, Weights};
 pub use snapshot::{load as load_snapshot, save as save_snapshot, SnapshotInfo};
 pub use store::MAX_SYMBOL_ID;

@@ -236,6 +236,89 @@ pub fn sort_and_truncate(hits: &mut Vec<Hit>, limit: Option<usize>, store: &Patt
     }
 }
 
+/// Result order of two results from different matchers (the shards of one distributed matcher):
+/// similarity descending, then name ascending in UTF-8 byte order (Python's `str` order). The
+/// same rule as [`compare`], for names that live in different stores.
+#[inline]
+pub fn compare_named(a: (f64, &str), b: (f64, &str)) -> Ordering {
+    b.0.total_cmp(&a.0).then_with(|| a.1.as_bytes().cmp(b.1.as_bytes()))
+}
+
+/// A part of [`merge_ranked`] that is not in result order: `(part, position)` of the first
+/// entry out of order (or of the part itself, position `usize::MAX`, when its two arrays differ
+/// in length).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotRanked {
+    pub part: usize,
+    pub position: usize,
+}
+
+/// K-way merge of results that are each already in result order (one per shard): the first
+/// `limit` (all when `None`) `(part, position)` pairs of their union in result order. Each part
+/// holds `(similarities, names)` of equal length. The per-shard results may be truncated to
+/// `limit` themselves: the first `limit` of the union are among the first `limit` of each part.
+pub fn merge_ranked<S: AsRef<str>>(
+    parts: &[(&[f64], &[S])],
+    limit: Option<usize>,
+) -> std::result::Result<Vec<(u32, u32)>, NotRanked> {
+    use std::collections::BinaryHeap;
+
+    for (part, (sims, names)) in parts.iter().enumerate() {
+        if sims.len() != names.len() {
+            return Err(NotRanked { part, position: usize::MAX });
+        }
+        if let Some(position) = (1..sims.len())
+            .find(|&k| compare_named((sims[k - 1], names[k - 1].as_ref()), (sims[k], names[k].as_ref())).is_gt())
+        {
+            return Err(NotRanked { part, position });
+        }
+    }
+    let total: usize = parts.iter().map(|p| p.0.len()).sum();
+    let wanted = limit.map_or(total, |k| k.min(total));
+    // The heap's greatest entry is the next in result order, hence the reversed comparison.
+    struct Head<'a> {
+        similarity: f64,
+        name: &'a str,
+        part: u32,
+        position: u32,
+    }
+    impl Ord for Head<'_> {
+        fn cmp(&self, other: &Self) -> Ordering {
+            compare_named((other.similarity, other.name), (self.similarity, self.name))
+                .then_with(|| other.part.cmp(&self.part))
+        }
+    }
+    impl PartialOrd for Head<'_> {
+        fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+            Some(self.cmp(other))
+        }
+    }
+    impl PartialEq for Head<'_> {
+        fn eq(&self, other: &Self) -> bool {
+            self.cmp(other).is_eq()
+        }
+    }
+    impl Eq for Head<'_> {}
+    let head = |part: usize, position: usize| Head {
+        similarity: parts[part].0[position],
+        name: parts[part].1[position].as_ref(),
+        part: part as u32,
+        position: position as u32,
+    };
+    let mut heap: BinaryHeap<Head<'_>> =
+        (0..parts.len()).filter(|&p| !parts[p].0.is_empty()).map(|p| head(p, 0)).collect();
+    let mut merged = Vec::with_capacity(wanted);
+    while merged.len() < wanted {
+        let Some(next) = heap.pop() else { break };
+        merged.push((next.part, next.position));
+        let following = next.position as usize + 1;
+        if following < parts[next.part as usize].0.len() {
+            heap.push(head(next.part as usize, following));
+        }
+    }
+    Ok(merged)
+}
+
 /// A pattern that counted enough matches, as a scan reports it: `value` is a class of
 /// [`QueryPlan`] (or the match count M when the plan has no classes), `slot` the pattern's slot.
 #[derive(Clone, Copy, Debug)]
@@ -765,5 +848,35 @@ mod tests {
             sort_and_truncate(&mut h, Some(2), &store, &order);
             assert_eq!(h.len(), 2);
         }
+    }
+
+    #[test]
+    fn merges_ranked_parts_into_one_result_order() {
+        let a: (&[f64], &[&str]) = (&[0.9, 0.5, 0.5, 0.1], &["x", "a", "c", "b"]);
+        let b: (&[f64], &[&str]) = (&[0.9, 0.5, 0.2], &["w", "b", "z"]);
+        let empty: (&[f64], &[&str]) = (&[], &[]);
+        let parts = [a, empty, b];
+        let all = merge_ranked(&parts, None).unwrap();
+        let names: Vec<&str> = all.iter().map(|&(p, i)| parts[p as usize].1[i as usize]).collect();
+        assert_eq!(names, ["w", "x", "a", "b", "c", "z", "b"]);
+        assert_eq!(merge_ranked(&parts, Some(3)).unwrap(), all[..3].to_vec());
+        assert_eq!(merge_ranked(&parts, Some(0)).unwrap(), vec![]);
+        assert_eq!(merge_ranked(&parts, Some(100)).unwrap(), all);
+        // Name order is byte order: "Z" < "a" < "é".
+        let c: (&[f64], &[&str]) = (&[0.5, 0.5], &["Z", "é"]);
+        let d: (&[f64], &[&str]) = (&[0.5], &["a"]);
+        let got: Vec<(u32, u32)> = merge_ranked(&[c, d], None).unwrap();
+        assert_eq!(got, vec![(0, 0), (1, 0), (0, 1)]);
+    }
+
+    #[test]
+    fn refuses_parts_out_of_result_order() {
+        let bad: (&[f64], &[&str]) = (&[0.5, 0.5], &["b", "a"]);
+        let ok: (&[f64], &[&str]) = (&[0.5], &["a"]);
+        assert_eq!(merge_ranked(&[ok, bad], None), Err(NotRanked { part: 1, position: 1 }));
+        let rising: (&[f64], &[&str]) = (&[0.1, 0.2], &["a", "b"]);
+        assert_eq!(merge_ranked(&[rising], None), Err(NotRanked { part: 0, position: 1 }));
+        let uneven: (&[f64], &[&str]) = (&[0.1], &["a", "b"]);
+        assert_eq!(merge_ranked(&[uneven], None), Err(NotRanked { part: 0, position: usize::MAX }));
     }
 }

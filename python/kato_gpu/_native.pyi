@@ -39,6 +39,8 @@ __all__ = [
     "cuda_entry_points",
     "cuda_kernel_source",
     "_Snapshot",
+    "merge_ranked",
+    "merge_packed",
 ]
 
 __version__: str
@@ -137,6 +139,7 @@ class MatchResult:
     def similarities(self) -> npt.NDArray[np.float64]: ...
     @property
     def names(self) -> List[str]: ...
+    def _names_packed(self) -> Tuple[bytes, npt.NDArray[np.uint64]]: ...
     def to_dicts(self) -> List[Dict[str, Union[str, float]]]: ...
 
 @disjoint_base
@@ -258,6 +261,18 @@ class SyncManager:
     def _simulate_worker_failure(self, count: int = 1) -> None: ...
 
 def check_sync_settings(threshold: int, interval_seconds: float, background: bool) -> None: ...
+
+# src/python/merge.rs (used by kato_gpu.distributed)
+def merge_ranked(
+    similarities: Sequence[Union[npt.NDArray[np.float64], Sequence[float]]],
+    names: Sequence[Sequence[str]],
+    max_predictions: Optional[int] = None,
+) -> Tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32]]: ...
+def merge_packed(
+    similarities: Sequence[Union[npt.NDArray[np.float64], Sequence[float]]],
+    names: Sequence[Tuple[bytes, npt.NDArray[np.uint64]]],
+    max_predictions: Optional[int] = None,
+) -> Tuple[npt.NDArray[np.float64], List[str]]: ...
 
 # src/python/lifecycle.rs (registered by kato_gpu/__init__.py with atexit and os.register_at_fork)
 def interpreter_exiting() -> None: ...

@@ -359,8 +359,39 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    _add_patterns(scale, 10_000_000)
-    _add_queries(scale, 10, "number of timed queries (plus one untimed warm-up per call)")
+    scale.add_argument(
+        "--patterns",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="number of patterns to load (default: 10,000,000; 200,000 with --shards)",
+    )
+    scale.add_argument(
+        "--shards",
+        type=_positive_int,
+        nargs="+",
+        default=None,
+        metavar="K",
+        help="instead: one in-process matcher against kato_gpu.distributed.ShardedMatcher(K) on a local Ray "
+        "cluster for each K (e.g. --shards 1 2 4): load time, memory, query latency, the scatter-gather "
+        "overhead per query, every result compared with the in-process matcher's (needs ray; "
+        "bench/sharded.py). Uses --patterns, --queries (default 30 here), --metric, --threshold, --limit, "
+        "--seed, --json",
+    )
+    scale.add_argument(
+        "--shape",
+        choices=("kato", "chunks"),
+        default="kato",
+        help="with --shards: the workload's shape (chunks: 5-symbol patterns over a 50,000-symbol vocabulary, "
+        "which shows the per-shard vocabularies' cost)",
+    )
+    scale.add_argument(
+        "--queries",
+        type=_positive_int,
+        default=None,
+        metavar="Q",
+        help="number of timed queries, plus one untimed warm-up per call (default: 10; 30 with --shards)",
+    )
     _add_metric(scale, "similarity metric(s), one matcher at a time")
     _add_threshold(scale, "recall threshold of the timed queries")
     scale.add_argument(
@@ -494,13 +525,30 @@ def _learn_bench(args: argparse.Namespace) -> int:
 
 
 def _scale_bench(args: argparse.Namespace) -> int:
+    metrics = _metrics(args)
+    if args.shards:
+        from .bench.sharded import DEFAULT_PATTERNS, ShardBenchOptions, run_sharded
+
+        return run_sharded(
+            ShardBenchOptions(
+                shards=tuple(args.shards),
+                shape=args.shape,
+                patterns=args.patterns or DEFAULT_PATTERNS,
+                queries=args.queries or 30,
+                metrics=metrics,
+                threshold=args.threshold,
+                limit=args.limit,
+                seed=args.seed,
+                json_path=args.json_path,
+                progress=not args.no_progress,
+            )
+        )
     from .bench.scale import ScaleOptions, run_scale
 
-    metrics = _metrics(args)
     return run_scale(
         ScaleOptions(
-            patterns=args.patterns,
-            queries=args.queries,
+            patterns=args.patterns or 10_000_000,
+            queries=args.queries or 10,
             metrics=metrics,
             threshold=args.threshold,
             limit=args.limit,

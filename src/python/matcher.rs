@@ -9,7 +9,7 @@ use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyList, PyString};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString};
 use rayon::prelude::*;
 
 use super::error::guard;
@@ -1113,6 +1113,14 @@ impl MatchResult {
         }
         let (buffer, ends) = unlocked(py, || guard(|| self.gather_names()))?;
         PyList::new(py, (0..ends.len()).map(|k| &buffer[if k == 0 { 0 } else { ends[k - 1] }..ends[k]]))
+    }
+
+    /// The names packed for another process (`kato_gpu.distributed`): their UTF-8 bytes
+    /// concatenated, and each name's end offset (uint64), so that no Python string is made here.
+    fn _names_packed<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyArray1<u64>>)> {
+        let (buffer, ends) = unlocked(py, || guard(|| self.gather_names()))?;
+        let ends: Vec<u64> = ends.into_iter().map(|e| e as u64).collect();
+        Ok((PyBytes::new(py, buffer.as_bytes()), PyArray1::from_vec(py, ends)))
     }
 
     /// `[{'pattern_name': ..., 'similarity': ...}, ...]`, KATO's result shape.

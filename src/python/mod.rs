@@ -12,6 +12,7 @@ mod error;
 mod kato_record;
 mod lifecycle;
 mod matcher;
+mod merge;
 mod metrics;
 mod predictions;
 mod snapshot;
@@ -31,6 +32,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     matcher::register(m)?;
     sync::register(m)?;
     snapshot::register(m)?;
+    merge::register(m)?;
     cuda::register(m)?;
     Ok(())
 }
