@@ -298,7 +298,7 @@ impl<B: Backend> DeviceTier<B> {
         self.mirrored
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, feature = "kernel-emulation"))]
     pub fn backend(&self) -> &B {
         &self.backend
     }
@@ -494,7 +494,9 @@ impl<B: Backend> DeviceTier<B> {
     /// `limit`, only those in the best classes holding at least `limit` of them (the best
     /// `limit` and their ties) — in no order; or `None` when the caller must score those slots
     /// on the CPU: the state is too long for the kernels, a kernel's own guard refused it, or
-    /// `upto` is not where an upload ended since the last reset.
+    /// `upto` is not where an upload ended since the last reset. (The matcher always calls
+    /// [`DeviceTier::query_batch`]; this is the one-state form the tests use.)
+    #[cfg(all(test, feature = "kernel-emulation"))]
     pub fn query(
         &self,
         metric: Metric,
