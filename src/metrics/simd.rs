@@ -103,6 +103,8 @@ pub struct Transposed {
     /// For each state position whose symbol is below 2^16, the index of that symbol in
     /// `broadcast`. Positions with larger symbols match nothing stored: no step.
     steps: Vec<u32>,
+    /// The shortest pattern worth this kernel with one block of 32 symbols, and with two.
+    shortest: (usize, usize),
 }
 
 /// Per-thread working memory of the transposed kernel.
@@ -136,11 +138,26 @@ impl Transposed {
             }
             steps.push(at as u32);
         }
-        Some(Transposed { broadcast: distinct.into_iter().map(|s| [s; 16]).collect(), steps })
+        let d = distinct.len();
+        let shortest = ((3 * d).div_ceil(2).max(1), (3 * d).max(33));
+        if shortest.0 > 32 && shortest.1 > MAX_PATTERN {
+            return None;
+        }
+        Some(Transposed { broadcast: distinct.into_iter().map(|s| [s; 16]).collect(), steps, shortest })
     }
 
-    /// Scores the patterns of `run` with `needed[k] != SKIP` and at most [`MAX_PATTERN`]
-    /// symbols: `out[k]` = their exact LCS. Returns the `needed` of the others (the scored ones
+    /// Whether a pattern of `len` symbols is cheaper here than in the scalar kernel. The
+    /// transposed kernel costs ~5 vector operations per distinct state symbol and block of 32
+    /// pattern symbols, the scalar one ~9 operations per pattern symbol; the ratio below is the
+    /// break-even `kernel_cost` measured (short patterns against many distinct symbols, such as
+    /// 5-symbol chunks, stay scalar).
+    #[inline]
+    fn takes(&self, len: usize) -> bool {
+        (self.shortest.0..=32).contains(&len) || (self.shortest.1..=MAX_PATTERN).contains(&len)
+    }
+
+    /// Scores the patterns of `run` with `needed[k] != SKIP` that it [`Transposed::takes`]:
+    /// `out[k]` = their exact LCS. Returns the `needed` of the others (the scored ones
     /// marked [`SKIP`]) for the scalar kernel, or `None` when nothing is left for it.
     pub fn score<'s>(
         &self,
@@ -151,46 +168,64 @@ impl Transposed {
     ) -> Option<&'s [u32]> {
         let TransposedScratch { masks, rest } = scratch;
         rest.clear();
-        let mut left = false;
-        rest.extend((0..run.len()).map(|k| {
-            if needed[k] != SKIP && run.pattern_len(k) > MAX_PATTERN {
-                left = true;
-                needed[k]
-            } else {
-                SKIP
-            }
-        }));
+        rest.resize(run.len(), SKIP);
         masks.clear();
-        masks.resize(self.broadcast.len() * LANES, 0);
+        masks.resize(2 * self.broadcast.len() * LANES, 0);
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a `Transposed` exists only where `avx2_supported()` (see `new`).
-        unsafe {
-            self.score_avx2(run, needed, out, masks)
-        };
+        let left = unsafe { self.score_avx2(run, needed, out, masks, rest) };
+        #[cfg(not(target_arch = "x86_64"))]
+        let left = unreachable!("no transposed kernel on this architecture");
         left.then_some(&rest[..])
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,popcnt")]
-    unsafe fn score_avx2(&self, run: PatternRun<'_, u16>, needed: &[u32], out: &mut [u32], masks: &mut [u64]) {
+    unsafe fn score_avx2(
+        &self,
+        run: PatternRun<'_, u16>,
+        needed: &[u32],
+        out: &mut [u32],
+        masks: &mut [u64],
+        rest: &mut [u32],
+    ) -> bool {
+        // Two mask buffers, software-pipelined: a batch is stepped only after the next one's masks
+        // are built, so its vector loads do not wait on the lanes' scalar stores (a 32-byte load
+        // over four 8-byte stores still in the store buffer cannot be forwarded and stalls).
+        let (mut current, mut previous) = masks.split_at_mut(masks.len() / 2);
         let mut lanes = [0u32; LANES];
+        let mut pending: Option<[u32; LANES]> = None;
         let mut filled = 0;
+        let mut left = false;
         for k in 0..run.len() {
-            if needed[k] == SKIP || run.pattern_len(k) > MAX_PATTERN {
+            if needed[k] == SKIP {
                 continue;
             }
-            self.masks_avx2(run, k, filled, masks);
+            if !self.takes(run.pattern_len(k)) {
+                rest[k] = needed[k];
+                left = true;
+                continue;
+            }
+            self.masks_avx2(run, k, filled, current);
             lanes[filled] = k as u32;
             filled += 1;
             if filled == LANES {
-                self.steps_avx2(run, &lanes, masks, out);
+                if let Some(ks) = pending {
+                    self.steps_avx2(run, &ks, previous, out);
+                }
+                pending = Some(lanes);
+                std::mem::swap(&mut current, &mut previous);
                 filled = 0;
             }
         }
+        if let Some(ks) = pending {
+            self.steps_avx2(run, &ks, previous, out);
+        }
         if filled > 0 {
             // The unused lanes hold an earlier batch's masks: stepped, never reported.
-            self.steps_avx2(run, &lanes[..filled], masks, out);
+            self.steps_avx2(run, &lanes[..filled], current, out);
         }
+        left
     }
 
     /// Writes the masks of pattern `k` into lane `lane`.
@@ -326,5 +361,42 @@ mod tests {
         assert!(Transposed::new(&[1, 2, 3], Kernel::Scalar).is_none());
         let many: Vec<u32> = (0..=MAX_STATE_SYMBOLS as u32).collect();
         assert!(Transposed::new(&many, Kernel::Avx2).is_none());
+    }
+}
+
+/// `cargo test --release -- --ignored --nocapture kernel_cost`: ns per pattern of each kernel
+/// on one cached chunk of KATO-shaped lengths (no memory traffic), for iterating on the kernels.
+#[cfg(test)]
+#[test]
+#[ignore]
+fn kernel_cost() {
+    use crate::metrics::lcs::LcsQuery;
+    use crate::metrics::Scorer;
+    use crate::store::PatternStore;
+    use crate::testing::Rng;
+    let mut rng = Rng::new(3);
+    for (shape, alphabet, lens, state_len) in [("kato", 200, (6, 75), 13), ("kato64", 200, (6, 64), 13), ("kato32", 200, (6, 32), 13), ("chunks", 50_000, (5, 5), 5)] {
+        let mut store = PatternStore::new();
+        for k in 0..4096 {
+            let len = lens.0 + rng.below(lens.1 - lens.0 + 1);
+            let p: Vec<u32> = (0..len).map(|_| (rng.below(alphabet) * rng.below(alphabet) / alphabet) as u32).collect();
+            store.push(&format!("p{k}"), &p);
+        }
+        let state: Vec<u32> = (0..state_len).map(|_| rng.below(alphabet / 4) as u32).collect();
+        let needed = vec![0u32; 4096];
+        for kernel in Kernel::available() {
+            let q = LcsQuery::with_kernel(&state, kernel);
+            let mut scratch = q.new_scratch();
+            let mut out = vec![0u32; 4096];
+            let mut best = f64::MAX;
+            for _ in 0..30 {
+                let t = std::time::Instant::now();
+                for _ in 0..20 {
+                    q.score_run(store.run(0, 4096), &needed, &mut out, &mut scratch);
+                }
+                best = best.min(t.elapsed().as_secs_f64() / 20.0 / 4096.0 * 1e9);
+            }
+            println!("{shape:7} {:7} {best:6.2} ns/pattern (checksum {})", kernel.name(), out.iter().sum::<u32>());
+        }
     }
 }
