@@ -239,14 +239,15 @@ impl Scorer for LcsQuery {
         out: &mut [u32],
         scratch: &mut LcsScratch,
     ) {
-        if let (Some(transposed), Some(narrow)) = (&self.transposed, T::as_narrow(run)) {
-            let mut own = std::mem::take(&mut scratch.transposed);
-            if let Some(rest) = transposed.score(narrow, needed, out, &mut own) {
-                self.matches_scalar(run, rest, out, scratch);
+        match (&self.transposed, T::as_narrow(run)) {
+            (Some(transposed), Some(narrow)) if transposed.worth(narrow) => {
+                let mut own = std::mem::take(&mut scratch.transposed);
+                if let Some(rest) = transposed.score(narrow, needed, out, &mut own) {
+                    self.matches_scalar(run, rest, out, scratch);
+                }
+                scratch.transposed = own;
             }
-            scratch.transposed = own;
-        } else {
-            self.matches_scalar(run, needed, out, scratch);
+            _ => self.matches_scalar(run, needed, out, scratch),
         }
     }
 

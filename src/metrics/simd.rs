@@ -156,6 +156,14 @@ impl Transposed {
         (self.shortest.0..=32).contains(&len) || (self.shortest.1..=MAX_PATTERN).contains(&len)
     }
 
+    /// Whether `run` is worth the pass that sorts its patterns between the kernels: not when its
+    /// mean pattern is shorter than any the kernel takes (5-symbol chunks: nearly none would be
+    /// taken, and the pass costs as much as a tenth of their scalar scan).
+    #[inline]
+    pub fn worth(&self, run: PatternRun<'_, u16>) -> bool {
+        run.tokens().len() >= self.shortest.0 * run.len()
+    }
+
     /// Scores the patterns of `run` with `needed[k] != SKIP` that it [`Transposed::takes`]:
     /// `out[k]` = their exact LCS. Returns the `needed` of the others (the scored ones
     /// marked [`SKIP`]) for the scalar kernel, or `None` when nothing is left for it.
@@ -255,8 +263,7 @@ impl Transposed {
             (_mm256_permute2x128_si256::<0x20>(a, b), _mm256_permute2x128_si256::<0x31>(a, b))
         };
         let bits = |(lo, hi): (__m256i, __m256i), c: __m256i| {
-            _mm256_movemask_epi8(_mm256_packs_epi16(_mm256_cmpeq_epi16(lo, c), _mm256_cmpeq_epi16(hi, c))) as u32
-                as u64
+            _mm256_movemask_epi8(_mm256_packs_epi16(_mm256_cmpeq_epi16(lo, c), _mm256_cmpeq_epi16(hi, c))) as u32 as u64
         };
         let out = masks.as_mut_ptr().add(lane);
         if width == 32 {
@@ -375,7 +382,12 @@ fn kernel_cost() {
     use crate::store::PatternStore;
     use crate::testing::Rng;
     let mut rng = Rng::new(3);
-    for (shape, alphabet, lens, state_len) in [("kato", 200, (6, 75), 13), ("kato64", 200, (6, 64), 13), ("kato32", 200, (6, 32), 13), ("chunks", 50_000, (5, 5), 5)] {
+    for (shape, alphabet, lens, state_len) in [
+        ("kato", 200, (6, 75), 13),
+        ("kato64", 200, (6, 64), 13),
+        ("kato32", 200, (6, 32), 13),
+        ("chunks", 50_000, (5, 5), 5),
+    ] {
         let mut store = PatternStore::new();
         for k in 0..4096 {
             let len = lens.0 + rng.below(lens.1 - lens.0 + 1);
