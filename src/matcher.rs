@@ -4,7 +4,7 @@
 //! tier holds a pattern because both use the same metric code, formula and ordering.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,6 +20,31 @@ use crate::store::{PatternStore, MAX_SYMBOL_ID};
 
 /// Patterns per parallel work item.
 const CHUNK: usize = 4096;
+
+/// Pattern lengths below this keep their [`QueryPlan::min_matches_within`] per scan thread.
+const CACHED_LENGTHS: usize = 1024;
+
+/// [`QueryPlan::min_matches_within`] per pattern length, for the class bound it was asked for
+/// last: the bound changes a few times per query, the lengths repeat across a chunk.
+#[derive(Default)]
+struct NeededCache(Vec<(u32, u32)>);
+
+impl NeededCache {
+    #[inline]
+    fn get(&mut self, plan: &QueryPlan, len: usize, worst: u32) -> u32 {
+        if len >= CACHED_LENGTHS {
+            return plan.min_matches_within(plan.row(len), len, worst);
+        }
+        if self.0.is_empty() {
+            self.0.resize(CACHED_LENGTHS, (u32::MAX, 0));
+        }
+        let (bound, needed) = &mut self.0[len];
+        if *bound != worst {
+            (*bound, *needed) = (worst, plan.min_matches_within(plan.row(len), len, worst));
+        }
+        *needed
+    }
+}
 
 /// Removed slots are reclaimed once they outnumber both this and the live patterns.
 const COMPACT_MIN_DEAD: usize = 4096;
@@ -825,26 +850,40 @@ impl Matcher {
             return Vec::new();
         }
         let (from, slots) = (slots.start, slots.end);
+        // With a limit, the worst class any chunk has already filled `limit` times: patterns that
+        // cannot reach it are not scored (they cannot be among the best `limit`). Chunks finish
+        // in any order, but the bound only drops patterns no order could return, so results do
+        // not depend on it.
+        let bound = AtomicU32::new(u32::MAX);
         (from / CHUNK..slots.div_ceil(CHUNK))
             .into_par_iter()
             .map_init(
-                || (query.new_scratch(), Vec::with_capacity(CHUNK), vec![0u32; CHUNK]),
-                |(scratch, needed, counts), chunk| {
+                || (query.new_scratch(), Vec::with_capacity(CHUNK), vec![0u32; CHUNK], NeededCache::default()),
+                |(scratch, needed, counts, cache), chunk| {
                     let first = (chunk * CHUNK).max(from) as u32;
                     let end = ((chunk + 1) * CHUNK).min(slots);
                     if mask.is_some_and(|m| m.none_in(first as usize..end)) {
                         return Vec::new();
                     }
                     let run = self.store.run(first, end - first as usize);
+                    let worst = bound.load(Relaxed);
                     needed.clear();
                     needed.extend((0..run.len()).map(|k| {
                         let slot = first + k as u32;
                         if self.store.is_live(slot) && mask.is_none_or(|m| m.contains(slot)) {
-                            plan.row(run.pattern_len(k)).min_matches
+                            let len = run.pattern_len(k);
+                            if worst == u32::MAX {
+                                plan.row(len).min_matches
+                            } else {
+                                cache.get(plan, len, worst)
+                            }
                         } else {
                             LengthRow::NONE
                         }
                     }));
+                    if worst != u32::MAX && needed.iter().all(|&n| n == LengthRow::NONE) {
+                        return Vec::new();
+                    }
                     query.score_run(run, needed, counts, scratch);
                     let mut found = Vec::with_capacity(run.len());
                     for (k, (&need, &count)) in needed.iter().zip(counts.iter()).enumerate() {
@@ -853,7 +892,9 @@ impl Matcher {
                         }
                     }
                     if let Some(k) = limit {
-                        plan.keep_best(&mut found, k);
+                        if let Some(class) = plan.keep_best(&mut found, k) {
+                            bound.fetch_min(class, Relaxed);
+                        }
                     }
                     found
                 },
@@ -868,6 +909,29 @@ impl Matcher {
 
     pub fn token_count(&self) -> usize {
         self.store.token_count()
+    }
+
+    /// Reads every stored symbol once, split over the cores in the scan's chunks, `repeats`
+    /// times: `(bytes read per pass, fastest pass in seconds)`. A scan reads these bytes and more
+    /// (offsets, liveness), so `bytes / seconds` is the streaming limit a query approaches.
+    pub fn stream_symbols(&self, repeats: usize) -> (usize, f64) {
+        let bytes = self.store.token_count() * self.store.token_width();
+        let chunks = self.store.slots().div_ceil(CHUNK);
+        let read = |chunk: usize| {
+            let first = chunk * CHUNK;
+            match self.store.run(first as u32, CHUNK.min(self.store.slots() - first)) {
+                crate::store::AnyRun::Narrow(run) => run.tokens().iter().fold(0u32, |a, &t| a.wrapping_add(t.into())),
+                crate::store::AnyRun::Wide(run) => run.tokens().iter().fold(0u32, |a, &t| a.wrapping_add(t)),
+            }
+        };
+        let mut fastest = f64::INFINITY;
+        for _ in 0..repeats.max(1) {
+            let started = Instant::now();
+            let sum = (0..chunks).into_par_iter().map(read).reduce(|| 0, u32::wrapping_add);
+            std::hint::black_box(sum);
+            fastest = fastest.min(started.elapsed().as_secs_f64());
+        }
+        (bytes, fastest)
     }
 }
 
@@ -939,6 +1003,54 @@ mod tests {
                         .map(|h| (m.name(h.slot).to_string(), h.similarity))
                         .collect();
                     assert_eq!(got, oracle(&kept, metric, &state, threshold, limit), "{metric:?} t={threshold}");
+                }
+            }
+        }
+    }
+
+    /// The class bound of limited queries (chunks skip patterns that cannot reach the worst
+    /// class another chunk already filled): many chunks, lengths from 1 to 90 so the bound cuts
+    /// by length, ties at the limit broken by name, with and without candidates.
+    #[test]
+    fn limited_queries_skip_only_what_cannot_be_returned() {
+        let mut rng = Rng::new(15);
+        for metric in [Metric::Lcs, Metric::Difflib { autojunk: false }] {
+            let mut m = Matcher::new(metric);
+            let mut kept: Vec<(String, Vec<u32>)> = Vec::new();
+            for i in 0..5 * CHUNK + 123 {
+                let len = 1 + rng.below(if i % 5 == 0 { 90 } else { 30 });
+                let p: Vec<u32> = (0..len).map(|_| rng.below(15) as u32).collect();
+                let name = format!("P{:06}", rng.below(1_000_000));
+                if m.insert(&name, &p).unwrap() {
+                    kept.push((name, p));
+                }
+            }
+            m.promote();
+            let some: HashSet<&str> = kept.iter().step_by(3).map(|(n, _)| n.as_str()).collect();
+            for q in 0..8 {
+                let state: Vec<u32> = (0..1 + rng.below(40)).map(|_| rng.below(15) as u32).collect();
+                let scored: Vec<(String, f64)> =
+                    kept.iter().map(|(n, p)| (n.clone(), metric.similarity(p, &state))).collect();
+                for limit in [1, 10, 100, 1000] {
+                    for threshold in [0.0, 0.1, 0.6] {
+                        for candidates in [None, Some(&some)] {
+                            let mut want: Vec<(String, u64)> = scored
+                                .iter()
+                                .filter(|(n, s)| *s >= threshold && candidates.is_none_or(|c| c.contains(n.as_str())))
+                                .map(|(n, s)| (n.clone(), s.to_bits()))
+                                .collect();
+                            want.sort_by(|a, b| {
+                                f64::from_bits(b.1).total_cmp(&f64::from_bits(a.1)).then(a.0.cmp(&b.0))
+                            });
+                            want.truncate(limit);
+                            let mut options = QueryOptions::default();
+                            if let Some(c) = candidates {
+                                options = options.with_candidates(c.iter().copied());
+                            }
+                            let got = named(&m, m.query_with(&state, threshold, Some(limit), &options).unwrap());
+                            assert_eq!(got, want, "{metric:?} q {q} limit {limit} t {threshold}");
+                        }
+                    }
                 }
             }
         }

@@ -495,10 +495,12 @@ impl QueryPlan {
     }
 
     /// Drops from one scan chunk's candidates every one that cannot be among the best `limit`
-    /// (keeps whole classes, so at least `limit` remain when there were that many).
-    pub fn keep_best(&self, candidates: &mut Vec<Candidate>, limit: usize) {
-        if !self.has_classes() || candidates.len() <= limit {
-            return;
+    /// (keeps whole classes, so at least `limit` remain when there were that many). Returns the
+    /// class of the `limit`-th best when there were that many: no pattern of a worse class can
+    /// be among the query's best `limit` (see [`QueryPlan::min_matches_within`]).
+    pub fn keep_best(&self, candidates: &mut Vec<Candidate>, limit: usize) -> Option<u32> {
+        if !self.has_classes() || limit == 0 || candidates.len() < limit {
+            return None;
         }
         let mut counts = vec![0usize; self.class_similarity.len()];
         for c in candidates.iter() {
@@ -506,6 +508,31 @@ impl QueryPlan {
         }
         let last = last_class_needed(&counts, limit);
         candidates.retain(|c| c.value as usize <= last);
+        Some(last as u32)
+    }
+
+    /// The least match count with which a pattern of `len` symbols (and its `row`) falls in
+    /// class `worst` or a better one; [`LengthRow::NONE`] when none does, so it need not be
+    /// scored. Without a class table, `row.min_matches`. A pattern's class never gets worse as
+    /// its M grows, so the answer is a binary search over `min_matches..=min(len, S)`.
+    pub fn min_matches_within(&self, row: LengthRow, len: usize, worst: u32) -> u32 {
+        if row.min_matches == LengthRow::NONE || !self.has_classes() {
+            return row.min_matches;
+        }
+        let class = |m: u32| self.entry_class[(row.first_entry + m - row.min_matches) as usize];
+        let (mut least, mut most) = (row.min_matches, len.min(self.state_len) as u32);
+        if class(most) > worst {
+            return LengthRow::NONE;
+        }
+        while least < most {
+            let mid = (least + most) / 2;
+            if class(mid) <= worst {
+                most = mid;
+            } else {
+                least = mid + 1;
+            }
+        }
+        least
     }
 
     /// Puts the candidates of every scan chunk (and the device) into result order and keeps the

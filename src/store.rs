@@ -13,8 +13,18 @@ use rayon::prelude::*;
 
 /// A stored symbol id: patterns are kept as u16 while every stored id fits (half the memory and
 /// half the bytes a scan streams), as u32 from the first larger id on.
-pub trait Token: Copy + Into<u32> + Send + Sync + 'static {}
-impl Token for u16 {}
+pub trait Token: Copy + Into<u32> + Send + Sync + 'static {
+    /// The run itself when it holds u16 symbols, the width the SIMD kernels read.
+    fn as_narrow(run: PatternRun<'_, Self>) -> Option<PatternRun<'_, u16>> {
+        let _ = run;
+        None
+    }
+}
+impl Token for u16 {
+    fn as_narrow(run: PatternRun<'_, u16>) -> Option<PatternRun<'_, u16>> {
+        Some(run)
+    }
+}
 impl Token for u32 {}
 
 /// Every pattern's symbols back to back, in the narrowest width that holds them.
@@ -193,6 +203,12 @@ impl<'a, T> PatternRun<'a, T> {
     #[inline]
     pub fn pattern_len(&self, k: usize) -> usize {
         (self.offsets[k + 1] - self.offsets[k]) as usize
+    }
+
+    /// Where the `k`-th pattern starts in [`PatternRun::tokens`].
+    #[inline]
+    pub fn start(&self, k: usize) -> usize {
+        (self.offsets[k] - self.offsets[0]) as usize
     }
 }
 

@@ -4,6 +4,7 @@
 //! position, `ceil(len/64)` words; each pattern symbol costs one mask lookup and a few word
 //! operations per word. `2.0 * M / T` equals `2.0 * rapidfuzz.distance.LCSseq.similarity(p, s) / T`.
 
+use super::simd::{Kernel, Transposed, TransposedScratch};
 use super::{QuerySymbols, Scorer, SKIP};
 use crate::store::{PatternRun, Token};
 
@@ -21,6 +22,7 @@ pub struct LcsScratch {
     /// Patterns of a run to score, grouped by length, and where each length's group ends.
     by_length: Vec<u32>,
     starts: Vec<u32>,
+    transposed: TransposedScratch,
 }
 
 /// [`LcsQuery::short_slot`] of a symbol the state does not contain.
@@ -39,10 +41,18 @@ pub struct LcsQuery {
     short_slot: Vec<u8>,
     /// The mask of each slot of a single-word state; `NOT_IN_STATE` (and every unused slot) has 0.
     slot_masks: Box<[u64; 256]>,
+    /// The state for the SIMD kernel, when the selected kernel has one and the state suits it.
+    transposed: Option<Transposed>,
 }
 
 impl LcsQuery {
+    /// The state prepared for the process's kernel ([`Kernel::selected`]).
     pub fn new(state: &[u32]) -> LcsQuery {
+        LcsQuery::with_kernel(state, Kernel::selected())
+    }
+
+    /// The state prepared for `kernel` (the scalar one where `kernel` does not apply).
+    pub fn with_kernel(state: &[u32], kernel: Kernel) -> LcsQuery {
         let symbols = QuerySymbols::new(state);
         let words = state.len().div_ceil(64);
         let mut masks = vec![0u64; symbols.distinct() * words];
@@ -63,7 +73,8 @@ impl LcsQuery {
                 .collect();
             slot_masks[..masks.len()].copy_from_slice(&masks);
         }
-        LcsQuery { len: state.len(), words, symbols, masks, short_slot, slot_masks }
+        let transposed = Transposed::new(state, kernel);
+        LcsQuery { len: state.len(), words, symbols, masks, short_slot, slot_masks, transposed }
     }
 
     /// Whether the state fits one 64-bit word (at most 64 symbols).
@@ -129,11 +140,15 @@ impl LcsQuery {
         }
         // Pull the run into cache in storage order, where the hardware prefetcher keeps up; the
         // grouped order below then reads from cache instead of waiting on memory per pattern.
-        let mut touched = 0u32;
-        for line in run.tokens().chunks(64 / std::mem::size_of::<T>()) {
-            touched = touched.wrapping_add(line[0].into());
+        // Not when few of the run's patterns are scored here (the others skipped, or scored by
+        // the SIMD kernel, which reads in storage order): then it would read mostly unused bytes.
+        if 2 * starts.iter().sum::<u32>() as usize >= run.len() {
+            let mut touched = 0u32;
+            for line in run.tokens().chunks(64 / std::mem::size_of::<T>()) {
+                touched = touched.wrapping_add(line[0].into());
+            }
+            std::hint::black_box(touched);
         }
-        std::hint::black_box(touched);
         for len in 1..starts.len() {
             starts[len] += starts[len - 1];
         }
@@ -210,7 +225,7 @@ impl Scorer for LcsQuery {
     type Scratch = LcsScratch;
 
     fn new_scratch(&self) -> LcsScratch {
-        LcsScratch { words: Vec::with_capacity(self.words), by_length: Vec::new(), starts: Vec::new() }
+        LcsScratch { words: Vec::with_capacity(self.words), ..LcsScratch::default() }
     }
 
     fn state_len(&self) -> usize {
@@ -218,6 +233,37 @@ impl Scorer for LcsQuery {
     }
 
     fn matches_at_least<T: Token>(
+        &self,
+        run: PatternRun<'_, T>,
+        needed: &[u32],
+        out: &mut [u32],
+        scratch: &mut LcsScratch,
+    ) {
+        match (&self.transposed, T::as_narrow(run)) {
+            (Some(transposed), Some(narrow)) if transposed.worth(narrow) => {
+                let mut own = std::mem::take(&mut scratch.transposed);
+                if let Some(rest) = transposed.score(narrow, needed, out, &mut own) {
+                    self.matches_scalar(run, rest, out, scratch);
+                }
+                scratch.transposed = own;
+            }
+            _ => self.matches_scalar(run, needed, out, scratch),
+        }
+    }
+
+    #[inline]
+    fn matches<T: Token>(&self, pattern: &[T], scratch: &mut LcsScratch) -> usize {
+        match self.words {
+            0 => 0,
+            1 => self.matches_one_word(pattern),
+            _ => self.matches_multi_word(pattern, &mut scratch.words),
+        }
+    }
+}
+
+impl LcsQuery {
+    /// The scalar kernel over a run: the reference every other kernel is tested against.
+    fn matches_scalar<T: Token>(
         &self,
         run: PatternRun<'_, T>,
         needed: &[u32],
@@ -232,15 +278,6 @@ impl Scorer for LcsQuery {
                     out[k] = self.matches(run.pattern(k), scratch) as u32;
                 }
             }
-        }
-    }
-
-    #[inline]
-    fn matches<T: Token>(&self, pattern: &[T], scratch: &mut LcsScratch) -> usize {
-        match self.words {
-            0 => 0,
-            1 => self.matches_one_word(pattern),
-            _ => self.matches_multi_word(pattern, &mut scratch.words),
         }
     }
 }

@@ -11,6 +11,7 @@
 pub mod difflib;
 pub mod fuzz;
 pub mod lcs;
+pub mod simd;
 mod symbols;
 
 pub use symbols::QuerySymbols;

@@ -900,6 +900,13 @@ impl PyMatcher {
         unlocked(py, || self.read().token_count())
     }
 
+    /// `(bytes, fastest seconds)` of reading every stored symbol once over all cores, `repeats`
+    /// times (see `Matcher::stream_symbols`): the bench's streaming limit.
+    #[pyo3(signature = (repeats = 5))]
+    fn _stream_symbols(&self, py: Python<'_>, repeats: usize) -> (usize, f64) {
+        unlocked(py, || self.read().stream_symbols(repeats))
+    }
+
     /// The matcher's counters under the seed plan's KPI names (histograms as cumulative
     /// `(le, count)` buckets with `sum` and `count`); gauges are added by the Python wrapper.
     fn _kpis<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

@@ -17,6 +17,13 @@ fn similarity(py: Python<'_>, pattern: Vec<u32>, state: Vec<u32>, metric: &str, 
     unlocked(py, || guard(|| metric.similarity(&pattern, &state)))
 }
 
+/// The LCS kernel this process scans with (`"avx2"` or `"scalar"`): the best the CPU supports,
+/// chosen once, unless `KATO_GPU_SIMD=scalar` forced the reference.
+#[pyfunction]
+fn lcs_kernel() -> &'static str {
+    crate::metrics::simd::Kernel::selected().name()
+}
+
 /// `rapidfuzz.fuzz.ratio(a, b)`, computed in Rust (the fuzzy token path's scorer).
 #[pyfunction]
 fn fuzz_ratio(a: &str, b: &str) -> PyResult<f64> {
@@ -106,6 +113,7 @@ fn prediction_info(
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("METRICS", Metric::NAMES.to_vec())?;
     m.add_function(wrap_pyfunction!(similarity, m)?)?;
+    m.add_function(wrap_pyfunction!(lcs_kernel, m)?)?;
     m.add_function(wrap_pyfunction!(fuzz_ratio, m)?)?;
     m.add_function(wrap_pyfunction!(fuzzy_extract_one, m)?)?;
     m.add_function(wrap_pyfunction!(prediction_info, m)?)

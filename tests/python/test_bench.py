@@ -92,11 +92,15 @@ def test_bench_runs_and_reports(tmp_path, capsys, shape, metric, limit):
             assert len(e["times_ms"]) == Q
         assert r["engines"]["difflib"]["extrapolated"] is True
         assert r["engines"]["difflib"]["sample"] == 400
+        kg = r["engines"]["kato_gpu"]
+        assert kg["lcs_kernel"] in ("scalar", "avx2")
+        assert kg["symbol_bytes"] > 0 and kg["effective_gb_s"] > 0 and kg["stream_gb_s"] > 0
         v = r["verification"]
         assert v["ok"] and v["queries_with_differences"] == 0
         assert v["sampled_pairs_checked"] == Q * 400
         assert v["queries_checked_whole_result"] == (Q if m == "lcs" else 0)
         assert f"metric {m}" in out
+        assert "GB/s effective at the median" in out
         # Where the warm-up and the timed queries ran (make gpu-check wants them all on the device).
         stats = r["query_stats"]
         assert stats["gpu_queries"] + stats["cpu_queries"] == Q + 1
@@ -733,6 +737,7 @@ def test_scale_bench(tmp_path, capsys):
         v = r["verification"]
         assert v["ok"] and v["sample_per_query"] == 3000 and v["sampled_pairs_checked"] == 2 * 2 * 3000
         assert f"metric {m}" in out
+        assert "GB/s effective at the median" in out
 
     # Query 0 recounted over every pattern, from the documented streams.
     vocab = np.array(kato_vocab()[0], dtype=object)

@@ -53,6 +53,13 @@ def table(metric: str, result: Dict[str, Any], opts: BenchOptions, out: IO[str])
     if dl is not None:
         notes.append(f"difflib: {dl['role']}; times and * match counts scaled by N/{dl['sample']:,}")
     kg = result["engines"]["kato_gpu"]
+    if kg.get("effective_gb_s") is not None and kg.get("stream_gb_s"):
+        notes.append(
+            f"kato_gpu: {kg['lcs_kernel']} LCS kernel; the scan reads {_mb(kg['symbol_bytes'])} of symbols: "
+            f"{kg['effective_gb_s']:,.2f} GB/s effective at the median against {kg['stream_gb_s']:,.2f} GB/s "
+            f"streaming them (read loop, all cores, fastest of 5): "
+            f"{kg['effective_gb_s'] / kg['stream_gb_s']:.0%} of the limit"
+        )
     if kg.get("names_median_ms") is not None:
         notes.append(f"kato_gpu: building res.names (not timed above) took {kg['names_median_ms']:.2f} ms median")
     v = result["verification"]

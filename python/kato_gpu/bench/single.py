@@ -156,6 +156,9 @@ def bench_metric(
     # Where the timed queries ran (gpu_queries, long-state and fallback counts), before anything
     # else queries this matcher.
     query_stats = matcher.get_stats()
+    # The distance to the physical limit: the stored symbols read once over all cores, as fast
+    # as this machine streams them, against what a query's scan of the same bytes achieves.
+    symbol_bytes, stream_s = matcher._stream_symbols(5)
 
     # The threshold sweep and the batch comparison, on the same matcher, before learning.
     sweep = None
@@ -193,6 +196,10 @@ def bench_metric(
             "mean_matches": float(np.mean(kato_counts)) if kato_counts else 0.0,
             "names_times_ms": [t * 1e3 for t in names_t],
             "names_median_ms": float(np.median(names_t) * 1e3) if names_t else None,
+            "lcs_kernel": kato_gpu._native.lcs_kernel(),
+            "symbol_bytes": symbol_bytes,
+            "effective_gb_s": symbol_bytes / kato_sum["median_ms"] / 1e6 if kato_sum["median_ms"] > 0 else None,
+            "stream_gb_s": symbol_bytes / stream_s / 1e9 if stream_s > 0 else None,
         },
     }
     if rf_t:
