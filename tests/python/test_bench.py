@@ -737,7 +737,6 @@ def test_scale_bench(tmp_path, capsys):
         v = r["verification"]
         assert v["ok"] and v["sample_per_query"] == 3000 and v["sampled_pairs_checked"] == 2 * 2 * 3000
         assert f"metric {m}" in out
-        assert "GB/s effective at the median" in out
 
     # Query 0 recounted over every pattern, from the documented streams.
     vocab = np.array(kato_vocab()[0], dtype=object)
