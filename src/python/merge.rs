@@ -35,21 +35,9 @@ fn merge_ranked<'py>(
     names: Bound<'py, PyAny>,
     max_predictions: Option<Limit>,
 ) -> PyResult<Merged<'py>> {
-    let similarities: Vec<Bound<'py, PyAny>> = similarities
-        .try_iter()
-        .map_err(|_| PyTypeError::new_err("similarities must be a sequence of arrays (one per part)"))?
-        .collect::<PyResult<_>>()?;
-    let similarities: Vec<Vec<f64>> =
-        similarities.iter().enumerate().map(|(p, s)| similarities_of(s, p)).collect::<PyResult<_>>()?;
     let names: Vec<Vec<String>> =
         names.extract().map_err(|_| PyTypeError::new_err("names must be a sequence of lists of str (one per part)"))?;
-    if names.len() != similarities.len() {
-        return Err(PyValueError::new_err(format!(
-            "{} parts of similarities but {} of names",
-            similarities.len(),
-            names.len()
-        )));
-    }
+    let similarities = similarity_parts(&similarities, names.len())?;
     let limit = max_predictions.and_then(|l| l.0);
     let merged = unlocked(py, || {
         guard(|| {
@@ -61,6 +49,19 @@ fn merge_ranked<'py>(
     .map_err(not_ranked)?;
     let (parts, positions): (Vec<u32>, Vec<u32>) = merged.into_iter().unzip();
     Ok((PyArray1::from_vec(py, parts), PyArray1::from_vec(py, positions)))
+}
+
+/// The parts' similarity arrays, one per part of `names_len` name parts.
+fn similarity_parts(similarities: &Bound<'_, PyAny>, names_len: usize) -> PyResult<Vec<Vec<f64>>> {
+    let parts: Vec<Bound<'_, PyAny>> = similarities
+        .try_iter()
+        .map_err(|_| PyTypeError::new_err("similarities must be a sequence of arrays (one per part)"))?
+        .collect::<PyResult<_>>()?;
+    let parts: Vec<Vec<f64>> = parts.iter().enumerate().map(|(p, s)| similarities_of(s, p)).collect::<PyResult<_>>()?;
+    if names_len != parts.len() {
+        return Err(PyValueError::new_err(format!("{} parts of similarities but {names_len} of names", parts.len())));
+    }
+    Ok(parts)
 }
 
 /// One part's names as `MatchResult._names_packed` gives them: UTF-8 bytes and end offsets,
@@ -95,19 +96,7 @@ fn merge_packed<'py>(
     names: Vec<(Bound<'py, PyBytes>, PyReadonlyArray1<'py, u64>)>,
     max_predictions: Option<Limit>,
 ) -> PyResult<MergedResult<'py>> {
-    let similarities: Vec<Bound<'py, PyAny>> = similarities
-        .try_iter()
-        .map_err(|_| PyTypeError::new_err("similarities must be a sequence of arrays (one per part)"))?
-        .collect::<PyResult<_>>()?;
-    let similarities: Vec<Vec<f64>> =
-        similarities.iter().enumerate().map(|(p, s)| similarities_of(s, p)).collect::<PyResult<_>>()?;
-    if names.len() != similarities.len() {
-        return Err(PyValueError::new_err(format!(
-            "{} parts of similarities but {} of names",
-            similarities.len(),
-            names.len()
-        )));
-    }
+    let similarities = similarity_parts(&similarities, names.len())?;
     let ends: Vec<Vec<u64>> = names.iter().map(|(_, e)| e.as_array().to_vec()).collect();
     let texts: Vec<Vec<&str>> = names
         .iter()
