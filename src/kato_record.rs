@@ -524,8 +524,8 @@ fn scan<S: Scorer>(
     (0..slots.div_ceil(CHUNK))
         .into_par_iter()
         .map_init(
-            || (query.new_scratch(), Vec::with_capacity(CHUNK), vec![0u32; CHUNK], BoundScratch::default()),
-            |(scratch, needed, counts, bound_scratch), chunk| {
+            || (query.new_scratch(), Vec::with_capacity(CHUNK), Vec::new(), vec![0u32; CHUNK], BoundScratch::default()),
+            |(scratch, needed, kept, counts, bound_scratch), chunk| {
                 let first = (chunk * CHUNK) as u32;
                 let end = ((chunk + 1) * CHUNK).min(slots);
                 let run = store.run(first, end - first as usize);
@@ -538,10 +538,12 @@ fn scan<S: Scorer>(
                         LengthRow::NONE
                     }
                 }));
-                query.score_run(run, needed, counts, scratch);
+                crate::metrics::kept_indices(needed, kept);
+                query.score_run(run, kept, needed, counts, scratch);
                 let mut found = Vec::new();
-                for (k, (&need, &count)) in needed.iter().zip(counts.iter()).enumerate() {
-                    if need == LengthRow::NONE || count < need {
+                for &k in kept.iter() {
+                    let (k, need, count) = (k as usize, needed[k as usize], counts[k as usize]);
+                    if count < need {
                         continue;
                     }
                     let len = run.pattern_len(k);

@@ -4,7 +4,7 @@
 //! tier holds a pattern because both use the same metric code, formula and ordering.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -13,36 +13,98 @@ use rayon::prelude::*;
 use crate::device::{DeviceLink, DeviceMirror, DevicePart, DeviceStatus};
 use crate::error::{KatoError, Result};
 use crate::kpi::Kpis;
+use crate::metrics::bound::{BoundScratch, Needs, SymbolBound};
 use crate::metrics::{self, Metric, PreparedQuery, Scorer, SimilarityRule};
 use crate::name_index::NameIndex;
-use crate::ordering::{Candidate, LengthRow, Matches, NameOrder, QueryPlan};
+use crate::ordering::{Candidate, ClassTally, LengthRow, Matches, NameOrder, QueryPlan};
 use crate::store::{PatternStore, MAX_SYMBOL_ID};
 
 /// Patterns per parallel work item.
 const CHUNK: usize = 4096;
 
-/// Pattern lengths below this keep their [`QueryPlan::min_matches_within`] per scan thread.
-const CACHED_LENGTHS: usize = 1024;
+/// Pattern lengths below this have their [`QueryPlan::min_matches_within`] in a table per scan
+/// thread; longer ones (rare) compute it per pattern.
+const TABLED_LENGTHS: usize = 1024;
 
-/// [`QueryPlan::min_matches_within`] per pattern length, for the class bound it was asked for
-/// last: the bound changes a few times per query, the lengths repeat across a chunk.
+/// [`QueryPlan::min_matches_within`] of every pattern length below [`TABLED_LENGTHS`] (and the
+/// longest stored), for the class bound it was built for: the bound changes a few times per
+/// query, and a table lookup keeps the per-pattern loop free of branches.
 #[derive(Default)]
-struct NeededCache(Vec<(u32, u32)>);
+struct NeededByLength {
+    worst: Option<u32>,
+    table: Vec<u32>,
+}
 
-impl NeededCache {
-    #[inline]
-    fn get(&mut self, plan: &QueryPlan, len: usize, worst: u32) -> u32 {
-        if len >= CACHED_LENGTHS {
-            return plan.min_matches_within(plan.row(len), len, worst);
+impl NeededByLength {
+    fn table(&mut self, plan: &QueryPlan, worst: u32) -> &[u32] {
+        if self.worst != Some(worst) {
+            let lengths = plan.dense_lengths().min(TABLED_LENGTHS);
+            self.table.clear();
+            self.table.extend((0..lengths).map(|len| plan.min_matches_within(plan.row(len), len, worst)));
+            self.worst = Some(worst);
         }
-        if self.0.is_empty() {
-            self.0.resize(CACHED_LENGTHS, (u32::MAX, 0));
+        &self.table
+    }
+}
+
+/// A scan thread's working memory, reused across its chunks.
+struct ChunkScratch<S: Scorer> {
+    scorer: S::Scratch,
+    needed: Vec<u32>,
+    /// The patterns of the chunk to score.
+    kept: Vec<u32>,
+    counts: Vec<u32>,
+    by_length: NeededByLength,
+    /// Which patterns of a chunk are live and among a query's candidates.
+    masked: Vec<bool>,
+    bound_scratch: BoundScratch,
+    gate: BoundGate,
+}
+
+impl<S: Scorer> ChunkScratch<S> {
+    fn new(query: &S) -> Self {
+        ChunkScratch {
+            scorer: query.new_scratch(),
+            needed: Vec::with_capacity(CHUNK),
+            kept: Vec::with_capacity(CHUNK),
+            counts: vec![0u32; CHUNK],
+            by_length: NeededByLength::default(),
+            masked: Vec::new(),
+            bound_scratch: BoundScratch::default(),
+            gate: BoundGate::default(),
         }
-        let (bound, needed) = &mut self.0[len];
-        if *bound != worst {
-            (*bound, *needed) = (worst, plan.min_matches_within(plan.row(len), len, worst));
+    }
+}
+
+/// Whether a scan thread runs the [`SymbolBound`] before scoring a chunk. The bound costs a
+/// small part of a scorer's time per pattern and pays off only when it drops most patterns:
+/// when it kept nearly all of a chunk's (a low threshold and no limit, or a limit not yet
+/// filled), the next [`BoundGate::REST`] chunks skip it, until the class bound tightens.
+#[derive(Default)]
+struct BoundGate {
+    resting: u32,
+    worst: u32,
+}
+
+impl BoundGate {
+    const REST: u32 = 7;
+
+    fn open(&mut self, worst: u32) -> bool {
+        if worst != self.worst {
+            (self.worst, self.resting) = (worst, 0);
         }
-        *needed
+        if self.resting > 0 {
+            self.resting -= 1;
+            return false;
+        }
+        true
+    }
+
+    fn observe(&mut self, needed: &[u32], kept: usize) {
+        let scored = needed.iter().filter(|&&n| n != metrics::SKIP).count();
+        if 4 * kept > 3 * scored {
+            self.resting = Self::REST;
+        }
     }
 }
 
@@ -130,6 +192,7 @@ pub struct QueryOptions {
 struct PendingQuery {
     plan: QueryPlan,
     prepared: PreparedQuery,
+    bound: SymbolBound,
 }
 
 impl PendingQuery {
@@ -137,6 +200,7 @@ impl PendingQuery {
         PendingQuery {
             plan: QueryPlan::with_rule(state.len(), threshold, matcher.store.lengths(), rule),
             prepared: matcher.metric.prepare(state),
+            bound: SymbolBound::new(state),
         }
     }
 
@@ -149,8 +213,8 @@ impl PendingQuery {
         mask: Option<&SlotMask>,
     ) -> Vec<Vec<Candidate>> {
         match &self.prepared {
-            PreparedQuery::Difflib(q) => matcher.scan(q, &self.plan, limit, slots, mask),
-            PreparedQuery::Lcs(q) => matcher.scan(q, &self.plan, limit, slots, mask),
+            PreparedQuery::Difflib(q) => matcher.scan(q, &self.plan, &self.bound, limit, slots, mask),
+            PreparedQuery::Lcs(q) => matcher.scan(q, &self.plan, &self.bound, limit, slots, mask),
         }
     }
 }
@@ -842,6 +906,7 @@ impl Matcher {
         &self,
         query: &S,
         plan: &QueryPlan,
+        bound: &SymbolBound,
         limit: Option<usize>,
         slots: std::ops::Range<usize>,
         mask: Option<&SlotMask>,
@@ -850,51 +915,64 @@ impl Matcher {
             return Vec::new();
         }
         let (from, slots) = (slots.start, slots.end);
-        // With a limit, the worst class any chunk has already filled `limit` times: patterns that
-        // cannot reach it are not scored (they cannot be among the best `limit`). Chunks finish
-        // in any order, but the bound only drops patterns no order could return, so results do
-        // not depend on it.
-        let bound = AtomicU32::new(u32::MAX);
+        // With a limit, the chunks share what they found: patterns that cannot reach the worst
+        // class already holding `limit` patterns are not scored (they cannot be among the best
+        // `limit`). Chunks finish in any order, but the bound only drops patterns no order could
+        // return, so results do not depend on it.
+        let tally = ClassTally::new(plan, limit);
         (from / CHUNK..slots.div_ceil(CHUNK))
             .into_par_iter()
             .map_init(
-                || (query.new_scratch(), Vec::with_capacity(CHUNK), vec![0u32; CHUNK], NeededCache::default()),
-                |(scratch, needed, counts, cache), chunk| {
+                || ChunkScratch::new(query),
+                |chunk_scratch, chunk| {
+                    let ChunkScratch { scorer, needed, kept, counts, by_length, masked, bound_scratch, gate } = chunk_scratch;
                     let first = (chunk * CHUNK).max(from) as u32;
                     let end = ((chunk + 1) * CHUNK).min(slots);
                     if mask.is_some_and(|m| m.none_in(first as usize..end)) {
                         return Vec::new();
                     }
                     let run = self.store.run(first, end - first as usize);
-                    let worst = bound.load(Relaxed);
-                    needed.clear();
-                    needed.extend((0..run.len()).map(|k| {
-                        let slot = first + k as u32;
-                        if self.store.is_live(slot) && mask.is_none_or(|m| m.contains(slot)) {
-                            let len = run.pattern_len(k);
-                            if worst == u32::MAX {
-                                plan.row(len).min_matches
-                            } else {
-                                cache.get(plan, len, worst)
-                            }
-                        } else {
-                            LengthRow::NONE
+                    let worst = tally.as_ref().map_or(ClassTally::NONE, ClassTally::worst);
+                    let live = self.store.live_run(first, run.len());
+                    let wanted = match mask {
+                        None => live,
+                        Some(m) => {
+                            masked.clear();
+                            masked.extend(live.iter().enumerate().map(|(k, &live)| live && m.contains(first + k as u32)));
+                            &masked[..]
                         }
-                    }));
-                    if worst != u32::MAX && needed.iter().all(|&n| n == LengthRow::NONE) {
+                    };
+                    let need = Needs {
+                        by_length: by_length.table(plan, worst),
+                        longer: |len| plan.min_matches_within(plan.row(len), len, worst),
+                        wanted,
+                    };
+                    if gate.open(worst) {
+                        bound.select(run, need, needed, kept, bound_scratch);
+                        gate.observe(needed, kept.len());
+                    } else {
+                        // Written in place: `extend` would keep the length in memory, one store
+                        // and reload per pattern on the loop's critical path.
+                        needed.clear();
+                        needed.resize(run.len(), LengthRow::NONE);
+                        for (k, (slot, w)) in needed.iter_mut().zip(run.offsets().windows(2)).enumerate() {
+                            *slot = need.of(k, (w[1] - w[0]) as usize);
+                        }
+                        metrics::kept_indices(needed, kept);
+                    }
+                    if kept.is_empty() {
                         return Vec::new();
                     }
-                    query.score_run(run, needed, counts, scratch);
-                    let mut found = Vec::with_capacity(run.len());
-                    for (k, (&need, &count)) in needed.iter().zip(counts.iter()).enumerate() {
-                        if need != LengthRow::NONE && count >= need {
-                            found.push(plan.candidate(plan.row(run.pattern_len(k)), count, first + k as u32));
+                    query.score_run(run, kept, needed, counts, scorer);
+                    let mut found = Vec::new();
+                    for &k in kept.iter() {
+                        let (need, count) = (needed[k as usize], counts[k as usize]);
+                        if count >= need {
+                            found.push(plan.candidate(plan.row(run.pattern_len(k as usize)), count, first + k));
                         }
                     }
-                    if let Some(k) = limit {
-                        if let Some(class) = plan.keep_best(&mut found, k) {
-                            bound.fetch_min(class, Relaxed);
-                        }
+                    if let Some(tally) = &tally {
+                        tally.add(&mut found);
                     }
                     found
                 },

@@ -461,6 +461,12 @@ impl QueryPlan {
         }
     }
 
+    /// Every length below this has its row in a dense table (the longest length stored, plus one,
+    /// up to 2^16).
+    pub fn dense_lengths(&self) -> usize {
+        self.dense.len()
+    }
+
     /// The candidate of a pattern of `row` with `matches >= row.min_matches`.
     #[inline]
     pub fn candidate(&self, row: LengthRow, matches: u32, slot: u32) -> Candidate {
@@ -494,26 +500,9 @@ impl QueryPlan {
         &self.entry_class
     }
 
-    /// Drops from one scan chunk's candidates every one that cannot be among the best `limit`
-    /// (keeps whole classes, so at least `limit` remain when there were that many). Returns the
-    /// class of the `limit`-th best when there were that many: no pattern of a worse class can
-    /// be among the query's best `limit` (see [`QueryPlan::min_matches_within`]).
-    pub fn keep_best(&self, candidates: &mut Vec<Candidate>, limit: usize) -> Option<u32> {
-        if !self.has_classes() || limit == 0 || candidates.len() < limit {
-            return None;
-        }
-        let mut counts = vec![0usize; self.class_similarity.len()];
-        for c in candidates.iter() {
-            counts[c.value as usize] += 1;
-        }
-        let last = last_class_needed(&counts, limit);
-        candidates.retain(|c| c.value as usize <= last);
-        Some(last as u32)
-    }
-
     /// The least match count with which a pattern of `len` symbols (and its `row`) falls in
     /// class `worst` or a better one; [`LengthRow::NONE`] when none does, so it need not be
-    /// scored. Without a class table, `row.min_matches`. A pattern's class never gets worse as
+    /// scored. Without a class table, or with `worst` = `u32::MAX` (no bound), `row.min_matches`. A pattern's class never gets worse as
     /// its M grows, so the answer is a binary search over `min_matches..=min(len, S)`.
     pub fn min_matches_within(&self, row: LengthRow, len: usize, worst: u32) -> u32 {
         if row.min_matches == LengthRow::NONE || !self.has_classes() {
@@ -594,6 +583,63 @@ impl QueryPlan {
         slots.truncate(keep);
         similarities.truncate(keep);
         Matches { similarities, slots }
+    }
+}
+
+/// The classes of the candidates a top-`limit` scan has found so far, shared by all its chunks.
+/// Once `limit` patterns are known in classes up to `worst`, no pattern of a worse class can be
+/// among the best `limit`: chunks scanned later need not score it (see
+/// [`QueryPlan::min_matches_within`]), and whatever was found in a worse class is dropped. The
+/// tally only ever grows, so a chunk reading it while others add is merely less strict.
+pub struct ClassTally {
+    counts: Vec<AtomicU32>,
+    limit: usize,
+    worst: AtomicU32,
+}
+
+impl ClassTally {
+    /// Class bound of [`ClassTally::worst`] while fewer than `limit` candidates are known.
+    pub const NONE: u32 = u32::MAX;
+
+    /// The tally of a query keeping its best `limit`; `None` without a limit or a class table
+    /// (nothing to bound then).
+    pub fn new(plan: &QueryPlan, limit: Option<usize>) -> Option<ClassTally> {
+        let limit = limit.filter(|&k| k > 0 && plan.has_classes())?;
+        Some(ClassTally {
+            counts: (0..plan.class_count()).map(|_| AtomicU32::new(0)).collect(),
+            limit,
+            worst: AtomicU32::new(Self::NONE),
+        })
+    }
+
+    /// The worst class that can still be among the best `limit`, or [`ClassTally::NONE`].
+    #[inline]
+    pub fn worst(&self) -> u32 {
+        self.worst.load(Relaxed)
+    }
+
+    /// Counts one chunk's candidates, tightens the bound, and drops those candidates that can
+    /// no longer be among the best `limit`.
+    pub fn add(&self, found: &mut Vec<Candidate>) {
+        if found.is_empty() {
+            return;
+        }
+        for c in found.iter() {
+            self.counts[c.value as usize].fetch_add(1, Relaxed);
+        }
+        let last = (self.worst() as usize).min(self.counts.len() - 1);
+        let mut seen = 0usize;
+        for (class, count) in self.counts[..=last].iter().enumerate() {
+            seen += count.load(Relaxed) as usize;
+            if seen >= self.limit {
+                self.worst.fetch_min(class as u32, Relaxed);
+                break;
+            }
+        }
+        let worst = self.worst();
+        if worst != Self::NONE {
+            found.retain(|c| c.value <= worst);
+        }
     }
 }
 

@@ -176,6 +176,15 @@ impl AnyRun<'_> {
             AnyRun::Wide(run) => run.pattern_len(k),
         }
     }
+
+    /// See [`PatternRun::offsets`].
+    #[inline]
+    pub fn offsets(&self) -> &[u64] {
+        match self {
+            AnyRun::Narrow(run) => run.offsets(),
+            AnyRun::Wide(run) => run.offsets(),
+        }
+    }
 }
 
 impl<'a, T> PatternRun<'a, T> {
@@ -203,6 +212,12 @@ impl<'a, T> PatternRun<'a, T> {
     #[inline]
     pub fn pattern_len(&self, k: usize) -> usize {
         (self.offsets[k + 1] - self.offsets[k]) as usize
+    }
+
+    /// The run's `len() + 1` offsets into the store's symbols (absolute: subtract the first).
+    #[inline]
+    pub fn offsets(&self) -> &'a [u64] {
+        self.offsets
     }
 
     /// Where the `k`-th pattern starts in [`PatternRun::tokens`].
@@ -425,6 +440,12 @@ impl PatternStore {
     pub fn event_lens(&self, slot: u32) -> &[u32] {
         let s = slot as usize;
         &self.event_lens[self.event_offsets[s] as usize..self.event_offsets[s + 1] as usize]
+    }
+
+    /// Whether each of slots `first..first + count` is live.
+    #[inline]
+    pub fn live_run(&self, first: u32, count: usize) -> &[bool] {
+        &self.live[first as usize..first as usize + count]
     }
 
     #[inline]

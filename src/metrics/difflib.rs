@@ -9,7 +9,7 @@
 //! `isjunk`, so nothing is junk. M does not depend on the order in which blocks are found.
 
 use super::lcs::{LcsQuery, LcsScratch};
-use super::{QuerySymbols, Scorer, SKIP};
+use super::{QuerySymbols, Scorer};
 use crate::store::{PatternRun, Token};
 
 /// difflib's `b2j` for a state: where each symbol of `b` occurs, popular symbols left out.
@@ -388,6 +388,7 @@ impl Scorer for DifflibQuery {
     fn matches_at_least<T: Token>(
         &self,
         run: PatternRun<'_, T>,
+        kept: &[u32],
         needed: &[u32],
         out: &mut [u32],
         scratch: &mut DifflibScratch,
@@ -395,10 +396,8 @@ impl Scorer for DifflibQuery {
         let lcs_query = match &self.lcs {
             Some(lcs) if !self.index.has_popular => lcs,
             _ => {
-                for k in 0..run.len() {
-                    if needed[k] != SKIP {
-                        out[k] = self.matches(run.pattern(k), scratch) as u32;
-                    }
+                for &k in kept {
+                    out[k as usize] = self.matches(run.pattern(k as usize), scratch) as u32;
                 }
                 return;
             }
@@ -406,12 +405,10 @@ impl Scorer for DifflibQuery {
         let mut bounds = std::mem::take(&mut scratch.lcs_bounds);
         bounds.clear();
         bounds.resize(run.len(), 0);
-        lcs_query.matches_at_least(run, needed, &mut bounds, &mut scratch.lcs);
-        for k in 0..run.len() {
+        lcs_query.matches_at_least(run, kept, needed, &mut bounds, &mut scratch.lcs);
+        for &k in kept {
+            let k = k as usize;
             let (need, lcs) = (needed[k], bounds[k]);
-            if need == SKIP {
-                continue;
-            }
             out[k] = if lcs < need || lcs <= 1 {
                 lcs
             } else {
@@ -574,8 +571,9 @@ mod tests {
         let query = DifflibQuery::new(state, autojunk);
         let mut scratch = query.new_scratch();
         let needed = vec![0; store.slots()];
+        let kept: Vec<u32> = (0..store.slots() as u32).collect();
         let mut out = vec![0; store.slots()];
-        query.score_run(store.run(0, store.slots()), &needed, &mut out, &mut scratch);
+        query.score_run(store.run(0, store.slots()), &kept, &needed, &mut out, &mut scratch);
         (out, scratch)
     }
 

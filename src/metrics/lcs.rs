@@ -5,7 +5,7 @@
 //! operations per word. `2.0 * M / T` equals `2.0 * rapidfuzz.distance.LCSseq.similarity(p, s) / T`.
 
 use super::simd::{Kernel, Transposed, TransposedScratch};
-use super::{QuerySymbols, Scorer, SKIP};
+use super::{QuerySymbols, Scorer};
 use crate::store::{PatternRun, Token};
 
 /// Patterns stepped together by the single-word kernel.
@@ -123,7 +123,7 @@ impl LcsQuery {
     fn matches_one_word_grouped<T: Token>(
         &self,
         run: PatternRun<'_, T>,
-        needed: &[u32],
+        kept: &[u32],
         out: &mut [u32],
         scratch: &mut LcsScratch,
     ) {
@@ -133,16 +133,14 @@ impl LcsQuery {
         // Counting sort of the patterns to score by length; longer ones go one by one.
         starts.clear();
         starts.resize(GROUPED_LENGTHS + 2, 0);
-        for k in 0..run.len() {
-            if needed[k] != SKIP {
-                starts[run.pattern_len(k).min(GROUPED_LENGTHS) + 1] += 1;
-            }
+        for &k in kept {
+            starts[run.pattern_len(k as usize).min(GROUPED_LENGTHS) + 1] += 1;
         }
         // Pull the run into cache in storage order, where the hardware prefetcher keeps up; the
         // grouped order below then reads from cache instead of waiting on memory per pattern.
         // Not when few of the run's patterns are scored here (the others skipped, or scored by
         // the SIMD kernel, which reads in storage order): then it would read mostly unused bytes.
-        if 2 * starts.iter().sum::<u32>() as usize >= run.len() {
+        if 2 * kept.len() >= run.len() {
             let mut touched = 0u32;
             for line in run.tokens().chunks(64 / std::mem::size_of::<T>()) {
                 touched = touched.wrapping_add(line[0].into());
@@ -153,13 +151,11 @@ impl LcsQuery {
             starts[len] += starts[len - 1];
         }
         by_length.clear();
-        by_length.resize(starts[GROUPED_LENGTHS + 1] as usize, 0);
-        for k in 0..run.len() {
-            if needed[k] != SKIP {
-                let at = &mut starts[run.pattern_len(k).min(GROUPED_LENGTHS)];
-                by_length[*at as usize] = k as u32;
-                *at += 1;
-            }
+        by_length.resize(kept.len(), 0);
+        for &k in kept {
+            let at = &mut starts[run.pattern_len(k as usize).min(GROUPED_LENGTHS)];
+            by_length[*at as usize] = k;
+            *at += 1;
         }
         // `starts[len]` is now the end of that length's group.
         let mut begin = 0;
@@ -232,22 +228,25 @@ impl Scorer for LcsQuery {
         self.len
     }
 
+    /// The exact LCS of every kept pattern (M needs no `needed` to stop early).
     fn matches_at_least<T: Token>(
         &self,
         run: PatternRun<'_, T>,
-        needed: &[u32],
+        kept: &[u32],
+        _needed: &[u32],
         out: &mut [u32],
         scratch: &mut LcsScratch,
     ) {
         match (&self.transposed, T::as_narrow(run)) {
             (Some(transposed), Some(narrow)) if transposed.worth(narrow) => {
                 let mut own = std::mem::take(&mut scratch.transposed);
-                if let Some(rest) = transposed.score(narrow, needed, out, &mut own) {
+                let rest = transposed.score(narrow, kept, out, &mut own);
+                if !rest.is_empty() {
                     self.matches_scalar(run, rest, out, scratch);
                 }
                 scratch.transposed = own;
             }
-            _ => self.matches_scalar(run, needed, out, scratch),
+            _ => self.matches_scalar(run, kept, out, scratch),
         }
     }
 
@@ -263,20 +262,12 @@ impl Scorer for LcsQuery {
 
 impl LcsQuery {
     /// The scalar kernel over a run: the reference every other kernel is tested against.
-    fn matches_scalar<T: Token>(
-        &self,
-        run: PatternRun<'_, T>,
-        needed: &[u32],
-        out: &mut [u32],
-        scratch: &mut LcsScratch,
-    ) {
+    fn matches_scalar<T: Token>(&self, run: PatternRun<'_, T>, kept: &[u32], out: &mut [u32], scratch: &mut LcsScratch) {
         if !self.short_slot.is_empty() {
-            self.matches_one_word_grouped(run, needed, out, scratch);
+            self.matches_one_word_grouped(run, kept, out, scratch);
         } else {
-            for k in 0..run.len() {
-                if needed[k] != SKIP {
-                    out[k] = self.matches(run.pattern(k), scratch) as u32;
-                }
+            for &k in kept {
+                out[k as usize] = self.matches(run.pattern(k as usize), scratch) as u32;
             }
         }
     }

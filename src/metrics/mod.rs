@@ -8,6 +8,7 @@
 //! Each metric module has the same shape: a pair function (`matches(pattern, state)`) and a
 //! prepared one-state-vs-many-patterns form (`*Query::new(state)` then `.matches(pattern, scratch)`).
 
+pub mod bound;
 pub mod difflib;
 pub mod fuzz;
 pub mod lcs;
@@ -19,7 +20,7 @@ pub use symbols::QuerySymbols;
 use crate::error::{KatoError, Result};
 use crate::store::{AnyRun, PatternRun, Token};
 
-/// `needed` value of a pattern that must not be scored (see [`Scorer::matches_at_least`]).
+/// `needed` value of a pattern that must not be scored (see [`kept_indices`]).
 pub const SKIP: u32 = u32::MAX;
 
 /// Which similarity a matcher computes.
@@ -142,31 +143,51 @@ pub trait Scorer: Sync {
     fn state_len(&self) -> usize;
     fn matches<T: Token>(&self, pattern: &[T], scratch: &mut Self::Scratch) -> usize;
 
-    /// Scores a run of stored patterns: `out[k]` is M of pattern `k` when that is at least
-    /// `needed[k]`, and otherwise any value below it (a scorer may stop once it knows M cannot
-    /// reach it). Patterns with `needed[k] == SKIP` are not scored. A whole run at once lets a
-    /// scorer interleave independent patterns.
+    /// Scores the patterns `kept` of a run (indices into it, ascending): `out[k]` is M of
+    /// pattern `k` when that is at least `needed[k]`, and otherwise any value below it (a scorer
+    /// may stop once it knows M cannot reach it). Other patterns are not read, nor their
+    /// `needed` and `out`. A whole run at once lets a scorer interleave independent patterns.
     fn matches_at_least<T: Token>(
         &self,
         run: PatternRun<'_, T>,
+        kept: &[u32],
         needed: &[u32],
         out: &mut [u32],
         scratch: &mut Self::Scratch,
     ) {
-        for k in 0..run.len() {
-            if needed[k] != SKIP {
-                out[k] = self.matches(run.pattern(k), scratch) as u32;
-            }
+        let _ = needed;
+        for &k in kept {
+            out[k as usize] = self.matches(run.pattern(k as usize), scratch) as u32;
         }
     }
 
     /// [`Scorer::matches_at_least`] for a run in whichever width the store holds.
-    fn score_run(&self, run: AnyRun<'_>, needed: &[u32], out: &mut [u32], scratch: &mut Self::Scratch) {
+    fn score_run(
+        &self,
+        run: AnyRun<'_>,
+        kept: &[u32],
+        needed: &[u32],
+        out: &mut [u32],
+        scratch: &mut Self::Scratch,
+    ) {
         match run {
-            AnyRun::Narrow(run) => self.matches_at_least(run, needed, out, scratch),
-            AnyRun::Wide(run) => self.matches_at_least(run, needed, out, scratch),
+            AnyRun::Narrow(run) => self.matches_at_least(run, kept, needed, out, scratch),
+            AnyRun::Wide(run) => self.matches_at_least(run, kept, needed, out, scratch),
         }
     }
+}
+
+/// Sets `kept` to the indices `k` with `needed[k] != SKIP`, ascending, without a branch per
+/// index (which ones are skipped follows nothing the CPU could predict).
+pub fn kept_indices(needed: &[u32], kept: &mut Vec<u32>) {
+    kept.clear();
+    kept.resize(needed.len(), 0);
+    let mut len = 0;
+    for (k, &need) in needed.iter().enumerate() {
+        kept[len] = k as u32;
+        len += (need != SKIP) as usize;
+    }
+    kept.truncate(len);
 }
 
 /// A prepared state of either metric.
@@ -213,10 +234,12 @@ mod tests {
             for metric in [Metric::Lcs, Metric::Difflib { autojunk: false }, Metric::Difflib { autojunk: true }] {
                 let mut out = vec![u32::MAX - 1; store.slots()];
                 let run = store.run(0, store.slots());
+                let mut kept = Vec::new();
+                kept_indices(&needed, &mut kept);
                 assert_eq!(store.token_width(), if case % 4 == 3 { 4 } else { 2 });
                 match metric.prepare(&state) {
-                    PreparedQuery::Lcs(q) => q.score_run(run, &needed, &mut out, &mut q.new_scratch()),
-                    PreparedQuery::Difflib(q) => q.score_run(run, &needed, &mut out, &mut q.new_scratch()),
+                    PreparedQuery::Lcs(q) => q.score_run(run, &kept, &needed, &mut out, &mut q.new_scratch()),
+                    PreparedQuery::Difflib(q) => q.score_run(run, &kept, &needed, &mut out, &mut q.new_scratch()),
                 }
                 for slot in 0..store.slots() {
                     let pattern = &*store.tokens(slot as u32);

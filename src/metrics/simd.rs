@@ -16,7 +16,6 @@
 
 use std::sync::OnceLock;
 
-use super::SKIP;
 use crate::store::PatternRun;
 
 /// The environment variable that can force a kernel: `scalar` (the reference), `auto` (default).
@@ -112,7 +111,7 @@ pub struct Transposed {
 pub struct TransposedScratch {
     /// `masks[symbol * LANES + lane]`: bit i set iff symbol i of the lane's pattern is that symbol.
     masks: Vec<u64>,
-    /// `needed` with the patterns this kernel scored marked [`SKIP`], for the scalar kernel.
+    /// The patterns left for the scalar kernel.
     rest: Vec<u32>,
 }
 
@@ -164,27 +163,27 @@ impl Transposed {
         run.tokens().len() >= self.shortest.0 * run.len()
     }
 
-    /// Scores the patterns of `run` with `needed[k] != SKIP` that it [`Transposed::takes`]:
-    /// `out[k]` = their exact LCS. Returns the `needed` of the others (the scored ones
-    /// marked [`SKIP`]) for the scalar kernel, or `None` when nothing is left for it.
+    /// Scores the patterns `kept` of `run` that it [`Transposed::takes`]: `out[k]` = their
+    /// exact LCS. Returns the others (ascending) for the scalar kernel.
     pub fn score<'s>(
         &self,
         run: PatternRun<'_, u16>,
-        needed: &[u32],
+        kept: &[u32],
         out: &mut [u32],
         scratch: &'s mut TransposedScratch,
-    ) -> Option<&'s [u32]> {
+    ) -> &'s [u32] {
         let TransposedScratch { masks, rest } = scratch;
         rest.clear();
-        rest.resize(run.len(), SKIP);
         masks.clear();
         masks.resize(2 * self.broadcast.len() * LANES, 0);
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a `Transposed` exists only where `avx2_supported()` (see `new`).
-        let left = unsafe { self.score_avx2(run, needed, out, masks, rest) };
+        unsafe {
+            self.score_avx2(run, kept, out, masks, rest)
+        };
         #[cfg(not(target_arch = "x86_64"))]
-        let left = unreachable!("no transposed kernel on this architecture");
-        left.then_some(&rest[..])
+        unreachable!("no transposed kernel on this architecture");
+        rest
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -192,11 +191,11 @@ impl Transposed {
     unsafe fn score_avx2(
         &self,
         run: PatternRun<'_, u16>,
-        needed: &[u32],
+        kept: &[u32],
         out: &mut [u32],
         masks: &mut [u64],
-        rest: &mut [u32],
-    ) -> bool {
+        rest: &mut Vec<u32>,
+    ) {
         // Two mask buffers, software-pipelined: a batch is stepped only after the next one's masks
         // are built, so its vector loads do not wait on the lanes' scalar stores (a 32-byte load
         // over four 8-byte stores still in the store buffer cannot be forwarded and stalls).
@@ -204,14 +203,10 @@ impl Transposed {
         let mut lanes = [0u32; LANES];
         let mut pending: Option<[u32; LANES]> = None;
         let mut filled = 0;
-        let mut left = false;
-        for k in 0..run.len() {
-            if needed[k] == SKIP {
-                continue;
-            }
+        for &k in kept {
+            let k = k as usize;
             if !self.takes(run.pattern_len(k)) {
-                rest[k] = needed[k];
-                left = true;
+                rest.push(k as u32);
                 continue;
             }
             self.masks_avx2(run, k, filled, current);
@@ -233,7 +228,6 @@ impl Transposed {
             // The unused lanes hold an earlier batch's masks: stepped, never reported.
             self.steps_avx2(run, &lanes[..filled], current, out);
         }
-        left
     }
 
     /// Writes the masks of pattern `k` into lane `lane`.
@@ -308,6 +302,7 @@ impl Transposed {
 mod tests {
     use super::*;
     use crate::metrics::lcs::LcsQuery;
+    use crate::metrics::SKIP;
     use crate::metrics::Scorer;
     use crate::store::PatternStore;
     use crate::testing::{naive_lcs, Rng};
@@ -344,10 +339,12 @@ mod tests {
             let first = rng.below(count) as u32;
             let run = store.run(first, count - first as usize);
             let needed = &needed[first as usize..];
+            let mut kept = Vec::new();
+            crate::metrics::kept_indices(needed, &mut kept);
             for &kernel in &kernels {
                 let query = LcsQuery::with_kernel(&state, kernel);
                 let mut out = vec![u32::MAX - 1; run.len()];
-                query.score_run(run, needed, &mut out, &mut query.new_scratch());
+                query.score_run(run, &kept, needed, &mut out, &mut query.new_scratch());
                 for (k, &got) in out.iter().enumerate() {
                     let pattern = store.tokens(first + k as u32);
                     if needed[k] == SKIP {
@@ -396,6 +393,7 @@ fn kernel_cost() {
         }
         let state: Vec<u32> = (0..state_len).map(|_| rng.below(alphabet / 4) as u32).collect();
         let needed = vec![0u32; 4096];
+        let kept: Vec<u32> = (0..4096).collect();
         for kernel in Kernel::available() {
             let q = LcsQuery::with_kernel(&state, kernel);
             let mut scratch = q.new_scratch();
@@ -404,7 +402,7 @@ fn kernel_cost() {
             for _ in 0..30 {
                 let t = std::time::Instant::now();
                 for _ in 0..20 {
-                    q.score_run(store.run(0, 4096), &needed, &mut out, &mut scratch);
+                    q.score_run(store.run(0, 4096), &kept, &needed, &mut out, &mut scratch);
                 }
                 best = best.min(t.elapsed().as_secs_f64() / 20.0 / 4096.0 * 1e9);
             }
