@@ -47,6 +47,44 @@ impl NeededByLength {
     }
 }
 
+/// Runs `work` on every item of `items` and returns the non-empty results (in no particular
+/// order), on the calling thread and on the other cores of the rayon pool, which take the items
+/// in order from a shared counter. The calling thread is already running, so a query starts at
+/// once even when the pool's threads were idle and take a while to wake (on a VM, a halted vCPU
+/// can wake slowly and clocked down); a helper that comes late finds fewer items left, not a
+/// half of the work set aside for it.
+fn spread_over_cores<W, T: Send>(
+    items: std::ops::Range<usize>,
+    init: impl Fn() -> W + Sync,
+    work: impl Fn(&mut W, usize) -> Vec<T> + Sync,
+) -> Vec<Vec<T>> {
+    let next = std::sync::atomic::AtomicUsize::new(items.start);
+    let parts = std::sync::Mutex::new(Vec::new());
+    let run = || {
+        let mut state = None;
+        let mut mine = Vec::new();
+        loop {
+            let item = next.fetch_add(1, Relaxed);
+            if item >= items.end {
+                break;
+            }
+            let found = work(state.get_or_insert_with(&init), item);
+            if !found.is_empty() {
+                mine.push(found);
+            }
+        }
+        parts.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).extend(mine);
+    };
+    let helpers = rayon::current_num_threads().saturating_sub(1).min(items.len().saturating_sub(1));
+    rayon::in_place_scope(|scope| {
+        for _ in 0..helpers {
+            scope.spawn(|_| run());
+        }
+        run();
+    });
+    parts.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A scan thread's working memory, reused across its chunks.
 struct ChunkScratch<S: Scorer> {
     scorer: S::Scratch,
@@ -920,64 +958,64 @@ impl Matcher {
         // `limit`). Chunks finish in any order, but the bound only drops patterns no order could
         // return, so results do not depend on it.
         let tally = ClassTally::new(plan, limit);
-        (from / CHUNK..slots.div_ceil(CHUNK))
-            .into_par_iter()
-            .map_init(
-                || ChunkScratch::new(query),
-                |chunk_scratch, chunk| {
-                    let ChunkScratch { scorer, needed, kept, counts, by_length, masked, bound_scratch, gate } = chunk_scratch;
-                    let first = (chunk * CHUNK).max(from) as u32;
-                    let end = ((chunk + 1) * CHUNK).min(slots);
-                    if mask.is_some_and(|m| m.none_in(first as usize..end)) {
-                        return Vec::new();
+        let chunks = from / CHUNK..slots.div_ceil(CHUNK);
+        spread_over_cores(
+            chunks,
+            || ChunkScratch::new(query),
+            |chunk_scratch, chunk| {
+                let ChunkScratch { scorer, needed, kept, counts, by_length, masked, bound_scratch, gate } =
+                    chunk_scratch;
+                let first = (chunk * CHUNK).max(from) as u32;
+                let end = ((chunk + 1) * CHUNK).min(slots);
+                if mask.is_some_and(|m| m.none_in(first as usize..end)) {
+                    return Vec::new();
+                }
+                let run = self.store.run(first, end - first as usize);
+                let worst = tally.as_ref().map_or(ClassTally::NONE, ClassTally::worst);
+                let live = self.store.live_run(first, run.len());
+                let wanted = match mask {
+                    None => live,
+                    Some(m) => {
+                        masked.clear();
+                        masked.extend(live.iter().enumerate().map(|(k, &live)| live && m.contains(first + k as u32)));
+                        &masked[..]
                     }
-                    let run = self.store.run(first, end - first as usize);
-                    let worst = tally.as_ref().map_or(ClassTally::NONE, ClassTally::worst);
-                    let live = self.store.live_run(first, run.len());
-                    let wanted = match mask {
-                        None => live,
-                        Some(m) => {
-                            masked.clear();
-                            masked.extend(live.iter().enumerate().map(|(k, &live)| live && m.contains(first + k as u32)));
-                            &masked[..]
-                        }
-                    };
-                    let need = Needs {
-                        by_length: by_length.table(plan, worst),
-                        longer: |len| plan.min_matches_within(plan.row(len), len, worst),
-                        wanted,
-                    };
-                    if gate.open(worst) {
-                        bound.select(run, need, needed, kept, bound_scratch);
-                        gate.observe(needed, kept.len());
-                    } else {
-                        // Written in place: `extend` would keep the length in memory, one store
-                        // and reload per pattern on the loop's critical path.
-                        needed.clear();
-                        needed.resize(run.len(), LengthRow::NONE);
-                        for (k, (slot, w)) in needed.iter_mut().zip(run.offsets().windows(2)).enumerate() {
-                            *slot = need.of(k, (w[1] - w[0]) as usize);
-                        }
-                        metrics::kept_indices(needed, kept);
+                };
+                let need = Needs {
+                    by_length: by_length.table(plan, worst),
+                    longer: |len| plan.min_matches_within(plan.row(len), len, worst),
+                    wanted,
+                };
+                if gate.open(worst) {
+                    bound.select(run, need, needed, kept, bound_scratch);
+                    gate.observe(needed, kept.len());
+                } else {
+                    // Written in place: `extend` would keep the length in memory, one store
+                    // and reload per pattern on the loop's critical path.
+                    needed.clear();
+                    needed.resize(run.len(), LengthRow::NONE);
+                    for (k, (slot, w)) in needed.iter_mut().zip(run.offsets().windows(2)).enumerate() {
+                        *slot = need.of(k, (w[1] - w[0]) as usize);
                     }
-                    if kept.is_empty() {
-                        return Vec::new();
+                    metrics::kept_indices(needed, kept);
+                }
+                if kept.is_empty() {
+                    return Vec::new();
+                }
+                query.score_run(run, kept, needed, counts, scorer);
+                let mut found = Vec::new();
+                for &k in kept.iter() {
+                    let (need, count) = (needed[k as usize], counts[k as usize]);
+                    if count >= need {
+                        found.push(plan.candidate(plan.row(run.pattern_len(k as usize)), count, first + k));
                     }
-                    query.score_run(run, kept, needed, counts, scorer);
-                    let mut found = Vec::new();
-                    for &k in kept.iter() {
-                        let (need, count) = (needed[k as usize], counts[k as usize]);
-                        if count >= need {
-                            found.push(plan.candidate(plan.row(run.pattern_len(k as usize)), count, first + k));
-                        }
-                    }
-                    if let Some(tally) = &tally {
-                        tally.add(&mut found);
-                    }
-                    found
-                },
-            )
-            .collect()
+                }
+                if let Some(tally) = &tally {
+                    tally.add(&mut found);
+                }
+                found
+            },
+        )
     }
 
     /// Bytes held by the store and the name index (an estimate for the index).
@@ -1087,17 +1125,24 @@ mod tests {
     }
 
     /// The class bound of limited queries (chunks skip patterns that cannot reach the worst
-    /// class another chunk already filled): many chunks, lengths from 1 to 90 so the bound cuts
-    /// by length, ties at the limit broken by name, with and without candidates.
+    /// class the chunks scanned so far already filled): many chunks, lengths from 1 to 90 so the
+    /// bound cuts by length, ties at the limit broken by name (the last class cut short), with
+    /// and without candidates. Over 15 symbols the symbol bound drops little; over 700 (hash
+    /// collisions in its set) it drops most patterns before they are scored.
     #[test]
     fn limited_queries_skip_only_what_cannot_be_returned() {
         let mut rng = Rng::new(15);
-        for metric in [Metric::Lcs, Metric::Difflib { autojunk: false }] {
+        for (metric, alphabet) in [
+            (Metric::Lcs, 15),
+            (Metric::Difflib { autojunk: false }, 15),
+            (Metric::Lcs, 700),
+            (Metric::Difflib { autojunk: false }, 700),
+        ] {
             let mut m = Matcher::new(metric);
             let mut kept: Vec<(String, Vec<u32>)> = Vec::new();
             for i in 0..5 * CHUNK + 123 {
                 let len = 1 + rng.below(if i % 5 == 0 { 90 } else { 30 });
-                let p: Vec<u32> = (0..len).map(|_| rng.below(15) as u32).collect();
+                let p: Vec<u32> = (0..len).map(|_| rng.below(alphabet) as u32).collect();
                 let name = format!("P{:06}", rng.below(1_000_000));
                 if m.insert(&name, &p).unwrap() {
                     kept.push((name, p));
@@ -1106,7 +1151,7 @@ mod tests {
             m.promote();
             let some: HashSet<&str> = kept.iter().step_by(3).map(|(n, _)| n.as_str()).collect();
             for q in 0..8 {
-                let state: Vec<u32> = (0..1 + rng.below(40)).map(|_| rng.below(15) as u32).collect();
+                let state: Vec<u32> = (0..1 + rng.below(40)).map(|_| rng.below(alphabet) as u32).collect();
                 let scored: Vec<(String, f64)> =
                     kept.iter().map(|(n, p)| (n.clone(), metric.similarity(p, &state))).collect();
                 for limit in [1, 10, 100, 1000] {

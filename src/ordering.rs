@@ -196,7 +196,9 @@ impl NameOrder {
 /// Name order of two slots: by key, then (for two names added since the last re-ranking) by name.
 #[inline]
 fn compare_names(a: (u64, u32), b: (u64, u32), store: &PatternStore) -> Ordering {
-    a.0.cmp(&b.0).then_with(|| if a.1 == b.1 { Ordering::Equal } else { store.name(a.1).cmp(store.name(b.1)) })
+    // Bytes: UTF-8 orders as its code points, as `str` does, without re-checking the encoding.
+    a.0.cmp(&b.0)
+        .then_with(|| if a.1 == b.1 { Ordering::Equal } else { store.name_bytes(a.1).cmp(store.name_bytes(b.1)) })
 }
 
 /// Result order.
@@ -564,22 +566,31 @@ impl QueryPlan {
         let last = last_class_needed(&counts, limit.unwrap_or(usize::MAX));
         let counts = &counts[..=last];
         let total: usize = counts.iter().sum();
-        let mut slots = vec![0u32; total];
-        let mut similarities = vec![0f64; total];
+        let keep = limit.map_or(total, |k| k.min(total));
+        // The sweep walks the whole name order and fills whole classes; sorting fills only what
+        // is returned, so the last class (often far larger than what is left of the limit: a
+        // top-100 may end in a class of thousands) keeps just its first names.
+        let sweep = total >= order.ranked().len() / SWEEP_FRACTION;
+        let mut filled = counts.to_vec();
+        if !sweep {
+            filled[last] -= total - keep;
+        }
+        let size = if sweep { total } else { keep };
+        let mut slots = vec![0u32; size];
+        let mut similarities = vec![0f64; size];
         {
             let (slot_groups, similarity_groups) =
-                (split_groups(&mut slots, counts), split_groups(&mut similarities, counts));
+                (split_groups(&mut slots, &filled), split_groups(&mut similarities, &filled));
             similarity_groups
                 .into_par_iter()
                 .enumerate()
                 .for_each(|(class, group)| group.fill(self.class_similarity[class]));
-            if total >= order.ranked().len() / SWEEP_FRACTION {
+            if sweep {
                 fill_by_sweep(&parts, slot_groups, order, store);
             } else {
                 fill_by_sort(&parts, slot_groups, order, store);
             }
         }
-        let keep = limit.map_or(total, |k| k.min(total));
         slots.truncate(keep);
         similarities.truncate(keep);
         Matches { similarities, slots }
@@ -665,7 +676,13 @@ fn fill_by_sort(parts: &[Vec<Candidate>], groups: Vec<&mut [u32]>, order: &NameO
         }
     }
     groups.into_par_iter().zip(keyed).with_min_len(8).for_each(|(group, mut keyed)| {
-        keyed.sort_unstable_by(|&a, &b| compare_names(a, b, store));
+        let by_name = |&a: &(u64, u32), &b: &(u64, u32)| compare_names(a, b, store);
+        // A group smaller than its class takes the class's first names only.
+        if keyed.len() > group.len() {
+            keyed.select_nth_unstable_by(group.len(), by_name);
+            keyed.truncate(group.len());
+        }
+        keyed.sort_unstable_by(by_name);
         for (out, (_, slot)) in group.iter_mut().zip(keyed) {
             *out = slot;
         }

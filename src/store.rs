@@ -68,13 +68,19 @@ pub struct NameChunk {
 pub struct NameSnapshot(Vec<Arc<NameChunk>>);
 
 impl NameSnapshot {
+    /// The bytes of [`NameSnapshot::name`] (compared as bytes, UTF-8 orders as `str` does).
     #[inline]
-    pub fn name(&self, slot: u32) -> &str {
+    pub fn name_bytes(&self, slot: u32) -> &[u8] {
         let chunk = &self.0[slot as usize / NAME_CHUNK];
         let k = slot as usize % NAME_CHUNK;
         let start = if k == 0 { 0 } else { chunk.ends[k - 1] as usize };
+        &chunk.bytes[start..chunk.ends[k] as usize]
+    }
+
+    #[inline]
+    pub fn name(&self, slot: u32) -> &str {
         // Only whole `&str`s are ever pushed, so every name range is valid UTF-8.
-        std::str::from_utf8(&chunk.bytes[start..chunk.ends[k] as usize]).expect("name arena holds whole UTF-8 names")
+        std::str::from_utf8(self.name_bytes(slot)).expect("name arena holds whole UTF-8 names")
     }
 
     fn push(&mut self, name: &str) {
@@ -422,6 +428,11 @@ impl PatternStore {
     #[inline]
     pub fn name(&self, slot: u32) -> &str {
         self.names.name(slot)
+    }
+
+    #[inline]
+    pub fn name_bytes(&self, slot: u32) -> &[u8] {
+        self.names.name_bytes(slot)
     }
 
     /// The first symbol of a slot's pattern, `None` when it is empty.

@@ -138,7 +138,9 @@ impl SymbolBound {
                 // SAFETY: AVX2, as for the enclosing function.
                 unsafe { self.mark_avx2(tokens, bits) }
             }),
-            None => self.select_with(run, need, needed, kept, scratch, |tokens, bits| self.mark_scalar(tokens, 0, bits)),
+            None => {
+                self.select_with(run, need, needed, kept, scratch, |tokens, bits| self.mark_scalar(tokens, 0, bits))
+            }
         }
     }
 

@@ -262,7 +262,13 @@ impl Scorer for LcsQuery {
 
 impl LcsQuery {
     /// The scalar kernel over a run: the reference every other kernel is tested against.
-    fn matches_scalar<T: Token>(&self, run: PatternRun<'_, T>, kept: &[u32], out: &mut [u32], scratch: &mut LcsScratch) {
+    fn matches_scalar<T: Token>(
+        &self,
+        run: PatternRun<'_, T>,
+        kept: &[u32],
+        out: &mut [u32],
+        scratch: &mut LcsScratch,
+    ) {
         if !self.short_slot.is_empty() {
             self.matches_one_word_grouped(run, kept, out, scratch);
         } else {

@@ -162,14 +162,7 @@ pub trait Scorer: Sync {
     }
 
     /// [`Scorer::matches_at_least`] for a run in whichever width the store holds.
-    fn score_run(
-        &self,
-        run: AnyRun<'_>,
-        kept: &[u32],
-        needed: &[u32],
-        out: &mut [u32],
-        scratch: &mut Self::Scratch,
-    ) {
+    fn score_run(&self, run: AnyRun<'_>, kept: &[u32], needed: &[u32], out: &mut [u32], scratch: &mut Self::Scratch) {
         match run {
             AnyRun::Narrow(run) => self.matches_at_least(run, kept, needed, out, scratch),
             AnyRun::Wide(run) => self.matches_at_least(run, kept, needed, out, scratch),

@@ -302,8 +302,8 @@ impl Transposed {
 mod tests {
     use super::*;
     use crate::metrics::lcs::LcsQuery;
-    use crate::metrics::SKIP;
     use crate::metrics::Scorer;
+    use crate::metrics::SKIP;
     use crate::store::PatternStore;
     use crate::testing::{naive_lcs, Rng};
 
