@@ -188,6 +188,14 @@ impl SymbolBound {
         let mut len = 0;
         let (mut start, mut before_pattern) = (0, 0);
         for (k, (slot, &end)) in needed.iter_mut().zip(&offsets[1..]).enumerate() {
+            // The offsets a few pages on, requested now: the hardware prefetcher stops at every
+            // page boundary, and this loop would wait on memory there.
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a prefetch reads nothing and cannot fault, wherever it points.
+            unsafe {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                _mm_prefetch::<_MM_HINT_T0>(offsets.as_ptr().wrapping_add(k + 256) as *const i8);
+            }
             let end = end as usize - base;
             let upto_end = upto(end);
             let n = need.of(k, end - start);
@@ -230,6 +238,8 @@ impl SymbolBound {
         let out = bits.as_mut_ptr() as *mut u32;
         for b in 0..blocks {
             let p = tokens.as_ptr().add(32 * b) as *const __m256i;
+            // As in `select_with`: the symbols a page on, ahead of the hardware prefetcher.
+            _mm_prefetch::<_MM_HINT_T0>((p as *const i8).wrapping_add(2048));
             let (x, y) = (_mm256_loadu_si256(p), _mm256_loadu_si256(p.add(1)));
             // The low bytes of the 32 symbols, in symbol order (packus interleaves the lanes).
             let h = _mm256_packus_epi16(_mm256_and_si256(x, low_byte), _mm256_and_si256(y, low_byte));
