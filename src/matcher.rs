@@ -47,9 +47,9 @@ impl NeededByLength {
     }
 }
 
-/// Runs `work` on every item of `items` and returns the non-empty results (in no particular
-/// order), on the calling thread and on the other cores of the rayon pool, which take the items
-/// in order from a shared counter. The calling thread is already running, so a query starts at
+/// Runs `work` on every item of `items` and returns the non-empty results in item order (the
+/// result ordering's sorts run fastest on candidates in slot order), on the calling thread and on
+/// the other cores of the rayon pool, which take the items in order from a shared counter. The calling thread is already running, so a query starts at
 /// once even when the pool's threads were idle and take a while to wake (on a VM, a halted vCPU
 /// can wake slowly and clocked down); a helper that comes late finds fewer items left, not a
 /// half of the work set aside for it.
@@ -70,7 +70,7 @@ fn spread_over_cores<W, T: Send>(
             }
             let found = work(state.get_or_insert_with(&init), item);
             if !found.is_empty() {
-                mine.push(found);
+                mine.push((item, found));
             }
         }
         parts.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).extend(mine);
@@ -82,7 +82,9 @@ fn spread_over_cores<W, T: Send>(
         }
         run();
     });
-    parts.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner())
+    let mut parts = parts.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+    parts.sort_unstable_by_key(|&(item, _)| item);
+    parts.into_iter().map(|(_, found)| found).collect()
 }
 
 /// A scan thread's working memory, reused across its chunks.

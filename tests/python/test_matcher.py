@@ -66,6 +66,28 @@ def test_matches_brute_force_over_both_tiers(metric, autojunk):
                 assert got == want, (metric, autojunk, threshold, limit)
 
 
+@pytest.mark.parametrize("metric", ["lcs", "difflib"])
+def test_top_k_over_many_chunks_and_a_large_vocabulary(metric):
+    """Top-k queries over 13,000 patterns (several scan chunks, so the chunks share their class
+    bound) of a 3,000-symbol vocabulary, where the symbol bound's 256-bit set has collisions and
+    drops most patterns unscored; queries made from stored patterns, so the best classes are
+    full, with ties at the limit broken by name."""
+    rng = random.Random(f"top-k-{metric}")
+    vocab = [f"v{k}" for k in range(3000)]
+    patterns = kato_shaped(rng, 13000, vocab)
+    names = list(patterns)
+    m = make_matcher(metric, False)
+    assert m.add_patterns(names, [patterns[n] for n in names]) == len(names)
+    flats = {n: flat(e) for n, e in patterns.items()}
+    for q in range(6):
+        source = flats[names[rng.randrange(len(names))]]
+        state = [s for s in source if rng.random() < 0.7] + rng.sample(vocab, 1 + q % 3)
+        for threshold, limit in ((0.1, 1), (0.1, 10), (0.0, 100), (0.3, 100), (0.1, 1000)):
+            assert m.match_patterns(state, threshold, limit) == brute_force(
+                flats, state, metric, False, threshold, limit
+            ), (q, threshold, limit)
+
+
 def test_tier_placement_does_not_change_results():
     rng = random.Random(1)
     vocab = [f"w{k}" for k in range(15)]
