@@ -49,10 +49,10 @@ impl NeededByLength {
 
 /// Runs `work` on every item of `items` and returns the non-empty results in item order (the
 /// result ordering's sorts run fastest on candidates in slot order), on the calling thread and on
-/// the other cores of the rayon pool, which take the items in order from a shared counter. The calling thread is already running, so a query starts at
-/// once even when the pool's threads were idle and take a while to wake (on a VM, a halted vCPU
-/// can wake slowly and clocked down); a helper that comes late finds fewer items left, not a
-/// half of the work set aside for it.
+/// the other cores of the rayon pool, which take the items in order from a shared counter. The
+/// calling thread is already running, so a query starts at once even when the pool's threads
+/// were idle (on a small VM the woken thread can start late, or share the caller's vCPU for a
+/// while); a helper that comes late finds fewer items left, not half of the work set aside for it.
 fn spread_over_cores<W, T: Send>(
     items: std::ops::Range<usize>,
     init: impl Fn() -> W + Sync,
