@@ -16,7 +16,7 @@ use crate::kpi::Kpis;
 use crate::metrics::bound::{BoundScratch, Needs, SymbolBound};
 use crate::metrics::{self, Metric, PreparedQuery, Scorer, SimilarityRule};
 use crate::name_index::NameIndex;
-use crate::ordering::{Candidate, ClassTally, LengthRow, Matches, NameOrder, QueryPlan};
+use crate::ordering::{Candidate, ClassTally, Matches, NameOrder, QueryPlan};
 use crate::store::{PatternStore, MAX_SYMBOL_ID};
 
 /// Patterns per parallel work item.
@@ -988,18 +988,10 @@ impl Matcher {
                     longer: |len| plan.min_matches_within(plan.row(len), len, worst),
                     wanted,
                 };
-                if gate.open(worst) {
-                    bound.select(run, need, needed, kept, bound_scratch);
+                let bounded = gate.open(worst);
+                bound.select(run, bounded, need, needed, kept, bound_scratch);
+                if bounded {
                     gate.observe(needed, kept.len());
-                } else {
-                    // Written in place: `extend` would keep the length in memory, one store
-                    // and reload per pattern on the loop's critical path.
-                    needed.clear();
-                    needed.resize(run.len(), LengthRow::NONE);
-                    for (k, (slot, w)) in needed.iter_mut().zip(run.offsets().windows(2)).enumerate() {
-                        *slot = need.of(k, (w[1] - w[0]) as usize);
-                    }
-                    metrics::kept_indices(needed, kept);
                 }
                 if kept.is_empty() {
                     return Vec::new();

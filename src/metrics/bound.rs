@@ -91,23 +91,29 @@ impl SymbolBound {
     /// patterns to score (indices, ascending): those with `needed[k] != SKIP` whose bound
     /// reaches `needed[k]`. No scorer need read the others. One pass over the run, so the
     /// per-pattern rule and the bound share their loop.
+    ///
+    /// With `bounded` false every symbol counts, so a pattern's count is its length: every
+    /// pattern needing at most that is kept, through the same loop (a query plan never asks a
+    /// pattern for more M than its length, so that is every pattern it scores).
     pub fn select(
         &self,
         run: AnyRun<'_>,
+        bounded: bool,
         need: Needs<'_, impl Fn(usize) -> u32>,
         needed: &mut Vec<u32>,
         kept: &mut Vec<u32>,
         scratch: &mut BoundScratch,
     ) {
         match run {
-            AnyRun::Narrow(run) => self.select_run(run, need, needed, kept, scratch),
-            AnyRun::Wide(run) => self.select_run(run, need, needed, kept, scratch),
+            AnyRun::Narrow(run) => self.select_run(run, bounded, need, needed, kept, scratch),
+            AnyRun::Wide(run) => self.select_run(run, bounded, need, needed, kept, scratch),
         }
     }
 
     fn select_run<T: Token>(
         &self,
         run: PatternRun<'_, T>,
+        bounded: bool,
         need: Needs<'_, impl Fn(usize) -> u32>,
         needed: &mut Vec<u32>,
         kept: &mut Vec<u32>,
@@ -116,9 +122,12 @@ impl SymbolBound {
         #[cfg(target_arch = "x86_64")]
         if self.kernel == Kernel::Avx2 && Kernel::Avx2.supported() {
             // SAFETY: the CPU has AVX2 (checked just above), hence POPCNT and BMI2 too.
-            return unsafe { self.select_avx2(run, need, needed, kept, scratch) };
+            return unsafe { self.select_avx2(run, bounded, need, needed, kept, scratch) };
         }
-        self.select_with(run, need, needed, kept, scratch, |tokens, bits| self.mark_scalar(tokens, 0, bits))
+        self.select_with(run, need, needed, kept, scratch, |tokens, bits| match bounded {
+            true => self.mark_scalar(tokens, 0, bits),
+            false => bits.fill(!0),
+        })
     }
 
     /// [`SymbolBound::select_with`] compiled for AVX2 CPUs: 32 symbols per step, and hardware
@@ -128,11 +137,15 @@ impl SymbolBound {
     unsafe fn select_avx2<T: Token>(
         &self,
         run: PatternRun<'_, T>,
+        bounded: bool,
         need: Needs<'_, impl Fn(usize) -> u32>,
         needed: &mut Vec<u32>,
         kept: &mut Vec<u32>,
         scratch: &mut BoundScratch,
     ) {
+        if !bounded {
+            return self.select_with(run, need, needed, kept, scratch, |_, bits| bits.fill(!0));
+        }
         match T::as_narrow(run) {
             Some(narrow) => self.select_with(narrow, need, needed, kept, scratch, |tokens, bits| {
                 // SAFETY: AVX2, as for the enclosing function.
@@ -308,8 +321,15 @@ mod tests {
                 let bound = SymbolBound::with_kernel(&state, kernel);
                 let (mut kept, mut filled) = (Vec::new(), Vec::new());
                 let need = Needs { by_length: &by_length, longer: |_| 7, wanted: &wanted };
-                bound.select(run, need, &mut filled, &mut kept, &mut BoundScratch::default());
+                bound.select(run, true, need, &mut filled, &mut kept, &mut BoundScratch::default());
                 assert_eq!(filled, needed);
+                // Unbounded: the count is the length, so every pattern needing at most its length.
+                let (mut all, mut all_filled) = (Vec::new(), Vec::new());
+                let need = Needs { by_length: &by_length, longer: |_| 7, wanted: &wanted };
+                bound.select(run, false, need, &mut all_filled, &mut all, &mut BoundScratch::default());
+                assert_eq!(all_filled, needed);
+                let reachable = |k: &u32| needed[*k as usize] as usize <= run.pattern_len(*k as usize);
+                assert_eq!(all, (0..run.len() as u32).filter(reachable).collect::<Vec<_>>());
                 assert!(kept.windows(2).all(|w| w[0] < w[1]));
                 let pruned: Vec<u32> =
                     (0..run.len() as u32).map(|k| if kept.contains(&k) { needed[k as usize] } else { SKIP }).collect();
