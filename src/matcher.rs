@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use crate::device::{DeviceLink, DeviceMirror, DevicePart, DeviceStatus};
 use crate::error::{KatoError, Result};
 use crate::kpi::Kpis;
-use crate::metrics::bound::{BoundScratch, Needs, SymbolBound};
+use crate::metrics::bound::{Needs, Selection, SymbolBound};
 use crate::metrics::{self, Metric, PreparedQuery, Scorer, SimilarityRule};
 use crate::name_index::NameIndex;
 use crate::ordering::{Candidate, ClassTally, Matches, NameOrder, QueryPlan};
@@ -90,14 +90,11 @@ fn spread_over_cores<W, T: Send>(
 /// A scan thread's working memory, reused across its chunks.
 struct ChunkScratch<S: Scorer> {
     scorer: S::Scratch,
-    needed: Vec<u32>,
-    /// The patterns of the chunk to score.
-    kept: Vec<u32>,
+    chosen: Selection,
     counts: Vec<u32>,
     by_length: NeededByLength,
     /// Which patterns of a chunk are live and among a query's candidates.
     masked: Vec<bool>,
-    bound_scratch: BoundScratch,
     gate: BoundGate,
 }
 
@@ -105,12 +102,10 @@ impl<S: Scorer> ChunkScratch<S> {
     fn new(query: &S) -> Self {
         ChunkScratch {
             scorer: query.new_scratch(),
-            needed: Vec::with_capacity(CHUNK),
-            kept: Vec::with_capacity(CHUNK),
+            chosen: Selection::default(),
             counts: vec![0u32; CHUNK],
             by_length: NeededByLength::default(),
             masked: Vec::new(),
-            bound_scratch: BoundScratch::default(),
             gate: BoundGate::default(),
         }
     }
@@ -822,15 +817,20 @@ impl Matcher {
         // not answer (a state too long for it, a failure), the CPU scans its part afterwards.
         let on_device = self.device.mirrored();
         let mask = mask.as_ref();
-        let (device, parts) = rayon::join(
-            || {
-                let started = Instant::now();
-                let device = self.device.query(self.metric, state, &query.plan, device_limit, on_device);
-                (device, started.elapsed())
-            },
-            || query.scan(self, limit, on_device..self.store.slots(), mask),
-        );
-        let (device, device_time) = device;
+        let ask_device = || {
+            let started = Instant::now();
+            let device = self.device.query(self.metric, state, &query.plan, device_limit, on_device);
+            (device, started.elapsed())
+        };
+        let scan = || query.scan(self, limit, on_device..self.store.slots(), mask);
+        // With nothing on the device the calling thread scans, helped by the pool's threads.
+        // (`rayon::join` called from outside the pool, from a Python thread, hands both halves to
+        // pool threads and waits: two more thread wake-ups per query, and the scan's helpers then
+        // often woke on the core of the thread that woke them, idling the other.)
+        let ((device, device_time), parts) = match on_device {
+            0 => (ask_device(), scan()),
+            _ => rayon::join(ask_device, scan),
+        };
         let device = device.map_err(KatoError::DeviceLost)?;
         Ok(self.finish_query(&query, device, device_time, parts, on_device, limit, mask, started))
     }
@@ -965,8 +965,7 @@ impl Matcher {
             chunks,
             || ChunkScratch::new(query),
             |chunk_scratch, chunk| {
-                let ChunkScratch { scorer, needed, kept, counts, by_length, masked, bound_scratch, gate } =
-                    chunk_scratch;
+                let ChunkScratch { scorer, chosen, counts, by_length, masked, gate } = chunk_scratch;
                 let first = (chunk * CHUNK).max(from) as u32;
                 let end = ((chunk + 1) * CHUNK).min(slots);
                 if mask.is_some_and(|m| m.none_in(first as usize..end)) {
@@ -989,7 +988,8 @@ impl Matcher {
                     wanted,
                 };
                 let bounded = gate.open(worst);
-                bound.select(run, bounded, need, needed, kept, bound_scratch);
+                bound.select(run, bounded, need, chosen);
+                let Selection { needed, kept, .. } = chosen;
                 if bounded {
                     gate.observe(needed, kept.len());
                 }

@@ -56,6 +56,11 @@ impl From<Vec<Hit>> for Matches {
 /// Entry of a per-rank working array for a rank that is not in the result.
 const NO_CLASS: u32 = u32::MAX;
 
+/// Work on fewer items than this runs on the calling thread. Handing it to the rayon pool costs
+/// a thread wake-up, and from a thread outside the pool (a Python thread) a second one to resume
+/// the caller: on a busy machine either can come milliseconds late, far more than the work.
+pub const SERIAL_BELOW: usize = 1 << 15;
+
 /// Per-slot order keys (see the module documentation).
 #[derive(Default)]
 pub struct NameOrder {
@@ -231,7 +236,7 @@ pub fn sort_and_truncate(hits: &mut Vec<Hit>, limit: Option<usize>, store: &Patt
             hits.truncate(k);
         }
     }
-    if hits.len() > 1 << 15 {
+    if hits.len() >= SERIAL_BELOW {
         hits.par_sort_unstable_by(by_result_order);
     } else {
         hits.sort_unstable_by(by_result_order);
@@ -551,26 +556,30 @@ impl QueryPlan {
             return hits.into();
         }
         let classes = self.class_similarity.len();
-        let counts = parts
-            .par_iter()
-            .fold(
-                || vec![0usize; classes],
-                |mut counts, part| {
-                    for c in part {
-                        counts[c.value as usize] += 1;
-                    }
-                    counts
-                },
-            )
-            .reduce(|| vec![0usize; classes], |a, b| a.iter().zip(&b).map(|(x, y)| x + y).collect());
+        let count_part = |mut counts: Vec<usize>, part: &Vec<Candidate>| {
+            for c in part {
+                counts[c.value as usize] += 1;
+            }
+            counts
+        };
+        let candidates: usize = parts.iter().map(Vec::len).sum();
+        let counts = if candidates < SERIAL_BELOW {
+            parts.iter().fold(vec![0usize; classes], count_part)
+        } else {
+            parts
+                .par_iter()
+                .fold(|| vec![0usize; classes], count_part)
+                .reduce(|| vec![0usize; classes], |a, b| a.iter().zip(&b).map(|(x, y)| x + y).collect())
+        };
         let last = last_class_needed(&counts, limit.unwrap_or(usize::MAX));
         let counts = &counts[..=last];
         let total: usize = counts.iter().sum();
         let keep = limit.map_or(total, |k| k.min(total));
         // The sweep walks the whole name order and fills whole classes; sorting fills only what
         // is returned, so the last class (often far larger than what is left of the limit: a
-        // top-100 may end in a class of thousands) keeps just its first names.
-        let sweep = total >= order.ranked().len() / SWEEP_FRACTION;
+        // top-100 may end in a class of tens of thousands) keeps just its first names, found in
+        // one linear selection. So the size of the result decides, not that of the classes.
+        let sweep = keep >= order.ranked().len() / SWEEP_FRACTION;
         let mut filled = counts.to_vec();
         if !sweep {
             filled[last] -= total - keep;
@@ -581,10 +590,12 @@ impl QueryPlan {
         {
             let (slot_groups, similarity_groups) =
                 (split_groups(&mut slots, &filled), split_groups(&mut similarities, &filled));
-            similarity_groups
-                .into_par_iter()
-                .enumerate()
-                .for_each(|(class, group)| group.fill(self.class_similarity[class]));
+            let fill = |(class, group): (usize, &mut [f64])| group.fill(self.class_similarity[class]);
+            if size < SERIAL_BELOW {
+                similarity_groups.into_iter().enumerate().for_each(fill);
+            } else {
+                similarity_groups.into_par_iter().enumerate().for_each(fill);
+            }
             if sweep {
                 fill_by_sweep(&parts, slot_groups, order, store);
             } else {
@@ -675,7 +686,8 @@ fn fill_by_sort(parts: &[Vec<Candidate>], groups: Vec<&mut [u32]>, order: &NameO
             group.push((order.key(c.slot), c.slot));
         }
     }
-    groups.into_par_iter().zip(keyed).with_min_len(8).for_each(|(group, mut keyed)| {
+    let candidates: usize = keyed.iter().map(Vec::len).sum();
+    let fill = |(group, mut keyed): (&mut [u32], Vec<(u64, u32)>)| {
         let by_name = |&a: &(u64, u32), &b: &(u64, u32)| compare_names(a, b, store);
         // A group smaller than its class takes the class's first names only.
         if keyed.len() > group.len() {
@@ -686,7 +698,12 @@ fn fill_by_sort(parts: &[Vec<Candidate>], groups: Vec<&mut [u32]>, order: &NameO
         for (out, (_, slot)) in group.iter_mut().zip(keyed) {
             *out = slot;
         }
-    });
+    };
+    if candidates < SERIAL_BELOW {
+        groups.into_iter().zip(keyed).for_each(fill);
+    } else {
+        groups.into_par_iter().zip(keyed).with_min_len(8).for_each(fill);
+    }
 }
 
 /// Fills each class's group with the slots of its candidates in name order by walking the whole
