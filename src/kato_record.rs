@@ -13,6 +13,7 @@ use crate::metrics::difflib::DifflibQuery;
 use crate::metrics::lcs::LcsQuery;
 use crate::metrics::{PreparedQuery, Scorer, SimilarityRule};
 use crate::ordering::{compare_ranked, LengthRow, NameOrder, QueryPlan};
+use crate::parallel::spread_over_cores;
 use crate::prediction::{parts_with, weight_sum, weighted_similarity, PredictionParts, Weights};
 use crate::store::{AnyRun, PatternStore, Token};
 
@@ -521,54 +522,52 @@ fn scan<S: Scorer>(
 ) -> Vec<Vec<Pending>> {
     let slots = store.slots();
     let state_len = query.state_len();
-    (0..slots.div_ceil(CHUNK))
-        .into_par_iter()
-        .map_init(
-            || (query.new_scratch(), Vec::with_capacity(CHUNK), Vec::new(), vec![0u32; CHUNK], BoundScratch::default()),
-            |(scratch, needed, kept, counts, bound_scratch), chunk| {
-                let first = (chunk * CHUNK) as u32;
-                let end = ((chunk + 1) * CHUNK).min(slots);
-                let run = store.run(first, end - first as usize);
-                needed.clear();
-                needed.extend((0..run.len()).map(|k| {
-                    let slot = first + k as u32;
-                    if store.is_live(slot) && among.is_none_or(|m| m.contains(slot)) {
-                        plan.row(run.pattern_len(k)).min_matches
-                    } else {
-                        LengthRow::NONE
-                    }
-                }));
-                crate::metrics::kept_indices(needed, kept);
-                query.score_run(run, kept, needed, counts, scratch);
-                let mut found = Vec::new();
-                for &k in kept.iter() {
-                    let (k, need, count) = (k as usize, needed[k as usize], counts[k as usize]);
-                    if count < need {
-                        continue;
-                    }
-                    let len = run.pattern_len(k);
-                    let lcs = if lcs_metric { count as usize } else { len.min(state_len) };
-                    if cutoff_positive && lcs == 0 {
-                        continue;
-                    }
-                    let slot = first + k as u32;
-                    let (bound, exact) = match bounds {
-                        None => (0.0, false),
-                        Some(b) => {
-                            let events = store.event_lens(slot);
-                            let m = count as usize;
-                            match run {
-                                AnyRun::Narrow(r) => pattern_bound(b, bound_scratch, r.pattern(k), events, m, lcs),
-                                AnyRun::Wide(r) => pattern_bound(b, bound_scratch, r.pattern(k), events, m, lcs),
-                            }
-                        }
-                    };
-                    found.push(Pending { slot, matches: count, bound, exact });
+    spread_over_cores(
+        0..slots.div_ceil(CHUNK),
+        || (query.new_scratch(), Vec::with_capacity(CHUNK), Vec::new(), vec![0u32; CHUNK], BoundScratch::default()),
+        |(scratch, needed, kept, counts, bound_scratch), chunk| {
+            let first = (chunk * CHUNK) as u32;
+            let end = ((chunk + 1) * CHUNK).min(slots);
+            let run = store.run(first, end - first as usize);
+            needed.clear();
+            needed.extend((0..run.len()).map(|k| {
+                let slot = first + k as u32;
+                if store.is_live(slot) && among.is_none_or(|m| m.contains(slot)) {
+                    plan.row(run.pattern_len(k)).min_matches
+                } else {
+                    LengthRow::NONE
                 }
-                found
-            },
-        )
-        .collect()
+            }));
+            crate::metrics::kept_indices(needed, kept);
+            query.score_run(run, kept, needed, counts, scratch);
+            let mut found = Vec::new();
+            for &k in kept.iter() {
+                let (k, need, count) = (k as usize, needed[k as usize], counts[k as usize]);
+                if count < need {
+                    continue;
+                }
+                let len = run.pattern_len(k);
+                let lcs = if lcs_metric { count as usize } else { len.min(state_len) };
+                if cutoff_positive && lcs == 0 {
+                    continue;
+                }
+                let slot = first + k as u32;
+                let (bound, exact) = match bounds {
+                    None => (0.0, false),
+                    Some(b) => {
+                        let events = store.event_lens(slot);
+                        let m = count as usize;
+                        match run {
+                            AnyRun::Narrow(r) => pattern_bound(b, bound_scratch, r.pattern(k), events, m, lcs),
+                            AnyRun::Wide(r) => pattern_bound(b, bound_scratch, r.pattern(k), events, m, lcs),
+                        }
+                    }
+                };
+                found.push(Pending { slot, matches: count, bound, exact });
+            }
+            found
+        },
+    )
 }
 
 /// Slots of the live patterns KATO's single-symbol path considers for `symbol`: those whose first

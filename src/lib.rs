@@ -27,6 +27,7 @@ mod matcher;
 mod metrics;
 mod name_index;
 mod ordering;
+mod parallel;
 mod prediction;
 mod snapshot;
 mod store;

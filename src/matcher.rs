@@ -17,6 +17,7 @@ use crate::metrics::bound::{Needs, Selection, SymbolBound};
 use crate::metrics::{self, Metric, PreparedQuery, Scorer, SimilarityRule};
 use crate::name_index::NameIndex;
 use crate::ordering::{Candidate, ClassTally, Matches, NameOrder, QueryPlan};
+use crate::parallel::spread_over_cores;
 use crate::store::{PatternStore, MAX_SYMBOL_ID};
 
 /// Patterns per parallel work item.
@@ -45,46 +46,6 @@ impl NeededByLength {
         }
         &self.table
     }
-}
-
-/// Runs `work` on every item of `items` and returns the non-empty results in item order (the
-/// result ordering's sorts run fastest on candidates in slot order), on the calling thread and on
-/// the other cores of the rayon pool, which take the items in order from a shared counter. The
-/// calling thread is already running, so a query starts at once even when the pool's threads
-/// were idle (on a small VM the woken thread can start late, or share the caller's vCPU for a
-/// while); a helper that comes late finds fewer items left, not half of the work set aside for it.
-fn spread_over_cores<W, T: Send>(
-    items: std::ops::Range<usize>,
-    init: impl Fn() -> W + Sync,
-    work: impl Fn(&mut W, usize) -> Vec<T> + Sync,
-) -> Vec<Vec<T>> {
-    let next = std::sync::atomic::AtomicUsize::new(items.start);
-    let parts = std::sync::Mutex::new(Vec::new());
-    let run = || {
-        let mut state = None;
-        let mut mine = Vec::new();
-        loop {
-            let item = next.fetch_add(1, Relaxed);
-            if item >= items.end {
-                break;
-            }
-            let found = work(state.get_or_insert_with(&init), item);
-            if !found.is_empty() {
-                mine.push((item, found));
-            }
-        }
-        parts.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).extend(mine);
-    };
-    let helpers = rayon::current_num_threads().saturating_sub(1).min(items.len().saturating_sub(1));
-    rayon::in_place_scope(|scope| {
-        for _ in 0..helpers {
-            scope.spawn(|_| run());
-        }
-        run();
-    });
-    let mut parts = parts.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
-    parts.sort_unstable_by_key(|&(item, _)| item);
-    parts.into_iter().map(|(_, found)| found).collect()
 }
 
 /// A scan thread's working memory, reused across its chunks.
