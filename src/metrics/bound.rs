@@ -319,8 +319,9 @@ fn keep_scalar(
 }
 
 /// [`keep_scalar`] over a whole run, 8 patterns per step: their ends, counts and needs in
-/// vectors (the marks and the needs by length gathered), the kept ones appended with one store.
-/// Steps holding a pattern longer than the table of needs go through [`keep_scalar`].
+/// vectors (each pattern's marks and its need by length gathered), the kept ones appended with
+/// one store. Steps holding a pattern longer than the table of needs, or than [`WINDOW`], go
+/// through [`keep_scalar`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,popcnt,bmi1,bmi2")]
 unsafe fn keep_avx2(
